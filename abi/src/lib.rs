@@ -1,0 +1,523 @@
+//! The one contract between the bunraku host and its guests.
+//!
+//! Everything that crosses the wasm boundary is defined here and nowhere else:
+//!
+//! - the import module name ([`IMPORT_MODULE`]) and the names of the guest's exports ([`exports`]);
+//! - the ABI version ([`ABI_VERSION`]) that a guest exports and the host checks before anything else;
+//! - the status codes host functions return ([`ErrorCode`], [`encode_error`], [`decode_result`]);
+//! - the wire types, all encoded with postcard: what the host hands the guest ([`Event`],
+//!   [`Envelope`], [`Completion`]) and what the guest hands the host ([`Outbound`], [`ReplyBody`],
+//!   [`Subscribe`], [`Descriptor`]);
+//! - the single table of host functions ([`for_each_host_fn!`], [`HOST_FUNCTIONS`]) from which the
+//!   guest SDK derives its `extern` declarations and the runtime derives its linker registrations,
+//!   each entry naming the [`Capability`] it needs.
+//!
+//! # Calling convention
+//!
+//! Guests are core wasm modules (`wasm32-wasip1`). Every host function takes and returns plain
+//! integers: pointers and lengths into the guest's exported `memory` are `u32`, results are `i64`.
+//! A negative result is `-(ErrorCode as i64)`; a non-negative result is the function's value
+//! (a length, an operation id, a subscription id). The host never blocks inside a host function: an
+//! operation that has to wait returns an operation id (`> 0`) and its outcome arrives later as an
+//! [`Event::Completion`] through `next`.
+//!
+//! # Extensibility
+//!
+//! postcard is not self-describing, so fields are never added to a type in place. Every envelope
+//! carries an `ext` list of [`Ext`] entries for new metadata, and new behaviour comes as new host
+//! functions (an old guest simply does not import them). Changing the layout of an existing type is
+//! an ABI break and bumps [`ABI_VERSION`]; the golden tests in `abi/tests/wire.rs` make such a change
+//! a visible diff.
+#![no_std]
+#![deny(missing_docs)]
+
+extern crate alloc;
+
+use alloc::string::String;
+use alloc::vec::Vec;
+use serde::{Deserialize, Serialize};
+
+/// The wasm import module every bunraku host function lives in.
+pub const IMPORT_MODULE: &str = "bunraku";
+
+/// The version of this contract. A guest exports it from [`exports::ABI_VERSION`]; the host
+/// refuses a module whose version differs.
+pub const ABI_VERSION: u32 = 1;
+
+/// Names of the functions and memory a guest module exports.
+pub mod exports {
+    /// `() -> i32`: the [`ABI_VERSION`](crate::ABI_VERSION) the guest was built against.
+    pub const ABI_VERSION: &str = "bunraku_abi_version";
+    /// `() -> i64`: a pointer (high 32 bits) and length (low 32 bits) of a postcard
+    /// [`Descriptor`](crate::Descriptor) in guest memory.
+    pub const DESCRIBE: &str = "bunraku_describe";
+    /// `() -> i32`: runs the guest until it has nothing left to do. Inside, the guest pulls events
+    /// with the `next` import. Returns the number of handlers still in flight (waiting for a
+    /// completion).
+    pub const RUN: &str = "bunraku_run";
+    /// The guest's linear memory.
+    pub const MEMORY: &str = "memory";
+    /// WASI reactor initialiser, called once after instantiation when present.
+    pub const INITIALIZE: &str = "_initialize";
+    /// Every export the host requires, in the order it checks them.
+    pub const REQUIRED: &[&str] = &[MEMORY, ABI_VERSION, DESCRIBE, RUN];
+}
+
+/// Typed failures a host function reports to the guest (as `-(code as i64)`), and that travel in
+/// [`Completion::Failed`] and [`ReplyBody::Error`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[repr(u16)]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// The request's deadline passed before a reply arrived.
+    Timeout = 1,
+    /// No actor is registered under the name.
+    NoSuchActor = 2,
+    /// The target trapped (or was stopped) while handling the message.
+    TargetFailed = 3,
+    /// The target's mailbox is full (only for `try` sends and drop policies).
+    MailboxFull = 4,
+    /// The actor holds no grant for this action, or used a handle the host never issued.
+    Denied = 5,
+    /// The request would wait on an actor already waiting in the call chain.
+    Deadlock = 6,
+    /// Bytes that do not decode as the expected type.
+    Malformed = 7,
+    /// A message over the size limit.
+    TooLarge = 8,
+    /// The receiver has no handler for the message type name.
+    UnknownType = 9,
+    /// The actor (or the host) is shutting down.
+    Stopped = 10,
+    /// The receiving handler returned an application error.
+    Application = 11,
+    /// The actor has too many operations pending.
+    TooManyPending = 12,
+    /// An invalid argument such as a malformed subject.
+    Invalid = 13,
+    /// A host-side failure that is not the guest's fault.
+    Internal = 14,
+}
+
+impl ErrorCode {
+    /// Every code, for exhaustive tests and lookups.
+    pub const ALL: &[ErrorCode] = &[
+        Self::Timeout,
+        Self::NoSuchActor,
+        Self::TargetFailed,
+        Self::MailboxFull,
+        Self::Denied,
+        Self::Deadlock,
+        Self::Malformed,
+        Self::TooLarge,
+        Self::UnknownType,
+        Self::Stopped,
+        Self::Application,
+        Self::TooManyPending,
+        Self::Invalid,
+        Self::Internal,
+    ];
+
+    /// The code for a raw number, if it is one.
+    pub fn from_raw(raw: u16) -> Option<Self> {
+        Self::ALL.iter().copied().find(|c| *c as u16 == raw)
+    }
+
+    /// A short lowercase name, stable across versions (used in JSON and the CLI).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Timeout => "timeout",
+            Self::NoSuchActor => "no such actor",
+            Self::TargetFailed => "target failed",
+            Self::MailboxFull => "mailbox full",
+            Self::Denied => "denied",
+            Self::Deadlock => "deadlock",
+            Self::Malformed => "malformed",
+            Self::TooLarge => "too large",
+            Self::UnknownType => "unknown message type",
+            Self::Stopped => "stopped",
+            Self::Application => "application error",
+            Self::TooManyPending => "too many pending operations",
+            Self::Invalid => "invalid argument",
+            Self::Internal => "internal error",
+        }
+    }
+}
+
+impl core::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Encodes an error as a host function result.
+pub const fn encode_error(code: ErrorCode) -> i64 {
+    -(code as i64)
+}
+
+/// Splits a host function result into its value or its error.
+///
+/// ```
+/// use bunraku_abi::{decode_result, encode_error, ErrorCode};
+/// assert_eq!(decode_result(7), Ok(7));
+/// assert_eq!(decode_result(encode_error(ErrorCode::Denied)), Err(ErrorCode::Denied));
+/// ```
+pub fn decode_result(raw: i64) -> Result<u64, ErrorCode> {
+    if raw >= 0 {
+        Ok(raw as u64)
+    } else {
+        let code = u16::try_from(-raw).ok().and_then(ErrorCode::from_raw);
+        Err(code.unwrap_or(ErrorCode::Internal))
+    }
+}
+
+/// How a payload is encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[non_exhaustive]
+pub enum Codec {
+    /// postcard, the default between actors.
+    #[default]
+    Postcard,
+    /// JSON, from the CLI and (later) HTTP. The guest SDK decodes it into the same typed message.
+    Json,
+}
+
+/// `mode` argument of `send` and `publish`.
+pub mod mode {
+    /// Fail with [`ErrorCode::MailboxFull`](crate::ErrorCode::MailboxFull) instead of waiting.
+    pub const TRY: u32 = 0;
+    /// Wait for room: the call returns an operation id and completes later.
+    pub const WAIT: u32 = 1;
+}
+
+/// Log levels for the `log` host function.
+pub mod level {
+    /// Errors.
+    pub const ERROR: u32 = 1;
+    /// Warnings.
+    pub const WARN: u32 = 2;
+    /// Information.
+    pub const INFO: u32 = 3;
+    /// Debugging detail.
+    pub const DEBUG: u32 = 4;
+    /// Tracing detail.
+    pub const TRACE: u32 = 5;
+}
+
+/// A W3C-style trace context carried with every message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct TraceContext {
+    /// The trace this message belongs to.
+    pub trace_id: [u8; 16],
+    /// The span that sent it.
+    pub span_id: [u8; 8],
+}
+
+/// An extension entry: room for metadata added after this version without an ABI break.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ext {
+    /// A namespaced key such as `bunraku.priority`.
+    pub key: String,
+    /// The value, encoded as the key's owner documents.
+    pub value: Vec<u8>,
+}
+
+/// A message as the receiving guest sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Envelope {
+    /// Unique (per host) message id.
+    pub id: u64,
+    /// The stable wire name of the message type.
+    pub msg_type: String,
+    /// How `payload` is encoded.
+    pub codec: Codec,
+    /// A one-shot reply handle, valid in the receiving actor only, when the sender awaits a reply.
+    pub reply: Option<u32>,
+    /// The deadline in milliseconds since the Unix epoch on the host clock, if any.
+    pub deadline_ms: Option<u64>,
+    /// The actors (host-issued ids) waiting on this message, oldest first.
+    pub chain: Vec<u64>,
+    /// The trace this message belongs to.
+    pub trace: Option<TraceContext>,
+    /// Who sent it: an actor name or a principal such as `cli`.
+    pub sender: Option<String>,
+    /// The subject, for a message delivered through a subscription.
+    pub subject: Option<String>,
+    /// An idempotency key set by the sender.
+    pub idempotency_key: Option<String>,
+    /// Host-issued handles moved with the message (capabilities, later issues).
+    pub attachments: Vec<u32>,
+    /// Extensions.
+    pub ext: Vec<Ext>,
+    /// The encoded message.
+    pub payload: Vec<u8>,
+}
+
+/// What `next` hands the guest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Event {
+    /// The first event of every instance: run `on_start` with this JSON configuration.
+    Start {
+        /// The actor's address (its name in the manifest, or the name it was spawned under).
+        name: String,
+        /// Which instance of the actor this is (`0..instances`).
+        instance: u32,
+        /// The actor's `config` table from the manifest, as JSON (`null` when absent).
+        config: Vec<u8>,
+    },
+    /// A message from the mailbox.
+    Message(Envelope),
+    /// The outcome of an operation that returned an operation id.
+    Completion {
+        /// The operation id the host returned.
+        op: u32,
+        /// Its outcome.
+        result: Completion,
+    },
+    /// The instance is being stopped: run `on_stop`.
+    Stop,
+}
+
+/// The outcome of a pending operation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Completion {
+    /// A send or publish that waited for room was delivered.
+    Done,
+    /// The reply to a request.
+    Reply(ReplyBody),
+    /// The operation failed.
+    Failed(ErrorCode),
+}
+
+/// A reply, from the replying guest (through `reply`) or the host (for failures).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ReplyBody {
+    /// A successful reply in the request's codec.
+    Ok {
+        /// How `payload` is encoded.
+        codec: Codec,
+        /// The encoded reply value.
+        payload: Vec<u8>,
+    },
+    /// A typed failure and a human-readable message (never host internals).
+    Error {
+        /// What kind of failure.
+        code: ErrorCode,
+        /// Details for a person.
+        message: String,
+    },
+}
+
+/// A message the guest sends, requests or publishes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Outbound {
+    /// An actor name (send, request) or a subject (publish).
+    pub target: String,
+    /// The stable wire name of the message type.
+    pub msg_type: String,
+    /// How `payload` is encoded.
+    pub codec: Codec,
+    /// The encoded message.
+    pub payload: Vec<u8>,
+    /// For requests: how long to wait for the reply (host default when `None`).
+    pub timeout_ms: Option<u64>,
+    /// An idempotency key for the receiver.
+    pub idempotency_key: Option<String>,
+    /// Extensions.
+    pub ext: Vec<Ext>,
+}
+
+/// What the guest passes to `subscribe`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Subscribe {
+    /// A NATS-style subject pattern (`a.b`, `a.*`, `a.>`).
+    pub pattern: String,
+    /// What a publisher experiences when this subscriber's mailbox is full.
+    pub policy: Policy,
+}
+
+/// The per-subscription delivery policy when the subscriber's mailbox is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[non_exhaustive]
+pub enum Policy {
+    /// The publisher waits for room (lossless; a slow subscriber slows its publishers).
+    #[default]
+    Wait,
+    /// The message is dropped for this subscriber and counted as a dead letter.
+    DropNewest,
+}
+
+/// What a handler accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HandlerKind {
+    /// A one-way message.
+    Message,
+    /// A request with a typed reply.
+    Request,
+}
+
+/// One message type a guest handles.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageInfo {
+    /// The stable wire name.
+    pub name: String,
+    /// Whether it expects a reply.
+    pub kind: HandlerKind,
+}
+
+/// What a guest exports about itself through [`exports::DESCRIBE`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Descriptor {
+    /// Must equal [`ABI_VERSION`].
+    pub abi_version: u32,
+    /// The actor type's name (the Rust type name chosen by the SDK macro, informational).
+    pub actor: String,
+    /// The message types it handles.
+    pub messages: Vec<MessageInfo>,
+}
+
+/// What a host function needs to be allowed. Each entry of the host function table names one;
+/// the runtime checks it before running the function.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Capability {
+    /// Always allowed: pulling events, replying through a held reply handle, logging.
+    None,
+    /// Sending to or calling another actor.
+    Send,
+    /// Publishing to a subject.
+    Publish,
+    /// Subscribing to a subject pattern.
+    Subscribe,
+}
+
+/// A wasm value type in the host function table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WasmType {
+    /// `i32` (a Rust `u32` on both sides).
+    I32,
+    /// `i64` (a Rust `u64` or `i64` on both sides).
+    I64,
+}
+
+/// One host function, as listed in [`HOST_FUNCTIONS`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HostFn {
+    /// The import name inside [`IMPORT_MODULE`].
+    pub name: &'static str,
+    /// Parameter types.
+    pub params: &'static [WasmType],
+    /// The result type (always one value).
+    pub result: WasmType,
+    /// What the caller must be granted.
+    pub capability: Capability,
+}
+
+/// Maps a Rust parameter type of the table to its wasm type.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __wasm_type {
+    (u32) => {
+        $crate::WasmType::I32
+    };
+    (u64) => {
+        $crate::WasmType::I64
+    };
+    (i64) => {
+        $crate::WasmType::I64
+    };
+}
+
+/// The single table of host functions. Calls `$callback!` with every entry, in the form
+///
+/// ```text
+/// $( $(#[$doc])* fn $name($($arg: $ty),*) -> $ret, capability = $cap, module = $module; )*
+/// ```
+///
+/// where `$ty` is `u32` or `u64`, `$ret` is `i64`, `$cap` a [`Capability`] variant name and
+/// `$module` the runtime module implementing it. The guest SDK turns each entry into an
+/// `extern "C"` import; the runtime turns each into a capability-checked linker registration.
+///
+/// ```
+/// macro_rules! names {
+///     ($( $(#[$doc:meta])* fn $name:ident($($arg:ident: $ty:ident),*) -> $ret:ident,
+///         capability = $cap:ident, module = $module:ident; )*) => {
+///         &[$(stringify!($name)),*]
+///     };
+/// }
+/// let names: &[&str] = bunraku_abi::for_each_host_fn!(names);
+/// assert!(names.contains(&"next"));
+/// ```
+#[macro_export]
+macro_rules! for_each_host_fn {
+    ($callback:ident) => {
+        $callback! {
+            /// Writes the next [`Event`](crate::Event) (postcard) into `buf_ptr..buf_ptr+buf_cap`
+            /// and returns its length; `0` when there is none. When the length is larger than
+            /// `buf_cap` nothing is written and the event stays first in line: grow the buffer and
+            /// call again. `in_flight` is the number of handlers the guest has waiting: the host
+            /// only hands out a new mailbox message when it is below the actor's concurrency.
+            /// Resets the time budget.
+            fn next(buf_ptr: u32, buf_cap: u32, in_flight: u32) -> i64,
+                capability = None, module = messaging;
+            /// Sends an [`Outbound`](crate::Outbound) to an actor. `mode` is a
+            /// [`mode`](crate::mode) constant. Returns `0` when delivered, an operation id when
+            /// waiting for room.
+            fn send(ptr: u32, len: u32, mode: u32) -> i64,
+                capability = Send, module = messaging;
+            /// Sends an [`Outbound`](crate::Outbound) as a request. Returns an operation id; the
+            /// reply arrives as a [`Completion::Reply`](crate::Completion::Reply).
+            fn request(ptr: u32, len: u32) -> i64,
+                capability = Send, module = messaging;
+            /// Answers the request that carried reply handle `handle` with a
+            /// [`ReplyBody`](crate::ReplyBody). The handle is the grant: no capability needed.
+            fn reply(handle: u32, ptr: u32, len: u32) -> i64,
+                capability = None, module = messaging;
+            /// Publishes an [`Outbound`](crate::Outbound) whose target is a subject. Returns `0`
+            /// when every subscriber took it, an operation id when waiting for room.
+            fn publish(ptr: u32, len: u32, mode: u32) -> i64,
+                capability = Publish, module = pubsub;
+            /// Subscribes with a [`Subscribe`](crate::Subscribe); returns a subscription id.
+            fn subscribe(ptr: u32, len: u32) -> i64,
+                capability = Subscribe, module = pubsub;
+            /// Drops a subscription.
+            fn unsubscribe(id: u64) -> i64,
+                capability = Subscribe, module = pubsub;
+            /// Gives up waiting for operation `op` (its future was dropped).
+            fn cancel(op: u32) -> i64,
+                capability = None, module = messaging;
+            /// Writes a UTF-8 line to the actor's log at a [`level`](crate::level).
+            fn log(level: u32, ptr: u32, len: u32) -> i64,
+                capability = None, module = logging;
+        }
+    };
+}
+
+macro_rules! host_fn_table {
+    ($( $(#[$doc:meta])* fn $name:ident($($arg:ident: $ty:ident),*) -> $ret:ident,
+        capability = $cap:ident, module = $module:ident; )*) => {
+        /// Every host function, derived from [`for_each_host_fn!`].
+        pub const HOST_FUNCTIONS: &[HostFn] = &[$(
+            HostFn {
+                name: stringify!($name),
+                params: &[$($crate::__wasm_type!($ty)),*],
+                result: $crate::__wasm_type!($ret),
+                capability: Capability::$cap,
+            }
+        ),*];
+    };
+}
+for_each_host_fn!(host_fn_table);
+
+/// Encodes a wire value with postcard.
+pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    postcard::to_allocvec(value).expect("postcard encoding into a Vec cannot fail")
+}
+
+/// Decodes a wire value with postcard, refusing trailing bytes.
+pub fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, ErrorCode> {
+    match postcard::take_from_bytes(bytes) {
+        Ok((value, [])) => Ok(value),
+        _ => Err(ErrorCode::Malformed),
+    }
+}
