@@ -255,6 +255,7 @@ pub struct Envelope {
 
 /// What `next` hands the guest.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[allow(clippy::large_enum_variant)] // decoded once per message; boxing would add an allocation
 pub enum Event {
     /// The first event of every instance: run `on_start` with this JSON configuration.
     Start {

@@ -1,0 +1,151 @@
+//! Message types shared by the guests in this workspace. Types with the same wire name and layout
+//! are the same message to every actor; keeping them in one crate keeps them the same.
+
+use bunraku_sdk::prelude::*;
+
+/// Echo the text back.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Message)]
+#[message(reply = String)]
+pub struct Echo {
+    pub text: String,
+}
+
+/// Busy for `ms` milliseconds, then reply with `ms` (a slow handler, for timeouts).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Message)]
+#[message(reply = u64)]
+pub struct Slow {
+    pub ms: u64,
+}
+
+/// Add to a counter.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Message)]
+pub struct Add {
+    pub n: u64,
+}
+
+/// Read a counter.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Message)]
+#[message(reply = u64)]
+pub struct Get {}
+
+/// A published message.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Message)]
+#[message(name = "pubsub.tick")]
+pub struct Tick {
+    pub publisher: String,
+    pub seq: u64,
+}
+
+/// Ask a publisher to publish `count` ticks to `subject`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Message)]
+#[message(reply = u64)]
+pub struct PublishBurst {
+    pub subject: String,
+    pub count: u64,
+}
+
+/// One message a subscriber saw.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Seen {
+    pub subject: String,
+    pub publisher: String,
+    pub seq: u64,
+}
+
+/// Ask a subscriber what it saw.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Message)]
+#[message(reply = Vec<Seen>)]
+pub struct Report {}
+
+/// Run the example's self-check.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Message)]
+#[message(reply = SmokeReport)]
+pub struct Smoke {}
+
+/// One checked fact.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fact {
+    pub name: String,
+    pub ok: bool,
+    pub detail: String,
+}
+
+/// The outcome of a self-check: `bunraku run --smoke` prints `summary` and exits with `ok`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct SmokeReport {
+    pub ok: bool,
+    pub summary: String,
+    pub facts: Vec<Fact>,
+}
+
+impl SmokeReport {
+    /// Records a fact.
+    pub fn check(&mut self, name: &str, ok: bool, detail: impl Into<String>) {
+        self.facts.push(Fact { name: name.into(), ok, detail: detail.into() });
+    }
+
+    /// Sets `ok` and the summary line from the facts.
+    pub fn finish(mut self, example: &str) -> Self {
+        let passed = self.facts.iter().filter(|f| f.ok).count();
+        self.ok = passed == self.facts.len() && !self.facts.is_empty();
+        let failed: Vec<_> = self.facts.iter().filter(|f| !f.ok).map(|f| f.name.as_str()).collect();
+        self.summary = if self.ok {
+            format!("{example}: ok, {passed} facts checked")
+        } else {
+            format!("{example}: FAILED {} of {} facts: {}", failed.len(), self.facts.len(), failed.join(", "))
+        };
+        self
+    }
+}
+
+/// A gossip peer's replicated counter (a grow-only counter: one slot per peer, merged by max).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Slots(pub Vec<(String, u64)>);
+
+impl Slots {
+    pub fn get(&self, peer: &str) -> u64 {
+        self.0.iter().find(|(p, _)| p == peer).map_or(0, |(_, n)| *n)
+    }
+    pub fn set(&mut self, peer: &str, n: u64) {
+        match self.0.iter_mut().find(|(p, _)| p == peer) {
+            Some(slot) => slot.1 = n,
+            None => {
+                self.0.push((peer.to_owned(), n));
+                self.0.sort();
+            }
+        }
+    }
+    /// Merges another state; returns whether anything changed.
+    pub fn merge(&mut self, other: &Slots) -> bool {
+        let mut changed = false;
+        for (peer, n) in &other.0 {
+            if *n > self.get(peer) {
+                self.set(peer, *n);
+                changed = true;
+            }
+        }
+        changed
+    }
+    pub fn total(&self) -> u64 {
+        self.0.iter().map(|(_, n)| n).sum()
+    }
+}
+
+/// Increment this peer's own slot by `n`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Message)]
+pub struct Increment {
+    pub n: u64,
+}
+
+/// A peer's counter state, gossiped to other peers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Message)]
+#[message(name = "p2p.gossip")]
+pub struct Gossip {
+    pub from: String,
+    pub slots: Slots,
+}
+
+/// Ask a peer for its view of the counter.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Message)]
+#[message(reply = Slots)]
+pub struct View {}

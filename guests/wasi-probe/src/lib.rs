@@ -1,0 +1,73 @@
+//! Shows what the standard library gives an actor under bunraku's WASI.
+
+use std::collections::HashMap;
+
+use bunraku_sdk::prelude::*;
+
+/// Run every probe except the blocking sleep.
+#[derive(Debug, Serialize, Deserialize, Message)]
+#[message(reply = ProbeReport)]
+pub struct Probe {}
+
+/// What each probe gave.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ProbeReport {
+    /// `HashMap` works (it is seeded from `random_get`).
+    pub hashmap: u64,
+    /// `SystemTime::now()` as milliseconds since the Unix epoch (the host clock).
+    pub unix_ms: u64,
+    /// `Instant` moved forward across a short busy loop.
+    pub monotonic_advanced: bool,
+    /// What `std::fs::read_to_string("/etc/hostname")` returned.
+    pub fs_read: String,
+    /// What `std::fs::write("out.txt", ..)` returned.
+    pub fs_write: String,
+    /// What `std::env::args().count()` and `vars().count()` returned.
+    pub args: usize,
+    /// Environment variables visible.
+    pub env_vars: usize,
+}
+
+/// Call `std::thread::sleep` (a blocking wait: the host refuses it).
+#[derive(Debug, Serialize, Deserialize, Message)]
+#[message(reply = String)]
+pub struct Sleep {}
+
+#[derive(Default)]
+pub struct WasiProbe;
+
+#[actor]
+impl WasiProbe {
+    #[handler]
+    async fn probe(&mut self, _ctx: &Ctx, _msg: Probe) -> ProbeReport {
+        println!("println from the wasi probe");
+        eprintln!("eprintln from the wasi probe");
+        let mut map = HashMap::new();
+        for i in 0..100u64 {
+            map.insert(i, i * 2);
+        }
+        let start = std::time::Instant::now();
+        let mut x = 0u64;
+        while start.elapsed().as_nanos() == 0 {
+            x = std::hint::black_box(x + 1);
+        }
+        ProbeReport {
+            hashmap: map.values().sum(),
+            unix_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0),
+            monotonic_advanced: start.elapsed().as_nanos() > 0,
+            fs_read: format!("{:?}", std::fs::read_to_string("/etc/hostname").map_err(|e| e.kind())),
+            fs_write: format!("{:?}", std::fs::write("out.txt", b"x").map_err(|e| e.kind())),
+            args: std::env::args().count(),
+            env_vars: std::env::vars().count(),
+        }
+    }
+
+    #[handler]
+    async fn sleep(&mut self, _ctx: &Ctx, _msg: Sleep) -> String {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        "slept".into()
+    }
+}

@@ -1,0 +1,567 @@
+//! Actors: addresses, instances and the loop that drives an instance.
+//!
+//! - An [`ActorGroup`] is everything deployed under one name: its module, settings and one
+//!   [`ActorCell`] per instance.
+//! - An [`ActorCell`] is the *address* of one instance: its id, its mailbox sender and its
+//!   statistics. It outlives instance restarts, and so does the mailbox.
+//! - An instance is one wasmtime `Store` holding an [`ActorState`]. The cell's task
+//!   ([`run_cell`]) creates instances, drives them ([`run_instance`]) and, when one traps, discards
+//!   it and starts the next after a backoff.
+//!
+//! Driving an instance: the task enters the guest (`bunraku_run`, a synchronous call), and inside
+//! that one entry the guest pulls events through the `next` import until none is ready: messages
+//! from the mailbox (only while fewer handlers than the actor's concurrency are in flight) and
+//! completions of operations it started (replies, waits for room). Then the task awaits the
+//! mailbox, the pending operations and the stop signal, and enters the guest again. A guest that
+//! waits for anything holds no thread and no native stack: its waiting handler is a future inside
+//! the guest, and the operation it waits on is a future in the task.
+
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bunraku_abi::{Completion, Descriptor, Envelope, Event, HandlerKind, TraceContext};
+use futures::stream::{FuturesUnordered, StreamExt};
+use futures::FutureExt;
+use tokio::sync::Notify;
+use wasmtime::{Memory, Store, StoreLimits, Trap};
+
+use crate::host::Shared;
+use crate::mailbox::{Delivery, MailboxRx, MailboxTx, ReplySlot};
+use crate::manifest::{Limits, RestartPolicy};
+use crate::module::ActorModule;
+
+/// Most operations one instance may have pending at once.
+pub(crate) const MAX_PENDING_OPS: usize = 1024;
+
+/// A future the instance's task polls for an operation the guest started.
+pub(crate) type PendingOp = Pin<Box<dyn Future<Output = (u32, Completion)> + Send>>;
+
+/// What a grant allows. The scheduler issue adds per-actor grants; for now every actor may do
+/// everything, but every host function already passes through [`Grants::allows`].
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Grants;
+
+impl Grants {
+    pub(crate) fn allows(&self, _cap: bunraku_abi::Capability) -> bool {
+        true
+    }
+}
+
+/// Everything deployed under one name.
+pub(crate) struct ActorGroup {
+    pub name: Arc<str>,
+    pub cells: Vec<Arc<ActorCell>>,
+    pub module: Arc<ActorModule>,
+    pub limits: Limits,
+    pub restart: RestartPolicy,
+    pub config: Vec<u8>,
+    pub grants: Grants,
+}
+
+impl ActorGroup {
+    /// The instance that messages from a sender with this hash go to.
+    pub(crate) fn pick(&self, sender_hash: u64) -> &Arc<ActorCell> {
+        &self.cells[(sender_hash % self.cells.len() as u64) as usize]
+    }
+
+    /// The handler kind for a message type, if the actor handles it.
+    pub(crate) fn kind_of(&self, msg_type: &str) -> Option<HandlerKind> {
+        self.module.types.get(msg_type).copied()
+    }
+
+    pub(crate) fn descriptor(&self) -> &Descriptor {
+        &self.module.descriptor
+    }
+}
+
+/// Lifecycle of an instance slot, as `bunraku ps` shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum ActorPhase {
+    /// Creating an instance.
+    Starting = 0,
+    /// Running.
+    Running = 1,
+    /// Waiting out the backoff before a restart.
+    Restarting = 2,
+    /// Stopped for good.
+    Stopped = 3,
+}
+
+impl ActorPhase {
+    fn from_u8(v: u8) -> Self {
+        match v {
+            0 => Self::Starting,
+            1 => Self::Running,
+            2 => Self::Restarting,
+            _ => Self::Stopped,
+        }
+    }
+
+    /// Lowercase name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Starting => "starting",
+            Self::Running => "running",
+            Self::Restarting => "restarting",
+            Self::Stopped => "stopped",
+        }
+    }
+}
+
+/// Counters of one instance slot.
+#[derive(Default)]
+pub(crate) struct ActorStats {
+    pub handled: AtomicU64,
+    pub restarts: AtomicU64,
+    pub failures: AtomicU64,
+    pub dead_letters: AtomicU64,
+    pub memory: AtomicU64,
+    pub phase: AtomicU8,
+    pub last_failure: Mutex<Option<String>>,
+}
+
+/// The address of one instance: survives restarts.
+pub(crate) struct ActorCell {
+    pub id: u64,
+    pub name: Arc<str>,
+    pub instance: u32,
+    pub tx: MailboxTx,
+    /// The module, for the message types the actor accepts.
+    pub module: Arc<ActorModule>,
+    /// The largest payload the actor accepts.
+    pub max_message: usize,
+    pub stats: ActorStats,
+    stop_requested: AtomicBool,
+    stop: Notify,
+}
+
+impl ActorCell {
+    pub(crate) fn new(
+        id: u64,
+        name: Arc<str>,
+        instance: u32,
+        tx: MailboxTx,
+        module: Arc<ActorModule>,
+        max_message: usize,
+    ) -> Self {
+        Self {
+            id,
+            name,
+            instance,
+            tx,
+            module,
+            max_message,
+            stats: ActorStats::default(),
+            stop_requested: AtomicBool::new(false),
+            stop: Notify::new(),
+        }
+    }
+
+    /// Asks the instance to run `on_stop` and end; no restart follows.
+    pub(crate) fn request_stop(&self) {
+        self.stop_requested.store(true, Ordering::SeqCst);
+        self.stop.notify_one();
+    }
+
+    pub(crate) fn stop_requested(&self) -> bool {
+        self.stop_requested.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn phase(&self) -> ActorPhase {
+        ActorPhase::from_u8(self.stats.phase.load(Ordering::Relaxed))
+    }
+
+    fn set_phase(&self, phase: ActorPhase) {
+        self.stats.phase.store(phase as u8, Ordering::Relaxed);
+    }
+
+    /// Messages waiting in the mailbox.
+    pub(crate) fn mailbox_depth(&self) -> usize {
+        self.tx.max_capacity() - self.tx.capacity()
+    }
+
+    /// Whether the actor has a handler for a message type.
+    pub(crate) fn accepts(&self, msg_type: &str) -> bool {
+        self.module.types.contains_key(msg_type)
+    }
+
+    pub(crate) fn dead_letter(&self) {
+        self.stats.dead_letters.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// The mailbox side an instance reads, handed from one instance to the next.
+pub(crate) struct InstanceIo {
+    pub mailbox: MailboxRx,
+    /// A message taken off the mailbox but not yet handed to the guest.
+    pub peeked: Option<Delivery>,
+}
+
+/// What the handler currently being polled is working on.
+#[derive(Default)]
+pub(crate) struct TaskMeta {
+    /// Actors waiting on this handler's message, oldest first.
+    pub chain: Vec<u64>,
+    pub msg_type: String,
+    pub msg_id: u64,
+    pub trace: Option<TraceContext>,
+}
+
+/// What the instance's task tracks about a pending operation.
+pub(crate) struct OpMeta {
+    pub chain: Vec<u64>,
+    pub msg_type: String,
+    pub msg_id: u64,
+    pub trace: Option<TraceContext>,
+}
+
+/// Events ready for `next`, besides mailbox messages.
+pub(crate) enum Ready {
+    Start,
+    Completion(u32, Completion),
+    Stop,
+}
+
+/// The data of one instance's `Store`.
+pub(crate) struct ActorState {
+    pub host: Arc<Shared>,
+    pub group: Arc<ActorGroup>,
+    pub cell: Arc<ActorCell>,
+    pub limits: StoreLimits,
+    pub io: InstanceIo,
+    pub memory: Option<Memory>,
+    pub ready: VecDeque<Ready>,
+    /// An encoded event that did not fit the guest's buffer yet.
+    pub staged: Option<Vec<u8>>,
+    pub scratch: Vec<u8>,
+    pub replies: HashMap<u32, ReplySlot>,
+    next_handle: u32,
+    pub ops: HashMap<u32, OpMeta>,
+    next_op: u32,
+    pub new_ops: Vec<PendingOp>,
+    pub current: TaskMeta,
+    pub resolved: HashMap<String, Arc<ActorGroup>>,
+    pub subscriptions: Vec<u64>,
+    pub stdio: [Vec<u8>; 2],
+    pub budget_ticks: u64,
+    pub in_flight: u32,
+    /// Hash of this actor's name: picks the target instance so one sender stays on one instance.
+    pub sender_hash: u64,
+}
+
+impl ActorState {
+    pub(crate) fn new(
+        host: Arc<Shared>,
+        group: Arc<ActorGroup>,
+        cell: Arc<ActorCell>,
+        io: InstanceIo,
+    ) -> Self {
+        let limits = host.engine.store_limits(group.limits.memory);
+        let tick = host.engine.epoch_tick().as_nanos().max(1);
+        let budget_ticks = (group.limits.time_budget.as_nanos().div_ceil(tick)).max(1) as u64;
+        let sender_hash = hash_name(&group.name);
+        Self {
+            host,
+            group,
+            cell,
+            limits,
+            io,
+            memory: None,
+            ready: VecDeque::new(),
+            staged: None,
+            scratch: Vec::new(),
+            replies: HashMap::new(),
+            next_handle: 0,
+            ops: HashMap::new(),
+            next_op: 0,
+            new_ops: Vec::new(),
+            current: TaskMeta::default(),
+            resolved: HashMap::new(),
+            subscriptions: Vec::new(),
+            stdio: [Vec::new(), Vec::new()],
+            budget_ticks,
+            in_flight: 0,
+            sender_hash,
+        }
+    }
+
+    /// Registers a pending operation started by the handler being polled.
+    pub(crate) fn start_op(
+        &mut self,
+        fut: impl Future<Output = Completion> + Send + 'static,
+    ) -> Result<u32, bunraku_abi::ErrorCode> {
+        if self.ops.len() >= MAX_PENDING_OPS {
+            return Err(bunraku_abi::ErrorCode::TooManyPending);
+        }
+        self.next_op = self.next_op.wrapping_add(1).max(1);
+        let op = self.next_op;
+        self.ops.insert(
+            op,
+            OpMeta {
+                chain: self.current.chain.clone(),
+                msg_type: self.current.msg_type.clone(),
+                msg_id: self.current.msg_id,
+                trace: self.current.trace,
+            },
+        );
+        self.new_ops.push(Box::pin(fut.map(move |c| (op, c))));
+        Ok(op)
+    }
+
+    /// The next event for the guest, if one may be handed out now.
+    pub(crate) fn next_event(&mut self, in_flight: u32) -> Option<Event> {
+        self.in_flight = in_flight;
+        while let Some(ready) = self.ready.pop_front() {
+            match ready {
+                Ready::Start => {
+                    return Some(Event::Start {
+                        name: self.group.name.to_string(),
+                        instance: self.cell.instance,
+                        config: self.group.config.clone(),
+                    });
+                }
+                Ready::Stop => return Some(Event::Stop),
+                Ready::Completion(op, result) => {
+                    // A cancelled operation's completion is dropped.
+                    let Some(meta) = self.ops.remove(&op) else { continue };
+                    self.current = TaskMeta {
+                        chain: meta.chain,
+                        msg_type: meta.msg_type,
+                        msg_id: meta.msg_id,
+                        trace: meta.trace,
+                    };
+                    return Some(Event::Completion { op, result });
+                }
+            }
+        }
+        if in_flight as usize >= self.group.limits.concurrency {
+            return None;
+        }
+        let delivery = match self.io.peeked.take() {
+            Some(d) => d,
+            None => self.io.mailbox.try_recv().ok()?,
+        };
+        Some(Event::Message(self.accept(delivery)))
+    }
+
+    /// Turns a delivery into the envelope the guest sees, keeping its reply slot.
+    fn accept(&mut self, delivery: Delivery) -> Envelope {
+        let Delivery { mut env, reply } = delivery;
+        if let Some(slot) = reply {
+            self.next_handle = self.next_handle.wrapping_add(1).max(1);
+            self.replies.insert(self.next_handle, slot);
+            env.reply = Some(self.next_handle);
+        }
+        self.current.chain.clone_from(&env.chain);
+        self.current.msg_type.clone_from(&env.msg_type);
+        self.current.msg_id = env.id;
+        self.current.trace = env.trace;
+        self.cell.stats.handled.fetch_add(1, Ordering::Relaxed);
+        env
+    }
+
+    pub(crate) fn push_completion(&mut self, op: u32, result: Completion) {
+        self.ready.push_back(Ready::Completion(op, result));
+    }
+}
+
+/// A stable hash of a name (FNV-1a), so instance choice does not change between runs.
+pub(crate) fn hash_name(name: &str) -> u64 {
+    name.bytes()
+        .fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3))
+}
+
+/// How an instance ended.
+enum Exit {
+    Stopped,
+    Failed(String),
+}
+
+/// Runs one instance slot until it is stopped: creates instances, restarts them with backoff.
+pub(crate) async fn run_cell(
+    host: Arc<Shared>,
+    group: Arc<ActorGroup>,
+    cell: Arc<ActorCell>,
+    mut io: InstanceIo,
+) {
+    let mut attempt: u32 = 0;
+    loop {
+        if cell.stop_requested() {
+            break;
+        }
+        cell.set_phase(ActorPhase::Starting);
+        let started = host.clock.now();
+        let (exit, returned) = run_instance(&host, &group, &cell, io).await;
+        io = returned;
+        match exit {
+            Exit::Stopped => break,
+            Exit::Failed(reason) => {
+                tracing::warn!(actor = %cell.name, instance = cell.instance, "{reason}");
+                host.logs.emit(&cell.name, cell.instance, bunraku_abi::level::ERROR, &reason);
+                cell.stats.failures.fetch_add(1, Ordering::Relaxed);
+                *cell.stats.last_failure.lock().unwrap() = Some(reason);
+                if cell.stop_requested() {
+                    break;
+                }
+                if host.clock.now().saturating_sub(started) >= group.restart.reset_after {
+                    attempt = 0;
+                }
+                let delay = backoff_delay(&group.restart, attempt, host.entropy.next_u64());
+                attempt = attempt.saturating_add(1);
+                cell.set_phase(ActorPhase::Restarting);
+                tokio::select! {
+                    _ = host.clock.sleep(delay) => {}
+                    _ = cell.stop.notified() => break,
+                }
+                cell.stats.restarts.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+    cell.set_phase(ActorPhase::Stopped);
+    // Messages still queued are dead letters; dropping them tells waiting requesters.
+    io.mailbox.close();
+    let mut dropped = io.peeked.take().map_or(0, |_| 1);
+    while io.mailbox.try_recv().is_ok() {
+        dropped += 1;
+    }
+    cell.stats.dead_letters.fetch_add(dropped, Ordering::Relaxed);
+}
+
+/// The delay before restart number `attempt` (0-based): exponential from the initial delay,
+/// capped, with `jitter` as a fraction of random variation either way.
+pub(crate) fn backoff_delay(policy: &RestartPolicy, attempt: u32, random: u64) -> Duration {
+    let base = policy
+        .backoff_initial
+        .saturating_mul(1u32.checked_shl(attempt.min(31)).unwrap_or(u32::MAX))
+        .min(policy.backoff_max);
+    let unit = (random >> 11) as f64 / (1u64 << 53) as f64; // uniform in [0, 1)
+    let factor = 1.0 + policy.jitter * (2.0 * unit - 1.0);
+    base.mul_f64(factor.max(0.0)).min(policy.backoff_max)
+}
+
+async fn run_instance(
+    host: &Arc<Shared>,
+    group: &Arc<ActorGroup>,
+    cell: &Arc<ActorCell>,
+    io: InstanceIo,
+) -> (Exit, InstanceIo) {
+    let state = ActorState::new(host.clone(), group.clone(), cell.clone(), io);
+    let budget = state.budget_ticks;
+    let mut store = Store::new(host.engine.wasmtime(), state);
+    store.limiter(|s| &mut s.limits);
+    store.epoch_deadline_trap();
+    store.set_epoch_deadline(budget);
+
+    let run = match group.module.instantiate(&mut store) {
+        Ok(run) => run,
+        Err(reason) => return finish(store, Exit::Failed(reason)),
+    };
+    cell.set_phase(ActorPhase::Running);
+    store.data_mut().ready.push_back(Ready::Start);
+    let mut pending: FuturesUnordered<PendingOp> = FuturesUnordered::new();
+    let mut stopping = false;
+    let concurrency = group.limits.concurrency as u32;
+
+    loop {
+        store.set_epoch_deadline(budget);
+        match run.call(&mut store, ()) {
+            Ok(in_flight) => store.data_mut().in_flight = in_flight.max(0) as u32,
+            Err(err) => {
+                let reason = describe_trap(&store, &err);
+                return finish(store, Exit::Failed(reason));
+            }
+        }
+        let st = store.data_mut();
+        pending.extend(st.new_ops.drain(..));
+        if let Some(memory) = st.memory {
+            let size = memory.data_size(&store) as u64;
+            cell.stats.memory.store(size, Ordering::Relaxed);
+        }
+        let st = store.data_mut();
+        if stopping && st.in_flight == 0 && st.ready.is_empty() {
+            return finish(store, Exit::Stopped);
+        }
+        let can_take = !stopping && st.in_flight < concurrency && st.io.peeked.is_none();
+        tokio::select! {
+            biased;
+            _ = cell.stop.notified(), if !stopping => {
+                stopping = true;
+                st.ready.push_back(Ready::Stop);
+            }
+            Some((op, result)) = pending.next(), if !pending.is_empty() => {
+                st.push_completion(op, result);
+            }
+            msg = st.io.mailbox.recv(), if can_take => match msg {
+                Some(d) => st.io.peeked = Some(d),
+                None => {
+                    stopping = true;
+                    st.ready.push_back(Ready::Stop);
+                }
+            },
+        }
+        // Hand every completion that is already there to the same guest entry.
+        while let Some(Some((op, result))) = pending.next().now_or_never() {
+            st.push_completion(op, result);
+        }
+    }
+}
+
+/// Ends an instance: drops its subscriptions and pending replies (their requesters hear
+/// `target failed`) and hands the mailbox back.
+fn finish(store: Store<ActorState>, exit: Exit) -> (Exit, InstanceIo) {
+    let state = store.into_data();
+    state.host.pubsub.unsubscribe(&state.subscriptions);
+    (exit, state.io)
+}
+
+/// A readable reason for a trap, naming the message it belongs to.
+fn describe_trap(store: &Store<ActorState>, err: &wasmtime::Error) -> String {
+    let st = store.data();
+    let during = if st.current.msg_type.is_empty() {
+        "while starting".to_string()
+    } else {
+        format!("while handling `{}` (message {})", st.current.msg_type, st.current.msg_id)
+    };
+    let what = match err.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => format!(
+            "exceeded its time budget of {} ms",
+            st.group.limits.time_budget.as_millis()
+        ),
+        Some(trap) => format!("trapped: {trap}"),
+        None => format!("failed: {}", err.root_cause()),
+    };
+    format!("actor `{}` instance {} {what} {during}", st.cell.name, st.cell.instance)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_exponentially_to_the_cap_with_bounded_jitter() {
+        let policy = RestartPolicy {
+            backoff_initial: Duration::from_millis(100),
+            backoff_max: Duration::from_millis(1000),
+            reset_after: Duration::from_secs(30),
+            jitter: 0.0,
+        };
+        let delays: Vec<_> = (0..6).map(|a| backoff_delay(&policy, a, 0).as_millis()).collect();
+        assert_eq!(delays, [100, 200, 400, 800, 1000, 1000]);
+        let jittery = RestartPolicy { jitter: 0.5, ..policy };
+        for r in [0, u64::MAX / 3, u64::MAX] {
+            let d = backoff_delay(&jittery, 1, r).as_millis();
+            assert!((100..=300).contains(&d), "{d}");
+        }
+    }
+
+    #[test]
+    fn name_hash_is_stable_across_runs() {
+        assert_eq!(hash_name(""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(hash_name("a"), 0xaf63_dc4c_8601_ec8c);
+    }
+}

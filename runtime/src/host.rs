@@ -1,0 +1,627 @@
+//! The host: one process running many actors.
+//!
+//! [`Host`] owns the engine, the registry of deployed actors, the pub-sub table, the clock and
+//! entropy, the log sink, and a dedicated multi-threaded tokio runtime on which the actors run.
+//! Its client API ([`Host::request`], [`Host::send`], [`Host::publish`], [`Host::actors`]) can be
+//! called from any other tokio runtime: the CLI's control socket runs on its own runtime, so a
+//! busy guest cannot starve it.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bunraku_abi::{Codec, Envelope, HandlerKind, Outbound, Policy, ReplyBody, TraceContext};
+use dashmap::DashMap;
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc::error::TrySendError;
+use tokio::sync::oneshot;
+use wasmtime::Linker;
+
+use crate::actor::{ActorCell, ActorGroup, ActorState, Grants, InstanceIo, hash_name, run_cell};
+use crate::build::{BuildOptions, resolve_module};
+use crate::clock::{Clock, Entropy, OsEntropy, SystemClock};
+use crate::engine::{Engine, EngineConfig, EngineError};
+use crate::error::{CallError, DeployError, LoadError};
+use crate::logs::LogSink;
+use crate::mailbox::{Delivery, MailboxTx, mailbox};
+use crate::manifest::{ActorSpec, Manifest};
+use crate::module::ActorModule;
+use crate::pubsub::{PubSub, SubTarget};
+use crate::subject::{Pattern, validate_subject};
+
+/// How a [`Host`] is set up.
+#[derive(Clone)]
+pub struct HostConfig {
+    /// The engine to run on. Share one engine between hosts in a process (tests do).
+    pub engine: Option<Engine>,
+    /// Settings for a new engine when `engine` is `None`.
+    pub engine_config: EngineConfig,
+    /// Worker threads of the runtime that runs guests (default: the number of cores).
+    pub guest_threads: usize,
+    /// The clock for timeouts, backoff and the guests' WASI clocks.
+    pub clock: Arc<dyn Clock>,
+    /// The entropy for jitter, ids and the guests' `random_get`.
+    pub entropy: Arc<dyn Entropy>,
+}
+
+impl Default for HostConfig {
+    fn default() -> Self {
+        Self {
+            engine: None,
+            engine_config: EngineConfig::default(),
+            guest_threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            clock: Arc::new(SystemClock::new()),
+            entropy: Arc::new(OsEntropy),
+        }
+    }
+}
+
+/// Why a host could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum HostError {
+    /// The engine could not be created.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// The guest runtime could not be started.
+    #[error("cannot start the guest runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+    /// Registering host functions failed (a bug).
+    #[error("cannot register host functions: {0}")]
+    Linker(String),
+}
+
+/// Resolves actor names. Local for now; hosts on other machines plug in here, which is why
+/// callers treat every lookup as fallible and cache what they resolved.
+#[derive(Default)]
+pub(crate) struct Registry {
+    actors: DashMap<String, Arc<ActorGroup>>,
+}
+
+impl Registry {
+    /// The group deployed under `name`. The map guard is released before returning.
+    pub(crate) fn lookup(&self, name: &str) -> Option<Arc<ActorGroup>> {
+        self.actors.get(name).map(|g| g.value().clone())
+    }
+}
+
+/// What every instance shares.
+pub(crate) struct Shared {
+    pub engine: Engine,
+    pub linker: Linker<ActorState>,
+    pub registry: Registry,
+    pub pubsub: PubSub,
+    pub clock: Arc<dyn Clock>,
+    pub entropy: Arc<dyn Entropy>,
+    pub logs: LogSink,
+    next_msg: AtomicU64,
+    next_actor: AtomicU64,
+    /// Published messages that matched no subscriber.
+    pub unroutable: AtomicU64,
+}
+
+/// The result of delivering a published message to every matching subscriber.
+pub(crate) struct Fanout {
+    pub delivered: usize,
+    pub dropped: usize,
+    pub full: usize,
+    /// Deliveries waiting for room (publisher policy `wait`).
+    pub waiting: Vec<(MailboxTx, Delivery)>,
+}
+
+impl Shared {
+    pub(crate) fn new_trace(&self) -> TraceContext {
+        let mut t = TraceContext::default();
+        self.entropy.fill(&mut t.trace_id);
+        self.entropy.fill(&mut t.span_id);
+        t
+    }
+
+    /// Builds the envelope of an outgoing message.
+    pub(crate) fn envelope(
+        &self,
+        out: Outbound,
+        chain: Vec<u64>,
+        deadline_ms: Option<u64>,
+        trace: Option<TraceContext>,
+        sender: Option<String>,
+        subject: Option<String>,
+    ) -> Envelope {
+        let id = self.next_msg.fetch_add(1, Ordering::Relaxed) + 1;
+        let trace = trace.map(|t| TraceContext { span_id: id.to_le_bytes(), ..t });
+        Envelope {
+            id,
+            msg_type: out.msg_type,
+            codec: out.codec,
+            reply: None,
+            deadline_ms,
+            chain,
+            trace,
+            sender,
+            subject,
+            idempotency_key: out.idempotency_key,
+            attachments: Vec::new(),
+            ext: out.ext,
+            payload: out.payload,
+        }
+    }
+
+    /// Delivers a published message to every matching subscription: into the mailbox when there
+    /// is room; otherwise kept for the publisher to wait on (`wait` policy with a waiting
+    /// publisher), or dropped and counted (`drop-newest`, or a `try` publish).
+    pub(crate) fn fanout(
+        &self,
+        out: Outbound,
+        trace: Option<TraceContext>,
+        publisher: &str,
+        sender_hash: u64,
+        wait: bool,
+    ) -> Fanout {
+        let subs = self.pubsub.matching(&out.target);
+        let mut fanout = Fanout { delivered: 0, dropped: 0, full: 0, waiting: Vec::new() };
+        if subs.is_empty() {
+            self.unroutable.fetch_add(1, Ordering::Relaxed);
+            return fanout;
+        }
+        let subject = out.target.clone();
+        let template = self.envelope(out, Vec::new(), None, trace, Some(publisher.to_owned()), Some(subject));
+        for sub in subs.iter() {
+            let cell = sub.target.pick(sender_hash);
+            if !cell.accepts(&template.msg_type) || template.payload.len() > cell.max_message {
+                cell.dead_letter();
+                fanout.dropped += 1;
+                continue;
+            }
+            let delivery = Delivery { env: template.clone(), reply: None };
+            match cell.tx.try_send(delivery) {
+                Ok(()) => fanout.delivered += 1,
+                Err(TrySendError::Full(d)) if wait && sub.policy == Policy::Wait => {
+                    fanout.waiting.push((cell.tx.clone(), d));
+                }
+                Err(TrySendError::Full(_)) => {
+                    cell.dead_letter();
+                    fanout.dropped += 1;
+                    fanout.full += 1;
+                }
+                Err(TrySendError::Closed(_)) => {}
+            }
+        }
+        fanout
+    }
+}
+
+/// A message from a client of the host (the CLI, a test, an embedding program).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientMessage {
+    /// Who sends it (a principal name such as `cli`); actors see it as the sender.
+    pub principal: String,
+    /// The actor's name, or for [`Host::publish`] the subject.
+    pub to: String,
+    /// The message type's wire name; optional for actors with one handler (not for publish).
+    pub msg_type: Option<String>,
+    /// How `payload` is encoded.
+    pub codec: Codec,
+    /// The encoded message.
+    pub payload: Vec<u8>,
+    /// How long a request waits (the actor's `request_timeout` when `None`).
+    pub timeout: Option<Duration>,
+}
+
+impl ClientMessage {
+    /// A JSON message from principal `cli`.
+    pub fn json(to: impl Into<String>, msg_type: Option<&str>, value: &serde_json::Value) -> Self {
+        Self {
+            principal: "cli".into(),
+            to: to.into(),
+            msg_type: msg_type.map(str::to_owned),
+            codec: Codec::Json,
+            payload: value.to_string().into_bytes(),
+            timeout: None,
+        }
+    }
+
+    /// The same message with a timeout.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+}
+
+/// A successful reply to a client.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientReply {
+    /// How `payload` is encoded (the request's codec).
+    pub codec: Codec,
+    /// The encoded reply.
+    pub payload: Vec<u8>,
+}
+
+impl ClientReply {
+    /// The reply as JSON (for a JSON request).
+    pub fn json(&self) -> Result<serde_json::Value, CallError> {
+        serde_json::from_slice(&self.payload).map_err(|e| CallError::Remote {
+            code: bunraku_abi::ErrorCode::Malformed,
+            message: format!("reply is not JSON: {e}"),
+        })
+    }
+}
+
+/// What a publish reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PublishReport {
+    /// Subscribers that got the message.
+    pub delivered: usize,
+    /// Subscribers that did not (drop policy, no handler for the type, too large).
+    pub dropped: usize,
+}
+
+/// One instance as `bunraku ps` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActorStatus {
+    /// The actor's name.
+    pub name: String,
+    /// Which instance.
+    pub instance: u32,
+    /// `starting`, `running`, `restarting` or `stopped`.
+    pub phase: String,
+    /// Messages waiting.
+    pub mailbox: usize,
+    /// The mailbox bound.
+    pub mailbox_bound: usize,
+    /// Messages handed to the guest.
+    pub handled: u64,
+    /// Restarts after failures.
+    pub restarts: u64,
+    /// Failures (traps, failed instantiations).
+    pub failures: u64,
+    /// Messages that could not be delivered to or handled by this instance.
+    pub dead_letters: u64,
+    /// Linear memory in bytes.
+    pub memory: u64,
+    /// The last failure, if any.
+    pub last_failure: Option<String>,
+    /// The message types it handles, with `?` after those that reply.
+    pub handles: Vec<String>,
+}
+
+/// A running host. Dropping it stops every actor.
+pub struct Host {
+    shared: Arc<Shared>,
+    runtime: Mutex<Option<tokio::runtime::Runtime>>,
+    handle: tokio::runtime::Handle,
+}
+
+impl Host {
+    /// Starts a host with no actors.
+    pub fn new(config: HostConfig) -> Result<Self, HostError> {
+        let engine = match config.engine {
+            Some(engine) => engine,
+            None => Engine::new(config.engine_config)?,
+        };
+        let mut linker = Linker::new(engine.wasmtime());
+        crate::imports::register(&mut linker).map_err(|e| HostError::Linker(e.to_string()))?;
+        crate::wasi::register(&mut linker).map_err(|e| HostError::Linker(e.to_string()))?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(config.guest_threads.max(1))
+            .thread_name("bunraku-guest")
+            .enable_all()
+            .build()
+            .map_err(HostError::Runtime)?;
+        let handle = runtime.handle().clone();
+        let shared = Arc::new(Shared {
+            engine,
+            linker,
+            registry: Registry::default(),
+            pubsub: PubSub::default(),
+            logs: LogSink::new(config.clock.clone()),
+            clock: config.clock,
+            entropy: config.entropy,
+            next_msg: AtomicU64::new(0),
+            next_actor: AtomicU64::new(0),
+            unroutable: AtomicU64::new(0),
+        });
+        Ok(Self { shared, runtime: Mutex::new(Some(runtime)), handle })
+    }
+
+    /// The engine this host runs on.
+    pub fn engine(&self) -> &Engine {
+        &self.shared.engine
+    }
+
+    /// The actors' log lines.
+    pub fn logs(&self) -> &LogSink {
+        &self.shared.logs
+    }
+
+    /// Builds (when stale) and deploys every actor of a manifest, in order.
+    pub fn deploy_manifest(
+        &self,
+        manifest: &Manifest,
+        opts: &BuildOptions,
+    ) -> Result<(), DeployError> {
+        for spec in &manifest.actors {
+            let path = resolve_module(&spec.module, opts)
+                .map_err(|source| DeployError::Build { actor: spec.name.clone(), source })?;
+            self.deploy(spec, &path)?;
+        }
+        Ok(())
+    }
+
+    /// Deploys one actor from a `.wasm` file.
+    pub fn deploy(&self, spec: &ActorSpec, wasm: &Path) -> Result<(), DeployError> {
+        let load_err = |source| DeployError::Load {
+            actor: spec.name.clone(),
+            module: wasm.display().to_string(),
+            source,
+        };
+        let bytes = std::fs::read(wasm)
+            .map_err(|source| load_err(LoadError::Read { path: wasm.to_owned(), source }))?;
+        self.deploy_bytes(spec, &bytes).map_err(|e| match e {
+            DeployError::Load { source, .. } => load_err(source),
+            other => other,
+        })
+    }
+
+    /// Deploys one actor from module bytes.
+    pub fn deploy_bytes(&self, spec: &ActorSpec, wasm: &[u8]) -> Result<(), DeployError> {
+        let load_err =
+            |source| DeployError::Load { actor: spec.name.clone(), module: "<bytes>".into(), source };
+        if self.shared.registry.actors.contains_key(&spec.name) {
+            return Err(DeployError::Duplicate(spec.name.clone()));
+        }
+        let patterns = spec
+            .subscriptions
+            .iter()
+            .map(|s| Pattern::parse(&s.pattern).map(|p| (p, s.policy)))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|source| DeployError::Subject { actor: spec.name.clone(), source })?;
+        let module = Arc::new(
+            ActorModule::load(&self.shared.engine, &self.shared.linker, wasm).map_err(load_err)?,
+        );
+        let name: Arc<str> = Arc::from(spec.name.as_str());
+        let mut cells = Vec::new();
+        let mut ios = Vec::new();
+        for instance in 0..spec.instances.max(1) {
+            let (tx, rx) = mailbox(spec.limits.mailbox);
+            let id = self.shared.next_actor.fetch_add(1, Ordering::Relaxed) + 1;
+            cells.push(Arc::new(ActorCell::new(
+                id,
+                name.clone(),
+                instance,
+                tx,
+                module.clone(),
+                spec.limits.max_message_bytes,
+            )));
+            ios.push(InstanceIo { mailbox: rx, peeked: None });
+        }
+        let group = Arc::new(ActorGroup {
+            name: name.clone(),
+            cells: cells.clone(),
+            module,
+            limits: spec.limits.clone(),
+            restart: spec.restart.clone(),
+            config: spec.config_json(),
+            grants: Grants,
+        });
+        match self.shared.registry.actors.entry(spec.name.clone()) {
+            dashmap::Entry::Occupied(_) => return Err(DeployError::Duplicate(spec.name.clone())),
+            dashmap::Entry::Vacant(v) => {
+                v.insert(group.clone());
+            }
+        }
+        for (pattern, policy) in patterns {
+            self.shared.pubsub.subscribe(pattern, SubTarget::Group(cells.clone()), policy);
+        }
+        for (cell, io) in cells.into_iter().zip(ios) {
+            self.handle.spawn(run_cell(self.shared.clone(), group.clone(), cell, io));
+        }
+        tracing::info!(actor = %spec.name, instances = spec.instances, "deployed");
+        Ok(())
+    }
+
+    /// Stops an actor (every instance runs `on_stop`) and removes its name.
+    pub fn stop_actor(&self, name: &str) -> Result<(), CallError> {
+        let (_, group) = self
+            .shared
+            .registry
+            .actors
+            .remove(name)
+            .ok_or_else(|| CallError::NoSuchActor(name.to_owned()))?;
+        self.shared.pubsub.unsubscribe_actor(name);
+        group.cells.iter().for_each(|c| c.request_stop());
+        Ok(())
+    }
+
+    fn target(&self, msg: &ClientMessage) -> Result<(Arc<ActorGroup>, String), CallError> {
+        let group = self
+            .shared
+            .registry
+            .lookup(&msg.to)
+            .ok_or_else(|| CallError::NoSuchActor(msg.to.clone()))?;
+        let known = || group.descriptor().messages.iter().map(|m| m.name.clone()).collect();
+        let msg_type = match &msg.msg_type {
+            Some(t) if group.kind_of(t).is_some() => t.clone(),
+            Some(t) => {
+                return Err(CallError::UnknownType {
+                    actor: msg.to.clone(),
+                    msg_type: t.clone(),
+                    known: known(),
+                });
+            }
+            None => match group.descriptor().messages.as_slice() {
+                [only] => only.name.clone(),
+                _ => return Err(CallError::TypeRequired { actor: msg.to.clone(), known: known() }),
+            },
+        };
+        if msg.payload.len() > group.limits.max_message_bytes {
+            return Err(CallError::TooLarge {
+                size: msg.payload.len(),
+                limit: group.limits.max_message_bytes,
+            });
+        }
+        Ok((group, msg_type))
+    }
+
+    fn client_envelope(&self, msg: ClientMessage, msg_type: String, deadline_ms: Option<u64>) -> Envelope {
+        let out = Outbound {
+            target: msg.to,
+            msg_type,
+            codec: msg.codec,
+            payload: msg.payload,
+            ..Outbound::default()
+        };
+        let trace = Some(self.shared.new_trace());
+        self.shared.envelope(out, Vec::new(), deadline_ms, trace, Some(msg.principal), None)
+    }
+
+    /// Sends a request and waits for the reply or the deadline.
+    pub async fn request(&self, msg: ClientMessage) -> Result<ClientReply, CallError> {
+        let (group, msg_type) = self.target(&msg)?;
+        let timeout = msg.timeout.unwrap_or(group.limits.request_timeout);
+        let cell = group.pick(hash_name(&msg.principal)).clone();
+        let deadline = self.shared.clock.unix_now() + timeout;
+        let env = self.client_envelope(msg, msg_type, Some(deadline.as_millis() as u64));
+        let (tx, rx) = oneshot::channel();
+        let exchange = async {
+            cell.tx
+                .send(Delivery { env, reply: Some(tx) })
+                .await
+                .map_err(|_| CallError::NoSuchActor(cell.name.to_string()))?;
+            rx.await.map_err(|_| CallError::TargetFailed)
+        };
+        let body = tokio::select! {
+            r = exchange => r?,
+            () = self.shared.clock.sleep(timeout) => {
+                return Err(CallError::Timeout(timeout.as_millis() as u64));
+            }
+        };
+        match body {
+            ReplyBody::Ok { codec, payload } => Ok(ClientReply { codec, payload }),
+            ReplyBody::Error { code, message } => Err(CallError::Remote { code, message }),
+        }
+    }
+
+    /// Sends a one-way message, waiting for room in the mailbox.
+    pub async fn send(&self, msg: ClientMessage) -> Result<(), CallError> {
+        let (group, msg_type) = self.target(&msg)?;
+        let cell = group.pick(hash_name(&msg.principal)).clone();
+        let env = self.client_envelope(msg, msg_type, None);
+        cell.tx
+            .send(Delivery { env, reply: None })
+            .await
+            .map_err(|_| CallError::NoSuchActor(cell.name.to_string()))
+    }
+
+    /// Publishes to a subject (`msg.to`), waiting for room where the subscription says so.
+    pub async fn publish(&self, msg: ClientMessage) -> Result<PublishReport, CallError> {
+        validate_subject(&msg.to)?;
+        let msg_type = msg.msg_type.clone().ok_or_else(|| CallError::TypeRequired {
+            actor: format!("subject {}", msg.to),
+            known: Vec::new(),
+        })?;
+        let principal = msg.principal.clone();
+        let out = Outbound {
+            target: msg.to,
+            msg_type,
+            codec: msg.codec,
+            payload: msg.payload,
+            ..Outbound::default()
+        };
+        let trace = Some(self.shared.new_trace());
+        let fanout = self.shared.fanout(out, trace, &principal, hash_name(&principal), true);
+        let mut report = PublishReport { delivered: fanout.delivered, dropped: fanout.dropped };
+        for (tx, d) in fanout.waiting {
+            match tx.send(d).await {
+                Ok(()) => report.delivered += 1,
+                Err(_) => report.dropped += 1,
+            }
+        }
+        Ok(report)
+    }
+
+    /// Convenience for tests and embedders: a JSON request, JSON reply.
+    pub async fn call_json(
+        &self,
+        to: &str,
+        msg_type: Option<&str>,
+        value: serde_json::Value,
+    ) -> Result<serde_json::Value, CallError> {
+        self.request(ClientMessage::json(to, msg_type, &value)).await?.json()
+    }
+
+    /// Every instance's status, sorted by name and instance.
+    pub fn actors(&self) -> Vec<ActorStatus> {
+        let mut out: Vec<ActorStatus> = Vec::new();
+        for entry in self.shared.registry.actors.iter() {
+            let group = entry.value();
+            let handles: Vec<String> = group
+                .descriptor()
+                .messages
+                .iter()
+                .map(|m| match m.kind {
+                    HandlerKind::Request => format!("{}?", m.name),
+                    HandlerKind::Message => m.name.clone(),
+                })
+                .collect();
+            for cell in &group.cells {
+                let s = &cell.stats;
+                out.push(ActorStatus {
+                    name: cell.name.to_string(),
+                    instance: cell.instance,
+                    phase: cell.phase().as_str().into(),
+                    mailbox: cell.mailbox_depth(),
+                    mailbox_bound: cell.tx.max_capacity(),
+                    handled: s.handled.load(Ordering::Relaxed),
+                    restarts: s.restarts.load(Ordering::Relaxed),
+                    failures: s.failures.load(Ordering::Relaxed),
+                    dead_letters: s.dead_letters.load(Ordering::Relaxed),
+                    memory: s.memory.load(Ordering::Relaxed),
+                    last_failure: s.last_failure.lock().unwrap().clone(),
+                    handles: handles.clone(),
+                });
+            }
+        }
+        out.sort_by(|a, b| (&a.name, a.instance).cmp(&(&b.name, b.instance)));
+        out
+    }
+
+    /// The status of one actor's instances.
+    pub fn actor(&self, name: &str) -> Vec<ActorStatus> {
+        self.actors().into_iter().filter(|s| s.name == name).collect()
+    }
+
+    /// Published messages that matched no subscription.
+    pub fn unroutable(&self) -> u64 {
+        self.shared.unroutable.load(Ordering::Relaxed)
+    }
+
+    /// Stops every actor, waiting up to `grace` for them to run `on_stop`, then the runtime.
+    pub fn shutdown(&self, grace: Duration) {
+        let groups: Vec<_> = self.shared.registry.actors.iter().map(|e| e.value().clone()).collect();
+        self.shared.registry.actors.clear();
+        for g in &groups {
+            g.cells.iter().for_each(|c| c.request_stop());
+        }
+        let deadline = std::time::Instant::now() + grace;
+        while std::time::Instant::now() < deadline
+            && groups.iter().flat_map(|g| &g.cells).any(|c| c.phase() != crate::actor::ActorPhase::Stopped)
+        {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        if let Some(rt) = self.runtime.lock().unwrap().take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        if let Some(rt) = self.runtime.lock().unwrap().take() {
+            for entry in self.shared.registry.actors.iter() {
+                entry.value().cells.iter().for_each(|c| c.request_stop());
+            }
+            rt.shutdown_background();
+        }
+    }
+}

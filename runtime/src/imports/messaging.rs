@@ -1,0 +1,204 @@
+//! Direct messages and request-response: `next`, `send`, `request`, `reply`, `cancel`.
+
+use std::sync::Arc;
+
+use bunraku_abi::{Completion, Envelope, ErrorCode, Outbound, ReplyBody, mode};
+use tokio::sync::mpsc::error::TrySendError;
+use tokio::sync::oneshot;
+use wasmtime::{AsContextMut, Caller};
+
+use super::{ENVELOPE_SLACK, HostResult, fail, guest_bytes, read};
+use crate::actor::{ActorGroup, ActorState};
+use crate::mailbox::Delivery;
+
+pub(crate) fn next(mut caller: Caller<'_, ActorState>, ptr: u32, cap: u32, in_flight: u32) -> HostResult {
+    // Every event starts a fresh time budget.
+    let budget = caller.data().budget_ticks;
+    caller.as_context_mut().set_epoch_deadline(budget);
+    let st = caller.data_mut();
+    if st.staged.is_none() {
+        let Some(event) = st.next_event(in_flight) else { return Ok(0) };
+        let mut buf = std::mem::take(&mut st.scratch);
+        buf.clear();
+        let buf = postcard::to_extend(&event, buf).expect("encoding into a Vec cannot fail");
+        st.staged = Some(buf);
+    }
+    let len = st.staged.as_ref().map_or(0, Vec::len);
+    if len > cap as usize {
+        return Ok(len as i64);
+    }
+    let memory = st.memory.ok_or_else(|| wasmtime::format_err!("no memory"))?;
+    let (mem, st) = memory.data_and_store_mut(&mut caller);
+    let dest = mem.get_mut(ptr as usize..).and_then(|s| s.get_mut(..len)).ok_or_else(|| {
+        wasmtime::format_err!("guest passed an out-of-bounds buffer {ptr}+{len} to `next`")
+    })?;
+    let staged = st.staged.take().expect("staged above");
+    dest.copy_from_slice(&staged);
+    st.scratch = staged;
+    Ok(len as i64)
+}
+
+/// Finds the group for a name: the instance's cache first, then the registry.
+pub(crate) fn resolve(st: &mut ActorState, name: &str) -> Option<Arc<ActorGroup>> {
+    if let Some(g) = st.resolved.get(name) {
+        return Some(g.clone());
+    }
+    let g = st.host.registry.lookup(name)?;
+    st.resolved.insert(name.to_owned(), g.clone());
+    Some(g)
+}
+
+/// Checks an outbound message against the target and builds its envelope.
+fn prepare(
+    st: &mut ActorState,
+    out: Outbound,
+    chain: Vec<u64>,
+    deadline_ms: Option<u64>,
+) -> Result<(Arc<ActorGroup>, Envelope), ErrorCode> {
+    let group = resolve(st, &out.target).ok_or(ErrorCode::NoSuchActor)?;
+    if group.kind_of(&out.msg_type).is_none() {
+        return Err(ErrorCode::UnknownType);
+    }
+    let limit = group.limits.max_message_bytes.min(st.group.limits.max_message_bytes);
+    if out.payload.len() > limit {
+        return Err(ErrorCode::TooLarge);
+    }
+    let env = st.host.envelope(
+        out,
+        chain,
+        deadline_ms,
+        st.current.trace,
+        Some(st.group.name.to_string()),
+        None,
+    );
+    Ok((group, env))
+}
+
+pub(crate) fn send(caller: Caller<'_, ActorState>, ptr: u32, len: u32, mode: u32) -> HostResult {
+    let limit = caller.data().group.limits.max_message_bytes + ENVELOPE_SLACK;
+    let mut caller = caller;
+    let out: Outbound = match read(&caller, ptr, len, limit)? {
+        Ok(out) => out,
+        Err(code) => return fail(code),
+    };
+    let st = caller.data_mut();
+    let target = out.target.clone();
+    let (group, env) = match prepare(st, out, Vec::new(), None) {
+        Ok(x) => x,
+        Err(code) => return fail(code),
+    };
+    let cell = group.pick(st.sender_hash).clone();
+    match cell.tx.try_send(Delivery { env, reply: None }) {
+        Ok(()) => Ok(0),
+        Err(TrySendError::Full(_)) if mode == mode::TRY => fail(ErrorCode::MailboxFull),
+        Err(TrySendError::Full(delivery)) => {
+            let tx = cell.tx.clone();
+            let op = st.start_op(async move {
+                match tx.send(delivery).await {
+                    Ok(()) => Completion::Done,
+                    Err(_) => Completion::Failed(ErrorCode::NoSuchActor),
+                }
+            });
+            op.map_or_else(fail, |op| Ok(op as i64))
+        }
+        Err(TrySendError::Closed(_)) => {
+            st.resolved.remove(&target);
+            fail(ErrorCode::NoSuchActor)
+        }
+    }
+}
+
+pub(crate) fn request(caller: Caller<'_, ActorState>, ptr: u32, len: u32) -> HostResult {
+    let limit = caller.data().group.limits.max_message_bytes + ENVELOPE_SLACK;
+    let mut caller = caller;
+    let out: Outbound = match read(&caller, ptr, len, limit)? {
+        Ok(out) => out,
+        Err(code) => return fail(code),
+    };
+    let st = caller.data_mut();
+    let timeout = out
+        .timeout_ms
+        .map(std::time::Duration::from_millis)
+        .unwrap_or(st.group.limits.request_timeout);
+    let deadline = st.host.clock.unix_now() + timeout;
+    let mut chain = st.current.chain.clone();
+    chain.push(st.cell.id);
+    let target = out.target.clone();
+    let (group, env) = match prepare(st, out, chain, Some(deadline.as_millis() as u64)) {
+        Ok(x) => x,
+        Err(code) => return fail(code),
+    };
+    let cell = group.pick(st.sender_hash).clone();
+    if env.chain.contains(&cell.id) {
+        tracing::debug!(actor = %st.cell.name, target = %target, "deadlock refused");
+        return fail(ErrorCode::Deadlock);
+    }
+    let (reply_tx, reply_rx) = oneshot::channel();
+    let waiting = match cell.tx.try_send(Delivery { env, reply: Some(reply_tx) }) {
+        Ok(()) => None,
+        Err(TrySendError::Full(delivery)) => Some((cell.tx.clone(), delivery)),
+        Err(TrySendError::Closed(_)) => {
+            st.resolved.remove(&target);
+            return fail(ErrorCode::NoSuchActor);
+        }
+    };
+    let sleep = st.host.clock.sleep(timeout);
+    let op = st.start_op(async move {
+        let exchange = async move {
+            if let Some((tx, delivery)) = waiting
+                && tx.send(delivery).await.is_err()
+            {
+                return Completion::Failed(ErrorCode::NoSuchActor);
+            }
+            match reply_rx.await {
+                Ok(body) => Completion::Reply(body),
+                Err(_) => Completion::Failed(ErrorCode::TargetFailed),
+            }
+        };
+        tokio::select! {
+            c = exchange => c,
+            () = sleep => Completion::Failed(ErrorCode::Timeout),
+        }
+    });
+    op.map_or_else(fail, |op| Ok(op as i64))
+}
+
+pub(crate) fn reply(caller: Caller<'_, ActorState>, handle: u32, ptr: u32, len: u32) -> HostResult {
+    let limit = caller.data().group.limits.max_message_bytes + ENVELOPE_SLACK;
+    let mut caller = caller;
+    let body: Result<ReplyBody, ErrorCode> = read(&caller, ptr, len, limit)?;
+    let st = caller.data_mut();
+    let Some(slot) = st.replies.remove(&handle) else {
+        tracing::warn!(actor = %st.cell.name, handle, "reply with a handle this instance does not hold");
+        return fail(ErrorCode::Denied);
+    };
+    let body = match body {
+        Ok(ReplyBody::Ok { payload, .. }) if payload.len() > st.group.limits.max_message_bytes => {
+            ReplyBody::Error {
+                code: ErrorCode::TooLarge,
+                message: format!(
+                    "the reply of {} bytes exceeds the limit of {} bytes",
+                    payload.len(),
+                    st.group.limits.max_message_bytes
+                ),
+            }
+        }
+        Ok(body) => body,
+        Err(code) => ReplyBody::Error { code, message: "the actor sent a malformed reply".into() },
+    };
+    // The requester may have timed out already: nothing to do then.
+    let _ = slot.send(body);
+    Ok(0)
+}
+
+pub(crate) fn cancel(mut caller: Caller<'_, ActorState>, op: u32) -> HostResult {
+    // The operation's future keeps running to completion (a held message may still be
+    // delivered: sends are at-most-once), but its outcome is not handed to the guest.
+    let known = caller.data_mut().ops.remove(&op).is_some();
+    if known { Ok(0) } else { fail(ErrorCode::Invalid) }
+}
+
+/// Reads a UTF-8 string argument (lossy).
+pub(crate) fn read_str(caller: &Caller<'_, ActorState>, ptr: u32, len: u32) -> wasmtime::Result<String> {
+    Ok(String::from_utf8_lossy(guest_bytes(caller, ptr, len)?).into_owned())
+}

@@ -1,0 +1,134 @@
+//! The host functions a guest imports from the `bunraku` module.
+//!
+//! Registration is derived from the ABI's single table ([`bunraku_abi::for_each_host_fn!`]): every
+//! entry becomes one `func_wrap` that first checks the entry's capability and then calls the
+//! function of the same name in the entry's module here (`messaging`, `pubsub`, `logging`). A
+//! function missing here, or with another signature, does not compile.
+//!
+//! Conventions inside host functions: a guest pointer or length that is out of bounds is guest
+//! misbehaviour and traps (`Err`); every ordinary failure (unknown actor, full mailbox, timeout,
+//! denied) is a status code the guest's SDK turns into a typed error (`Ok(negative)`).
+
+pub(crate) mod logging;
+pub(crate) mod messaging;
+pub(crate) mod pubsub;
+
+use bunraku_abi::{Capability, ErrorCode, IMPORT_MODULE, encode_error};
+use serde::de::DeserializeOwned;
+use wasmtime::{Caller, Linker};
+
+use crate::actor::ActorState;
+
+/// A host function's result: `Ok(value or -code)` or a trap.
+pub(crate) type HostResult = wasmtime::Result<i64>;
+
+/// `Ok(-code)`.
+pub(crate) fn fail(code: ErrorCode) -> HostResult {
+    Ok(encode_error(code))
+}
+
+macro_rules! register_host_fns {
+    ($( $(#[$doc:meta])* fn $name:ident($($arg:ident: $ty:ident),*) -> $ret:ident,
+        capability = $cap:ident, module = $module:ident; )*) => {
+        /// Registers every host function of the ABI table in `linker`.
+        pub(crate) fn register(linker: &mut Linker<ActorState>) -> wasmtime::Result<()> {
+            $(
+                linker.func_wrap(
+                    IMPORT_MODULE,
+                    stringify!($name),
+                    |caller: Caller<'_, ActorState>, $($arg: $ty),*| -> wasmtime::Result<$ret> {
+                        if !check(&caller, Capability::$cap, stringify!($name)) {
+                            return fail(ErrorCode::Denied);
+                        }
+                        $module::$name(caller, $($arg),*)
+                    },
+                )?;
+            )*
+            Ok(())
+        }
+    };
+}
+bunraku_abi::for_each_host_fn!(register_host_fns);
+
+/// The one capability check every host function passes through.
+fn check(caller: &Caller<'_, ActorState>, cap: Capability, function: &str) -> bool {
+    let st = caller.data();
+    if st.group.grants.allows(cap) {
+        return true;
+    }
+    tracing::warn!(actor = %st.cell.name, function, ?cap, "denied: the actor holds no grant");
+    false
+}
+
+/// The guest bytes at `ptr..ptr+len`; traps when out of bounds.
+pub(crate) fn guest_bytes<'a>(
+    caller: &'a Caller<'_, ActorState>,
+    ptr: u32,
+    len: u32,
+) -> wasmtime::Result<&'a [u8]> {
+    let memory = caller.data().memory.ok_or_else(|| wasmtime::format_err!("no memory"))?;
+    memory
+        .data(caller)
+        .get(ptr as usize..)
+        .and_then(|s| s.get(..len as usize))
+        .ok_or_else(|| {
+            wasmtime::format_err!("guest passed an out-of-bounds buffer {ptr}+{len} to the host")
+        })
+}
+
+/// Decodes a postcard value from guest memory: `Ok(Err(code))` for bytes that do not decode or
+/// exceed `limit`, a trap for an out-of-bounds buffer.
+pub(crate) fn read<T: DeserializeOwned>(
+    caller: &Caller<'_, ActorState>,
+    ptr: u32,
+    len: u32,
+    limit: usize,
+) -> wasmtime::Result<Result<T, ErrorCode>> {
+    if len as usize > limit {
+        return Ok(Err(ErrorCode::TooLarge));
+    }
+    let bytes = guest_bytes(caller, ptr, len)?;
+    Ok(bunraku_abi::decode(bytes))
+}
+
+/// Room for the envelope fields around a payload when checking raw buffer sizes.
+pub(crate) const ENVELOPE_SLACK: usize = 64 * 1024;
+
+#[cfg(test)]
+mod tests {
+    use bunraku_abi::{HOST_FUNCTIONS, IMPORT_MODULE, WasmType};
+
+    fn wat(t: WasmType) -> &'static str {
+        match t {
+            WasmType::I32 => "i32",
+            WasmType::I64 => "i64",
+        }
+    }
+
+    #[test]
+    fn every_table_entry_is_registered_with_the_table_signature() {
+        let engine = crate::test_engine();
+        let mut linker = wasmtime::Linker::new(engine.wasmtime());
+        super::register(&mut linker).unwrap();
+        // A module importing every entry with the table's signature links only if the host
+        // registered each one with exactly that signature.
+        let imports: String = HOST_FUNCTIONS
+            .iter()
+            .map(|f| {
+                let params: Vec<_> = f.params.iter().map(|&p| wat(p)).collect();
+                format!(
+                    "(import \"{IMPORT_MODULE}\" \"{}\" (func (param {}) (result {})))\n",
+                    f.name,
+                    params.join(" "),
+                    wat(f.result)
+                )
+            })
+            .collect();
+        let module = wasmtime::Module::new(engine.wasmtime(), format!("(module {imports})")).unwrap();
+        linker.instantiate_pre(&module).expect("host registrations match the ABI table");
+
+        let wrong = format!("(module (import \"{IMPORT_MODULE}\" \"next\" (func (param i32) (result i64))))");
+        let module = wasmtime::Module::new(engine.wasmtime(), wrong).unwrap();
+        assert!(linker.instantiate_pre(&module).is_err(), "a wrong signature must not link");
+    }
+}

@@ -1,0 +1,64 @@
+//! Publish-subscribe: `publish`, `subscribe`, `unsubscribe`.
+
+use bunraku_abi::{Completion, ErrorCode, Outbound, Subscribe, mode};
+use wasmtime::Caller;
+
+use super::{ENVELOPE_SLACK, HostResult, fail, read};
+use crate::actor::ActorState;
+use crate::host::Fanout;
+use crate::pubsub::SubTarget;
+use crate::subject::{Pattern, validate_subject};
+
+pub(crate) fn publish(caller: Caller<'_, ActorState>, ptr: u32, len: u32, mode: u32) -> HostResult {
+    let limit = caller.data().group.limits.max_message_bytes + ENVELOPE_SLACK;
+    let mut caller = caller;
+    let out: Outbound = match read(&caller, ptr, len, limit)? {
+        Ok(out) => out,
+        Err(code) => return fail(code),
+    };
+    let st = caller.data_mut();
+    if validate_subject(&out.target).is_err() {
+        return fail(ErrorCode::Invalid);
+    }
+    if out.payload.len() > st.group.limits.max_message_bytes {
+        return fail(ErrorCode::TooLarge);
+    }
+    let fanout = st.host.fanout(out, st.current.trace, &st.group.name, st.sender_hash, mode == mode::WAIT);
+    match fanout {
+        Fanout { waiting, full: 0, .. } if waiting.is_empty() => Ok(0),
+        Fanout { waiting, .. } if waiting.is_empty() => fail(ErrorCode::MailboxFull),
+        Fanout { waiting, .. } => {
+            let op = st.start_op(async move {
+                for (tx, delivery) in waiting {
+                    // A subscriber that went away meanwhile just misses the message.
+                    let _ = tx.send(delivery).await;
+                }
+                Completion::Done
+            });
+            op.map_or_else(fail, |op| Ok(op as i64))
+        }
+    }
+}
+
+pub(crate) fn subscribe(caller: Caller<'_, ActorState>, ptr: u32, len: u32) -> HostResult {
+    let mut caller = caller;
+    let sub: Subscribe = match read(&caller, ptr, len, ENVELOPE_SLACK)? {
+        Ok(sub) => sub,
+        Err(code) => return fail(code),
+    };
+    let Ok(pattern) = Pattern::parse(&sub.pattern) else { return fail(ErrorCode::Invalid) };
+    let st = caller.data_mut();
+    let id = st.host.pubsub.subscribe(pattern, SubTarget::Instance(st.cell.clone()), sub.policy);
+    st.subscriptions.push(id);
+    Ok(id as i64)
+}
+
+pub(crate) fn unsubscribe(mut caller: Caller<'_, ActorState>, id: u64) -> HostResult {
+    let st = caller.data_mut();
+    let Some(pos) = st.subscriptions.iter().position(|&s| s == id) else {
+        return fail(ErrorCode::Denied);
+    };
+    st.subscriptions.swap_remove(pos);
+    st.host.pubsub.unsubscribe(&[id]);
+    Ok(0)
+}

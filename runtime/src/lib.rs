@@ -1,0 +1,63 @@
+//! The bunraku host: loads WebAssembly actors and runs them on tokio.
+//!
+//! # How the pieces fit
+//!
+//! - [`engine`] builds the one wasmtime engine a process shares: epoch interruption, the slot
+//!   [`memory`] allocator that lets 100,000 instances live in one process, and the on-disk
+//!   compiled-module [`cache`].
+//! - [`manifest`] reads `bunraku.toml`; [`build`] compiles guest crates to `wasm32-wasip1` when
+//!   they are stale.
+//! - [`Host`] deploys actors from modules and runs them. Each deployed actor is a group of
+//!   instance *cells* (addresses with a bounded mailbox that survives restarts); each running
+//!   instance is one wasmtime `Store` driven by one tokio task on the host's guest runtime.
+//! - The guest talks to the host only through the host functions of the ABI table
+//!   (`bunraku_abi::for_each_host_fn!`), registered in one place with one capability check, and
+//!   through a small synchronous WASI subset.
+//! - [`subject`] implements NATS-style subjects for pub-sub; [`clock`] is the single source of
+//!   time and randomness, so tests (and later simulation) can drive it.
+//! - [`control`] serves the CLI over a Unix socket (mode 0600) on a runtime of its own.
+//!
+//! # Example
+//!
+//! ```no_run
+//! use bunraku_runtime::{Host, HostConfig, manifest::Manifest, build::BuildOptions};
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let host = Host::new(HostConfig::default())?;
+//! let manifest = Manifest::load("examples/request-response".as_ref())?;
+//! host.deploy_manifest(&manifest, &BuildOptions::default())?;
+//! let reply = host.call_json("echo", None, serde_json::json!({"text": "hi"})).await?;
+//! println!("{reply}");
+//! # Ok(()) }
+//! ```
+#![deny(missing_docs)]
+
+mod actor;
+pub mod build;
+pub mod cache;
+pub mod clock;
+pub mod control;
+pub mod engine;
+pub mod error;
+mod host;
+mod imports;
+pub mod logs;
+mod mailbox;
+pub mod manifest;
+pub mod memory;
+mod module;
+mod pubsub;
+pub mod subject;
+mod wasi;
+
+pub use actor::ActorPhase;
+pub use error::{CallError, DeployError, LoadError};
+pub use host::{
+    ActorStatus, ClientMessage, ClientReply, Host, HostConfig, HostError, PublishReport,
+};
+
+/// One engine shared by the unit tests of this crate.
+#[cfg(test)]
+pub(crate) fn test_engine() -> engine::Engine {
+    static ENGINE: std::sync::OnceLock<engine::Engine> = std::sync::OnceLock::new();
+    ENGINE.get_or_init(|| engine::Engine::new(Default::default()).unwrap()).clone()
+}

@@ -1,0 +1,33 @@
+//! Mailboxes: where messages to an actor wait.
+//!
+//! A mailbox is a bounded tokio channel of [`Delivery`]s owned by an actor's *address* (an
+//! [`ActorCell`](crate::actor::ActorCell)), not by an instance: when an instance traps, the
+//! messages not yet started stay queued for the next instance. The bound is the actor's
+//! `limits.mailbox`; senders either fail fast (`try`) or wait for room (the waiting guest is
+//! suspended, the host holds at most the one message it is trying to deliver).
+
+use bunraku_abi::{Envelope, ReplyBody};
+use tokio::sync::{mpsc, oneshot};
+
+/// Where a reply goes: the requester's one-shot slot. Dropping it unanswered tells the requester
+/// `target failed`.
+pub(crate) type ReplySlot = oneshot::Sender<ReplyBody>;
+
+/// A message on its way into a mailbox.
+#[derive(Debug)]
+pub(crate) struct Delivery {
+    /// The envelope; `reply` is filled with a per-instance handle on delivery to the guest.
+    pub env: Envelope,
+    /// Where the reply goes, when the sender waits for one.
+    pub reply: Option<ReplySlot>,
+}
+
+/// The sending side of a mailbox.
+pub(crate) type MailboxTx = mpsc::Sender<Delivery>;
+/// The receiving side of a mailbox, moved from instance to instance.
+pub(crate) type MailboxRx = mpsc::Receiver<Delivery>;
+
+/// A new mailbox holding at most `bound` messages.
+pub(crate) fn mailbox(bound: usize) -> (MailboxTx, MailboxRx) {
+    mpsc::channel(bound.max(1))
+}

@@ -1,0 +1,1826 @@
+//! The deployment manifest, `bunraku.toml`: which actors run, from which modules, with which
+//! limits.
+//!
+//! [`Manifest::load`] reads and checks a manifest in one step and returns either a
+//! [`Manifest`] whose every value is valid and whose paths are absolute, or a
+//! [`ManifestError`] that names the file, the key and the fix. The reference for every key is
+//! `docs/manifest.md`.
+//!
+//! ```
+//! use bunraku_runtime::manifest::{Manifest, ModuleSource};
+//! use std::time::Duration;
+//!
+//! let dir = tempfile::tempdir()?;
+//! std::fs::write(dir.path().join("echo.wasm"), b"\0asm\x01\0\0\0")?;
+//! std::fs::write(
+//!     dir.path().join("bunraku.toml"),
+//!     r#"
+//!         [[actor]]
+//!         name = "echo"
+//!         module = "echo.wasm"
+//!         instances = 4
+//!         subscriptions = ["sensors.>"]
+//!         config = { greeting = "hi" }
+//!
+//!         [actor.limits]
+//!         memory = "1MiB"
+//!     "#,
+//! )?;
+//!
+//! let manifest = Manifest::load(dir.path())?;
+//! let echo = manifest.actor("echo").unwrap();
+//! assert!(matches!(echo.module, ModuleSource::Wasm(_)));
+//! assert_eq!(echo.instances, 4);
+//! assert_eq!(echo.limits.memory, 1 << 20);
+//! assert_eq!(echo.limits.time_budget, Duration::from_millis(1000)); // the default
+//! assert_eq!(echo.config_json(), br#"{"greeting":"hi"}"#);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Unknown keys
+//!
+//! A misspelt key must not be silently ignored (a `memroy` limit that does nothing is worse than
+//! an error). Sections may later be spliced in with `#[serde(flatten)]`, where serde's
+//! `deny_unknown_fields` does not work, so unknown keys are found with `serde_ignored` instead:
+//! every key that deserialization skipped is reported with its path (`actor[1].limits.memroy`)
+//! and, when a known key is close, a "did you mean". Adding a key is adding a field to the
+//! matching `Raw*` struct below; the suggestions read the field lists from serde itself.
+
+use bunraku_abi::Policy;
+use serde::de::{self, Deserialize, Deserializer};
+use std::fmt;
+use std::path::{Component, Path, PathBuf};
+use std::time::Duration;
+
+/// The file name [`Manifest::load`] looks for when given a directory.
+pub const MANIFEST_FILE: &str = "bunraku.toml";
+
+/// The largest `memory` limit: what a wasm32 memory can address (4 GiB).
+pub const MAX_MEMORY: u64 = 4 << 30;
+
+/// A checked deployment manifest.
+///
+/// Every path in it is absolute. Build one with [`Manifest::load`] or [`Manifest::parse`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Manifest {
+    /// The manifest file itself (absolute).
+    pub path: PathBuf,
+    /// The directory holding the manifest; relative paths in it are resolved against this.
+    pub dir: PathBuf,
+    /// The `[host]` section.
+    pub host: HostSection,
+    /// The `[[actor]]` tables, in file order.
+    pub actors: Vec<ActorSpec>,
+}
+
+/// The `[host]` section: settings of the host process rather than of an actor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostSection {
+    /// Where the host keeps its state (`data_dir`, default `.bunraku` next to the manifest),
+    /// absolute. It is not created by loading the manifest.
+    pub data_dir: PathBuf,
+    /// The log filter (`log`, default `"info"`), in `tracing_subscriber::EnvFilter` syntax.
+    pub log: String,
+}
+
+/// One `[[actor]]` table: an addressable actor and how to run it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ActorSpec {
+    /// The address other actors and the CLI use (`name`): see [`validate_actor_name`].
+    pub name: String,
+    /// Where the actor's code comes from (`module`).
+    pub module: ModuleSource,
+    /// How many instances run side by side (`instances`, default 1). A direct message or request
+    /// goes to instance `hash(sender) % instances`, and a published message to one instance per
+    /// subscription chosen by `hash(publisher) % instances`, so messages from one sender reach one
+    /// instance in the order they were sent.
+    pub instances: u32,
+    /// The subjects the actor subscribes to at start (`subscriptions`), each a queue group across
+    /// the actor's instances.
+    pub subscriptions: Vec<SubscriptionSpec>,
+    /// The actor's `config` table as JSON (`null` when absent); see [`ActorSpec::config_json`].
+    pub config: serde_json::Value,
+    /// Resource limits (`[actor.limits]`).
+    pub limits: Limits,
+    /// Restart backoff (`[actor.restart]`).
+    pub restart: RestartPolicy,
+}
+
+impl ActorSpec {
+    /// An actor with every optional key at its default: one instance, no subscriptions, no
+    /// config, default [`Limits`] and [`RestartPolicy`]. For actors started without a manifest.
+    pub fn new(name: impl Into<String>, module: ModuleSource) -> Self {
+        Self {
+            name: name.into(),
+            module,
+            instances: 1,
+            subscriptions: Vec::new(),
+            config: serde_json::Value::Null,
+            limits: Limits::default(),
+            restart: RestartPolicy::default(),
+        }
+    }
+
+    /// The `config` table as compact JSON bytes, as handed to the actor's `on_start` (`null`
+    /// when the manifest gives no `config`).
+    pub fn config_json(&self) -> Vec<u8> {
+        self.config.to_string().into_bytes()
+    }
+}
+
+/// Where an actor's code comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ModuleSource {
+    /// A guest crate directory (holding a `Cargo.toml`), built to wasm when stale by
+    /// [`crate::build::resolve_module`]. The path is absolute.
+    Crate(PathBuf),
+    /// A compiled `.wasm` module. The path is absolute.
+    Wasm(PathBuf),
+}
+
+impl ModuleSource {
+    /// The directory or file the source names.
+    pub fn path(&self) -> &Path {
+        match self {
+            Self::Crate(p) | Self::Wasm(p) => p,
+        }
+    }
+}
+
+/// One entry of `subscriptions`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscriptionSpec {
+    /// A NATS-style subject pattern: `.`-separated tokens, `*` matching one token, `>` (last
+    /// token only) matching one or more.
+    pub pattern: String,
+    /// What a publisher does when the chosen instance's mailbox is full (`policy`, default
+    /// `wait`).
+    pub policy: Policy,
+}
+
+/// Per-instance resource limits (`[actor.limits]`).
+///
+/// `Limits::default()` holds the documented defaults, so the runtime can use it without a
+/// manifest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Most bytes of linear memory an instance may have (`memory`, default 16 MiB).
+    pub memory: u64,
+    /// Longest time one handler may run before it is interrupted (`time_budget_ms`, default
+    /// 1000 ms); enforced with epoch interruption, so it is approximate.
+    pub time_budget: Duration,
+    /// Most messages waiting in an instance's mailbox (`mailbox`, default 1024).
+    pub mailbox: usize,
+    /// Largest message payload the actor may send or receive (`max_message_bytes`, default
+    /// 1 MiB).
+    pub max_message_bytes: usize,
+    /// Most handlers in flight at once in one instance (`concurrency`, default 1). Above 1, a
+    /// handler waiting for a reply lets the next message start.
+    pub concurrency: usize,
+    /// How long a request from this actor waits for a reply unless it gives its own deadline
+    /// (`request_timeout_ms`, default 5000 ms).
+    pub request_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            memory: 16 << 20,
+            time_budget: Duration::from_millis(1000),
+            mailbox: 1024,
+            max_message_bytes: 1 << 20,
+            concurrency: 1,
+            request_timeout: Duration::from_millis(5000),
+        }
+    }
+}
+
+/// How a failed instance is restarted (`[actor.restart]`).
+///
+/// The delay before the n-th consecutive restart is `min(backoff_initial * 2^(n-1),
+/// backoff_max)`, varied randomly by up to `jitter` of itself either way; an instance that ran
+/// for `reset_after` without failing starts again from `backoff_initial`.
+/// `RestartPolicy::default()` holds the documented defaults.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RestartPolicy {
+    /// Delay before the first restart (`backoff_initial_ms`, default 100 ms).
+    pub backoff_initial: Duration,
+    /// Longest delay between restarts (`backoff_max_ms`, default 10 000 ms).
+    pub backoff_max: Duration,
+    /// How long an instance must run without failing for the backoff to reset
+    /// (`reset_after_ms`, default 30 000 ms).
+    pub reset_after: Duration,
+    /// Random variation of each delay, as a fraction of it in `0.0..=1.0` (`jitter`, default
+    /// 0.2).
+    pub jitter: f64,
+}
+
+impl Default for RestartPolicy {
+    fn default() -> Self {
+        Self {
+            backoff_initial: Duration::from_millis(100),
+            backoff_max: Duration::from_millis(10_000),
+            reset_after: Duration::from_millis(30_000),
+            jitter: 0.2,
+        }
+    }
+}
+
+/// Why a manifest could not be loaded.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ManifestError {
+    /// There is no manifest file at the path.
+    #[error(
+        "no manifest at {}: create a {MANIFEST_FILE} with an [[actor]] table, or pass the path of one",
+        path.display()
+    )]
+    NotFound {
+        /// The file looked for.
+        path: PathBuf,
+    },
+    /// The file exists but could not be read.
+    #[error("cannot read manifest {}: {error}", path.display())]
+    Read {
+        /// The manifest file.
+        path: PathBuf,
+        /// The I/O failure (part of the message, so not also a `source`).
+        error: std::io::Error,
+    },
+    /// The file is not valid TOML, or a value has the wrong type.
+    #[error("{}{}: {message}", path.display(), location(*line, *column))]
+    Syntax {
+        /// The manifest file.
+        path: PathBuf,
+        /// 1-based line of the offending text, when known.
+        line: Option<usize>,
+        /// 1-based column (in characters) of the offending text, when known.
+        column: Option<usize>,
+        /// What is wrong.
+        message: String,
+    },
+    /// The file parsed but breaks one or more rules; every problem found is listed.
+    #[error("{}", invalid_message(path, problems))]
+    Invalid {
+        /// The manifest file.
+        path: PathBuf,
+        /// Everything wrong with it, in file order (unknown keys first).
+        problems: Vec<Problem>,
+    },
+}
+
+fn location(line: Option<usize>, column: Option<usize>) -> String {
+    match (line, column) {
+        (Some(l), Some(c)) => format!(":{l}:{c}"),
+        (Some(l), None) => format!(":{l}"),
+        _ => String::new(),
+    }
+}
+
+fn invalid_message(path: &Path, problems: &[Problem]) -> String {
+    match problems {
+        [one] => format!("{}: {one}", path.display()),
+        many => {
+            let mut out = format!("{}: {} problems:", path.display(), many.len());
+            for p in many {
+                out.push_str("\n  ");
+                out.push_str(&p.to_string());
+            }
+            out
+        }
+    }
+}
+
+/// One rule a manifest breaks.
+///
+/// Displays as `key (actor `name`): what is wrong and how to fix it`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Where, as a key path such as `actor[1].limits.memory` (empty for the whole file).
+    pub key: String,
+    /// The name of the actor whose table holds the key, when there is one.
+    pub actor: Option<String>,
+    /// What is wrong.
+    pub kind: ProblemKind,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if !self.key.is_empty() {
+            f.write_str(&self.key)?;
+            if let Some(actor) = &self.actor {
+                write!(f, " (actor `{actor}`)")?;
+            }
+            f.write_str(": ")?;
+        }
+        write!(f, "{}", self.kind)
+    }
+}
+
+/// The kinds of [`Problem`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProblemKind {
+    /// A key the manifest does not define (often a typo).
+    #[error("unknown key{}", suggestion_text(suggestion))]
+    UnknownKey {
+        /// A known key to use instead, when one is close.
+        suggestion: Option<String>,
+    },
+    /// The manifest has no `[[actor]]` table.
+    #[error("the manifest defines no actors: add an [[actor]] table with `name` and `module`")]
+    NoActors,
+    /// An actor name breaks the naming rule.
+    #[error("`{name}` is not a valid actor name: {reason}")]
+    InvalidName {
+        /// The name as written.
+        name: String,
+        /// Which rule it breaks, and the fix.
+        reason: String,
+    },
+    /// Two actors share a name.
+    #[error("the name `{name}` is already used by actor[{first}]: give each actor a unique name")]
+    DuplicateName {
+        /// The shared name.
+        name: String,
+        /// Index of the first actor with the name.
+        first: usize,
+    },
+    /// `instances = 0`.
+    #[error("must be at least 1 (leave it out for one instance)")]
+    ZeroInstances,
+    /// The `module` path does not exist.
+    #[error(
+        "{} does not exist: `module` must name a guest crate directory or a .wasm file, relative to the manifest's directory",
+        resolved.display()
+    )]
+    ModuleNotFound {
+        /// The absolute path the `module` value resolved to.
+        resolved: PathBuf,
+    },
+    /// The `module` path exists but is neither a crate directory nor a `.wasm` file.
+    #[error("{} is not a module: {reason}", resolved.display())]
+    NotAModule {
+        /// The absolute path the `module` value resolved to.
+        resolved: PathBuf,
+        /// What it is instead, and the fix.
+        reason: String,
+    },
+    /// A limit or duration of zero.
+    #[error("must be at least 1 (leave it out for the default, {default})")]
+    Zero {
+        /// The key's default, as written in the manifest.
+        default: String,
+    },
+    /// A size above what the runtime can honour.
+    #[error("{value} bytes is more than {max} bytes, the most a wasm32 memory can address")]
+    TooLarge {
+        /// The value given.
+        value: u64,
+        /// The largest allowed.
+        max: u64,
+    },
+    /// A subject pattern that is not a valid NATS-style pattern.
+    #[error("`{pattern}` is not a valid subject pattern: {reason}")]
+    InvalidPattern {
+        /// The pattern as written.
+        pattern: String,
+        /// Which rule it breaks.
+        reason: String,
+    },
+    /// The same pattern appears twice in one actor's `subscriptions`.
+    #[error("`{pattern}` is already subscribed by subscriptions[{first}]: remove one")]
+    DuplicateSubscription {
+        /// The repeated pattern.
+        pattern: String,
+        /// Index of its first occurrence.
+        first: usize,
+    },
+    /// `jitter` outside `0.0..=1.0`.
+    #[error("{value} is not a fraction: use a number from 0.0 (no jitter) to 1.0")]
+    InvalidJitter {
+        /// The value as written.
+        value: String,
+    },
+    /// `backoff_initial_ms` above `backoff_max_ms`.
+    #[error(
+        "backoff_initial_ms ({initial_ms}) is larger than backoff_max_ms ({max_ms}): raise backoff_max_ms or lower backoff_initial_ms"
+    )]
+    BackoffOrder {
+        /// `backoff_initial_ms`.
+        initial_ms: u64,
+        /// `backoff_max_ms`.
+        max_ms: u64,
+    },
+    /// A `config` value JSON cannot represent.
+    #[error("{reason}")]
+    Config {
+        /// What cannot be represented, and the fix.
+        reason: String,
+    },
+    /// An empty string where a value is needed.
+    #[error("must not be empty")]
+    Empty,
+}
+
+fn suggestion_text(suggestion: &Option<String>) -> String {
+    match suggestion {
+        Some(s) => format!("; did you mean `{s}`?"),
+        None => String::new(),
+    }
+}
+
+impl Manifest {
+    /// Reads and checks a manifest. `path` is the manifest file, or a directory holding a
+    /// [`MANIFEST_FILE`].
+    pub fn load(path: &Path) -> Result<Manifest, ManifestError> {
+        let file = if path.is_dir() {
+            path.join(MANIFEST_FILE)
+        } else {
+            path.to_path_buf()
+        };
+        let file = absolute(&file);
+        let text = match std::fs::read_to_string(&file) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(ManifestError::NotFound { path: file });
+            }
+            Err(error) => return Err(ManifestError::Read { path: file, error }),
+        };
+        Self::parse(&text, &file)
+    }
+
+    /// Checks a manifest's text as if read from `origin`, the path of the manifest file:
+    /// relative paths resolve against its directory and errors name it. Module paths are
+    /// checked on the file system.
+    pub fn parse(text: &str, origin: &Path) -> Result<Manifest, ManifestError> {
+        let path = absolute(origin);
+        let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+
+        let syntax = |e: toml::de::Error| {
+            let (line, column) = match e.span() {
+                Some(span) => {
+                    let (l, c) = line_column(text, span.start);
+                    (Some(l), Some(c))
+                }
+                None => (None, None),
+            };
+            ManifestError::Syntax {
+                path: path.clone(),
+                line,
+                column,
+                message: e.message().trim_end().to_string(),
+            }
+        };
+        let de = toml::Deserializer::parse(text).map_err(syntax)?;
+        let mut unknown: Vec<Vec<Segment>> = Vec::new();
+        let raw: RawManifest =
+            serde_ignored::deserialize(de, |p| unknown.push(segments(&p))).map_err(syntax)?;
+
+        let mut problems: Vec<Problem> = unknown
+            .iter()
+            .map(|segs| Problem {
+                key: key_path(segs),
+                actor: actor_of(&raw, segs),
+                kind: ProblemKind::UnknownKey {
+                    suggestion: suggest(segs),
+                },
+            })
+            .collect();
+
+        let (manifest, more) = validate(raw, path.clone(), dir);
+        problems.extend(more);
+        if problems.is_empty() {
+            Ok(manifest)
+        } else {
+            Err(ManifestError::Invalid { path, problems })
+        }
+    }
+
+    /// The actor named `name`.
+    pub fn actor(&self, name: &str) -> Option<&ActorSpec> {
+        self.actors.iter().find(|a| a.name == name)
+    }
+}
+
+/// The longest actor name.
+pub const MAX_NAME_LEN: usize = 64;
+
+/// Checks an actor name: 1 to [`MAX_NAME_LEN`] characters from `a-z`, `0-9`, `-` and `_`,
+/// starting with a letter or digit. Names are addresses, so they never hold the `.`, `*` and `>`
+/// of subjects. The error says which rule the name breaks and how to fix it.
+pub fn validate_actor_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("an actor needs a name, e.g. `echo`".into());
+    }
+    if name.len() > MAX_NAME_LEN {
+        return Err(format!("names are at most {MAX_NAME_LEN} characters"));
+    }
+    if let Some(bad) = name
+        .chars()
+        .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-' || *c == '_'))
+    {
+        let hint = if bad.is_ascii_uppercase() {
+            format!(" (write `{}`)", name.to_ascii_lowercase())
+        } else {
+            String::new()
+        };
+        return Err(format!(
+            "`{bad}` is not allowed; use lowercase letters, digits, `-` and `_`{hint}"
+        ));
+    }
+    if name.starts_with(['-', '_']) {
+        return Err("names start with a lowercase letter or a digit".into());
+    }
+    Ok(())
+}
+
+/// Checks a NATS-style subject pattern: non-empty `.`-separated tokens without whitespace, `*`
+/// only as a whole token, `>` only as the whole last token.
+fn validate_pattern(pattern: &str) -> Result<(), String> {
+    if pattern.is_empty() {
+        return Err("it is empty; write tokens separated by `.`, e.g. `sensors.*`".into());
+    }
+    let tokens: Vec<&str> = pattern.split('.').collect();
+    for (i, token) in tokens.iter().enumerate() {
+        if token.is_empty() {
+            return Err("it has an empty token (a leading, trailing or doubled `.`)".into());
+        }
+        if token.chars().any(char::is_whitespace) {
+            return Err("tokens cannot contain whitespace".into());
+        }
+        if *token == ">" {
+            if i + 1 != tokens.len() {
+                return Err("`>` may only be the last token".into());
+            }
+        } else if token.contains('>') {
+            return Err("`>` must be a whole token, e.g. `a.>`".into());
+        } else if *token != "*" && token.contains('*') {
+            return Err("`*` must be a whole token, e.g. `a.*.c`".into());
+        }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Raw form: what serde reads. Optional keys are `Option`s so defaults live in one place (the
+// `Default` impls of the public types).
+
+#[derive(serde::Deserialize)]
+struct RawManifest {
+    #[serde(default, deserialize_with = "actor_tables")]
+    actor: Vec<RawActor>,
+    #[serde(default)]
+    host: RawHost,
+}
+
+#[derive(serde::Deserialize, Default)]
+struct RawHost {
+    data_dir: Option<PathBuf>,
+    log: Option<String>,
+}
+
+#[derive(serde::Deserialize)]
+struct RawActor {
+    name: String,
+    module: PathBuf,
+    instances: Option<u32>,
+    #[serde(default)]
+    subscriptions: Vec<RawSubscription>,
+    config: Option<toml::Table>,
+    #[serde(default)]
+    limits: RawLimits,
+    #[serde(default)]
+    restart: RawRestart,
+}
+
+#[derive(serde::Deserialize, Default)]
+struct RawLimits {
+    memory: Option<Size>,
+    time_budget_ms: Option<u64>,
+    mailbox: Option<usize>,
+    max_message_bytes: Option<Size>,
+    concurrency: Option<usize>,
+    request_timeout_ms: Option<u64>,
+}
+
+#[derive(serde::Deserialize, Default)]
+struct RawRestart {
+    backoff_initial_ms: Option<u64>,
+    backoff_max_ms: Option<u64>,
+    reset_after_ms: Option<u64>,
+    jitter: Option<f64>,
+}
+
+/// `"pattern"` or `{ pattern = "...", policy = "..." }`.
+struct RawSubscription(RawSubscriptionTable);
+
+#[derive(serde::Deserialize)]
+struct RawSubscriptionTable {
+    pattern: String,
+    #[serde(default)]
+    policy: RawPolicy,
+}
+
+#[derive(serde::Deserialize, Default, Clone, Copy)]
+#[serde(rename_all = "kebab-case")]
+enum RawPolicy {
+    #[default]
+    Wait,
+    DropNewest,
+}
+
+impl From<RawPolicy> for Policy {
+    fn from(p: RawPolicy) -> Self {
+        match p {
+            RawPolicy::Wait => Policy::Wait,
+            RawPolicy::DropNewest => Policy::DropNewest,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for RawSubscription {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> de::Visitor<'de> for V {
+            type Value = RawSubscription;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(
+                    r#"a subject pattern, or a table like { pattern = "a.*", policy = "wait" }"#,
+                )
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(RawSubscription(RawSubscriptionTable {
+                    pattern: v.to_string(),
+                    policy: RawPolicy::Wait,
+                }))
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                // Deserializing through the given map access keeps unknown-key tracking.
+                RawSubscriptionTable::deserialize(de::value::MapAccessDeserializer::new(map))
+                    .map(RawSubscription)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// `[[actor]]` tables, with a pointed message for the common `[actor]` mistake.
+fn actor_tables<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<RawActor>, D::Error> {
+    struct V;
+    impl<'de> de::Visitor<'de> for V {
+        type Value = Vec<RawActor>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("an array of [[actor]] tables")
+        }
+        fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            let mut out = Vec::new();
+            while let Some(actor) = seq.next_element()? {
+                out.push(actor);
+            }
+            Ok(out)
+        }
+        fn visit_map<A: de::MapAccess<'de>>(self, _: A) -> Result<Self::Value, A::Error> {
+            Err(de::Error::custom(
+                "`actor` is a table, but actors are an array of tables: write [[actor]] (double brackets) before each actor",
+            ))
+        }
+    }
+    d.deserialize_seq(V)
+}
+
+/// A byte size: an integer, or a string like `"64KiB"`, `"16MiB"`, `"1GiB"`.
+#[derive(Clone, Copy)]
+struct Size(u64);
+
+impl<'de> Deserialize<'de> for Size {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl de::Visitor<'_> for V {
+            type Value = Size;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(r#"a size in bytes, or a string like "64KiB", "16MiB" or "1GiB""#)
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Size, E> {
+                u64::try_from(v)
+                    .map(Size)
+                    .map_err(|_| E::custom(format!("a size cannot be negative ({v})")))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Size, E> {
+                Ok(Size(v))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Size, E> {
+                parse_size(v).map(Size).map_err(E::custom)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (number, unit) = t.split_at(digits);
+    let bad = || {
+        format!(
+            r#"`{text}` is not a size: write bytes as an integer, or a number with KiB, MiB or GiB, e.g. "16MiB""#
+        )
+    };
+    let n: u64 = number.parse().map_err(|_| bad())?;
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "kib" => 10,
+        "mib" => 20,
+        "gib" => 30,
+        u @ ("k" | "kb" | "m" | "mb" | "g" | "gb") => {
+            let binary = format!("{}iB", u[..1].to_ascii_uppercase());
+            return Err(format!(
+                "`{text}` is ambiguous: write \"{n}{binary}\" (1 {binary} = {} bytes) or the number of bytes",
+                1u64 << (10 * (1 + "kmg".find(&u[..1]).unwrap_or(0)))
+            ));
+        }
+        _ => return Err(bad()),
+    };
+    n.checked_mul(1 << shift)
+        .ok_or_else(|| format!("`{text}` is too large"))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Validation: raw form to checked form, collecting every problem.
+
+fn validate(raw: RawManifest, path: PathBuf, dir: PathBuf) -> (Manifest, Vec<Problem>) {
+    let mut problems = Vec::new();
+
+    let host = HostSection {
+        data_dir: match raw.host.data_dir {
+            Some(p) => normalize(&dir.join(p)),
+            None => dir.join(".bunraku"),
+        },
+        log: raw.host.log.unwrap_or_else(|| "info".into()),
+    };
+    if host.log.trim().is_empty() {
+        problems.push(Problem {
+            key: "host.log".into(),
+            actor: None,
+            kind: ProblemKind::Empty,
+        });
+    }
+
+    if raw.actor.is_empty() {
+        problems.push(Problem {
+            key: String::new(),
+            actor: None,
+            kind: ProblemKind::NoActors,
+        });
+    }
+
+    let mut actors = Vec::with_capacity(raw.actor.len());
+    for (i, a) in raw.actor.into_iter().enumerate() {
+        let at = format!("actor[{i}]");
+        let named = (!a.name.is_empty()).then(|| a.name.clone());
+
+        if let Err(reason) = validate_actor_name(&a.name) {
+            problems.push(Problem {
+                key: format!("{at}.name"),
+                actor: None,
+                kind: ProblemKind::InvalidName {
+                    name: a.name.clone(),
+                    reason,
+                },
+            });
+        } else if let Some(first) = actors.iter().position(|b: &ActorSpec| b.name == a.name) {
+            problems.push(Problem {
+                key: format!("{at}.name"),
+                actor: named.clone(),
+                kind: ProblemKind::DuplicateName {
+                    name: a.name.clone(),
+                    first,
+                },
+            });
+        }
+
+        let mut problem = |key: &str, kind: ProblemKind| {
+            problems.push(Problem {
+                key: format!("{at}.{key}"),
+                actor: named.clone(),
+                kind,
+            })
+        };
+
+        let module = match classify_module(&dir.join(&a.module)) {
+            Ok(m) => m,
+            Err(kind) => {
+                problem("module", kind);
+                ModuleSource::Wasm(normalize(&dir.join(&a.module)))
+            }
+        };
+
+        let instances = a.instances.unwrap_or(1);
+        if instances == 0 {
+            problem("instances", ProblemKind::ZeroInstances);
+        }
+
+        let mut subscriptions: Vec<SubscriptionSpec> = Vec::new();
+        for (j, RawSubscription(s)) in a.subscriptions.into_iter().enumerate() {
+            let key = format!("subscriptions[{j}]");
+            if let Err(reason) = validate_pattern(&s.pattern) {
+                problem(
+                    &key,
+                    ProblemKind::InvalidPattern {
+                        pattern: s.pattern.clone(),
+                        reason,
+                    },
+                );
+            } else if let Some(first) = subscriptions.iter().position(|t| t.pattern == s.pattern) {
+                problem(
+                    &key,
+                    ProblemKind::DuplicateSubscription {
+                        pattern: s.pattern.clone(),
+                        first,
+                    },
+                );
+            }
+            subscriptions.push(SubscriptionSpec {
+                pattern: s.pattern,
+                policy: s.policy.into(),
+            });
+        }
+
+        let config = match a.config {
+            None => serde_json::Value::Null,
+            Some(table) => match toml_to_json(toml::Value::Table(table), "config") {
+                Ok(v) => v,
+                Err(reason) => {
+                    problem("config", ProblemKind::Config { reason });
+                    serde_json::Value::Null
+                }
+            },
+        };
+
+        let d = Limits::default();
+        let mut nonzero = |key: &str, value: Option<u64>, default: String| -> Option<u64> {
+            match value {
+                Some(0) => {
+                    problem(key, ProblemKind::Zero { default });
+                    None
+                }
+                v => v,
+            }
+        };
+        let memory = nonzero(
+            "limits.memory",
+            a.limits.memory.map(|s| s.0),
+            "\"16MiB\"".into(),
+        );
+        let time_budget = nonzero(
+            "limits.time_budget_ms",
+            a.limits.time_budget_ms,
+            "1000".into(),
+        );
+        let mailbox = nonzero(
+            "limits.mailbox",
+            a.limits.mailbox.map(|v| v as u64),
+            d.mailbox.to_string(),
+        );
+        let max_message_bytes = nonzero(
+            "limits.max_message_bytes",
+            a.limits.max_message_bytes.map(|s| s.0),
+            "\"1MiB\"".into(),
+        );
+        let concurrency = nonzero(
+            "limits.concurrency",
+            a.limits.concurrency.map(|v| v as u64),
+            d.concurrency.to_string(),
+        );
+        let request_timeout = nonzero(
+            "limits.request_timeout_ms",
+            a.limits.request_timeout_ms,
+            "5000".into(),
+        );
+        let backoff_initial = nonzero(
+            "restart.backoff_initial_ms",
+            a.restart.backoff_initial_ms,
+            "100".into(),
+        );
+        let backoff_max = nonzero(
+            "restart.backoff_max_ms",
+            a.restart.backoff_max_ms,
+            "10000".into(),
+        );
+        let reset_after = nonzero(
+            "restart.reset_after_ms",
+            a.restart.reset_after_ms,
+            "30000".into(),
+        );
+
+        let too_large = |value: u64, max: u64| (value > max).then_some((value, max));
+        if let Some((value, max)) = memory.and_then(|m| too_large(m, MAX_MEMORY)) {
+            problem("limits.memory", ProblemKind::TooLarge { value, max });
+        }
+        let max_usize = usize::MAX as u64;
+        if let Some((value, max)) = max_message_bytes.and_then(|m| too_large(m, max_usize)) {
+            problem(
+                "limits.max_message_bytes",
+                ProblemKind::TooLarge { value, max },
+            );
+        }
+
+        let limits = Limits {
+            memory: memory.unwrap_or(d.memory),
+            time_budget: time_budget.map_or(d.time_budget, Duration::from_millis),
+            mailbox: mailbox.map_or(d.mailbox, |v| v as usize),
+            max_message_bytes: max_message_bytes.map_or(d.max_message_bytes, |v| v as usize),
+            concurrency: concurrency.map_or(d.concurrency, |v| v as usize),
+            request_timeout: request_timeout.map_or(d.request_timeout, Duration::from_millis),
+        };
+
+        let r = RestartPolicy::default();
+        let jitter = a.restart.jitter.unwrap_or(r.jitter);
+        if !(0.0..=1.0).contains(&jitter) {
+            problem(
+                "restart.jitter",
+                ProblemKind::InvalidJitter {
+                    value: jitter.to_string(),
+                },
+            );
+        }
+        let restart = RestartPolicy {
+            backoff_initial: backoff_initial.map_or(r.backoff_initial, Duration::from_millis),
+            backoff_max: backoff_max.map_or(r.backoff_max, Duration::from_millis),
+            reset_after: reset_after.map_or(r.reset_after, Duration::from_millis),
+            jitter,
+        };
+        if restart.backoff_initial > restart.backoff_max {
+            problem(
+                "restart",
+                ProblemKind::BackoffOrder {
+                    initial_ms: restart.backoff_initial.as_millis() as u64,
+                    max_ms: restart.backoff_max.as_millis() as u64,
+                },
+            );
+        }
+
+        actors.push(ActorSpec {
+            name: a.name,
+            module,
+            instances,
+            subscriptions,
+            config,
+            limits,
+            restart,
+        });
+    }
+
+    let manifest = Manifest {
+        path,
+        dir,
+        host,
+        actors,
+    };
+    (manifest, problems)
+}
+
+fn classify_module(path: &Path) -> Result<ModuleSource, ProblemKind> {
+    let resolved = normalize(path);
+    let Ok(meta) = std::fs::metadata(&resolved) else {
+        return Err(ProblemKind::ModuleNotFound { resolved });
+    };
+    let canonical = std::fs::canonicalize(&resolved).unwrap_or_else(|_| resolved.clone());
+    if meta.is_dir() {
+        if canonical.join("Cargo.toml").is_file() {
+            Ok(ModuleSource::Crate(canonical))
+        } else {
+            Err(ProblemKind::NotAModule {
+                resolved,
+                reason: "it is a directory without a Cargo.toml; point `module` at a guest crate directory or a .wasm file".into(),
+            })
+        }
+    } else if canonical.file_name().is_some_and(|n| n == "Cargo.toml") {
+        Ok(ModuleSource::Crate(
+            canonical
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_default(),
+        ))
+    } else if canonical.extension().is_some_and(|e| e == "wasm") {
+        Ok(ModuleSource::Wasm(canonical))
+    } else {
+        Err(ProblemKind::NotAModule {
+            resolved,
+            reason: "it is neither a .wasm file nor a crate directory".into(),
+        })
+    }
+}
+
+fn toml_to_json(value: toml::Value, at: &str) -> Result<serde_json::Value, String> {
+    use serde_json::Value as J;
+    Ok(match value {
+        toml::Value::String(s) => J::String(s),
+        toml::Value::Integer(i) => J::from(i),
+        toml::Value::Float(f) => serde_json::Number::from_f64(f).map(J::Number).ok_or_else(
+            || {
+                format!(
+                    "`{at}` is {f}, which JSON cannot represent: use a finite number or a string"
+                )
+            },
+        )?,
+        toml::Value::Boolean(b) => J::Bool(b),
+        toml::Value::Datetime(d) => J::String(d.to_string()),
+        toml::Value::Array(items) => J::Array(
+            items
+                .into_iter()
+                .enumerate()
+                .map(|(i, v)| toml_to_json(v, &format!("{at}[{i}]")))
+                .collect::<Result<_, _>>()?,
+        ),
+        toml::Value::Table(t) => J::Object(
+            t.into_iter()
+                .map(|(k, v)| {
+                    let sub = format!("{at}.{}", key_text(&k));
+                    toml_to_json(v, &sub).map(|v| (k, v))
+                })
+                .collect::<Result<_, _>>()?,
+        ),
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Key paths and suggestions.
+
+#[derive(Debug, Clone, PartialEq)]
+enum Segment {
+    Key(String),
+    Index(usize),
+}
+
+fn segments(path: &serde_ignored::Path<'_>) -> Vec<Segment> {
+    use serde_ignored::Path as P;
+    let mut out = match path {
+        P::Root => return Vec::new(),
+        P::Seq { parent, .. }
+        | P::Map { parent, .. }
+        | P::Some { parent }
+        | P::NewtypeStruct { parent }
+        | P::NewtypeVariant { parent } => segments(parent),
+    };
+    match path {
+        P::Seq { index, .. } => out.push(Segment::Index(*index)),
+        P::Map { key, .. } => out.push(Segment::Key(key.clone())),
+        _ => {}
+    }
+    out
+}
+
+fn key_text(key: &str) -> String {
+    let bare = !key.is_empty()
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if bare {
+        key.to_string()
+    } else {
+        format!("{key:?}")
+    }
+}
+
+fn key_path(segs: &[Segment]) -> String {
+    let mut out = String::new();
+    for s in segs {
+        match s {
+            Segment::Key(k) => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push_str(&key_text(k));
+            }
+            Segment::Index(i) => out.push_str(&format!("[{i}]")),
+        }
+    }
+    out
+}
+
+fn actor_of(raw: &RawManifest, segs: &[Segment]) -> Option<String> {
+    match segs {
+        [Segment::Key(k), Segment::Index(i), ..] if k == "actor" => raw
+            .actor
+            .get(*i)
+            .map(|a| a.name.clone())
+            .filter(|n| !n.is_empty()),
+        _ => None,
+    }
+}
+
+/// The field names serde knows for a struct, read from its `Deserialize` impl.
+fn fields<'de, T: Deserialize<'de>>() -> &'static [&'static str] {
+    struct Probe<'a>(&'a mut &'static [&'static str]);
+    impl<'de> Deserializer<'de> for Probe<'_> {
+        type Error = de::value::Error;
+        fn deserialize_any<V: de::Visitor<'de>>(self, _: V) -> Result<V::Value, Self::Error> {
+            Err(de::Error::custom("probe"))
+        }
+        fn deserialize_struct<V: de::Visitor<'de>>(
+            self,
+            _: &'static str,
+            fields: &'static [&'static str],
+            _: V,
+        ) -> Result<V::Value, Self::Error> {
+            *self.0 = fields;
+            Err(de::Error::custom("probe"))
+        }
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes
+            byte_buf option unit unit_struct newtype_struct seq tuple tuple_struct map enum
+            identifier ignored_any
+        }
+    }
+    let mut out: &'static [&'static str] = &[];
+    let _ = T::deserialize(Probe(&mut out));
+    out
+}
+
+/// Known keys of one table, and of the tables nested in it by name.
+type KnownKeys = (
+    &'static [&'static str],
+    Vec<(&'static str, &'static [&'static str])>,
+);
+
+/// The known keys of the table at `parent`, and of the tables nested in it (for a key written
+/// one level too high, such as `memory` directly in `[[actor]]`).
+fn known_keys(parent: &[Segment]) -> KnownKeys {
+    use Segment::{Index, Key};
+    match parent {
+        [] => (fields::<RawManifest>(), vec![("host", fields::<RawHost>())]),
+        [Key(h)] if h == "host" => (fields::<RawHost>(), vec![]),
+        [Key(a), Index(_)] if a == "actor" => (
+            fields::<RawActor>(),
+            vec![
+                ("limits", fields::<RawLimits>()),
+                ("restart", fields::<RawRestart>()),
+            ],
+        ),
+        [Key(a), Index(_), Key(l)] if a == "actor" && l == "limits" => {
+            (fields::<RawLimits>(), vec![])
+        }
+        [Key(a), Index(_), Key(r)] if a == "actor" && r == "restart" => {
+            (fields::<RawRestart>(), vec![])
+        }
+        [Key(a), Index(_), Key(s), Index(_)] if a == "actor" && s == "subscriptions" => {
+            (fields::<RawSubscriptionTable>(), vec![])
+        }
+        _ => (&[], vec![]),
+    }
+}
+
+fn suggest(segs: &[Segment]) -> Option<String> {
+    let (Segment::Key(key), parent) = segs.split_last()? else {
+        return None;
+    };
+    let norm = |s: &str| s.to_ascii_lowercase().replace('-', "_");
+    let key_n = norm(key);
+    let (here, nested) = known_keys(parent);
+    // A key that belongs one table down.
+    for (table, keys) in &nested {
+        if let Some(k) = keys.iter().find(|k| norm(k) == key_n) {
+            return Some(format!("{table}.{k}"));
+        }
+    }
+    // A known key with a suffix added or dropped (`log_level`, `time_budget`).
+    let extends = |a: &str, b: &str| a.strip_prefix(b).is_some_and(|rest| rest.starts_with('_'));
+    if let Some(k) = here
+        .iter()
+        .find(|k| extends(&key_n, &norm(k)) || extends(&norm(k), &key_n))
+    {
+        return Some(k.to_string());
+    }
+    let limit = (key_n.chars().count() / 3).max(1);
+    here.iter()
+        .map(|k| (edit_distance(&norm(k), &key_n), k))
+        .filter(|(d, _)| *d <= limit)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k.to_string())
+}
+
+/// Edits (insertions, deletions, substitutions and swaps of neighbours) that turn `a` into `b`.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    // d[i][j]: distance between a[..i] and b[..j].
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    d[0] = (0..=b.len()).collect();
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut best = (d[i - 1][j] + 1)
+                .min(d[i][j - 1] + 1)
+                .min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                best = best.min(d[i - 2][j - 2] + 1);
+            }
+            d[i][j] = best;
+        }
+    }
+    d[a.len()][b.len()]
+}
+
+// ---------------------------------------------------------------------------------------------
+// Paths.
+
+fn absolute(path: &Path) -> PathBuf {
+    normalize(&std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf()))
+}
+
+/// Removes `.` and resolves `..` lexically, for paths shown to the user.
+fn normalize(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if !out.pop() {
+                    out.push(c);
+                }
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
+    (line, column)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+
+    /// A manifest directory with an `echo.wasm` module and a `guest` crate directory.
+    struct Fixture {
+        dir: tempfile::TempDir,
+    }
+
+    impl Fixture {
+        fn new() -> Self {
+            let dir = tempfile::tempdir().unwrap();
+            fs::write(dir.path().join("echo.wasm"), b"\0asm\x01\0\0\0").unwrap();
+            fs::create_dir(dir.path().join("guest")).unwrap();
+            fs::write(
+                dir.path().join("guest/Cargo.toml"),
+                "[package]\nname = \"g\"\n",
+            )
+            .unwrap();
+            fs::create_dir(dir.path().join("empty")).unwrap();
+            fs::write(dir.path().join("notes.txt"), "").unwrap();
+            Self { dir }
+        }
+
+        fn file(&self) -> PathBuf {
+            self.dir.path().join(MANIFEST_FILE)
+        }
+
+        fn parse(&self, text: &str) -> Result<Manifest, ManifestError> {
+            Manifest::parse(text, &self.file())
+        }
+
+        /// The error message for `text`, with the temporary directory replaced by `<dir>`.
+        fn error(&self, text: &str) -> String {
+            let err = self.parse(text).expect_err("manifest should be rejected");
+            let dir = fs::canonicalize(self.dir.path()).unwrap();
+            err.to_string()
+                .replace(&dir.display().to_string(), "<dir>")
+                .replace(&self.dir.path().display().to_string(), "<dir>")
+        }
+
+        fn canonical(&self, rel: &str) -> PathBuf {
+            fs::canonicalize(self.dir.path().join(rel)).unwrap()
+        }
+    }
+
+    const ECHO: &str = "[[actor]]\nname = \"echo\"\nmodule = \"echo.wasm\"\n";
+
+    #[test]
+    fn minimal_manifest_gets_every_default() {
+        let f = Fixture::new();
+        let m = f.parse(ECHO).unwrap();
+        assert_eq!(m.path, f.file());
+        assert_eq!(m.dir, f.dir.path());
+        assert_eq!(m.host.data_dir, f.dir.path().join(".bunraku"));
+        assert_eq!(m.host.log, "info");
+        assert_eq!(m.actors.len(), 1);
+        let a = &m.actors[0];
+        assert_eq!(a.name, "echo");
+        assert_eq!(a.module, ModuleSource::Wasm(f.canonical("echo.wasm")));
+        assert_eq!(a.instances, 1);
+        assert!(a.subscriptions.is_empty());
+        assert_eq!(a.config, serde_json::Value::Null);
+        assert_eq!(a.config_json(), b"null");
+        assert_eq!(a.limits, Limits::default());
+        assert_eq!(a.restart, RestartPolicy::default());
+        assert_eq!(
+            *a,
+            ActorSpec::new("echo", ModuleSource::Wasm(f.canonical("echo.wasm")))
+        );
+    }
+
+    #[test]
+    fn defaults_are_the_documented_values() {
+        let l = Limits::default();
+        assert_eq!(l.memory, 16 * 1024 * 1024);
+        assert_eq!(l.time_budget, Duration::from_millis(1000));
+        assert_eq!(l.mailbox, 1024);
+        assert_eq!(l.max_message_bytes, 1024 * 1024);
+        assert_eq!(l.concurrency, 1);
+        assert_eq!(l.request_timeout, Duration::from_millis(5000));
+        let r = RestartPolicy::default();
+        assert_eq!(r.backoff_initial, Duration::from_millis(100));
+        assert_eq!(r.backoff_max, Duration::from_millis(10_000));
+        assert_eq!(r.reset_after, Duration::from_millis(30_000));
+        assert_eq!(r.jitter, 0.2);
+    }
+
+    #[test]
+    fn every_key_is_read() {
+        let f = Fixture::new();
+        let m = f
+            .parse(
+                r#"
+                [host]
+                data_dir = "state"
+                log = "debug,wasmtime=warn"
+
+                [[actor]]
+                name = "echo"
+                module = "echo.wasm"
+
+                [[actor]]
+                name = "sensor-hub_2"
+                module = "guest"
+                instances = 3
+                subscriptions = ["a.b", "sensors.>", { pattern = "x.*", policy = "drop-newest" }, { pattern = "y" }]
+                config = { greeting = "hi", n = 3, ratio = 0.5, on = true, list = [1, 2], nested = { when = 1979-05-27 } }
+
+                [actor.limits]
+                memory = "1MiB"
+                time_budget_ms = 250
+                mailbox = 8
+                max_message_bytes = 4096
+                concurrency = 4
+                request_timeout_ms = 750
+
+                [actor.restart]
+                backoff_initial_ms = 5
+                backoff_max_ms = 500
+                reset_after_ms = 2000
+                jitter = 0.0
+                "#,
+            )
+            .unwrap();
+        assert_eq!(m.host.data_dir, f.dir.path().join("state"));
+        assert_eq!(m.host.log, "debug,wasmtime=warn");
+        let a = m.actor("sensor-hub_2").unwrap();
+        assert_eq!(a.module, ModuleSource::Crate(f.canonical("guest")));
+        assert_eq!(a.instances, 3);
+        let subs: Vec<(&str, Policy)> = a
+            .subscriptions
+            .iter()
+            .map(|s| (s.pattern.as_str(), s.policy))
+            .collect();
+        assert_eq!(
+            subs,
+            [
+                ("a.b", Policy::Wait),
+                ("sensors.>", Policy::Wait),
+                ("x.*", Policy::DropNewest),
+                ("y", Policy::Wait)
+            ]
+        );
+        assert_eq!(
+            a.config,
+            serde_json::json!({
+                "greeting": "hi", "n": 3, "ratio": 0.5, "on": true, "list": [1, 2],
+                "nested": { "when": "1979-05-27" }
+            })
+        );
+        assert_eq!(
+            a.limits,
+            Limits {
+                memory: 1 << 20,
+                time_budget: Duration::from_millis(250),
+                mailbox: 8,
+                max_message_bytes: 4096,
+                concurrency: 4,
+                request_timeout: Duration::from_millis(750),
+            }
+        );
+        assert_eq!(
+            a.restart,
+            RestartPolicy {
+                backoff_initial: Duration::from_millis(5),
+                backoff_max: Duration::from_millis(500),
+                reset_after: Duration::from_millis(2000),
+                jitter: 0.0,
+            }
+        );
+        // The other actor keeps its defaults.
+        assert_eq!(m.actor("echo").unwrap().limits, Limits::default());
+    }
+
+    #[test]
+    fn config_json_is_compact_json() {
+        let f = Fixture::new();
+        let m = f
+            .parse(&format!("{ECHO}config = {{ a = 1, b = [\"x\"] }}\n"))
+            .unwrap();
+        assert_eq!(m.actors[0].config_json(), br#"{"a":1,"b":["x"]}"#);
+    }
+
+    #[test]
+    fn sizes_accept_bytes_and_binary_units() {
+        for (text, bytes) in [
+            ("65536", 65536),
+            ("\"65536\"", 65536),
+            ("\"64KiB\"", 65536),
+            ("\"16MiB\"", 16 << 20),
+            ("\"16 MiB\"", 16 << 20),
+            ("\"2mib\"", 2 << 20),
+            ("\"1GiB\"", 1 << 30),
+            ("\"4GiB\"", 4 << 30),
+        ] {
+            let f = Fixture::new();
+            let m = f
+                .parse(&format!("{ECHO}[actor.limits]\nmemory = {text}\n"))
+                .unwrap_or_else(|e| panic!("{text}: {e}"));
+            assert_eq!(m.actors[0].limits.memory, bytes, "{text}");
+        }
+    }
+
+    #[test]
+    fn load_accepts_the_directory_or_the_file() {
+        let f = Fixture::new();
+        fs::write(f.file(), ECHO).unwrap();
+        let by_dir = Manifest::load(f.dir.path()).unwrap();
+        let by_file = Manifest::load(&f.file()).unwrap();
+        assert_eq!(by_dir, by_file);
+        assert_eq!(by_dir.actors[0].name, "echo");
+    }
+
+    #[test]
+    fn relative_module_paths_resolve_against_the_manifest_dir() {
+        let f = Fixture::new();
+        fs::create_dir(f.dir.path().join("deploy")).unwrap();
+        let origin = f.dir.path().join("deploy").join(MANIFEST_FILE);
+        let m = Manifest::parse(
+            "[[actor]]\nname = \"a\"\nmodule = \"../guest/Cargo.toml\"\n",
+            &origin,
+        )
+        .unwrap();
+        assert_eq!(
+            m.actors[0].module,
+            ModuleSource::Crate(f.canonical("guest"))
+        );
+        assert_eq!(m.dir, f.dir.path().join("deploy"));
+    }
+
+    #[test]
+    fn missing_manifest_says_where_it_looked() {
+        let f = Fixture::new();
+        let err = Manifest::load(f.dir.path()).unwrap_err();
+        assert!(matches!(err, ManifestError::NotFound { .. }));
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "no manifest at {}: create a bunraku.toml with an [[actor]] table, or pass the path of one",
+                f.file().display()
+            )
+        );
+    }
+
+    #[test]
+    fn unknown_top_level_key_names_the_file_and_suggests() {
+        let f = Fixture::new();
+        assert_eq!(
+            f.error(&format!("hots = 1\n{ECHO}")),
+            "<dir>/bunraku.toml: hots: unknown key; did you mean `host`?"
+        );
+        assert_eq!(
+            f.error(&format!("{ECHO}[[actors]]\nname = \"x\"\n")),
+            "<dir>/bunraku.toml: actors: unknown key; did you mean `actor`?"
+        );
+        assert_eq!(
+            f.error(&format!("log = \"debug\"\n{ECHO}")),
+            "<dir>/bunraku.toml: log: unknown key; did you mean `host.log`?"
+        );
+    }
+
+    #[test]
+    fn unknown_actor_key_names_the_actor() {
+        let f = Fixture::new();
+        assert_eq!(
+            f.error(&format!("{ECHO}instance = 2\n")),
+            "<dir>/bunraku.toml: actor[0].instance (actor `echo`): unknown key; did you mean `instances`?"
+        );
+        // A limit written directly in the actor table.
+        assert_eq!(
+            f.error(&format!("{ECHO}mailbox = 2\n")),
+            "<dir>/bunraku.toml: actor[0].mailbox (actor `echo`): unknown key; did you mean `limits.mailbox`?"
+        );
+        // Nothing close: no suggestion.
+        assert_eq!(
+            f.error(&format!("{ECHO}colour = \"blue\"\n")),
+            "<dir>/bunraku.toml: actor[0].colour (actor `echo`): unknown key"
+        );
+    }
+
+    #[test]
+    fn unknown_limits_key_has_its_full_path() {
+        let f = Fixture::new();
+        let text = format!(
+            "{ECHO}{}[actor.limits]\nmemroy = \"1MiB\"\n",
+            ECHO.replace("echo", "two")
+        );
+        let text = text.replace("module = \"two.wasm\"", "module = \"echo.wasm\"");
+        assert_eq!(
+            f.error(&text),
+            "<dir>/bunraku.toml: actor[1].limits.memroy (actor `two`): unknown key; did you mean `memory`?"
+        );
+        assert_eq!(
+            f.error(&format!("{ECHO}[actor.limits]\ntime_budget = 5\n")),
+            "<dir>/bunraku.toml: actor[0].limits.time_budget (actor `echo`): unknown key; did you mean `time_budget_ms`?"
+        );
+        assert_eq!(
+            f.error(&format!("{ECHO}[actor.restart]\nbackoff-max-ms = 5\n")),
+            "<dir>/bunraku.toml: actor[0].restart.backoff-max-ms (actor `echo`): unknown key; did you mean `backoff_max_ms`?"
+        );
+        assert_eq!(
+            f.error(&format!(
+                "{ECHO}subscriptions = [{{ pattern = \"a\", polcy = \"wait\" }}]\n"
+            )),
+            "<dir>/bunraku.toml: actor[0].subscriptions[0].polcy (actor `echo`): unknown key; did you mean `policy`?"
+        );
+        assert_eq!(
+            f.error(&format!("[host]\nlog_level = \"x\"\n{ECHO}")),
+            "<dir>/bunraku.toml: host.log_level: unknown key; did you mean `log`?"
+        );
+    }
+
+    #[test]
+    fn all_problems_are_listed_together() {
+        let f = Fixture::new();
+        assert_eq!(
+            f.error(&format!(
+                "{ECHO}instances = 0\nfoo = 1\n[actor.limits]\nmailbox = 0\n"
+            )),
+            "<dir>/bunraku.toml: 3 problems:\n  \
+             actor[0].foo (actor `echo`): unknown key\n  \
+             actor[0].instances (actor `echo`): must be at least 1 (leave it out for one instance)\n  \
+             actor[0].limits.mailbox (actor `echo`): must be at least 1 (leave it out for the default, 1024)"
+        );
+    }
+
+    #[test]
+    fn no_actors_is_an_error() {
+        let f = Fixture::new();
+        assert_eq!(
+            f.error(""),
+            "<dir>/bunraku.toml: the manifest defines no actors: add an [[actor]] table with `name` and `module`"
+        );
+    }
+
+    #[test]
+    fn single_actor_table_explains_double_brackets() {
+        let f = Fixture::new();
+        assert_eq!(
+            f.error("[actor]\nname = \"echo\"\nmodule = \"echo.wasm\"\n"),
+            "<dir>/bunraku.toml:1:1: `actor` is a table, but actors are an array of tables: write [[actor]] (double brackets) before each actor"
+        );
+    }
+
+    #[test]
+    fn wrong_types_and_syntax_give_line_and_column() {
+        let f = Fixture::new();
+        assert_eq!(
+            f.error(&format!("{ECHO}instances = \"4\"\n")),
+            "<dir>/bunraku.toml:4:13: invalid type: string \"4\", expected u32"
+        );
+        assert_eq!(
+            f.error("[[actor]]\nname = echo\n"),
+            "<dir>/bunraku.toml:2:8: string values must be quoted, expected literal string"
+        );
+        assert_eq!(
+            f.error("[[actor]]\nname = \"echo\"\n"),
+            "<dir>/bunraku.toml:1:1: missing field `module`"
+        );
+        assert_eq!(
+            f.error(&format!(
+                "{ECHO}subscriptions = [{{ pattern = \"a\", policy = \"drop\" }}]\n"
+            )),
+            "<dir>/bunraku.toml:4:44: unknown variant `drop`, expected `wait` or `drop-newest`"
+        );
+    }
+
+    #[test]
+    fn actor_names_follow_the_rule() {
+        let f = Fixture::new();
+        for (name, message) in [
+            (
+                "",
+                "`` is not a valid actor name: an actor needs a name, e.g. `echo`",
+            ),
+            (
+                "Echo",
+                "`Echo` is not a valid actor name: `E` is not allowed; use lowercase letters, digits, `-` and `_` (write `echo`)",
+            ),
+            (
+                "a.b",
+                "`a.b` is not a valid actor name: `.` is not allowed; use lowercase letters, digits, `-` and `_`",
+            ),
+            (
+                "a*",
+                "`a*` is not a valid actor name: `*` is not allowed; use lowercase letters, digits, `-` and `_`",
+            ),
+            (
+                "a>",
+                "`a>` is not a valid actor name: `>` is not allowed; use lowercase letters, digits, `-` and `_`",
+            ),
+            (
+                "-a",
+                "`-a` is not a valid actor name: names start with a lowercase letter or a digit",
+            ),
+        ] {
+            assert_eq!(
+                f.error(&format!(
+                    "[[actor]]\nname = \"{name}\"\nmodule = \"echo.wasm\"\n"
+                )),
+                format!("<dir>/bunraku.toml: actor[0].name: {message}")
+            );
+        }
+        let long = "a".repeat(65);
+        assert!(validate_actor_name(&long).is_err());
+        assert!(validate_actor_name(&long[..64]).is_ok());
+        assert!(validate_actor_name("0-x_y").is_ok());
+    }
+
+    #[test]
+    fn duplicate_names_point_at_the_first() {
+        let f = Fixture::new();
+        assert_eq!(
+            f.error(&format!("{ECHO}{ECHO}")),
+            "<dir>/bunraku.toml: actor[1].name (actor `echo`): the name `echo` is already used by actor[0]: give each actor a unique name"
+        );
+    }
+
+    #[test]
+    fn module_problems_show_the_resolved_path() {
+        let f = Fixture::new();
+        let with =
+            |module: &str| f.error(&format!("[[actor]]\nname = \"a\"\nmodule = \"{module}\"\n"));
+        assert_eq!(
+            with("../nowhere/./x.wasm"),
+            format!(
+                "<dir>/bunraku.toml: actor[0].module (actor `a`): {} does not exist: `module` must name a guest crate directory or a .wasm file, relative to the manifest's directory",
+                f.dir
+                    .path()
+                    .parent()
+                    .unwrap()
+                    .join("nowhere/x.wasm")
+                    .display()
+            )
+        );
+        assert_eq!(
+            with("empty"),
+            "<dir>/bunraku.toml: actor[0].module (actor `a`): <dir>/empty is not a module: it is a directory without a Cargo.toml; point `module` at a guest crate directory or a .wasm file"
+        );
+        assert_eq!(
+            with("notes.txt"),
+            "<dir>/bunraku.toml: actor[0].module (actor `a`): <dir>/notes.txt is not a module: it is neither a .wasm file nor a crate directory"
+        );
+    }
+
+    #[test]
+    fn zero_limits_are_rejected_with_their_default() {
+        let f = Fixture::new();
+        for (key, default) in [
+            ("limits.memory", "\"16MiB\""),
+            ("limits.time_budget_ms", "1000"),
+            ("limits.mailbox", "1024"),
+            ("limits.max_message_bytes", "\"1MiB\""),
+            ("limits.concurrency", "1"),
+            ("limits.request_timeout_ms", "5000"),
+            ("restart.backoff_initial_ms", "100"),
+            ("restart.backoff_max_ms", "10000"),
+            ("restart.reset_after_ms", "30000"),
+        ] {
+            let (table, k) = key.split_once('.').unwrap();
+            assert_eq!(
+                f.error(&format!("{ECHO}[actor.{table}]\n{k} = 0\n")),
+                format!(
+                    "<dir>/bunraku.toml: actor[0].{key} (actor `echo`): must be at least 1 (leave it out for the default, {default})"
+                )
+            );
+        }
+    }
+
+    #[test]
+    fn bad_sizes_are_explained() {
+        let f = Fixture::new();
+        let limits = |v: &str| f.error(&format!("{ECHO}[actor.limits]\nmemory = {v}\n"));
+        assert_eq!(
+            limits("\"16MB\""),
+            "<dir>/bunraku.toml:5:10: `16MB` is ambiguous: write \"16MiB\" (1 MiB = 1048576 bytes) or the number of bytes"
+        );
+        assert_eq!(
+            limits("\"lots\""),
+            "<dir>/bunraku.toml:5:10: `lots` is not a size: write bytes as an integer, or a number with KiB, MiB or GiB, e.g. \"16MiB\""
+        );
+        assert_eq!(
+            limits("-1"),
+            "<dir>/bunraku.toml:5:10: a size cannot be negative (-1)"
+        );
+        assert_eq!(
+            limits("\"5GiB\""),
+            "<dir>/bunraku.toml: actor[0].limits.memory (actor `echo`): 5368709120 bytes is more than 4294967296 bytes, the most a wasm32 memory can address"
+        );
+    }
+
+    #[test]
+    fn restart_values_are_checked() {
+        let f = Fixture::new();
+        assert_eq!(
+            f.error(&format!("{ECHO}[actor.restart]\njitter = 1.5\n")),
+            "<dir>/bunraku.toml: actor[0].restart.jitter (actor `echo`): 1.5 is not a fraction: use a number from 0.0 (no jitter) to 1.0"
+        );
+        assert_eq!(
+            f.error(&format!(
+                "{ECHO}[actor.restart]\nbackoff_initial_ms = 20000\n"
+            )),
+            "<dir>/bunraku.toml: actor[0].restart (actor `echo`): backoff_initial_ms (20000) is larger than backoff_max_ms (10000): raise backoff_max_ms or lower backoff_initial_ms"
+        );
+    }
+
+    #[test]
+    fn subscription_patterns_are_checked() {
+        let f = Fixture::new();
+        for (pattern, reason) in [
+            (
+                "",
+                "it is empty; write tokens separated by `.`, e.g. `sensors.*`",
+            ),
+            (
+                "a..b",
+                "it has an empty token (a leading, trailing or doubled `.`)",
+            ),
+            (
+                ".a",
+                "it has an empty token (a leading, trailing or doubled `.`)",
+            ),
+            (
+                "a.",
+                "it has an empty token (a leading, trailing or doubled `.`)",
+            ),
+            ("a.>.b", "`>` may only be the last token"),
+            ("a.b>", "`>` must be a whole token, e.g. `a.>`"),
+            ("a.b*", "`*` must be a whole token, e.g. `a.*.c`"),
+            ("a b", "tokens cannot contain whitespace"),
+        ] {
+            assert_eq!(
+                f.error(&format!(
+                    "{ECHO}subscriptions = [\"ok.*\", \"{pattern}\"]\n"
+                )),
+                format!(
+                    "<dir>/bunraku.toml: actor[0].subscriptions[1] (actor `echo`): `{pattern}` is not a valid subject pattern: {reason}"
+                ),
+            );
+        }
+        for ok in ["a", "a.b.c", "*", ">", "a.*.c", "a.*.>", "*.>"] {
+            assert_eq!(validate_pattern(ok), Ok(()), "{ok}");
+        }
+        assert_eq!(
+            f.error(&format!("{ECHO}subscriptions = [\"a.*\", {{ pattern = \"a.*\", policy = \"drop-newest\" }}]\n")),
+            "<dir>/bunraku.toml: actor[0].subscriptions[1] (actor `echo`): `a.*` is already subscribed by subscriptions[0]: remove one"
+        );
+    }
+
+    #[test]
+    fn config_must_fit_json() {
+        let f = Fixture::new();
+        assert_eq!(
+            f.error(&format!("{ECHO}config = {{ x = {{ y = [nan] }} }}\n")),
+            "<dir>/bunraku.toml: actor[0].config (actor `echo`): `config.x.y[0]` is NaN, which JSON cannot represent: use a finite number or a string"
+        );
+    }
+
+    #[test]
+    fn empty_log_filter_is_rejected() {
+        let f = Fixture::new();
+        assert_eq!(
+            f.error(&format!("[host]\nlog = \"\"\n{ECHO}")),
+            "<dir>/bunraku.toml: host.log: must not be empty"
+        );
+    }
+}

@@ -1,0 +1,1329 @@
+//! Linear memory for actors: fixed-size slots carved from large `MAP_NORESERVE`
+//! mappings, handed to wasmtime through [`wasmtime::MemoryCreator`].
+//!
+//! # Why not wasmtime's own allocators
+//!
+//! wasmtime's default on-demand allocator reserves 4 GiB (+ guards) of address
+//! space per linear memory, which stops a process near 32,000 instances. Any
+//! layout that keeps an inaccessible tail per memory (the pooling allocator,
+//! or on-demand memories with growth headroom) costs at least one extra kernel
+//! mapping (VMA) per instance, and `vm.max_map_count` (65530 by default) stops
+//! those near the same count.
+//!
+//! # How it works
+//!
+//! * [`SlotAllocator`] maps *chunks* of [`SlotConfig::slots_per_chunk`] slots
+//!   at a time, each one anonymous, private, `MAP_NORESERVE` and fully
+//!   read-write, and marks them `MADV_NOHUGEPAGE` (with transparent huge pages
+//!   set to `always`, touching one wasm page would otherwise commit 2 MiB). The
+//!   number of mappings therefore grows by one per chunk, not per instance.
+//! * Every linear memory gets one slot of [`SlotConfig::slot_size`] bytes. Its
+//!   base never moves; it can grow up to the slot size. Nothing in the slot is
+//!   protected, so the engine must be configured without guard pages and with
+//!   a zero memory reservation, which makes Cranelift emit an explicit bounds
+//!   check against the *current* memory size on every access (see
+//!   [`crate::engine`] for the exact settings and why the reservation is 0 and
+//!   not the slot size).
+//! * When the memory is dropped its pages are released with
+//!   `madvise(MADV_DONTNEED)`, which also zeroes them, and the slot goes back
+//!   on a free list (last in, first out).
+//! * A host-wide budget caps the bytes of linear memory that are *accessible*
+//!   (the sum of every memory's current size, i.e. what the guests could
+//!   commit). With `MAP_NORESERVE` the kernel does not account for these pages
+//!   up front, so running out of RAM would mean the OOM killer; the budget turns
+//!   that into a failed `memory.grow` (which returns -1 to the guest) or a
+//!   failed instantiation instead.
+//!
+//! # Walls
+//!
+//! Every failure is a [`MemoryError`] naming the limit that was hit
+//! ([`MemoryWall`]) and is counted in [`MemoryStats::failures`]. Failures while
+//! instantiating cross wasmtime as strings, so use [`wall_of`] to recover the
+//! wall from a `wasmtime::Error`.
+
+use std::fmt;
+use std::io;
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use rustix::mm::{self, Advice, MapFlags, ProtFlags};
+use wasmtime::{LinearMemory, MemoryCreator, MemoryType};
+
+/// The size of a (default-sized) WebAssembly page: 64 KiB.
+pub const WASM_PAGE_SIZE: usize = 1 << 16;
+
+/// Default slot size, and so the default maximum linear memory per actor:
+/// 16 MiB.
+///
+/// Actors are meant to be small and numerous; 16 MiB is room for a Rust guest
+/// with a few MiB of heap and its stack, and a million slots still fit in
+/// 16 TiB of address space (an eighth of the 128 TiB user space on x86-64).
+pub const DEFAULT_SLOT_SIZE: usize = 16 << 20;
+
+/// Default number of slots per `mmap` chunk: 4096 (64 GiB of address space
+/// at the default slot size, so a million instances need about 245 mappings).
+pub const DEFAULT_SLOTS_PER_CHUNK: usize = 4096;
+
+/// Address space the slots may use by default: 64 TiB, half of the x86-64
+/// user address space. The default slot budget is this divided by the slot
+/// size (4,194,304 slots at 16 MiB).
+pub const DEFAULT_ADDRESS_SPACE: u64 = 64 << 40;
+
+/// Largest supported slot: 4 GiB, the most a 32-bit linear memory can address.
+pub const MAX_SLOT_SIZE: usize = 1 << 32;
+
+/// Budget used when physical memory cannot be read from `/proc/meminfo`.
+const FALLBACK_MEMORY_BUDGET: u64 = 4 << 30;
+
+/// Configuration of a [`SlotAllocator`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlotConfig {
+    /// Bytes per slot, the hard maximum of any one linear memory. A multiple
+    /// of 64 KiB, at most 4 GiB. Default: [`DEFAULT_SLOT_SIZE`] (16 MiB).
+    pub slot_size: usize,
+    /// Slots mapped per `mmap` call. Default: [`DEFAULT_SLOTS_PER_CHUNK`].
+    pub slots_per_chunk: usize,
+    /// Most slots (so linear memories) alive at once. `None` (the default)
+    /// means [`DEFAULT_ADDRESS_SPACE`] divided by the slot size.
+    pub max_slots: Option<usize>,
+    /// Host-wide budget, in bytes, for accessible linear memory across all
+    /// instances. `None` (the default) means [`default_memory_budget`]: half
+    /// of physical RAM, or of the cgroup memory limit if that is lower.
+    pub memory_budget: Option<u64>,
+}
+
+impl Default for SlotConfig {
+    fn default() -> Self {
+        Self {
+            slot_size: DEFAULT_SLOT_SIZE,
+            slots_per_chunk: DEFAULT_SLOTS_PER_CHUNK,
+            max_slots: None,
+            memory_budget: None,
+        }
+    }
+}
+
+/// The limit a failed memory allocation or growth ran into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum MemoryWall {
+    /// Every slot allowed by [`SlotConfig::max_slots`] is in use.
+    SlotBudget,
+    /// The host-wide [`SlotConfig::memory_budget`] is used up.
+    HostBudget,
+    /// One memory asked for more than a slot holds.
+    SlotSize,
+    /// The kernel refused to map a new chunk (mapping count or address space).
+    Mmap,
+}
+
+impl fmt::Display for MemoryWall {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            MemoryWall::SlotBudget => "slot budget",
+            MemoryWall::HostBudget => "host memory budget",
+            MemoryWall::SlotSize => "slot size",
+            MemoryWall::Mmap => "mmap",
+        })
+    }
+}
+
+/// Errors from the slot allocator. Each names the wall that was hit.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MemoryError {
+    /// Every slot allowed by the slot budget is in use.
+    #[error("slot budget exhausted: {in_use} of {max} slots in use")]
+    SlotBudgetExhausted {
+        /// Slots in use when the request failed.
+        in_use: usize,
+        /// The slot budget.
+        max: usize,
+    },
+    /// Growing or creating a memory would exceed the host-wide memory budget.
+    #[error(
+        "host memory budget exhausted: {requested} more bytes requested, \
+         {committed} of {budget} bytes of linear memory already committed"
+    )]
+    HostBudgetExhausted {
+        /// Bytes the failed request needed.
+        requested: u64,
+        /// Bytes committed across all instances at the time.
+        committed: u64,
+        /// The host-wide budget.
+        budget: u64,
+    },
+    /// A memory asked for more bytes than a slot holds.
+    #[error("slot size exceeded: memory of {requested} bytes does not fit a {slot_size}-byte slot")]
+    SlotSizeExceeded {
+        /// Bytes requested.
+        requested: u64,
+        /// The slot size.
+        slot_size: usize,
+    },
+    /// `mmap` of a new chunk failed.
+    #[error("mmap of {bytes} bytes for {slots} slots failed: {error}; {hint}")]
+    Mmap {
+        /// Length of the attempted mapping.
+        bytes: usize,
+        /// Slots the mapping would have held.
+        slots: usize,
+        /// The error from the kernel (with its errno).
+        error: io::Error,
+        /// Which limit was most likely hit: `vm.max_map_count` or the address space.
+        hint: String,
+    },
+    /// The configuration (or the engine handing out memories) is inconsistent.
+    #[error("invalid memory configuration: {0}")]
+    InvalidConfig(String),
+}
+
+impl MemoryError {
+    /// The wall this error ran into, or `None` for a configuration error.
+    pub fn wall(&self) -> Option<MemoryWall> {
+        match self {
+            MemoryError::SlotBudgetExhausted { .. } => Some(MemoryWall::SlotBudget),
+            MemoryError::HostBudgetExhausted { .. } => Some(MemoryWall::HostBudget),
+            MemoryError::SlotSizeExceeded { .. } => Some(MemoryWall::SlotSize),
+            MemoryError::Mmap { .. } => Some(MemoryWall::Mmap),
+            MemoryError::InvalidConfig(_) => None,
+        }
+    }
+}
+
+/// Message prefixes of the [`MemoryError`] variants, used by [`wall_of`] when
+/// the typed error was flattened to a string (as `MemoryCreator` requires).
+const WALL_PREFIXES: [(&str, MemoryWall); 4] = [
+    ("slot budget exhausted", MemoryWall::SlotBudget),
+    ("host memory budget exhausted", MemoryWall::HostBudget),
+    ("slot size exceeded", MemoryWall::SlotSize),
+    ("mmap of ", MemoryWall::Mmap),
+];
+
+/// Finds which memory wall, if any, caused a wasmtime error.
+///
+/// Works for errors from `memory.grow` (as passed to
+/// `ResourceLimiter::memory_grow_failed`, where the [`MemoryError`] is still
+/// typed) and for instantiation errors (where wasmtime has flattened it into
+/// a message).
+pub fn wall_of(error: &wasmtime::Error) -> Option<MemoryWall> {
+    error.chain().find_map(|cause| {
+        if let Some(e) = cause.downcast_ref::<MemoryError>() {
+            return e.wall();
+        }
+        let message = cause.to_string();
+        WALL_PREFIXES
+            .iter()
+            .find(|(prefix, _)| message.starts_with(prefix))
+            .map(|&(_, wall)| wall)
+    })
+}
+
+/// How many times each wall was hit since the allocator was created.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct WallCounts {
+    /// Allocations refused because the slot budget was exhausted.
+    pub slot_budget: u64,
+    /// Allocations or growths refused by the host memory budget.
+    pub host_budget: u64,
+    /// Allocations or growths larger than a slot.
+    pub slot_size: u64,
+    /// Failed `mmap` calls.
+    pub mmap: u64,
+}
+
+/// A snapshot of the allocator's counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct MemoryStats {
+    /// Bytes per slot (the maximum linear memory per instance).
+    pub slot_size: usize,
+    /// Slots currently holding a live linear memory.
+    pub slots_in_use: usize,
+    /// Slots mapped so far (in use, free, or leaked).
+    pub slots_mapped: usize,
+    /// The slot budget.
+    pub max_slots: usize,
+    /// Bytes of linear memory currently accessible to guests, summed over all
+    /// instances (what the host budget is charged with).
+    pub committed_bytes: u64,
+    /// The host memory budget in bytes.
+    pub budget_bytes: u64,
+    /// `mmap` calls made (chunks); the process mapping count grows by at most
+    /// this much because of slots.
+    pub mappings: usize,
+    /// Slots withheld from reuse because releasing their pages failed.
+    pub slots_leaked: usize,
+    /// Failures per wall.
+    pub failures: WallCounts,
+}
+
+/// Hands out fixed-size, read-write linear memory slots; cheap to clone
+/// (clones share the same slots and counters).
+///
+/// Implements [`wasmtime::MemoryCreator`]; install it with
+/// `Config::with_host_memory` together with the settings described in the
+/// [module documentation](self).
+#[derive(Clone)]
+pub struct SlotAllocator {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    slot_size: usize,
+    slots_per_chunk: usize,
+    max_slots: usize,
+    budget: u64,
+    committed: AtomicU64,
+    in_use: AtomicUsize,
+    mappings: AtomicUsize,
+    leaked: AtomicUsize,
+    fail_slot_budget: AtomicU64,
+    fail_host_budget: AtomicU64,
+    fail_slot_size: AtomicU64,
+    fail_mmap: AtomicU64,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    /// Every chunk ever mapped, as (address, length), unmapped on drop.
+    chunks: Vec<(usize, usize)>,
+    /// Released (zeroed) slots, reused last in, first out.
+    free: Vec<usize>,
+    /// Next never-used slot in the newest chunk, and the end of that chunk.
+    fresh: usize,
+    fresh_end: usize,
+    slots_mapped: usize,
+}
+
+impl fmt::Debug for SlotAllocator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SlotAllocator")
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+impl SlotAllocator {
+    /// Validates `config` and creates an allocator. Nothing is mapped until
+    /// the first slot is needed.
+    pub fn new(config: SlotConfig) -> Result<Self, MemoryError> {
+        let SlotConfig {
+            slot_size,
+            slots_per_chunk,
+            max_slots,
+            memory_budget,
+        } = config;
+        // A multiple of 64 KiB is also a multiple of every host page size
+        // Linux supports (4, 16 or 64 KiB), so slots are page-aligned.
+        if slot_size == 0 || slot_size % WASM_PAGE_SIZE != 0 || slot_size > MAX_SLOT_SIZE {
+            return Err(MemoryError::InvalidConfig(format!(
+                "slot size {slot_size} must be a non-zero multiple of 64 KiB and at most 4 GiB"
+            )));
+        }
+        if slots_per_chunk == 0 {
+            return Err(MemoryError::InvalidConfig(
+                "slots per chunk must be at least 1".into(),
+            ));
+        }
+        if slots_per_chunk.checked_mul(slot_size).is_none() {
+            return Err(MemoryError::InvalidConfig(format!(
+                "a chunk of {slots_per_chunk} slots of {slot_size} bytes overflows the address space"
+            )));
+        }
+        let max_slots = max_slots.unwrap_or((DEFAULT_ADDRESS_SPACE / slot_size as u64) as usize);
+        if max_slots == 0 {
+            return Err(MemoryError::InvalidConfig(
+                "max slots must be at least 1".into(),
+            ));
+        }
+        let budget = memory_budget.unwrap_or_else(default_memory_budget);
+        if budget == 0 {
+            return Err(MemoryError::InvalidConfig(
+                "memory budget must be at least 1 byte".into(),
+            ));
+        }
+        Ok(Self {
+            shared: Arc::new(Shared {
+                slot_size,
+                slots_per_chunk,
+                max_slots,
+                budget,
+                committed: AtomicU64::new(0),
+                in_use: AtomicUsize::new(0),
+                mappings: AtomicUsize::new(0),
+                leaked: AtomicUsize::new(0),
+                fail_slot_budget: AtomicU64::new(0),
+                fail_host_budget: AtomicU64::new(0),
+                fail_slot_size: AtomicU64::new(0),
+                fail_mmap: AtomicU64::new(0),
+                state: Mutex::new(State::default()),
+            }),
+        })
+    }
+
+    /// Bytes per slot: the most any one linear memory can hold.
+    pub fn slot_size(&self) -> usize {
+        self.shared.slot_size
+    }
+
+    /// The host memory budget in bytes.
+    pub fn budget(&self) -> u64 {
+        self.shared.budget
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> MemoryStats {
+        let s = &self.shared;
+        MemoryStats {
+            slot_size: s.slot_size,
+            slots_in_use: s.in_use.load(Ordering::Relaxed),
+            slots_mapped: s.lock().slots_mapped,
+            max_slots: s.max_slots,
+            committed_bytes: s.committed.load(Ordering::Relaxed),
+            budget_bytes: s.budget,
+            mappings: s.mappings.load(Ordering::Relaxed),
+            slots_leaked: s.leaked.load(Ordering::Relaxed),
+            failures: WallCounts {
+                slot_budget: s.fail_slot_budget.load(Ordering::Relaxed),
+                host_budget: s.fail_host_budget.load(Ordering::Relaxed),
+                slot_size: s.fail_slot_size.load(Ordering::Relaxed),
+                mmap: s.fail_mmap.load(Ordering::Relaxed),
+            },
+        }
+    }
+
+    /// Takes a slot and makes its first `minimum` bytes accessible, charging
+    /// them to the host budget. The memory is zeroed.
+    pub fn allocate(&self, minimum: usize) -> Result<SlotMemory, MemoryError> {
+        let s = &self.shared;
+        if minimum > s.slot_size {
+            s.fail_slot_size.fetch_add(1, Ordering::Relaxed);
+            return Err(MemoryError::SlotSizeExceeded {
+                requested: minimum as u64,
+                slot_size: s.slot_size,
+            });
+        }
+        s.charge(minimum as u64)?;
+        let base = match s.take_slot() {
+            Ok(base) => base,
+            Err(e) => {
+                s.committed.fetch_sub(minimum as u64, Ordering::Relaxed);
+                return Err(e);
+            }
+        };
+        Ok(SlotMemory {
+            allocator: self.clone(),
+            // SAFETY: slot addresses come from a successful mmap, never null.
+            base: SlotBase(unsafe { NonNull::new_unchecked(base as *mut u8) }),
+            size: minimum,
+        })
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // The state is only mutated by infallible bookkeeping, so a panic
+        // elsewhere while holding the lock cannot leave it inconsistent.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Charges `bytes` to the host budget, or fails without charging.
+    fn charge(&self, bytes: u64) -> Result<(), MemoryError> {
+        let mut committed = self.committed.load(Ordering::Relaxed);
+        loop {
+            let next = committed.saturating_add(bytes);
+            if next > self.budget {
+                self.fail_host_budget.fetch_add(1, Ordering::Relaxed);
+                return Err(MemoryError::HostBudgetExhausted {
+                    requested: bytes,
+                    committed,
+                    budget: self.budget,
+                });
+            }
+            match self.committed.compare_exchange_weak(
+                committed,
+                next,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return Ok(()),
+                Err(actual) => committed = actual,
+            }
+        }
+    }
+
+    /// Pops a free slot, or the next fresh one, mapping a new chunk if needed.
+    fn take_slot(&self) -> Result<usize, MemoryError> {
+        let mut state = self.lock();
+        let in_use = self.in_use.load(Ordering::Relaxed);
+        if in_use >= self.max_slots {
+            self.fail_slot_budget.fetch_add(1, Ordering::Relaxed);
+            return Err(MemoryError::SlotBudgetExhausted {
+                in_use,
+                max: self.max_slots,
+            });
+        }
+        let slot = if let Some(slot) = state.free.pop() {
+            slot
+        } else {
+            if state.fresh == state.fresh_end {
+                self.map_chunk(&mut state, in_use)?;
+            }
+            let slot = state.fresh;
+            state.fresh += self.slot_size;
+            slot
+        };
+        self.in_use.store(in_use + 1, Ordering::Relaxed);
+        Ok(slot)
+    }
+
+    fn map_chunk(&self, state: &mut State, in_use: usize) -> Result<(), MemoryError> {
+        // Slots leaked after a failed release still count as mapped, so the
+        // budget can be reached with fewer than `max_slots` in use.
+        let slots = self
+            .slots_per_chunk
+            .min(self.max_slots.saturating_sub(state.slots_mapped));
+        if slots == 0 {
+            self.fail_slot_budget.fetch_add(1, Ordering::Relaxed);
+            return Err(MemoryError::SlotBudgetExhausted {
+                in_use,
+                max: self.max_slots,
+            });
+        }
+        let bytes = slots * self.slot_size;
+        // SAFETY: a fresh anonymous mapping at a kernel-chosen address aliases
+        // nothing.
+        let result = unsafe {
+            mm::mmap_anonymous(
+                std::ptr::null_mut(),
+                bytes,
+                ProtFlags::READ | ProtFlags::WRITE,
+                MapFlags::PRIVATE | MapFlags::NORESERVE,
+            )
+        };
+        let base = match result {
+            Ok(base) => base,
+            Err(errno) => {
+                self.fail_mmap.fetch_add(1, Ordering::Relaxed);
+                let reserved = state.slots_mapped * self.slot_size;
+                return Err(MemoryError::Mmap {
+                    bytes,
+                    slots,
+                    error: errno.into(),
+                    hint: mmap_hint(errno, reserved),
+                });
+            }
+        };
+        // SAFETY: the range is the mapping just created. Failure (a kernel
+        // without transparent huge pages) only costs memory, so it is logged.
+        if let Err(errno) = unsafe { mm::madvise(base, bytes, Advice::LinuxNoHugepage) } {
+            tracing::debug!(%errno, "madvise(MADV_NOHUGEPAGE) on a slot chunk failed");
+        }
+        self.mappings.fetch_add(1, Ordering::Relaxed);
+        state.chunks.push((base as usize, bytes));
+        state.fresh = base as usize;
+        state.fresh_end = base as usize + bytes;
+        state.slots_mapped += slots;
+        Ok(())
+    }
+
+    /// Releases the pages of a slot whose first `size` bytes were accessible
+    /// and puts it back on the free list.
+    fn release(&self, base: usize, size: usize) {
+        // The kernel rounds the length up to whole pages.
+        let len = size;
+        let released = if len == 0 {
+            Ok(())
+        } else {
+            // SAFETY: the slot belongs to a memory that is being dropped, so
+            // nothing references its contents any more; MADV_DONTNEED on a
+            // private anonymous mapping drops the pages and zero-fills them on
+            // the next touch.
+            unsafe { mm::madvise(base as *mut _, len, Advice::LinuxDontNeed) }
+        };
+        self.committed.fetch_sub(size as u64, Ordering::Relaxed);
+        let mut state = self.lock();
+        match released {
+            Ok(()) => state.free.push(base),
+            Err(errno) => {
+                // The slot may still hold the previous guest's data; never hand
+                // it out again.
+                self.leaked.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(%errno, base, len, "madvise(MADV_DONTNEED) failed; slot leaked");
+            }
+        }
+        self.in_use.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        // Every `SlotMemory` holds a clone of the allocator, so by now no
+        // memory points into the chunks.
+        let state = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
+        for &(base, len) in &state.chunks {
+            // SAFETY: each chunk was mapped by `map_chunk` and is unmapped once.
+            if let Err(errno) = unsafe { mm::munmap(base as *mut _, len) } {
+                tracing::error!(%errno, base, len, "munmap of a slot chunk failed");
+            }
+        }
+    }
+}
+
+/// Explains an `mmap` failure: which of the kernel's limits was likely hit.
+fn mmap_hint(errno: rustix::io::Errno, reserved: usize) -> String {
+    let max_map_count = read_trimmed("/proc/sys/vm/max_map_count");
+    let mappings = std::fs::read_to_string("/proc/self/maps")
+        .map(|m| m.lines().count().to_string())
+        .unwrap_or_else(|_| "unknown".into());
+    let address_space = std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|l| {
+            l.lines()
+                .find(|line| line.starts_with("Max address space"))
+                .and_then(|line| line.split_whitespace().nth(3).map(str::to_owned))
+        })
+        .unwrap_or_else(|| "unknown".into());
+    let near_map_limit = matches!(
+        (mappings.parse::<u64>(), max_map_count.parse::<u64>()),
+        (Ok(m), Ok(max)) if m + 16 >= max
+    );
+    let counts = format!(
+        "vm.max_map_count = {max_map_count} with {mappings} mappings in this process; \
+         address space limit (RLIMIT_AS) = {address_space} with {reserved} bytes already reserved for slots"
+    );
+    if errno != rustix::io::Errno::NOMEM {
+        counts
+    } else if near_map_limit {
+        format!("hint: the process mapping limit was reached ({counts})")
+    } else {
+        format!(
+            "hint: the address space is exhausted, lower the slot size or slot budget ({counts})"
+        )
+    }
+}
+
+fn read_trimmed(path: &str) -> String {
+    std::fs::read_to_string(path)
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+/// The default host memory budget: half of physical RAM (`MemTotal` in
+/// `/proc/meminfo`), or half of the cgroup v2 `memory.max` when that is
+/// lower. Falls back to 4 GiB when neither can be read.
+pub fn default_memory_budget() -> u64 {
+    let mem_total = std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| {
+        m.lines()
+            .find_map(|line| line.strip_prefix("MemTotal:"))
+            .and_then(|rest| {
+                rest.trim()
+                    .trim_end_matches("kB")
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+            })
+            .map(|kib| kib * 1024)
+    });
+    let cgroup_max = std::fs::read_to_string("/sys/fs/cgroup/memory.max")
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok());
+    match (mem_total, cgroup_max) {
+        (Some(ram), Some(cg)) => ram.min(cg) / 2,
+        (Some(ram), None) => ram / 2,
+        (None, Some(cg)) => cg / 2,
+        (None, None) => {
+            tracing::warn!("physical memory size unknown; memory budget set to 4 GiB");
+            FALLBACK_MEMORY_BUDGET
+        }
+    }
+}
+
+/// The base address of a slot.
+struct SlotBase(NonNull<u8>);
+
+// SAFETY: the pointer is an address inside a mapping owned by the allocator,
+// valid for the slot's whole life; wasmtime synchronises access to the
+// memory's contents.
+unsafe impl Send for SlotBase {}
+// SAFETY: as above; `SlotMemory` never dereferences the pointer itself.
+unsafe impl Sync for SlotBase {}
+
+/// One linear memory living in a slot. Returns the slot to its allocator
+/// (pages released and zeroed) when dropped.
+pub struct SlotMemory {
+    allocator: SlotAllocator,
+    base: SlotBase,
+    size: usize,
+}
+
+impl fmt::Debug for SlotMemory {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SlotMemory")
+            .field("base", &self.base.0)
+            .field("size", &self.size)
+            .finish()
+    }
+}
+
+impl SlotMemory {
+    /// Grows the accessible part to `new_size` bytes, charging the growth to
+    /// the host budget. Shrinking is a no-op.
+    pub fn grow(&mut self, new_size: usize) -> Result<(), MemoryError> {
+        let s = &self.allocator.shared;
+        if new_size <= self.size {
+            return Ok(());
+        }
+        if new_size > s.slot_size {
+            s.fail_slot_size.fetch_add(1, Ordering::Relaxed);
+            return Err(MemoryError::SlotSizeExceeded {
+                requested: new_size as u64,
+                slot_size: s.slot_size,
+            });
+        }
+        s.charge((new_size - self.size) as u64)?;
+        self.size = new_size;
+        Ok(())
+    }
+}
+
+impl Drop for SlotMemory {
+    fn drop(&mut self) {
+        self.allocator
+            .shared
+            .release(self.base.0.as_ptr() as usize, self.size);
+    }
+}
+
+// SAFETY: the memory is `slot_size` bytes of read-write, page-aligned, private
+// memory owned by this value alone until it is dropped; the base never moves
+// and growth within the slot only changes the accessible size. There is no
+// guard region: `SlotAllocator::new_memory` refuses any request that asks
+// for one, so compiled code always checks bounds explicitly.
+unsafe impl LinearMemory for SlotMemory {
+    fn byte_size(&self) -> usize {
+        self.size
+    }
+
+    fn byte_capacity(&self) -> usize {
+        self.allocator.shared.slot_size
+    }
+
+    fn grow_to(&mut self, new_size: usize) -> wasmtime::Result<()> {
+        self.grow(new_size).map_err(wasmtime::Error::new)
+    }
+
+    fn as_ptr(&self) -> *mut u8 {
+        self.base.0.as_ptr()
+    }
+}
+
+// SAFETY: every memory handed out is zeroed, exclusively owned, and at least
+// `minimum` bytes long; requests whose compiled code would rely on a guard
+// region or on a reservation larger than the slot are refused.
+unsafe impl MemoryCreator for SlotAllocator {
+    fn new_memory(
+        &self,
+        ty: MemoryType,
+        minimum: usize,
+        _maximum: Option<usize>,
+        reserved_size_in_bytes: Option<usize>,
+        guard_size_in_bytes: usize,
+    ) -> Result<Box<dyn LinearMemory>, String> {
+        if ty.is_shared() {
+            return Err(MemoryError::InvalidConfig(
+                "shared memories are not supported by slot memories".into(),
+            )
+            .to_string());
+        }
+        // Compiled code elides bounds checks covered by the guard or the
+        // reservation; a slot has no guard and must cover the reservation.
+        if guard_size_in_bytes != 0
+            || reserved_size_in_bytes.is_some_and(|r| r > self.shared.slot_size)
+        {
+            return Err(MemoryError::InvalidConfig(format!(
+                "engine asks for a {} byte reservation and a {guard_size_in_bytes} byte guard; \
+                 slot memories need no guard and at most a {}-byte reservation",
+                reserved_size_in_bytes.unwrap_or(0),
+                self.shared.slot_size
+            ))
+            .to_string());
+        }
+        self.allocate(minimum)
+            .map(|m| Box::new(m) as Box<dyn LinearMemory>)
+            .map_err(|e| e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIB: usize = 1 << 20;
+
+    fn small(
+        slot_size: usize,
+        slots_per_chunk: usize,
+        max_slots: usize,
+        budget: u64,
+    ) -> SlotAllocator {
+        SlotAllocator::new(SlotConfig {
+            slot_size,
+            slots_per_chunk,
+            max_slots: Some(max_slots),
+            memory_budget: Some(budget),
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn rejects_bad_slot_sizes() {
+        for slot_size in [0, 4096, WASM_PAGE_SIZE + 1, MAX_SLOT_SIZE + WASM_PAGE_SIZE] {
+            let err = SlotAllocator::new(SlotConfig {
+                slot_size,
+                ..SlotConfig::default()
+            })
+            .unwrap_err();
+            assert!(matches!(err, MemoryError::InvalidConfig(_)), "{err}");
+        }
+    }
+
+    #[test]
+    fn slots_are_reused_last_in_first_out_and_zeroed() {
+        let alloc = small(MIB, 4, 8, 64 * MIB as u64);
+        let mut a = alloc.allocate(WASM_PAGE_SIZE).unwrap();
+        let base = a.as_ptr();
+        // SAFETY: the first page of `a` is accessible and exclusively ours.
+        unsafe { base.write_bytes(0xAB, WASM_PAGE_SIZE) };
+        a.grow(2 * WASM_PAGE_SIZE).unwrap();
+        assert_eq!(alloc.stats().committed_bytes, 2 * WASM_PAGE_SIZE as u64);
+        drop(a);
+        let stats = alloc.stats();
+        assert_eq!((stats.slots_in_use, stats.committed_bytes), (0, 0));
+        let b = alloc.allocate(WASM_PAGE_SIZE).unwrap();
+        assert_eq!(b.as_ptr(), base, "the released slot is handed out again");
+        // SAFETY: the first page of `b` is accessible.
+        let page = unsafe { std::slice::from_raw_parts(b.as_ptr(), WASM_PAGE_SIZE) };
+        assert!(page.iter().all(|&byte| byte == 0), "reused slot is zeroed");
+    }
+
+    #[test]
+    fn chunks_are_mapped_as_needed() {
+        let alloc = small(MIB, 4, 100, u64::MAX);
+        let memories: Vec<_> = (0..9).map(|_| alloc.allocate(0).unwrap()).collect();
+        let stats = alloc.stats();
+        assert_eq!(stats.mappings, 3);
+        assert_eq!(stats.slots_mapped, 12);
+        assert_eq!(stats.slots_in_use, 9);
+        // Slots of one chunk are adjacent.
+        assert_eq!(
+            memories[1].as_ptr() as usize - memories[0].as_ptr() as usize,
+            MIB
+        );
+    }
+
+    #[test]
+    fn slot_budget_is_a_named_wall() {
+        let alloc = small(MIB, 2, 3, u64::MAX);
+        let _held: Vec<_> = (0..3).map(|_| alloc.allocate(0).unwrap()).collect();
+        let err = alloc.allocate(0).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "slot budget exhausted: 3 of 3 slots in use"
+        );
+        assert_eq!(err.wall(), Some(MemoryWall::SlotBudget));
+        assert_eq!(alloc.stats().failures.slot_budget, 1);
+        // The last chunk was clipped to the budget.
+        assert_eq!(alloc.stats().slots_mapped, 3);
+    }
+
+    #[test]
+    fn host_budget_is_a_named_wall() {
+        let budget = 3 * WASM_PAGE_SIZE as u64;
+        let alloc = small(MIB, 4, 8, budget);
+        let mut a = alloc.allocate(2 * WASM_PAGE_SIZE).unwrap();
+        let err = alloc.allocate(2 * WASM_PAGE_SIZE).unwrap_err();
+        assert_eq!(err.wall(), Some(MemoryWall::HostBudget));
+        assert!(
+            err.to_string().starts_with("host memory budget exhausted"),
+            "{err}"
+        );
+        let err = a.grow(4 * WASM_PAGE_SIZE).unwrap_err();
+        assert_eq!(err.wall(), Some(MemoryWall::HostBudget));
+        a.grow(3 * WASM_PAGE_SIZE).unwrap();
+        let stats = alloc.stats();
+        assert_eq!(stats.failures.host_budget, 2);
+        assert_eq!(stats.committed_bytes, budget);
+        // The failed allocation gave its slot back.
+        assert_eq!(stats.slots_in_use, 1);
+    }
+
+    #[test]
+    fn slot_size_is_a_named_wall() {
+        let alloc = small(MIB, 4, 8, u64::MAX);
+        let err = alloc.allocate(2 * MIB).unwrap_err();
+        assert_eq!(err.wall(), Some(MemoryWall::SlotSize));
+        let mut a = alloc.allocate(0).unwrap();
+        a.grow(MIB).unwrap();
+        assert_eq!(
+            a.grow(MIB + WASM_PAGE_SIZE).unwrap_err().wall(),
+            Some(MemoryWall::SlotSize)
+        );
+        assert_eq!(alloc.stats().failures.slot_size, 2);
+    }
+
+    #[test]
+    fn mmap_failure_names_errno_and_limits() {
+        // A 4 PiB chunk is larger than any user address space.
+        let alloc = small(MAX_SLOT_SIZE, 1 << 20, 1 << 20, u64::MAX);
+        let err = alloc.allocate(0).unwrap_err();
+        assert_eq!(err.wall(), Some(MemoryWall::Mmap));
+        let message = err.to_string();
+        assert!(message.contains("vm.max_map_count = "), "{message}");
+        assert!(message.contains("address space"), "{message}");
+        assert!(!message.starts_with("Cannot allocate memory"), "{message}");
+        assert_eq!(alloc.stats().failures.mmap, 1);
+        assert_eq!(alloc.stats().slots_in_use, 0);
+    }
+
+    #[test]
+    fn wall_of_reads_typed_and_flattened_errors() {
+        let typed = wasmtime::Error::new(MemoryError::SlotBudgetExhausted { in_use: 1, max: 1 });
+        assert_eq!(wall_of(&typed), Some(MemoryWall::SlotBudget));
+        let errors = [
+            MemoryError::SlotBudgetExhausted { in_use: 1, max: 1 },
+            MemoryError::HostBudgetExhausted {
+                requested: 1,
+                committed: 1,
+                budget: 1,
+            },
+            MemoryError::SlotSizeExceeded {
+                requested: 1,
+                slot_size: 1,
+            },
+            MemoryError::Mmap {
+                bytes: 1,
+                slots: 1,
+                error: io::Error::from_raw_os_error(12),
+                hint: String::new(),
+            },
+        ];
+        for e in errors {
+            let flattened = wasmtime::format_err!("{e}").context("while instantiating");
+            assert_eq!(wall_of(&flattened), e.wall(), "{e}");
+        }
+        assert_eq!(wall_of(&wasmtime::format_err!("unrelated")), None);
+    }
+}
+
+/// Tests with real wasm instances on an [`crate::engine::Engine`].
+#[cfg(test)]
+mod instance_tests {
+    use super::*;
+    use crate::engine::{Engine, EngineConfig};
+    use std::time::{Duration, Instant};
+    use wasmtime::{Instance, Module, ResourceLimiter, Store, StoreLimits, Trap};
+
+    const MIB: usize = 1 << 20;
+    const PAGE: usize = WASM_PAGE_SIZE;
+
+    /// Grows memory by one page and writes to the new page; returns the old
+    /// size in pages, or -1.
+    const GROWER: &str = r#"
+        (module
+          (memory (export "memory") 0)
+          (func (export "grow") (result i32)
+            (local $old i32)
+            (local.set $old (memory.grow (i32.const 1)))
+            (if (i32.ge_s (local.get $old) (i32.const 0))
+              (then (i32.store8 (i32.mul (local.get $old) (i32.const 65536)) (i32.const 1))))
+            (local.get $old)))
+    "#;
+
+    fn accessor(memory: &str) -> String {
+        format!(
+            r#"(module
+                 (memory (export "memory") {memory})
+                 (func (export "grow") (param i32) (result i32) (memory.grow (local.get 0)))
+                 (func (export "load") (param i32) (result i32) (i32.load8_u (local.get 0)))
+                 (func (export "store") (param i32) (i32.store8 (local.get 0) (i32.const 0xaa)))
+                 (func (export "store64") (param i32) (i64.store (local.get 0) (i64.const -1)))
+                 (func (export "load_far") (param i32) (result i32)
+                   (i32.load offset=65536 (local.get 0))))"#
+        )
+    }
+
+    fn engine(memory: SlotConfig) -> Engine {
+        Engine::new(EngineConfig {
+            memory,
+            ..EngineConfig::default()
+        })
+        .unwrap()
+    }
+
+    fn compile(engine: &Engine, wat: &str) -> Module {
+        engine.compile(&wat::parse_str(wat).unwrap()).unwrap().0
+    }
+
+    /// A limiter that keeps the errors wasmtime reports for failed growth.
+    struct Recorder {
+        limits: StoreLimits,
+        failures: Vec<wasmtime::Error>,
+    }
+
+    impl ResourceLimiter for Recorder {
+        fn memory_growing(
+            &mut self,
+            current: usize,
+            desired: usize,
+            maximum: Option<usize>,
+        ) -> wasmtime::Result<bool> {
+            self.limits.memory_growing(current, desired, maximum)
+        }
+
+        fn memory_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+            self.failures.push(error);
+            Ok(())
+        }
+
+        fn table_growing(
+            &mut self,
+            current: usize,
+            desired: usize,
+            maximum: Option<usize>,
+        ) -> wasmtime::Result<bool> {
+            self.limits.table_growing(current, desired, maximum)
+        }
+    }
+
+    fn store(engine: &Engine, memory_limit: u64) -> Store<Recorder> {
+        let mut store = Store::new(
+            engine.wasmtime(),
+            Recorder {
+                limits: engine.store_limits(memory_limit),
+                failures: Vec::new(),
+            },
+        );
+        store.limiter(|r| r);
+        store.set_epoch_deadline(u64::MAX / 2);
+        store
+    }
+
+    fn call<P: wasmtime::WasmParams, R: wasmtime::WasmResults>(
+        store: &mut Store<Recorder>,
+        instance: &Instance,
+        name: &str,
+        params: P,
+    ) -> wasmtime::Result<R> {
+        instance
+            .get_typed_func::<P, R>(&mut *store, name)?
+            .call(&mut *store, params)
+    }
+
+    fn maps_count() -> usize {
+        std::fs::read_to_string("/proc/self/maps")
+            .unwrap()
+            .lines()
+            .count()
+    }
+
+    fn rss_bytes() -> u64 {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let kib: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap();
+        kib * 1024
+    }
+
+    /// Instantiates `n` growing instances, keeps them all alive, and checks
+    /// that the process mapping count stays flat and the slots come back.
+    fn many_growing_instances(n: usize) {
+        let engine = engine(SlotConfig::default());
+        let module = compile(&engine, GROWER);
+        let maps_before = maps_count();
+        let rss_before = rss_bytes();
+        let started = Instant::now();
+        let mut grow_time = Duration::ZERO;
+        let mut live = Vec::with_capacity(n);
+        for _ in 0..n {
+            let mut store = store(&engine, 1 << 20);
+            let instance = Instance::new(&mut store, &module, &[]).unwrap();
+            let grow = instance
+                .get_typed_func::<(), i32>(&mut store, "grow")
+                .unwrap();
+            let t = Instant::now();
+            assert_eq!(grow.call(&mut store, ()).unwrap(), 0);
+            grow_time += t.elapsed();
+            live.push((store, instance));
+        }
+        let elapsed = started.elapsed();
+        let maps_after = maps_count();
+        let rss_after = rss_bytes();
+        let stats = engine.memory_stats();
+        eprintln!(
+            "{n} instances: mappings {maps_before} -> {maps_after} ({} slot chunks), \
+             RSS +{} KiB ({} bytes/instance), {:.1} us/instance total, {:.2} us/grow, \
+             committed {} MiB",
+            stats.mappings,
+            (rss_after.saturating_sub(rss_before)) >> 10,
+            rss_after.saturating_sub(rss_before) / n as u64,
+            elapsed.as_secs_f64() * 1e6 / n as f64,
+            grow_time.as_secs_f64() * 1e6 / n as f64,
+            stats.committed_bytes >> 20,
+        );
+        assert_eq!(stats.slots_in_use, n);
+        assert_eq!(stats.committed_bytes, (n * PAGE) as u64);
+        assert_eq!(stats.mappings, n.div_ceil(DEFAULT_SLOTS_PER_CHUNK));
+        // One mapping per instance would add `n`; other tests running in
+        // parallel add a few hundred at most.
+        assert!(
+            maps_after.saturating_sub(maps_before) < 1000,
+            "mapping count grew from {maps_before} to {maps_after}"
+        );
+
+        drop(live);
+        let stats = engine.memory_stats();
+        assert_eq!((stats.slots_in_use, stats.committed_bytes), (0, 0));
+        assert_eq!(stats.slots_leaked, 0);
+        // Released slots are reused; no new chunk is needed.
+        let mut store = store(&engine, 1 << 20);
+        Instance::new(&mut store, &module, &[]).unwrap();
+        assert_eq!(
+            engine.memory_stats().mappings,
+            n.div_ceil(DEFAULT_SLOTS_PER_CHUNK)
+        );
+    }
+
+    #[test]
+    fn twenty_thousand_growing_instances_share_a_few_mappings() {
+        many_growing_instances(20_000);
+    }
+
+    #[test]
+    #[ignore = "slow: 100,000 instances; run with --ignored --nocapture to measure"]
+    fn hundred_thousand_growing_instances_share_a_few_mappings() {
+        many_growing_instances(100_000);
+    }
+
+    #[test]
+    fn out_of_bounds_access_traps_and_spares_the_neighbour_slot() {
+        for memory in ["1", "1 1", "1 16", "1 65536"] {
+            let engine = engine(SlotConfig {
+                slot_size: MIB,
+                slots_per_chunk: 4,
+                ..SlotConfig::default()
+            });
+            let module = compile(&engine, &accessor(memory));
+            let mut a = store(&engine, u64::MAX);
+            let a_inst = Instance::new(&mut a, &module, &[]).unwrap();
+            let mut b = store(&engine, u64::MAX);
+            let b_inst = Instance::new(&mut b, &module, &[]).unwrap();
+            let a_mem = a_inst.get_memory(&mut a, "memory").unwrap();
+            let b_mem = b_inst.get_memory(&mut b, "memory").unwrap();
+            assert_eq!(
+                b_mem.data_ptr(&b) as usize - a_mem.data_ptr(&a) as usize,
+                MIB,
+                "slots are adjacent"
+            );
+
+            let oob = |store: &mut Store<Recorder>, name: &str, addr: u32| {
+                let result = if name.starts_with("load") {
+                    call::<u32, i32>(store, &a_inst, name, addr).map(drop)
+                } else {
+                    call::<u32, ()>(store, &a_inst, name, addr)
+                };
+                let err = result.unwrap_err();
+                assert_eq!(
+                    err.downcast_ref::<Trap>(),
+                    Some(&Trap::MemoryOutOfBounds),
+                    "{memory}: {name}({addr:#x}): {err:#}"
+                );
+            };
+            // Inside the slot but past memory.size: the slot is read-write,
+            // so only an explicit bounds check can catch these.
+            call::<u32, ()>(&mut a, &a_inst, "store", PAGE as u32 - 1).unwrap();
+            oob(&mut a, "store", PAGE as u32);
+            oob(&mut a, "store64", PAGE as u32 - 4);
+            oob(&mut a, "load", PAGE as u32);
+            oob(&mut a, "load_far", 0);
+            // The neighbour's first byte and beyond.
+            oob(&mut a, "store", MIB as u32);
+            oob(&mut a, "store64", MIB as u32 - 4);
+            oob(&mut a, "store", u32::MAX);
+
+            // Grown to the full slot, the very next byte is the neighbour's.
+            let grown = call::<i32, i32>(&mut a, &a_inst, "grow", 15).unwrap();
+            if memory == "1 1" {
+                assert_eq!(grown, -1);
+            } else {
+                assert_eq!(grown, 1, "{memory}");
+                call::<u32, ()>(&mut a, &a_inst, "store", MIB as u32 - 1).unwrap();
+                oob(&mut a, "store", MIB as u32);
+                oob(&mut a, "store64", MIB as u32 - 7);
+                oob(&mut a, "load_far", (MIB - PAGE) as u32);
+                // Past the slot: refused, whether or not the type allows it.
+                assert_eq!(call::<i32, i32>(&mut a, &a_inst, "grow", 1).unwrap(), -1);
+            }
+            assert!(
+                b_mem.data(&b).iter().all(|&byte| byte == 0),
+                "{memory}: neighbour slot untouched"
+            );
+        }
+    }
+
+    #[test]
+    fn grow_past_the_store_limit_returns_minus_one() {
+        let engine = engine(SlotConfig::default());
+        let module = compile(&engine, &accessor("1"));
+        let mut store = store(&engine, 4 * PAGE as u64);
+        let instance = Instance::new(&mut store, &module, &[]).unwrap();
+        assert_eq!(
+            call::<i32, i32>(&mut store, &instance, "grow", 3).unwrap(),
+            1
+        );
+        assert_eq!(
+            call::<i32, i32>(&mut store, &instance, "grow", 1).unwrap(),
+            -1
+        );
+        assert_eq!(engine.memory_stats().committed_bytes, 4 * PAGE as u64);
+        // The store limit is clamped to the slot size.
+        let limits = engine.store_limits(u64::MAX);
+        let mut store = Store::new(engine.wasmtime(), limits);
+        store.limiter(|l| l);
+        store.set_epoch_deadline(u64::MAX / 2);
+        let instance = Instance::new(&mut store, &module, &[]).unwrap();
+        let grow = instance
+            .get_typed_func::<i32, i32>(&mut store, "grow")
+            .unwrap();
+        let slot_pages = (DEFAULT_SLOT_SIZE / PAGE) as i32;
+        assert_eq!(grow.call(&mut store, slot_pages).unwrap(), -1);
+        assert_eq!(grow.call(&mut store, slot_pages - 1).unwrap(), 1);
+    }
+
+    #[test]
+    fn grow_and_instantiate_past_the_slot_fail() {
+        let engine = engine(SlotConfig {
+            slot_size: MIB,
+            ..SlotConfig::default()
+        });
+        // No store limit at all: the slot is the last line.
+        let module = compile(&engine, &accessor("1"));
+        let mut store = store(&engine, u64::MAX);
+        store.data_mut().limits = StoreLimits::default();
+        let instance = Instance::new(&mut store, &module, &[]).unwrap();
+        assert_eq!(
+            call::<i32, i32>(&mut store, &instance, "grow", 16).unwrap(),
+            -1
+        );
+        assert_eq!(
+            call::<i32, i32>(&mut store, &instance, "grow", 15).unwrap(),
+            1
+        );
+
+        let too_big = compile(&engine, &accessor("17"));
+        let mut store = store_without_limits(&engine);
+        let err = Instance::new(&mut store, &too_big, &[]).unwrap_err();
+        assert_eq!(wall_of(&err), Some(MemoryWall::SlotSize), "{err:#}");
+        assert!(
+            format!("{err:#}").contains("does not fit a 1048576-byte slot"),
+            "{err:#}"
+        );
+        assert_eq!(engine.memory_stats().failures.slot_size, 1);
+    }
+
+    fn store_without_limits(engine: &Engine) -> Store<()> {
+        let mut store = Store::new(engine.wasmtime(), ());
+        store.set_epoch_deadline(u64::MAX / 2);
+        store
+    }
+
+    #[test]
+    fn grow_past_the_host_budget_returns_minus_one_and_is_counted() {
+        let engine = engine(SlotConfig {
+            memory_budget: Some(4 * PAGE as u64),
+            ..SlotConfig::default()
+        });
+        let module = compile(&engine, &accessor("1"));
+        let mut a = store(&engine, u64::MAX);
+        let a_inst = Instance::new(&mut a, &module, &[]).unwrap();
+        assert_eq!(call::<i32, i32>(&mut a, &a_inst, "grow", 3).unwrap(), 1);
+        assert_eq!(call::<i32, i32>(&mut a, &a_inst, "grow", 1).unwrap(), -1);
+
+        let stats = engine.memory_stats();
+        assert_eq!(stats.failures.host_budget, 1);
+        assert_eq!(stats.committed_bytes, 4 * PAGE as u64);
+        let failures = &a.data().failures;
+        assert_eq!(failures.len(), 1);
+        assert_eq!(wall_of(&failures[0]), Some(MemoryWall::HostBudget));
+        assert!(
+            matches!(
+                failures[0].downcast_ref::<MemoryError>(),
+                Some(MemoryError::HostBudgetExhausted {
+                    requested: 65536,
+                    committed: 262144,
+                    budget: 262144
+                })
+            ),
+            "{:#}",
+            failures[0]
+        );
+
+        // Instantiating needs a page the budget no longer has.
+        let mut b = store(&engine, u64::MAX);
+        let err = Instance::new(&mut b, &module, &[]).unwrap_err();
+        assert_eq!(wall_of(&err), Some(MemoryWall::HostBudget), "{err:#}");
+        assert_eq!(engine.memory_stats().failures.host_budget, 2);
+        assert_eq!(engine.memory_stats().slots_in_use, 1);
+
+        // Dropping the store gives the budget and the slot back.
+        drop(a);
+        let stats = engine.memory_stats();
+        assert_eq!((stats.slots_in_use, stats.committed_bytes), (0, 0));
+        let b_inst = Instance::new(&mut b, &module, &[]).unwrap();
+        assert_eq!(call::<i32, i32>(&mut b, &b_inst, "grow", 3).unwrap(), 1);
+    }
+
+    #[test]
+    fn slot_budget_exhaustion_names_the_wall() {
+        let engine = engine(SlotConfig {
+            max_slots: Some(2),
+            ..SlotConfig::default()
+        });
+        let module = compile(&engine, &accessor("0"));
+        let mut stores: Vec<_> = (0..2).map(|_| store_without_limits(&engine)).collect();
+        for s in &mut stores {
+            Instance::new(s, &module, &[]).unwrap();
+        }
+        let mut third = store_without_limits(&engine);
+        let err = Instance::new(&mut third, &module, &[]).unwrap_err();
+        assert_eq!(wall_of(&err), Some(MemoryWall::SlotBudget));
+        assert!(
+            format!("{err:#}").contains("slot budget exhausted: 2 of 2 slots in use"),
+            "{err:#}"
+        );
+        stores.pop();
+        Instance::new(&mut third, &module, &[]).unwrap();
+    }
+
+    #[test]
+    fn dropped_store_slot_is_reused_zeroed() {
+        let engine = engine(SlotConfig::default());
+        let module = compile(&engine, &accessor("1"));
+        let mut a = store(&engine, u64::MAX);
+        let a_inst = Instance::new(&mut a, &module, &[]).unwrap();
+        call::<u32, ()>(&mut a, &a_inst, "store", 100).unwrap();
+        let a_ptr = a_inst.get_memory(&mut a, "memory").unwrap().data_ptr(&a);
+        drop(a);
+        let mut b = store(&engine, u64::MAX);
+        let b_inst = Instance::new(&mut b, &module, &[]).unwrap();
+        let b_mem = b_inst.get_memory(&mut b, "memory").unwrap();
+        assert_eq!(b_mem.data_ptr(&b), a_ptr, "same slot");
+        assert_eq!(call::<u32, i32>(&mut b, &b_inst, "load", 100).unwrap(), 0);
+    }
+}

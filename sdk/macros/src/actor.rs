@@ -1,0 +1,422 @@
+//! `#[actor]`: checks the shape of the impl block, strips `#[handler]`, and emits the
+//! `bunraku_sdk::Actor` impl plus (on `wasm32`) the module's exports.
+
+use proc_macro2::{Span, TokenStream};
+use quote::{ToTokens, quote, quote_spanned};
+use syn::ext::IdentExt;
+use syn::spanned::Spanned;
+use syn::{
+    Attribute, Error, FnArg, Ident, ImplItem, ImplItemFn, Item, ItemImpl, ReturnType, Signature,
+    Type,
+};
+
+/// A `#[handler]` method.
+struct Handler {
+    method: Ident,
+    receiver: Receiver,
+    ctx_span: Span,
+    msg_ty: Type,
+    /// The declared return type, or `None` for `()`.
+    ret: Option<Type>,
+}
+
+/// `on_start` or `on_stop`.
+struct Hook {
+    method: Ident,
+    receiver: Receiver,
+    ctx_span: Span,
+    /// `on_start`'s configuration parameter type, if it takes one.
+    config: Option<Type>,
+}
+
+/// How a method takes `self`, and whether it is `async`.
+struct Receiver {
+    mutable: bool,
+    is_async: bool,
+}
+
+/// Expands `#[actor]`. Errors come back as `compile_error!` next to the (cleaned) input, so a
+/// mistake does not also produce follow-up errors about the `#[handler]` attribute.
+pub(crate) fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
+    let mut errors = Vec::new();
+    if !args.is_empty() {
+        errors.push(Error::new_spanned(&args, "`#[actor]` takes no arguments"));
+    }
+    let item: Item = match syn::parse2(item.clone()) {
+        Ok(item) => item,
+        Err(e) => {
+            let e = e.into_compile_error();
+            return quote!(#e #item);
+        }
+    };
+    let mut imp = match item {
+        Item::Impl(imp) => imp,
+        other => {
+            let e = Error::new_spanned(
+                item_head(&other),
+                "`#[actor]` goes on an inherent impl block: `#[actor] impl MyActor { ... }`",
+            )
+            .into_compile_error();
+            return quote!(#e #other);
+        }
+    };
+    let parsed = parse_impl(&mut imp, &mut errors);
+    if let Some(first) = errors.into_iter().reduce(|mut a, b| {
+        a.combine(b);
+        a
+    }) {
+        let e = first.into_compile_error();
+        return quote!(#imp #e);
+    }
+    let Some((actor_name, handlers, on_start, on_stop)) = parsed else {
+        return imp.into_token_stream();
+    };
+    let generated = generate(&imp, &actor_name, &handlers, on_start.as_ref(), on_stop.as_ref());
+    quote!(#imp #generated)
+}
+
+type Parsed = (String, Vec<Handler>, Option<Hook>, Option<Hook>);
+
+/// Validates the impl block and collects its handlers and hooks, removing `#[handler]`.
+fn parse_impl(imp: &mut ItemImpl, errors: &mut Vec<Error>) -> Option<Parsed> {
+    if let Some((_, path, for_token)) = &imp.trait_ {
+        errors.push(Error::new_spanned(
+            quote!(#path #for_token),
+            "`#[actor]` goes on an inherent impl block (`impl MyActor`), not on a trait impl",
+        ));
+    }
+    if !imp.generics.params.is_empty() || imp.generics.where_clause.is_some() {
+        errors.push(Error::new_spanned(
+            &imp.generics,
+            "an actor cannot be generic: `#[actor]` needs one concrete type",
+        ));
+    }
+    let actor_name = match &*imp.self_ty {
+        Type::Path(p) if p.qself.is_none() => {
+            p.path.segments.last().map(|s| s.ident.unraw().to_string())
+        }
+        _ => None,
+    };
+    if actor_name.is_none() {
+        errors.push(Error::new_spanned(
+            &imp.self_ty,
+            "`#[actor]` needs a named type: `impl MyActor`",
+        ));
+    }
+
+    let mut handlers = Vec::new();
+    let mut on_start = None;
+    let mut on_stop = None;
+    for item in &mut imp.items {
+        let ImplItem::Fn(f) = item else { continue };
+        let marks = take_handler_attrs(&mut f.attrs);
+        let name = f.sig.ident.to_string();
+        if let Some(mark) = marks.first() {
+            if let Some(extra) = marks.get(1) {
+                errors.push(Error::new_spanned(extra, "duplicate `#[handler]`"));
+            }
+            if !matches!(mark.meta, syn::Meta::Path(_)) {
+                errors.push(Error::new_spanned(mark, "`#[handler]` takes no arguments"));
+            }
+            if name == "on_start" || name == "on_stop" {
+                errors.push(Error::new_spanned(
+                    mark,
+                    format!("`{name}` is a lifecycle hook, not a handler: remove `#[handler]`"),
+                ));
+                continue;
+            }
+            match parse_handler(f) {
+                Ok(h) => handlers.push(h),
+                Err(e) => errors.push(e),
+            }
+        } else if name == "on_start" {
+            match parse_hook(f, true) {
+                Ok(h) => on_start = Some(h),
+                Err(e) => errors.push(e),
+            }
+        } else if name == "on_stop" {
+            match parse_hook(f, false) {
+                Ok(h) => on_stop = Some(h),
+                Err(e) => errors.push(e),
+            }
+        }
+    }
+    Some((actor_name?, handlers, on_start, on_stop))
+}
+
+/// `handler` or `bunraku_sdk::handler`.
+fn is_handler_attr(attr: &Attribute) -> bool {
+    let path = attr.path();
+    path.is_ident("handler")
+        || (path.segments.len() == 2
+            && path.segments[0].ident == "bunraku_sdk"
+            && path.segments[1].ident == "handler")
+}
+
+fn take_handler_attrs(attrs: &mut Vec<Attribute>) -> Vec<Attribute> {
+    let (marks, rest) = std::mem::take(attrs).into_iter().partition(is_handler_attr);
+    *attrs = rest;
+    marks
+}
+
+/// The span of a signature's parentheses, where arity mistakes are reported.
+fn parens(sig: &Signature) -> Span {
+    sig.paren_token.span.join()
+}
+
+/// Checks what every actor method shares: a `&self`/`&mut self` receiver, no generics, not unsafe.
+fn receiver(sig: &Signature, what: &str) -> syn::Result<Receiver> {
+    if !sig.generics.params.is_empty() || sig.generics.where_clause.is_some() {
+        return Err(Error::new_spanned(&sig.generics, format!("{what} cannot be generic")));
+    }
+    if let Some(unsafety) = sig.unsafety {
+        return Err(Error::new_spanned(unsafety, format!("{what} cannot be `unsafe`")));
+    }
+    match sig.inputs.first() {
+        Some(FnArg::Receiver(r)) if r.reference.is_some() && r.colon_token.is_none() => {
+            Ok(Receiver { mutable: r.mutability.is_some(), is_async: sig.asyncness.is_some() })
+        }
+        Some(FnArg::Receiver(r)) => {
+            Err(Error::new_spanned(r, format!("{what} takes `&mut self` or `&self`")))
+        }
+        _ => Err(Error::new(parens(sig), format!("{what} takes `&mut self` or `&self` first"))),
+    }
+}
+
+/// The types of the parameters after the receiver.
+fn typed_params(sig: &Signature) -> Vec<&Type> {
+    sig.inputs
+        .iter()
+        .filter_map(|arg| match arg {
+            FnArg::Typed(t) => Some(&*t.ty),
+            FnArg::Receiver(_) => None,
+        })
+        .collect()
+}
+
+fn parse_handler(f: &ImplItemFn) -> syn::Result<Handler> {
+    let sig = &f.sig;
+    let receiver = receiver(sig, "a handler")?;
+    let [ctx, msg] = typed_params(sig)[..] else {
+        return Err(Error::new(
+            parens(sig),
+            "a handler takes `(&mut self, ctx: &Ctx, msg: M)`, where `M` is its message type",
+        ));
+    };
+    let ret = match &sig.output {
+        ReturnType::Default => None,
+        ReturnType::Type(_, ty) => Some((**ty).clone()),
+    };
+    Ok(Handler {
+        method: sig.ident.clone(),
+        receiver,
+        ctx_span: ctx.span(),
+        msg_ty: msg.clone(),
+        ret,
+    })
+}
+
+fn parse_hook(f: &ImplItemFn, start: bool) -> syn::Result<Hook> {
+    let sig = &f.sig;
+    let what = if start { "`on_start`" } else { "`on_stop`" };
+    let receiver = receiver(sig, what)?;
+    let (ctx, config) = match typed_params(sig)[..] {
+        [ctx] => (ctx, None),
+        [ctx, config] if start => (ctx, Some(config.clone())),
+        _ if start => {
+            return Err(Error::new(
+                parens(sig),
+                "`on_start` takes `(&mut self, ctx: &Ctx)` or `(&mut self, ctx: &Ctx, config: C)`",
+            ));
+        }
+        _ => return Err(Error::new(parens(sig), "`on_stop` takes `(&mut self, ctx: &Ctx)`")),
+    };
+    Ok(Hook { method: sig.ident.clone(), receiver, ctx_span: ctx.span(), config })
+}
+
+/// The head of a non-impl item (`struct Foo`, `fn foo(..)`), where the "not an impl" error goes.
+fn item_head(item: &Item) -> TokenStream {
+    match item {
+        Item::Struct(s) => {
+            let (t, i) = (&s.struct_token, &s.ident);
+            quote!(#t #i)
+        }
+        Item::Enum(e) => {
+            let (t, i) = (&e.enum_token, &e.ident);
+            quote!(#t #i)
+        }
+        Item::Fn(f) => f.sig.to_token_stream(),
+        Item::Trait(t) => {
+            let (k, i) = (&t.trait_token, &t.ident);
+            quote!(#k #i)
+        }
+        Item::Mod(m) => {
+            let (k, i) = (&m.mod_token, &m.ident);
+            quote!(#k #i)
+        }
+        other => other.to_token_stream(),
+    }
+}
+
+/// Binds the actor state in a generated task and returns the receiver argument for the call.
+fn bind_state(receiver: &Receiver) -> (TokenStream, TokenStream) {
+    if receiver.mutable {
+        (
+            quote!(let mut state = ::bunraku_sdk::__private::borrow_mut(this).await;),
+            quote!(&mut *state),
+        )
+    } else {
+        (quote!(let state = ::bunraku_sdk::__private::borrow(this).await;), quote!(&*state))
+    }
+}
+
+fn generate(
+    imp: &ItemImpl,
+    actor_name: &str,
+    handlers: &[Handler],
+    on_start: Option<&Hook>,
+    on_stop: Option<&Hook>,
+) -> TokenStream {
+    let p = quote!(::bunraku_sdk::__private);
+    let self_ty = &imp.self_ty;
+    let msg_tys: Vec<&Type> = handlers.iter().map(|h| &h.msg_ty).collect();
+
+    let arms = handlers.iter().map(|h| {
+        let Handler { method, msg_ty, .. } = h;
+        let (bind, state) = bind_state(&h.receiver);
+        let ctx = quote_spanned!(h.ctx_span=> &ctx);
+        let wait = h.receiver.is_async.then(|| quote!(.await));
+        quote! {
+            if msg_type == <#msg_ty as ::bunraku_sdk::Message>::NAME {
+                return #p::handle::<#msg_ty, _, _, _>(ctx, payload, move |ctx, msg| async move {
+                    #bind
+                    Self::#method(#state, #ctx, msg) #wait
+                });
+            }
+        }
+    });
+    // Type-level checks with the user's spans: the message type implements `Message`, and the
+    // return type is the request's reply type (or `()` for a one-way message).
+    let checks = handlers.iter().map(|h| {
+        let msg_ty = &h.msg_ty;
+        let (ret, span) = match &h.ret {
+            Some(ty) => (ty.to_token_stream(), ty.span()),
+            None => (quote!(()), h.method.span()),
+        };
+        quote_spanned! {span=>
+            (&#p::Probe::<#msg_ty>::new()).check_return(#p::Marker::<#ret>::new());
+        }
+    });
+
+    let start = match on_start {
+        Some(hook) => {
+            let (bind, state) = bind_state(&hook.receiver);
+            let method = &hook.method;
+            let ctx = quote_spanned!(hook.ctx_span=> &ctx);
+            let wait = hook.receiver.is_async.then(|| quote!(.await));
+            let (config_ty, call) = match &hook.config {
+                Some(ty) => (ty.to_token_stream(), quote!(Self::#method(#state, #ctx, config))),
+                None => (quote!(#p::IgnoredAny), quote!(Self::#method(#state, #ctx))),
+            };
+            quote! {
+                #p::start::<#config_ty, _, _>(config, ctx, move |ctx, config| async move {
+                    let _ = &config;
+                    #bind
+                    #call #wait
+                })
+            }
+        }
+        None => quote! {
+            let _ = (this, ctx, config);
+            ::core::result::Result::Ok(::core::option::Option::None)
+        },
+    };
+    let stop = match on_stop {
+        Some(hook) => {
+            let (bind, state) = bind_state(&hook.receiver);
+            let method = &hook.method;
+            let ctx = quote_spanned!(hook.ctx_span=> &ctx);
+            let wait = hook.receiver.is_async.then(|| quote!(.await));
+            quote! {
+                #p::stop(ctx, move |ctx| async move {
+                    #bind
+                    Self::#method(#state, #ctx) #wait
+                })
+            }
+        }
+        None => quote! {
+            let _ = (this, ctx);
+            ::core::option::Option::None
+        },
+    };
+
+    let export_version = bunraku_abi::exports::ABI_VERSION;
+    let export_describe = bunraku_abi::exports::DESCRIBE;
+    let export_run = bunraku_abi::exports::RUN;
+
+    quote! {
+        #[automatically_derived]
+        impl ::bunraku_sdk::Actor for #self_ty {
+            const NAME: &'static str = #actor_name;
+
+            fn descriptor() -> ::bunraku_sdk::abi::Descriptor {
+                #[allow(unused_imports)]
+                use #p::{ProbeMessage as _, ProbeRequest as _};
+                #p::descriptor(
+                    <Self as ::bunraku_sdk::Actor>::NAME,
+                    &[#((
+                        <#msg_tys as ::bunraku_sdk::Message>::NAME,
+                        (&#p::Probe::<#msg_tys>::new()).kind(),
+                    )),*],
+                )
+            }
+
+            fn __start(
+                this: &'static ::core::cell::RefCell<Self>,
+                ctx: ::bunraku_sdk::Ctx,
+                config: &[u8],
+            ) -> ::core::result::Result<::core::option::Option<#p::Task>, ::bunraku_sdk::Error> {
+                #start
+            }
+
+            fn __stop(
+                this: &'static ::core::cell::RefCell<Self>,
+                ctx: ::bunraku_sdk::Ctx,
+            ) -> ::core::option::Option<#p::Task> {
+                #stop
+            }
+
+            fn __dispatch(
+                this: &'static ::core::cell::RefCell<Self>,
+                ctx: ::bunraku_sdk::Ctx,
+                msg_type: &str,
+                payload: &[u8],
+            ) -> ::core::result::Result<#p::Task, ::bunraku_sdk::Error> {
+                #[allow(unused_imports)]
+                use #p::{ProbeMessage as _, ProbeRequest as _};
+                let _checks = || { #(#checks)* };
+                #(#arms)*
+                let _ = (this, payload, &ctx);
+                ::core::result::Result::Err(#p::unknown_type(msg_type))
+            }
+        }
+
+        const _: () = #p::assert_unique_names(&[#(<#msg_tys as ::bunraku_sdk::Message>::NAME),*]);
+
+        #[cfg(target_arch = "wasm32")]
+        const _: () = {
+            #[unsafe(export_name = #export_version)]
+            extern "C" fn __bunraku_abi_version() -> i32 {
+                #p::abi_version()
+            }
+            #[unsafe(export_name = #export_describe)]
+            extern "C" fn __bunraku_describe() -> i64 {
+                #p::describe::<#self_ty>()
+            }
+            #[unsafe(export_name = #export_run)]
+            extern "C" fn __bunraku_run() -> i32 {
+                #p::run::<#self_ty>()
+            }
+        };
+    }
+}

@@ -1,0 +1,369 @@
+//! [`Ctx`]: what a handler knows about the message it handles, and how it talks to the world.
+
+use std::fmt;
+use std::rc::Rc;
+use std::time::Duration;
+
+use bunraku_abi::{
+    Codec, Completion, Envelope, ErrorCode, Outbound, Policy, ReplyBody, Subscribe, decode_result,
+    level, mode,
+};
+
+use crate::executor::{Identity, Op, log_line};
+use crate::{Error, Message, Request, codec, sys};
+
+/// The context of one handler call (or of `on_start`/`on_stop`): who this actor is, the metadata
+/// of the message being handled, and every way to reach other actors.
+///
+/// Sending, requesting and publishing are `async`: the handler suspends until the host has an
+/// outcome, and other events (replies to other handlers, for example) are processed meanwhile.
+/// Nothing blocks a host thread. The `try_` variants never wait: a full mailbox is an
+/// [`ErrorCode::MailboxFull`] error.
+///
+/// ```
+/// use bunraku_sdk::prelude::*;
+/// use bunraku_sdk::testing::TestActor;
+///
+/// #[derive(Serialize, Deserialize, Message)]
+/// #[message(reply = u64)]
+/// struct Price { item: String }
+///
+/// #[derive(Serialize, Deserialize, Message)]
+/// #[message(reply = u64)]
+/// struct Quote { items: Vec<String> }
+///
+/// #[derive(Serialize, Deserialize, Message)]
+/// #[message(name = "shop.quoted")]
+/// struct Quoted { total: u64 }
+///
+/// #[derive(Default)]
+/// struct Shop;
+///
+/// #[actor]
+/// impl Shop {
+///     #[handler]
+///     async fn quote(&mut self, ctx: &Ctx, msg: Quote) -> u64 {
+///         let mut total = 0;
+///         for item in msg.items {
+///             match ctx.request("prices", &Price { item: item.clone() }).await {
+///                 Ok(price) => total += price,
+///                 Err(e) => ctx.warn(format_args!("no price for {item}: {e}")),
+///             }
+///         }
+///         if let Err(e) = ctx.publish("shop.quoted", &Quoted { total }).await {
+///             ctx.error(e);
+///         }
+///         total
+///     }
+/// }
+///
+/// let mut shop = TestActor::<Shop>::start_default();
+/// shop.respond::<Price>("prices", |p| if p.item == "tea" { 3 } else { 5 });
+/// let total = shop.call(&Quote { items: vec!["tea".into(), "cake".into()] }).unwrap();
+/// assert_eq!(total, 8);
+/// assert_eq!(shop.published::<Quoted>("shop.quoted")[0].total, 8);
+/// ```
+#[derive(Debug)]
+pub struct Ctx {
+    identity: Rc<Identity>,
+    message: Option<MessageMeta>,
+}
+
+/// The envelope fields a handler can see.
+#[derive(Debug)]
+struct MessageMeta {
+    id: u64,
+    codec: Codec,
+    reply: Option<u32>,
+    sender: Option<String>,
+    subject: Option<String>,
+    idempotency_key: Option<String>,
+    deadline_ms: Option<u64>,
+}
+
+impl Ctx {
+    /// The context of `on_start` and `on_stop`: no message.
+    pub(crate) fn lifecycle(identity: Rc<Identity>) -> Self {
+        Self { identity, message: None }
+    }
+
+    /// The context of a handler for `env` (whose type and payload were taken already).
+    pub(crate) fn message(identity: Rc<Identity>, env: Envelope) -> Self {
+        let message = MessageMeta {
+            id: env.id,
+            codec: env.codec,
+            reply: env.reply,
+            sender: env.sender,
+            subject: env.subject,
+            idempotency_key: env.idempotency_key,
+            deadline_ms: env.deadline_ms,
+        };
+        Self { identity, message: Some(message) }
+    }
+
+    /// The codec of the message being handled (postcard outside handlers).
+    pub(crate) fn codec(&self) -> Codec {
+        self.message.as_ref().map_or(Codec::Postcard, |m| m.codec)
+    }
+
+    /// The reply handle of the message being handled, when its sender waits for a reply.
+    pub(crate) fn reply_handle(&self) -> Option<u32> {
+        self.message.as_ref().and_then(|m| m.reply)
+    }
+
+    /// This actor's address: its name in the manifest, or the name it was spawned under.
+    pub fn name(&self) -> &str {
+        &self.identity.name
+    }
+
+    /// Which instance of the actor this is (`0..instances`).
+    pub fn instance(&self) -> u32 {
+        self.identity.instance
+    }
+
+    /// Who sent the message: an actor name or a principal such as `cli`.
+    pub fn sender(&self) -> Option<&str> {
+        self.message.as_ref()?.sender.as_deref()
+    }
+
+    /// The subject, when the message was delivered through a subscription.
+    pub fn subject(&self) -> Option<&str> {
+        self.message.as_ref()?.subject.as_deref()
+    }
+
+    /// The host-issued id of the message (`None` in `on_start` and `on_stop`).
+    pub fn message_id(&self) -> Option<u64> {
+        self.message.as_ref().map(|m| m.id)
+    }
+
+    /// The idempotency key the sender set, if any.
+    pub fn idempotency_key(&self) -> Option<&str> {
+        self.message.as_ref()?.idempotency_key.as_deref()
+    }
+
+    /// The requester's deadline in milliseconds since the Unix epoch (host clock), if any.
+    pub fn deadline_ms(&self) -> Option<u64> {
+        self.message.as_ref()?.deadline_ms
+    }
+
+    /// Sends `msg` to actor `to`, waiting while its mailbox is full.
+    pub async fn send<M: Message>(&self, to: &str, msg: &M) -> Result<(), Error> {
+        let out = outbound(to, msg, None)?;
+        delivered(sys::send(&out, mode::WAIT)).await
+    }
+
+    /// Sends `msg` to actor `to`, failing with [`ErrorCode::MailboxFull`] instead of waiting.
+    pub fn try_send<M: Message>(&self, to: &str, msg: &M) -> Result<(), Error> {
+        let out = outbound(to, msg, None)?;
+        decode_result(sys::send(&out, mode::TRY))?;
+        Ok(())
+    }
+
+    /// Sends request `msg` to actor `to` and waits for its reply, up to the host's default
+    /// timeout ([`ErrorCode::Timeout`]). A reply that is an error comes back as `Err`.
+    pub async fn request<R: Request>(&self, to: &str, msg: &R) -> Result<R::Reply, Error> {
+        self.request_inner(to, msg, None).await
+    }
+
+    /// Like [`request`](Ctx::request), waiting at most `timeout` (rounded up to milliseconds).
+    pub async fn request_with_timeout<R: Request>(
+        &self,
+        to: &str,
+        msg: &R,
+        timeout: Duration,
+    ) -> Result<R::Reply, Error> {
+        let mut ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+        if Duration::from_millis(ms) < timeout {
+            ms = ms.saturating_add(1);
+        }
+        self.request_inner(to, msg, Some(ms)).await
+    }
+
+    async fn request_inner<R: Request>(
+        &self,
+        to: &str,
+        msg: &R,
+        timeout_ms: Option<u64>,
+    ) -> Result<R::Reply, Error> {
+        let out = outbound(to, msg, timeout_ms)?;
+        let op = op_id(decode_result(sys::request(&out))?)?;
+        match Op::new(op).await {
+            Completion::Reply(ReplyBody::Ok { codec, payload }) => codec::decode(codec, &payload)
+                .map_err(|e| {
+                    let message = format!("the reply to `{}` does not decode: {e}", R::NAME);
+                    Error::new(ErrorCode::Malformed, message)
+                }),
+            Completion::Reply(ReplyBody::Error { code, message }) => Err(Error::new(code, message)),
+            Completion::Failed(code) => Err(code.into()),
+            Completion::Done => {
+                Err(Error::new(ErrorCode::Internal, "the request completed without a reply"))
+            }
+        }
+    }
+
+    /// Publishes `msg` on `subject`, waiting while a subscriber with the
+    /// [`Policy::Wait`] policy has a full mailbox.
+    pub async fn publish<M: Message>(&self, subject: &str, msg: &M) -> Result<(), Error> {
+        let out = outbound(subject, msg, None)?;
+        delivered(sys::publish(&out, mode::WAIT)).await
+    }
+
+    /// Publishes `msg` on `subject`, failing with [`ErrorCode::MailboxFull`] instead of waiting.
+    pub fn try_publish<M: Message>(&self, subject: &str, msg: &M) -> Result<(), Error> {
+        let out = outbound(subject, msg, None)?;
+        decode_result(sys::publish(&out, mode::TRY))?;
+        Ok(())
+    }
+
+    /// Subscribes to a subject pattern (`a.b`, `a.*`, `a.>`) with the default policy
+    /// ([`Policy::Wait`]). Matching messages arrive as ordinary messages, dispatched by their type
+    /// name; [`Ctx::subject`] tells the subject.
+    pub fn subscribe(&self, pattern: &str) -> Result<SubscriptionId, Error> {
+        self.subscribe_with(pattern, Policy::Wait)
+    }
+
+    /// Subscribes to a subject pattern with a delivery policy for when this actor's mailbox is
+    /// full.
+    pub fn subscribe_with(&self, pattern: &str, policy: Policy) -> Result<SubscriptionId, Error> {
+        let sub = Subscribe { pattern: pattern.to_owned(), policy };
+        let id = decode_result(sys::subscribe(&bunraku_abi::encode(&sub)))?;
+        Ok(SubscriptionId(id))
+    }
+
+    /// Drops a subscription.
+    pub fn unsubscribe(&self, id: SubscriptionId) -> Result<(), Error> {
+        decode_result(sys::unsubscribe(id.0))?;
+        Ok(())
+    }
+
+    /// Writes a line to this actor's log.
+    pub fn log(&self, level: Level, message: impl fmt::Display) {
+        log_line(level.as_raw(), &message.to_string());
+    }
+
+    /// Logs at [`Level::Error`].
+    pub fn error(&self, message: impl fmt::Display) {
+        self.log(Level::Error, message);
+    }
+
+    /// Logs at [`Level::Warn`].
+    pub fn warn(&self, message: impl fmt::Display) {
+        self.log(Level::Warn, message);
+    }
+
+    /// Logs at [`Level::Info`].
+    pub fn info(&self, message: impl fmt::Display) {
+        self.log(Level::Info, message);
+    }
+
+    /// Logs at [`Level::Debug`].
+    pub fn debug(&self, message: impl fmt::Display) {
+        self.log(Level::Debug, message);
+    }
+}
+
+/// Encodes an [`Outbound`] for `msg` (postcard).
+fn outbound<M: Message>(target: &str, msg: &M, timeout_ms: Option<u64>) -> Result<Vec<u8>, Error> {
+    let payload = codec::encode(Codec::Postcard, msg).map_err(|e| {
+        Error::new(ErrorCode::Malformed, format!("`{}` does not encode: {e}", M::NAME))
+    })?;
+    Ok(bunraku_abi::encode(&Outbound {
+        target: target.to_owned(),
+        msg_type: M::NAME.to_owned(),
+        codec: Codec::Postcard,
+        payload,
+        timeout_ms,
+        idempotency_key: None,
+        ext: Vec::new(),
+    }))
+}
+
+/// An operation id from a host result.
+fn op_id(raw: u64) -> Result<u32, Error> {
+    match u32::try_from(raw) {
+        Ok(op) if op > 0 => Ok(op),
+        _ => Err(Error::new(ErrorCode::Internal, format!("the host returned operation id {raw}"))),
+    }
+}
+
+/// The outcome of a `send`/`publish` in `WAIT` mode: `0` is delivered, an id is an operation.
+async fn delivered(raw: i64) -> Result<(), Error> {
+    let op = match decode_result(raw)? {
+        0 => return Ok(()),
+        op => op_id(op)?,
+    };
+    match Op::new(op).await {
+        Completion::Done => Ok(()),
+        Completion::Failed(code) => Err(code.into()),
+        Completion::Reply(_) => Err(Error::new(ErrorCode::Internal, "a send completed with a reply")),
+    }
+}
+
+/// A subscription, as returned by [`Ctx::subscribe`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SubscriptionId(u64);
+
+impl SubscriptionId {
+    /// The host's id.
+    pub fn get(self) -> u64 {
+        self.0
+    }
+}
+
+impl fmt::Display for SubscriptionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// The level of a log line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Level {
+    /// Errors.
+    Error,
+    /// Warnings.
+    Warn,
+    /// Information.
+    Info,
+    /// Debugging detail.
+    Debug,
+    /// Tracing detail.
+    Trace,
+}
+
+impl Level {
+    /// The ABI's number for this level ([`bunraku_abi::level`]).
+    pub fn as_raw(self) -> u32 {
+        match self {
+            Self::Error => level::ERROR,
+            Self::Warn => level::WARN,
+            Self::Info => level::INFO,
+            Self::Debug => level::DEBUG,
+            Self::Trace => level::TRACE,
+        }
+    }
+
+    /// The level for an ABI number, if it is one.
+    pub fn from_raw(raw: u32) -> Option<Self> {
+        [Self::Error, Self::Warn, Self::Info, Self::Debug, Self::Trace]
+            .into_iter()
+            .find(|l| l.as_raw() == raw)
+    }
+
+    /// The lowercase name (`"warn"`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Error => "error",
+            Self::Warn => "warn",
+            Self::Info => "info",
+            Self::Debug => "debug",
+            Self::Trace => "trace",
+        }
+    }
+}
+
+impl fmt::Display for Level {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}

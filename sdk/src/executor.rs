@@ -1,0 +1,507 @@
+//! The guest-side executor: runs handlers as tasks that wait on host operations.
+//!
+//! The host calls `bunraku_run` whenever the actor has work; [`run`] pulls events with `next`
+//! until there are none and returns how many tasks are still pending. Each event either starts a
+//! task (`Start` runs `on_start`, `Message` a handler, `Stop` runs `on_stop`) or resumes one
+//! (`Completion`). A task is a boxed future polled with a no-op waker: it only ever makes
+//! progress when an event concerning it arrives, so nothing needs waking.
+//!
+//! Suspension points are the two futures here:
+//! - [`Op`], an operation the host returned an id for (a request, a send waiting for room). It
+//!   records which task waits for it; the `Completion` event stores the result and polls that
+//!   task. Dropping an unfinished `Op` cancels it with the host.
+//! - [`borrow`]/[`borrow_mut`] of the actor's state: a handler holds a `RefMut` across its awaits,
+//!   so with a concurrency above one a second handler waits for the first to let go (instead of
+//!   a `BorrowMutError`). Tasks waiting on the state are polled again after every poll that may
+//!   have released it.
+//!
+//! All state lives in one thread-local [`State`] (one actor instance per wasm module; one per
+//! test thread natively). The testing harness swaps it in and out, so several test actors can
+//! live on one thread. The state is never borrowed while user code or a host function runs.
+
+use std::any::Any;
+use std::cell::{Ref, RefCell, RefMut};
+use std::collections::BTreeMap;
+use std::future::{Future, poll_fn};
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
+
+use bunraku_abi::{Completion, Envelope, ErrorCode, Event, ReplyBody, decode_result, level};
+use serde::Serialize;
+
+use crate::{Actor, Ctx, Error, codec, sys};
+
+/// A handler, `on_start` or `on_stop` in progress.
+pub type Task = Pin<Box<dyn Future<Output = ()>>>;
+
+type TaskId = u64;
+
+/// The event buffer starts this large.
+const INITIAL_BUFFER: usize = 4 * 1024;
+/// A buffer grown beyond this for one large event is released afterwards.
+const KEPT_BUFFER: usize = 256 * 1024;
+
+/// Who this instance is, from the `Start` event.
+#[derive(Debug)]
+pub(crate) struct Identity {
+    pub(crate) name: String,
+    pub(crate) instance: u32,
+}
+
+/// An operation the host is working on.
+struct OpSlot {
+    /// The task to poll when it completes.
+    task: Option<TaskId>,
+    /// Its outcome, once the `Completion` event arrived.
+    result: Option<Completion>,
+}
+
+/// Everything the executor keeps between events.
+#[derive(Default)]
+pub(crate) struct State {
+    tasks: BTreeMap<TaskId, Task>,
+    next_task: TaskId,
+    /// The task being polled.
+    current: Option<TaskId>,
+    ops: BTreeMap<u32, OpSlot>,
+    /// Tasks waiting for the actor's state to be released.
+    state_waiters: Vec<TaskId>,
+    /// The leaked `RefCell<A>`, set by `Start`.
+    actor: Option<&'static dyn Any>,
+    identity: Option<Rc<Identity>>,
+    buf: Vec<u8>,
+    /// Messages refused without a reply handle, for the testing harness.
+    #[cfg(not(target_arch = "wasm32"))]
+    rejected: Vec<(u64, Error)>,
+}
+
+impl State {
+    /// The started actor, if it is an `A`.
+    pub(crate) fn actor<A: Actor>(&self) -> Option<&'static RefCell<A>> {
+        self.actor?.downcast_ref()
+    }
+
+    /// How many tasks are pending.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub(crate) fn in_flight(&self) -> usize {
+        self.tasks.len()
+    }
+
+    /// Takes the error of message `id` if it was refused.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub(crate) fn take_rejected(&mut self, id: u64) -> Option<Error> {
+        let at = self.rejected.iter().position(|(m, _)| *m == id)?;
+        Some(self.rejected.remove(at).1)
+    }
+}
+
+thread_local! {
+    static STATE: RefCell<State> = RefCell::new(State::default());
+}
+
+fn with<R>(f: impl FnOnce(&mut State) -> R) -> R {
+    STATE.with(|s| f(&mut s.borrow_mut()))
+}
+
+/// Like [`with`], for destructors: `None` while the thread exits.
+fn try_with<R>(f: impl FnOnce(&mut State) -> R) -> Option<R> {
+    STATE.try_with(|s| s.try_borrow_mut().ok().map(|mut s| f(&mut s))).ok().flatten()
+}
+
+/// Installs `state` on this thread and returns the one it replaces.
+#[cfg(not(target_arch = "wasm32"))]
+pub(crate) fn swap_state(state: State) -> State {
+    with(|s| std::mem::replace(s, state))
+}
+
+/// Drops every pending task of the installed state (their operations are cancelled).
+#[cfg(not(target_arch = "wasm32"))]
+pub(crate) fn drop_tasks() {
+    let tasks = with(|s| std::mem::take(&mut s.tasks));
+    drop(tasks);
+}
+
+/// Runs the actor until the host has no event for it; returns the number of pending tasks.
+pub(crate) fn run<A: Actor>() -> i32 {
+    while let Some(event) = next_event() {
+        match event {
+            Event::Start { name, instance, config } => start::<A>(name, instance, &config),
+            Event::Message(env) => message::<A>(env),
+            Event::Completion { op, result } => complete(op, result),
+            Event::Stop => stop::<A>(),
+        }
+    }
+    i32::try_from(with(|s| s.tasks.len())).unwrap_or(i32::MAX)
+}
+
+/// Pulls the next event, growing the buffer when the host says it is too small.
+fn next_event() -> Option<Event> {
+    let (in_flight, mut buf) = with(|s| (s.tasks.len(), std::mem::take(&mut s.buf)));
+    let in_flight = u32::try_from(in_flight).unwrap_or(u32::MAX);
+    if buf.len() < INITIAL_BUFFER {
+        buf.resize(INITIAL_BUFFER, 0);
+    }
+    let len = loop {
+        match decode_result(sys::next(&mut buf, in_flight)) {
+            Ok(len) => {
+                let len = usize::try_from(len).unwrap_or(usize::MAX);
+                if len <= buf.len() {
+                    break len;
+                }
+                // The event is still first in line: make room and ask again.
+                buf.resize(len, 0);
+            }
+            Err(code) => trap(&format!("the host's `next` failed: {code}")),
+        }
+    };
+    let event = match len {
+        0 => None,
+        len => match bunraku_abi::decode::<Event>(&buf[..len]) {
+            Ok(event) => Some(event),
+            Err(_) => trap("the host sent an event that does not decode"),
+        },
+    };
+    if buf.len() > KEPT_BUFFER {
+        buf = Vec::new();
+    }
+    with(|s| s.buf = buf);
+    event
+}
+
+fn start<A: Actor>(name: String, instance: u32, config: &[u8]) {
+    if with(|s| s.actor.is_some()) {
+        log_line(level::WARN, "ignored a second `Start` event");
+        return;
+    }
+    let cell: &'static RefCell<A> = Box::leak(Box::new(RefCell::new(A::default())));
+    let identity = Rc::new(Identity { name, instance });
+    with(|s| {
+        s.actor = Some(cell);
+        s.identity = Some(identity.clone());
+    });
+    match A::__start(cell, Ctx::lifecycle(identity), config) {
+        Ok(Some(task)) => spawn(task),
+        Ok(None) => {}
+        Err(e) => trap(&format!("`on_start` failed: {e}")),
+    }
+}
+
+/// The started actor and its identity.
+fn started<A: Actor>() -> Option<(&'static RefCell<A>, Rc<Identity>)> {
+    with(|s| Some((s.actor::<A>()?, s.identity.clone()?)))
+}
+
+fn message<A: Actor>(mut env: Envelope) {
+    let Some((cell, identity)) = started::<A>() else {
+        trap("a message arrived before the `Start` event");
+    };
+    let (id, reply) = (env.id, env.reply);
+    let msg_type = std::mem::take(&mut env.msg_type);
+    let payload = std::mem::take(&mut env.payload);
+    match A::__dispatch(cell, Ctx::message(identity, env), &msg_type, &payload) {
+        Ok(task) => spawn(task),
+        Err(e) => reject(id, reply, e),
+    }
+}
+
+/// Refuses a message that has no handler or does not decode: a warning, and an error reply when
+/// the sender waits for one. Never a trap: the sender's mistake must not restart this actor.
+fn reject(id: u64, reply: Option<u32>, error: Error) {
+    log_line(level::WARN, &format!("refused message {id}: {error}"));
+    if let Some(handle) = reply {
+        let body = ReplyBody::Error { code: error.code(), message: error.message().to_owned() };
+        reply_body(handle, &body);
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    with(|s| s.rejected.push((id, error)));
+}
+
+fn stop<A: Actor>() {
+    let Some((cell, identity)) = started::<A>() else { return };
+    if let Some(task) = A::__stop(cell, Ctx::lifecycle(identity)) {
+        spawn(task);
+    }
+}
+
+fn complete(op: u32, result: Completion) {
+    let task = with(|s| {
+        let slot = s.ops.get_mut(&op)?;
+        slot.result = Some(result);
+        slot.task
+    });
+    // An unknown op was cancelled; its late completion is dropped.
+    if let Some(task) = task {
+        drive(task);
+    }
+}
+
+fn spawn(task: Task) {
+    let id = with(|s| {
+        let id = s.next_task;
+        s.next_task += 1;
+        s.tasks.insert(id, task);
+        id
+    });
+    drive(id);
+}
+
+/// Polls a task, then every task waiting for the actor's state, while that makes progress.
+fn drive(id: TaskId) {
+    poll(id);
+    loop {
+        let waiters = with(|s| std::mem::take(&mut s.state_waiters));
+        if waiters.is_empty() {
+            return;
+        }
+        let before = waiters.len();
+        for id in waiters {
+            poll(id);
+        }
+        // Waiters that still cannot borrow registered again; stop once nobody got through.
+        if with(|s| s.state_waiters.len()) >= before {
+            return;
+        }
+    }
+}
+
+/// Polls one task once; a finished task is dropped.
+fn poll(id: TaskId) {
+    let Some(mut task) = with(|s| s.tasks.remove(&id)) else { return };
+    let outer = with(|s| s.current.replace(id));
+    let ready = task.as_mut().poll(&mut Context::from_waker(Waker::noop())).is_ready();
+    if ready {
+        with(|s| s.current = outer);
+        drop(task);
+    } else {
+        with(|s| {
+            s.current = outer;
+            s.tasks.insert(id, task);
+        });
+    }
+}
+
+/// A pending host operation: resolves to its [`Completion`]. Dropping it before then cancels the
+/// operation with the host.
+pub(crate) struct Op {
+    id: u32,
+    finished: bool,
+}
+
+impl Op {
+    /// Tracks operation `id`, which the host just returned, for the current task.
+    pub(crate) fn new(id: u32) -> Self {
+        with(|s| {
+            let task = s.current;
+            s.ops.insert(id, OpSlot { task, result: None });
+        });
+        Self { id, finished: false }
+    }
+}
+
+impl Future for Op {
+    type Output = Completion;
+
+    fn poll(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Completion> {
+        let this = self.get_mut();
+        let id = this.id;
+        let outcome = with(|s| {
+            let slot = s.ops.get_mut(&id)?;
+            match slot.result.take() {
+                Some(result) => {
+                    s.ops.remove(&id);
+                    Some(Some(result))
+                }
+                None => {
+                    slot.task = s.current;
+                    Some(None)
+                }
+            }
+        });
+        match outcome {
+            Some(None) => Poll::Pending,
+            Some(Some(result)) => {
+                this.finished = true;
+                Poll::Ready(result)
+            }
+            None => {
+                this.finished = true;
+                Poll::Ready(Completion::Failed(ErrorCode::Internal))
+            }
+        }
+    }
+}
+
+impl Drop for Op {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        let pending = try_with(|s| s.ops.remove(&self.id).is_some_and(|s| s.result.is_none()));
+        if pending.unwrap_or(true) {
+            // The host may have finished it meanwhile; nothing to do about that.
+            let _ = sys::cancel(self.id);
+        }
+    }
+}
+
+/// Registers the current task as waiting for the actor's state.
+fn wait_for_state() {
+    with(|s| {
+        if let Some(task) = s.current
+            && !s.state_waiters.contains(&task)
+        {
+            s.state_waiters.push(task);
+        }
+    });
+}
+
+/// Borrows the actor's state mutably, waiting while another task holds it.
+pub(crate) async fn borrow_mut<A>(cell: &'static RefCell<A>) -> RefMut<'static, A> {
+    poll_fn(|_| match cell.try_borrow_mut() {
+        Ok(state) => Poll::Ready(state),
+        Err(_) => {
+            wait_for_state();
+            Poll::Pending
+        }
+    })
+    .await
+}
+
+/// Borrows the actor's state, waiting while another task holds it mutably.
+pub(crate) async fn borrow<A>(cell: &'static RefCell<A>) -> Ref<'static, A> {
+    poll_fn(|_| match cell.try_borrow() {
+        Ok(state) => Poll::Ready(state),
+        Err(_) => {
+            wait_for_state();
+            Poll::Pending
+        }
+    })
+    .await
+}
+
+/// Answers reply handle `handle` with `value` encoded in `codec`.
+pub(crate) fn reply_value<T: Serialize>(handle: u32, codec: bunraku_abi::Codec, value: &T) {
+    let body = match codec::encode(codec, value) {
+        Ok(payload) => ReplyBody::Ok { codec, payload },
+        Err(e) => ReplyBody::Error {
+            code: ErrorCode::Internal,
+            message: format!("the reply does not encode as {}: {e}", codec::name(codec)),
+        },
+    };
+    reply_body(handle, &body);
+}
+
+fn reply_body(handle: u32, body: &ReplyBody) {
+    if let Err(code) = decode_result(sys::reply(handle, &bunraku_abi::encode(body))) {
+        log_line(level::WARN, &format!("could not reply: {code}"));
+    }
+}
+
+/// Writes a line to the actor's log.
+pub(crate) fn log_line(level: u32, line: &str) {
+    // A failed log line has nowhere to be reported.
+    let _ = sys::log(level, line.as_bytes());
+}
+
+/// Logs `message` as an error and traps (panics; a wasm panic aborts), so the host discards and
+/// restarts the instance.
+pub(crate) fn trap(message: &str) -> ! {
+    log_line(level::ERROR, message);
+    panic!("{message}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sys::native::{self, NativeHost};
+
+    /// Installs a fresh host and executor state for the duration of `f`.
+    fn isolated<R>(host: NativeHost, f: impl FnOnce() -> R) -> (R, NativeHost) {
+        let old_state = swap_state(State::default());
+        let old_host = native::swap(Some(host));
+        let r = f();
+        drop_tasks();
+        swap_state(old_state);
+        let host = native::swap(old_host).unwrap();
+        (r, host)
+    }
+
+    fn spawn_test(f: impl Future<Output = ()> + 'static) {
+        spawn(Box::pin(f));
+    }
+
+    #[test]
+    fn op_resolves_on_its_completion_and_resumes_the_task() {
+        let result = Rc::new(RefCell::new(None));
+        let seen = result.clone();
+        let (_, _host) = isolated(NativeHost::default(), || {
+            spawn_test(async move {
+                let r = Op::new(7).await;
+                *seen.borrow_mut() = Some(r);
+            });
+            assert_eq!(with(|s| s.tasks.len()), 1, "waiting on op 7");
+            complete(8, Completion::Done);
+            assert!(result.borrow().is_none(), "another op does not resume it");
+            complete(7, Completion::Failed(ErrorCode::Timeout));
+            assert_eq!(with(|s| (s.tasks.len(), s.ops.len())), (0, 0));
+        });
+        assert_eq!(*result.borrow(), Some(Completion::Failed(ErrorCode::Timeout)));
+    }
+
+    #[test]
+    fn dropping_an_unfinished_op_cancels_it() {
+        let mut host = NativeHost::default();
+        host.set_full("peer", true);
+        let (_, host) = isolated(host, || {
+            // A send that waits gets an op id from the native host.
+            let out = bunraku_abi::encode(&bunraku_abi::Outbound {
+                target: "peer".into(),
+                ..Default::default()
+            });
+            let op = u32::try_from(sys::send(&out, bunraku_abi::mode::WAIT)).unwrap();
+            spawn_test(async move {
+                let waiting = Op::new(op);
+                // Dropped without being awaited to completion.
+                drop(waiting);
+            });
+        });
+        assert_eq!(host.cancelled, vec![1]);
+    }
+
+    #[test]
+    fn a_completion_for_a_cancelled_op_is_ignored() {
+        isolated(NativeHost::default(), || complete(42, Completion::Done));
+    }
+
+    #[test]
+    fn state_waiters_run_once_the_state_is_released() {
+        #[derive(Default)]
+        struct Counter(Vec<&'static str>);
+        let cell: &'static RefCell<Counter> = Box::leak(Box::default());
+        isolated(NativeHost::default(), || {
+            // The first task holds the state across an operation.
+            spawn_test(async move {
+                let mut state = borrow_mut(cell).await;
+                state.0.push("first holds");
+                Op::new(1).await;
+                state.0.push("first done");
+            });
+            spawn_test(async move { borrow_mut(cell).await.0.push("second") });
+            spawn_test(async move { assert_eq!(borrow(cell).await.0.len(), 3) });
+            assert_eq!(with(|s| s.tasks.len()), 3);
+            complete(1, Completion::Done);
+            assert_eq!(with(|s| (s.tasks.len(), s.state_waiters.len())), (0, 0));
+        });
+        assert_eq!(cell.borrow().0, ["first holds", "first done", "second"]);
+    }
+
+    #[test]
+    fn next_grows_the_buffer_for_a_large_event() {
+        let mut host = NativeHost::default();
+        let big = Envelope { payload: vec![1; 3 * INITIAL_BUFFER], ..Default::default() };
+        host.inbox.push_back(Event::Message(big.clone()));
+        let (event, _) = isolated(host, next_event);
+        assert_eq!(event, Some(Event::Message(big)));
+    }
+}

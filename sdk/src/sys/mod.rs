@@ -1,0 +1,29 @@
+//! The host functions as safe, slice-based Rust functions: the one place the SDK touches the
+//! host.
+//!
+//! On `wasm32` they call the `extern "C"` imports of the `bunraku` module, declared from the ABI's
+//! table ([`bunraku_abi::for_each_host_fn!`]) in [`wasm`](self). On every other target they call
+//! [`native`], a thread-local host the [`testing`](crate::testing) harness drives. Both backends
+//! have the same functions, with the table's names and raw `i64` results (decode them with
+//! [`bunraku_abi::decode_result`]); a function added to the table fails to compile until both
+//! backends provide it.
+
+#[cfg(target_arch = "wasm32")]
+mod wasm;
+#[cfg(target_arch = "wasm32")]
+pub(crate) use wasm::{cancel, log, next, publish, reply, request, send, subscribe, unsubscribe};
+
+#[cfg(not(target_arch = "wasm32"))]
+pub(crate) mod native;
+#[cfg(not(target_arch = "wasm32"))]
+pub(crate) use native::{cancel, log, next, publish, reply, request, send, subscribe, unsubscribe};
+
+/// Refers to one backend function per table entry, so a new host function is a compile error here
+/// until it is implemented.
+macro_rules! backend_covers_table {
+    ($( $(#[$doc:meta])* fn $name:ident($($arg:ident: $ty:ident),*) -> $ret:ident,
+        capability = $cap:ident, module = $module:ident; )*) => {
+        const _: () = { $( let _ = $name; )* };
+    };
+}
+bunraku_abi::for_each_host_fn!(backend_covers_table);

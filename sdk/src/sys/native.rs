@@ -1,0 +1,294 @@
+//! The native backend: a thread-local host standing in for the wasm runtime, so actors run in
+//! ordinary `cargo test` (see [`testing`](crate::testing), which owns and drives it).
+//!
+//! It follows the runtime's semantics where a test can observe them: `next` stages an event and
+//! keeps it first in line until the buffer is large enough, hands out completions before mailbox
+//! messages and mailbox messages only while `in_flight` is below the concurrency; replies need a
+//! handle the host issued; `cancel` and `unsubscribe` refuse ids they do not know. Instead of other
+//! actors there are records (what was sent, published, requested) and responders (closures that
+//! answer requests). A target marked full makes `send`/`publish` wait (mode `WAIT`) or fail with
+//! `MailboxFull` (mode `TRY`).
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::rc::Rc;
+
+use bunraku_abi::{
+    Completion, ErrorCode, Event, Outbound, ReplyBody, Subscribe, decode, encode, encode_error,
+    mode,
+};
+
+/// Answers a request: gets the request, returns the reply.
+pub(crate) type Responder = Rc<RefCell<dyn FnMut(&Outbound) -> ReplyBody>>;
+
+/// A send or publish waiting for room.
+struct Held {
+    op: u32,
+    publish: bool,
+    out: Outbound,
+}
+
+/// The state of the native host for one actor instance.
+pub(crate) struct NativeHost {
+    /// `Start`, `Message` and `Stop` events, in order.
+    pub(crate) inbox: VecDeque<Event>,
+    /// Mailbox messages handed out while fewer handlers than this are in flight.
+    pub(crate) concurrency: u32,
+    /// Every send that was delivered, in order.
+    pub(crate) sent: Vec<Outbound>,
+    /// Every publish that was delivered, in order.
+    pub(crate) published: Vec<Outbound>,
+    /// Every request made, in order.
+    pub(crate) requests: Vec<Outbound>,
+    /// Replies by reply handle.
+    pub(crate) replies: BTreeMap<u32, ReplyBody>,
+    /// Live subscriptions by id.
+    pub(crate) subscriptions: BTreeMap<u64, Subscribe>,
+    /// Log lines with their raw level.
+    pub(crate) logs: Vec<(u32, String)>,
+    /// Operations the guest cancelled.
+    pub(crate) cancelled: Vec<u32>,
+    completions: VecDeque<(u32, Completion)>,
+    staged: Option<Vec<u8>>,
+    pending_ops: BTreeSet<u32>,
+    next_op: u32,
+    next_sub: u64,
+    next_handle: u32,
+    open_replies: BTreeSet<u32>,
+    full: BTreeSet<String>,
+    held: Vec<Held>,
+    responders: BTreeMap<(String, String), Responder>,
+}
+
+impl Default for NativeHost {
+    fn default() -> Self {
+        Self {
+            inbox: VecDeque::new(),
+            concurrency: 1,
+            sent: Vec::new(),
+            published: Vec::new(),
+            requests: Vec::new(),
+            replies: BTreeMap::new(),
+            subscriptions: BTreeMap::new(),
+            logs: Vec::new(),
+            cancelled: Vec::new(),
+            completions: VecDeque::new(),
+            staged: None,
+            pending_ops: BTreeSet::new(),
+            next_op: 0,
+            next_sub: 0,
+            next_handle: 0,
+            open_replies: BTreeSet::new(),
+            full: BTreeSet::new(),
+            held: Vec::new(),
+            responders: BTreeMap::new(),
+        }
+    }
+}
+
+impl NativeHost {
+    /// Issues a reply handle for a message about to be delivered.
+    pub(crate) fn reply_handle(&mut self) -> u32 {
+        self.next_handle += 1;
+        self.open_replies.insert(self.next_handle);
+        self.next_handle
+    }
+
+    /// Answers requests of type `msg_type` to `target` with `responder`.
+    pub(crate) fn respond(&mut self, target: &str, msg_type: &str, responder: Responder) {
+        self.responders.insert((target.to_owned(), msg_type.to_owned()), responder);
+    }
+
+    /// Marks `target` (an actor or a subject) full or not. Making it not full delivers what was
+    /// waiting for it and completes those operations.
+    pub(crate) fn set_full(&mut self, target: &str, full: bool) {
+        if full {
+            self.full.insert(target.to_owned());
+            return;
+        }
+        self.full.remove(target);
+        let (ready, held): (Vec<_>, Vec<_>) =
+            std::mem::take(&mut self.held).into_iter().partition(|h| h.out.target == target);
+        self.held = held;
+        for h in ready {
+            if h.publish {
+                self.published.push(h.out);
+            } else {
+                self.sent.push(h.out);
+            }
+            self.complete(h.op, Completion::Done);
+        }
+    }
+
+    fn take_event(&mut self, in_flight: u32) -> Option<Event> {
+        if let Some((op, result)) = self.completions.pop_front() {
+            self.pending_ops.remove(&op);
+            return Some(Event::Completion { op, result });
+        }
+        match self.inbox.front()? {
+            Event::Message(_) if in_flight >= self.concurrency => None,
+            _ => self.inbox.pop_front(),
+        }
+    }
+
+    fn new_op(&mut self) -> u32 {
+        self.next_op += 1;
+        self.pending_ops.insert(self.next_op);
+        self.next_op
+    }
+
+    fn complete(&mut self, op: u32, result: Completion) {
+        if self.pending_ops.contains(&op) {
+            self.completions.push_back((op, result));
+        }
+    }
+}
+
+thread_local! {
+    static HOST: RefCell<Option<NativeHost>> = const { RefCell::new(None) };
+}
+
+/// Installs `host` on this thread and returns the one it replaces.
+pub(crate) fn swap(host: Option<NativeHost>) -> Option<NativeHost> {
+    HOST.with(|h| std::mem::replace(&mut *h.borrow_mut(), host))
+}
+
+const NO_HOST: &str = "bunraku_sdk: no native host on this thread; run actors natively with \
+                       `bunraku_sdk::testing::TestActor`";
+
+/// Runs `f` on the installed host; `None` when there is none (or the thread is exiting).
+fn with<R>(f: impl FnOnce(&mut NativeHost) -> R) -> Option<R> {
+    HOST.try_with(|h| h.borrow_mut().as_mut().map(f)).ok().flatten()
+}
+
+/// Like [`with`], but a missing host is an `Internal` error.
+fn with_or_fail(f: impl FnOnce(&mut NativeHost) -> i64) -> i64 {
+    with(f).unwrap_or(encode_error(ErrorCode::Internal))
+}
+
+pub(crate) fn next(buf: &mut [u8], in_flight: u32) -> i64 {
+    with(|h| {
+        if h.staged.is_none() {
+            let Some(event) = h.take_event(in_flight) else { return 0 };
+            h.staged = Some(encode(&event));
+        }
+        let staged = h.staged.as_ref().expect("staged above");
+        if staged.len() > buf.len() {
+            return staged.len() as i64;
+        }
+        let staged = h.staged.take().expect("staged above");
+        buf[..staged.len()].copy_from_slice(&staged);
+        staged.len() as i64
+    })
+    .unwrap_or_else(|| panic!("{NO_HOST}"))
+}
+
+/// `send` and `publish`: deliver, wait for room, or fail when the target is full.
+fn deliver(bytes: &[u8], mode: u32, publish: bool) -> i64 {
+    let out: Outbound = match decode(bytes) {
+        Ok(out) => out,
+        Err(code) => return encode_error(code),
+    };
+    if publish && (out.target.is_empty() || out.target.split('.').any(str::is_empty)) {
+        return encode_error(ErrorCode::Invalid);
+    }
+    with_or_fail(|h| {
+        if !h.full.contains(&out.target) {
+            if publish { h.published.push(out) } else { h.sent.push(out) }
+            return 0;
+        }
+        if mode == mode::TRY {
+            return encode_error(ErrorCode::MailboxFull);
+        }
+        let op = h.new_op();
+        h.held.push(Held { op, publish, out });
+        i64::from(op)
+    })
+}
+
+pub(crate) fn send(outbound: &[u8], mode: u32) -> i64 {
+    deliver(outbound, mode, false)
+}
+
+pub(crate) fn publish(outbound: &[u8], mode: u32) -> i64 {
+    deliver(outbound, mode, true)
+}
+
+pub(crate) fn request(outbound: &[u8]) -> i64 {
+    let out: Outbound = match decode(outbound) {
+        Ok(out) => out,
+        Err(code) => return encode_error(code),
+    };
+    let Some((op, responder)) = with(|h| {
+        let op = h.new_op();
+        h.requests.push(out.clone());
+        (op, h.responders.get(&(out.target.clone(), out.msg_type.clone())).cloned())
+    }) else {
+        return encode_error(ErrorCode::Internal);
+    };
+    // The responder runs with the host released: it may drive another `TestActor`.
+    let result = match responder {
+        Some(responder) => Completion::Reply((responder.borrow_mut())(&out)),
+        None => Completion::Failed(ErrorCode::NoSuchActor),
+    };
+    with(|h| h.complete(op, result));
+    i64::from(op)
+}
+
+pub(crate) fn reply(handle: u32, body: &[u8]) -> i64 {
+    let body = decode(body).unwrap_or_else(|code| ReplyBody::Error {
+        code,
+        message: "the actor sent a malformed reply".into(),
+    });
+    with_or_fail(|h| {
+        if !h.open_replies.remove(&handle) {
+            return encode_error(ErrorCode::Denied);
+        }
+        h.replies.insert(handle, body);
+        0
+    })
+}
+
+pub(crate) fn subscribe(subscribe: &[u8]) -> i64 {
+    let sub: Subscribe = match decode(subscribe) {
+        Ok(sub) => sub,
+        Err(code) => return encode_error(code),
+    };
+    if sub.pattern.is_empty() || sub.pattern.split('.').any(str::is_empty) {
+        return encode_error(ErrorCode::Invalid);
+    }
+    with_or_fail(|h| {
+        h.next_sub += 1;
+        h.subscriptions.insert(h.next_sub, sub);
+        h.next_sub as i64
+    })
+}
+
+pub(crate) fn unsubscribe(id: u64) -> i64 {
+    with_or_fail(|h| match h.subscriptions.remove(&id) {
+        Some(_) => 0,
+        None => encode_error(ErrorCode::Denied),
+    })
+}
+
+pub(crate) fn cancel(op: u32) -> i64 {
+    with_or_fail(|h| {
+        if !h.pending_ops.remove(&op) {
+            return encode_error(ErrorCode::Invalid);
+        }
+        h.held.retain(|held| held.op != op);
+        h.completions.retain(|(o, _)| *o != op);
+        h.cancelled.push(op);
+        0
+    })
+}
+
+pub(crate) fn log(level: u32, line: &[u8]) -> i64 {
+    let line = String::from_utf8_lossy(line).into_owned();
+    // Shown by the test runner when a test fails.
+    eprintln!("[{}] {line}", crate::Level::from_raw(level).map_or("log", crate::Level::as_str));
+    with_or_fail(|h| {
+        h.logs.push((level, line));
+        0
+    })
+}

@@ -1,0 +1,76 @@
+//! The wasm backend: the `bunraku` imports, declared from the ABI's table.
+//!
+//! Pointers and lengths are `u32` (wasm32 addresses). The host bounds-checks every range it is
+//! given and traps on one outside the guest's memory, and it only reads or writes inside the
+//! range for the duration of the call.
+
+mod imports {
+    macro_rules! declare_imports {
+        ($( $(#[$doc:meta])* fn $name:ident($($arg:ident: $ty:ident),*) -> $ret:ident,
+            capability = $cap:ident, module = $module:ident; )*) => {
+            #[bunraku_sdk_macros::__host_imports]
+            unsafe extern "C" {
+                $( pub(super) fn $name($($arg: $ty),*) -> $ret; )*
+            }
+        };
+    }
+    bunraku_abi::for_each_host_fn!(declare_imports);
+}
+
+/// A guest address as the host sees it.
+fn addr(ptr: *const u8) -> u32 {
+    // wasm32 addresses are 32 bits wide.
+    ptr.addr() as u32
+}
+
+/// A guest length as the host sees it.
+fn len(bytes: &[u8]) -> u32 {
+    // A slice in a 32-bit address space is shorter than 4 GiB.
+    bytes.len() as u32
+}
+
+pub(crate) fn next(buf: &mut [u8], in_flight: u32) -> i64 {
+    // SAFETY: the host writes at most `buf.len()` bytes into `buf`, which is exclusively
+    // borrowed for the call.
+    unsafe { imports::next(addr(buf.as_mut_ptr()), len(buf), in_flight) }
+}
+
+pub(crate) fn send(outbound: &[u8], mode: u32) -> i64 {
+    // SAFETY: the host only reads `outbound`, which is borrowed for the call.
+    unsafe { imports::send(addr(outbound.as_ptr()), len(outbound), mode) }
+}
+
+pub(crate) fn request(outbound: &[u8]) -> i64 {
+    // SAFETY: the host only reads `outbound`, which is borrowed for the call.
+    unsafe { imports::request(addr(outbound.as_ptr()), len(outbound)) }
+}
+
+pub(crate) fn reply(handle: u32, body: &[u8]) -> i64 {
+    // SAFETY: the host only reads `body`, which is borrowed for the call.
+    unsafe { imports::reply(handle, addr(body.as_ptr()), len(body)) }
+}
+
+pub(crate) fn publish(outbound: &[u8], mode: u32) -> i64 {
+    // SAFETY: the host only reads `outbound`, which is borrowed for the call.
+    unsafe { imports::publish(addr(outbound.as_ptr()), len(outbound), mode) }
+}
+
+pub(crate) fn subscribe(subscribe: &[u8]) -> i64 {
+    // SAFETY: the host only reads `subscribe`, which is borrowed for the call.
+    unsafe { imports::subscribe(addr(subscribe.as_ptr()), len(subscribe)) }
+}
+
+pub(crate) fn unsubscribe(id: u64) -> i64 {
+    // SAFETY: no memory is passed.
+    unsafe { imports::unsubscribe(id) }
+}
+
+pub(crate) fn cancel(op: u32) -> i64 {
+    // SAFETY: no memory is passed.
+    unsafe { imports::cancel(op) }
+}
+
+pub(crate) fn log(level: u32, line: &[u8]) -> i64 {
+    // SAFETY: the host only reads `line`, which is borrowed for the call.
+    unsafe { imports::log(level, addr(line.as_ptr()), len(line)) }
+}

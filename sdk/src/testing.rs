@@ -1,0 +1,383 @@
+//! Run an actor natively, in ordinary `cargo test`, through the same dispatch and executor code
+//! as in wasm.
+//!
+//! [`TestActor`] plays the host: it encodes [`Event`]s exactly as the runtime does, calls the
+//! actor's run entry point (the function behind the `bunraku_run` export), and answers the
+//! actor's host calls from a native stand-in that records what the actor sent, published,
+//! requested, subscribed and logged. Requests the actor makes are answered by closures registered
+//! with [`respond`](TestActor::respond); a request nobody answers fails with
+//! [`ErrorCode::NoSuchActor`].
+//!
+//! Every method runs the actor until it has nothing left to do, so after `call`, `send` or
+//! `stop` returns, the handler has finished (or is waiting on something the test controls, such
+//! as a mailbox marked full; see [`in_flight`](TestActor::in_flight)).
+//!
+//! ```
+//! use bunraku_sdk::prelude::*;
+//! use bunraku_sdk::testing::TestActor;
+//!
+//! #[derive(Serialize, Deserialize, Message)]
+//! #[message(name = "orders.placed")]
+//! struct Placed { id: u64 }
+//!
+//! #[derive(Default)]
+//! struct Audit { seen: Vec<u64> }
+//!
+//! #[actor]
+//! impl Audit {
+//!     async fn on_start(&mut self, ctx: &Ctx) -> Result<(), Error> {
+//!         ctx.subscribe("orders.*")?;
+//!         Ok(())
+//!     }
+//!     #[handler]
+//!     async fn placed(&mut self, ctx: &Ctx, msg: Placed) {
+//!         ctx.info(format_args!("order {} on {:?}", msg.id, ctx.subject()));
+//!         self.seen.push(msg.id);
+//!     }
+//! }
+//!
+//! let mut audit = TestActor::<Audit>::start_default();
+//! assert_eq!(audit.subscriptions()[0].pattern, "orders.*");
+//! audit.deliver("orders.placed", &Placed { id: 7 }).unwrap();
+//! assert_eq!(audit.actor().seen, [7]);
+//! assert_eq!(audit.logs()[0].message, "order 7 on Some(\"orders.placed\")");
+//! ```
+
+use std::cell::{Ref, RefCell};
+use std::marker::PhantomData;
+use std::rc::Rc;
+
+use bunraku_abi::{Codec, Envelope, ErrorCode, Event, Outbound, ReplyBody, Subscribe};
+use serde::Serialize;
+
+use crate::executor::{self, State};
+use crate::sys::native::{self, NativeHost, Responder};
+use crate::{Actor, Error, Level, Message, Request, codec};
+
+/// One actor instance under test, with the host it talks to.
+///
+/// Each `TestActor` has its own executor state and host, installed on the thread only while one
+/// of its methods runs, so several can live in one test. The actor itself is leaked (as in wasm,
+/// where it lives as long as its instance).
+pub struct TestActor<A: Actor> {
+    parked: Option<Parked>,
+    next_message: u64,
+    _actor: PhantomData<A>,
+}
+
+/// The executor state and host of a `TestActor` while it is not running.
+struct Parked {
+    state: State,
+    host: NativeHost,
+}
+
+/// A line the actor logged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogLine {
+    /// Its level.
+    pub level: Level,
+    /// Its text.
+    pub message: String,
+}
+
+/// Puts a `TestActor`'s state back when its method ends, even by a panic.
+struct Entered<'a> {
+    parked: &'a mut Option<Parked>,
+    outer: Option<(State, Option<NativeHost>)>,
+}
+
+impl Drop for Entered<'_> {
+    fn drop(&mut self) {
+        let (state, host) = self.outer.take().expect("set when entered");
+        let state = executor::swap_state(state);
+        if let Some(host) = native::swap(host) {
+            *self.parked = Some(Parked { state, host });
+        }
+    }
+}
+
+impl<A: Actor> TestActor<A> {
+    /// Starts the actor with `config` as its JSON configuration (`serde_json::json!(..)` or any
+    /// serializable value), named after its type, instance 0, and runs `on_start`.
+    ///
+    /// # Panics
+    ///
+    /// When the configuration does not decode or `on_start` fails (in wasm, both trap).
+    pub fn start(config: impl Serialize) -> Self {
+        Self::start_as(A::NAME, 0, config)
+    }
+
+    /// Starts the actor without configuration (`on_start` gets the configuration's `Default`).
+    ///
+    /// # Panics
+    ///
+    /// When `on_start` fails.
+    pub fn start_default() -> Self {
+        Self::start(())
+    }
+
+    /// Starts the actor under an address and instance number, with `config`.
+    ///
+    /// # Panics
+    ///
+    /// When `config` does not serialize to JSON, does not decode, or `on_start` fails.
+    pub fn start_as(name: &str, instance: u32, config: impl Serialize) -> Self {
+        let config = serde_json::to_vec(&config).expect("the configuration serializes to JSON");
+        let mut host = NativeHost::default();
+        host.inbox.push_back(Event::Start { name: name.to_owned(), instance, config });
+        let mut actor = Self {
+            parked: Some(Parked { state: State::default(), host }),
+            next_message: 0,
+            _actor: PhantomData,
+        };
+        actor.run();
+        actor
+    }
+
+    /// Runs `f` with this actor's state and host installed on the thread.
+    fn enter<R>(&mut self, f: impl FnOnce() -> R) -> R {
+        let Parked { state, host } =
+            self.parked.take().expect("this TestActor panicked earlier and cannot be used");
+        let outer = (executor::swap_state(state), native::swap(Some(host)));
+        let _entered = Entered { parked: &mut self.parked, outer: Some(outer) };
+        f()
+    }
+
+    /// Runs the actor until the host has no event for it.
+    fn run(&mut self) {
+        self.enter(executor::run::<A>);
+    }
+
+    fn parked(&self) -> &Parked {
+        self.parked.as_ref().expect("this TestActor panicked earlier and cannot be used")
+    }
+
+    fn host(&self) -> &NativeHost {
+        &self.parked().host
+    }
+
+    fn host_mut(&mut self) -> &mut NativeHost {
+        &mut self.parked.as_mut().expect("this TestActor panicked earlier").host
+    }
+
+    /// The actor's state, to assert on.
+    ///
+    /// # Panics
+    ///
+    /// While a handler holds the state mutably (it is waiting on an operation).
+    pub fn actor(&self) -> Ref<'_, A> {
+        self.parked().state.actor::<A>().expect("the actor started").borrow()
+    }
+
+    /// Queues a message and runs the actor; returns its id and reply handle.
+    fn push(&mut self, msg_type: &str, codec: Codec, payload: Vec<u8>, reply: bool, subject: Option<&str>) -> (u64, Option<u32>) {
+        self.next_message += 1;
+        let id = self.next_message;
+        let host = self.host_mut();
+        let reply = reply.then(|| host.reply_handle());
+        host.inbox.push_back(Event::Message(Envelope {
+            id,
+            msg_type: msg_type.to_owned(),
+            codec,
+            reply,
+            sender: Some("test".to_owned()),
+            subject: subject.map(str::to_owned),
+            payload,
+            ..Envelope::default()
+        }));
+        self.run();
+        (id, reply)
+    }
+
+    /// Takes the reply for `handle`.
+    fn reply(&mut self, handle: Option<u32>) -> Result<(Codec, Vec<u8>), Error> {
+        let handle = handle.expect("a call has a reply handle");
+        match self.host_mut().replies.remove(&handle) {
+            Some(ReplyBody::Ok { codec, payload }) => Ok((codec, payload)),
+            Some(ReplyBody::Error { code, message }) => Err(Error::new(code, message)),
+            None => Err(Error::new(
+                ErrorCode::Timeout,
+                "no reply yet: the handler has not finished (it waits on an operation, or the \
+                 message waits behind handlers in flight)",
+            )),
+        }
+    }
+
+    /// The outcome of a one-way message: refused or not.
+    fn outcome(&mut self, id: u64) -> Result<(), Error> {
+        let parked = self.parked.as_mut().expect("this TestActor panicked earlier");
+        parked.state.take_rejected(id).map_or(Ok(()), Err)
+    }
+
+    /// Sends request `msg` (postcard, as from another actor) and returns the handler's reply.
+    ///
+    /// Errors: the actor refused the message ([`ErrorCode::UnknownType`],
+    /// [`ErrorCode::Malformed`]), or the handler has not replied yet ([`ErrorCode::Timeout`]).
+    pub fn call<R: Request>(&mut self, msg: &R) -> Result<R::Reply, Error> {
+        let payload = encode(msg)?;
+        let (_, handle) = self.push(R::NAME, Codec::Postcard, payload, true, None);
+        let (codec, payload) = self.reply(handle)?;
+        codec::decode(codec, &payload).map_err(|e| Error::new(ErrorCode::Malformed, e))
+    }
+
+    /// Sends a JSON message by wire name, as the CLI does, and returns the JSON reply (`null`
+    /// for a one-way message).
+    pub fn call_json(&mut self, msg_type: &str, json: &str) -> Result<serde_json::Value, Error> {
+        let payload = json.as_bytes().to_vec();
+        let (_, handle) = self.push(msg_type, Codec::Json, payload, true, None);
+        let (codec, payload) = self.reply(handle)?;
+        codec::decode(codec, &payload).map_err(|e| Error::new(ErrorCode::Malformed, e))
+    }
+
+    /// Sends `msg` without waiting for a reply (any reply value is dropped).
+    ///
+    /// Errors only when the actor refused the message ([`ErrorCode::UnknownType`],
+    /// [`ErrorCode::Malformed`]).
+    pub fn send<M: Message>(&mut self, msg: &M) -> Result<(), Error> {
+        let payload = encode(msg)?;
+        let (id, _) = self.push(M::NAME, Codec::Postcard, payload, false, None);
+        self.outcome(id)
+    }
+
+    /// Delivers `msg` as a publication on `subject` reaching one of the actor's subscriptions
+    /// ([`Ctx::subject`](crate::Ctx::subject) is `subject`). Errors like [`send`](Self::send).
+    pub fn deliver<M: Message>(&mut self, subject: &str, msg: &M) -> Result<(), Error> {
+        let payload = encode(msg)?;
+        let (id, _) = self.push(M::NAME, Codec::Postcard, payload, false, Some(subject));
+        self.outcome(id)
+    }
+
+    /// Answers the actor's requests of type `R` to actor `target` with `f`.
+    pub fn respond<R: Request>(&mut self, target: &str, mut f: impl FnMut(R) -> R::Reply + 'static) {
+        self.respond_with::<R>(target, move |req| Ok(f(req)));
+    }
+
+    /// Answers the actor's requests of type `R` to actor `target` with `f`; an `Err` reaches
+    /// the actor as that error.
+    pub fn respond_with<R: Request>(
+        &mut self,
+        target: &str,
+        mut f: impl FnMut(R) -> Result<R::Reply, Error> + 'static,
+    ) {
+        let responder: Responder = Rc::new(RefCell::new(move |out: &Outbound| {
+            let request = match codec::decode::<R>(out.codec, &out.payload) {
+                Ok(request) => request,
+                Err(message) => return ReplyBody::Error { code: ErrorCode::Malformed, message },
+            };
+            let error = match f(request).map(|reply| codec::encode(out.codec, &reply)) {
+                Ok(Ok(payload)) => return ReplyBody::Ok { codec: out.codec, payload },
+                Ok(Err(message)) => Error::new(ErrorCode::Internal, message),
+                Err(e) => e,
+            };
+            ReplyBody::Error { code: error.code(), message: error.message().to_owned() }
+        }));
+        self.host_mut().respond(target, R::NAME, responder);
+    }
+
+    /// Marks an actor or subject as full: `send`/`publish` to it wait, `try_send`/`try_publish`
+    /// fail with [`ErrorCode::MailboxFull`]. Marking it not full delivers what waited and runs
+    /// the handlers that waited for it.
+    pub fn set_mailbox_full(&mut self, target: &str, full: bool) {
+        self.host_mut().set_full(target, full);
+        self.run();
+    }
+
+    /// How many handlers may run at once (the actor's `concurrency`; 1 by default).
+    pub fn set_concurrency(&mut self, concurrency: u32) {
+        self.host_mut().concurrency = concurrency;
+        self.run();
+    }
+
+    /// How many handlers (or hooks) are still waiting on something.
+    pub fn in_flight(&self) -> usize {
+        self.parked().state.in_flight()
+    }
+
+    /// Stops the actor: runs `on_stop`.
+    pub fn stop(&mut self) {
+        self.host_mut().inbox.push_back(Event::Stop);
+        self.run();
+    }
+
+    /// Every message the actor sent (and that was delivered), in order.
+    pub fn sent(&self) -> &[Outbound] {
+        &self.host().sent
+    }
+
+    /// The messages of type `M` the actor sent to `to`.
+    ///
+    /// # Panics
+    ///
+    /// When one of them does not decode as an `M`.
+    pub fn sent_to<M: Message>(&self, to: &str) -> Vec<M> {
+        decode_all(&self.host().sent, to)
+    }
+
+    /// Every message the actor published (and that was delivered), in order.
+    pub fn publications(&self) -> &[Outbound] {
+        &self.host().published
+    }
+
+    /// The messages of type `M` the actor published on `subject`.
+    ///
+    /// # Panics
+    ///
+    /// When one of them does not decode as an `M`.
+    pub fn published<M: Message>(&self, subject: &str) -> Vec<M> {
+        decode_all(&self.host().published, subject)
+    }
+
+    /// Every request the actor made, in order, answered or not.
+    pub fn requests(&self) -> &[Outbound] {
+        &self.host().requests
+    }
+
+    /// The requests of type `R` the actor made to `to`.
+    ///
+    /// # Panics
+    ///
+    /// When one of them does not decode as an `R`.
+    pub fn requested<R: Request>(&self, to: &str) -> Vec<R> {
+        decode_all(&self.host().requests, to)
+    }
+
+    /// The actor's live subscriptions, oldest first.
+    pub fn subscriptions(&self) -> Vec<Subscribe> {
+        self.host().subscriptions.values().cloned().collect()
+    }
+
+    /// Everything the actor logged (the SDK's own warnings included), in order.
+    pub fn logs(&self) -> Vec<LogLine> {
+        let lines = self.host().logs.iter();
+        lines
+            .map(|(level, message)| LogLine {
+                level: Level::from_raw(*level).unwrap_or(Level::Info),
+                message: message.clone(),
+            })
+            .collect()
+    }
+}
+
+impl<A: Actor> Drop for TestActor<A> {
+    fn drop(&mut self) {
+        if self.parked.is_some() {
+            // Pending operations are cancelled with this actor's host, not another one's.
+            self.enter(executor::drop_tasks);
+        }
+    }
+}
+
+fn encode<M: Message>(msg: &M) -> Result<Vec<u8>, Error> {
+    codec::encode(Codec::Postcard, msg).map_err(|e| Error::new(ErrorCode::Malformed, e))
+}
+
+fn decode_all<M: Message>(records: &[Outbound], target: &str) -> Vec<M> {
+    records
+        .iter()
+        .filter(|out| out.target == target && out.msg_type == M::NAME)
+        .map(|out| {
+            codec::decode(out.codec, &out.payload)
+                .unwrap_or_else(|e| panic!("a `{}` to `{target}` does not decode: {e}", M::NAME))
+        })
+        .collect()
+}
