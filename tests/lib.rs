@@ -80,3 +80,20 @@ pub async fn eventually<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) ->
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// Tests whose assertions are about time (a budget, a deadline) take this exclusively, so the
+/// rest of the suite does not load the two cores while they measure; every other host test
+/// takes it shared through [`host`].
+pub async fn exclusive() -> tokio::sync::RwLockWriteGuard<'static, ()> {
+    timing_lock().write().await
+}
+
+/// Shared side of [`exclusive`].
+pub async fn shared() -> tokio::sync::RwLockReadGuard<'static, ()> {
+    timing_lock().read().await
+}
+
+fn timing_lock() -> &'static tokio::sync::RwLock<()> {
+    static LOCK: OnceLock<tokio::sync::RwLock<()>> = OnceLock::new();
+    LOCK.get_or_init(Default::default)
+}

@@ -99,6 +99,9 @@ pub(crate) struct Shared {
     next_actor: AtomicU64,
     /// Published messages that matched no subscriber.
     pub unroutable: AtomicU64,
+    /// Loaded modules by the SHA-256 of their bytes: deploying the same module again (another
+    /// actor, a thousand subscribers) reuses its compiled code and `InstancePre`.
+    modules: Mutex<std::collections::HashMap<[u8; 32], Arc<ActorModule>>>,
 }
 
 /// The result of delivering a published message to every matching subscriber.
@@ -320,6 +323,7 @@ impl Host {
             next_msg: AtomicU64::new(0),
             next_actor: AtomicU64::new(0),
             unroutable: AtomicU64::new(0),
+            modules: Mutex::default(),
         });
         Ok(Self { shared, runtime: Mutex::new(Some(runtime)), handle })
     }
@@ -376,9 +380,7 @@ impl Host {
             .map(|s| Pattern::parse(&s.pattern).map(|p| (p, s.policy)))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|source| DeployError::Subject { actor: spec.name.clone(), source })?;
-        let module = Arc::new(
-            ActorModule::load(&self.shared.engine, &self.shared.linker, wasm).map_err(load_err)?,
-        );
+        let module = self.load_module(wasm).map_err(load_err)?;
         let name: Arc<str> = Arc::from(spec.name.as_str());
         let mut cells = Vec::new();
         let mut ios = Vec::new();
@@ -418,6 +420,17 @@ impl Host {
         }
         tracing::info!(actor = %spec.name, instances = spec.instances, "deployed");
         Ok(())
+    }
+
+    fn load_module(&self, wasm: &[u8]) -> Result<Arc<ActorModule>, LoadError> {
+        use sha2::Digest;
+        let key: [u8; 32] = sha2::Sha256::digest(wasm).into();
+        if let Some(m) = self.shared.modules.lock().unwrap().get(&key) {
+            return Ok(m.clone());
+        }
+        let module = Arc::new(ActorModule::load(&self.shared.engine, &self.shared.linker, wasm)?);
+        self.shared.modules.lock().unwrap().insert(key, module.clone());
+        Ok(module)
     }
 
     /// Stops an actor (every instance runs `on_stop`) and removes its name.
