@@ -121,6 +121,8 @@ pub(crate) struct ActorStats {
     pub failures: AtomicU64,
     pub dead_letters: AtomicU64,
     pub memory: AtomicU64,
+    /// Operations the instance waits on (requests, sends waiting for room).
+    pub pending: AtomicU64,
     pub phase: AtomicU8,
     pub last_failure: Mutex<Option<String>>,
 }
@@ -379,7 +381,8 @@ pub(crate) fn hash_name(name: &str) -> u64 {
 /// How an instance ended.
 enum Exit {
     Stopped,
-    Failed(String),
+    /// Recorded in the cell's statistics before the instance's requesters were told.
+    Failed,
 }
 
 /// Runs one instance slot until it is stopped: creates instances, restarts them with backoff.
@@ -400,11 +403,7 @@ pub(crate) async fn run_cell(
         io = returned;
         match exit {
             Exit::Stopped => break,
-            Exit::Failed(reason) => {
-                tracing::warn!(actor = %cell.name, instance = cell.instance, "{reason}");
-                host.logs.emit(&cell.name, cell.instance, bunraku_abi::level::ERROR, &reason);
-                cell.stats.failures.fetch_add(1, Ordering::Relaxed);
-                *cell.stats.last_failure.lock().unwrap() = Some(reason);
+            Exit::Failed => {
                 if cell.stop_requested() {
                     break;
                 }
@@ -459,7 +458,7 @@ async fn run_instance(
 
     let run = match group.module.instantiate(&mut store) {
         Ok(run) => run,
-        Err(reason) => return finish(store, Exit::Failed(reason)),
+        Err(reason) => return finish(store, Err(reason)),
     };
     cell.set_phase(ActorPhase::Running);
     store.data_mut().ready.push_back(Ready::Start);
@@ -473,18 +472,19 @@ async fn run_instance(
             Ok(in_flight) => store.data_mut().in_flight = in_flight.max(0) as u32,
             Err(err) => {
                 let reason = describe_trap(&store, &err);
-                return finish(store, Exit::Failed(reason));
+                return finish(store, Err(reason));
             }
         }
         let st = store.data_mut();
         pending.extend(st.new_ops.drain(..));
+        cell.stats.pending.store(pending.len() as u64, Ordering::Relaxed);
         if let Some(memory) = st.memory {
             let size = memory.data_size(&store) as u64;
             cell.stats.memory.store(size, Ordering::Relaxed);
         }
         let st = store.data_mut();
         if stopping && st.in_flight == 0 && st.ready.is_empty() {
-            return finish(store, Exit::Stopped);
+            return finish(store, Ok(()));
         }
         let can_take = !stopping && st.in_flight < concurrency && st.io.peeked.is_none();
         tokio::select! {
@@ -511,9 +511,22 @@ async fn run_instance(
     }
 }
 
-/// Ends an instance: drops its subscriptions and pending replies (their requesters hear
-/// `target failed`) and hands the mailbox back.
-fn finish(store: Store<ActorState>, exit: Exit) -> (Exit, InstanceIo) {
+/// Ends an instance: records a failure, drops its subscriptions and pending replies (their
+/// requesters hear `target failed`) and hands the mailbox back.
+fn finish(mut store: Store<ActorState>, exit: Result<(), String>) -> (Exit, InstanceIo) {
+    crate::wasi::flush_lines(store.data_mut(), 0, true);
+    crate::wasi::flush_lines(store.data_mut(), 1, true);
+    let exit = match exit {
+        Ok(()) => Exit::Stopped,
+        Err(reason) => {
+            let cell = &store.data().cell;
+            tracing::warn!(actor = %cell.name, instance = cell.instance, "{reason}");
+            store.data().host.logs.emit(&cell.name, cell.instance, bunraku_abi::level::ERROR, &reason);
+            cell.stats.failures.fetch_add(1, Ordering::Relaxed);
+            *cell.stats.last_failure.lock().unwrap() = Some(reason);
+            Exit::Failed
+        }
+    };
     let state = store.into_data();
     state.host.pubsub.unsubscribe(&state.subscriptions);
     (exit, state.io)

@@ -282,6 +282,8 @@ pub struct ActorStatus {
     pub dead_letters: u64,
     /// Linear memory in bytes.
     pub memory: u64,
+    /// Operations the instance is waiting on; each holds at most one message.
+    pub pending: u64,
     /// The last failure, if any.
     pub last_failure: Option<String>,
     /// The message types it handles, with `?` after those that reply.
@@ -590,6 +592,7 @@ impl Host {
                     failures: s.failures.load(Ordering::Relaxed),
                     dead_letters: s.dead_letters.load(Ordering::Relaxed),
                     memory: s.memory.load(Ordering::Relaxed),
+                    pending: s.pending.load(Ordering::Relaxed),
                     last_failure: s.last_failure.lock().unwrap().clone(),
                     handles: handles.clone(),
                 });

@@ -89,11 +89,24 @@ pub struct Testbed {
     held: Vec<Vec<u8>>,
 }
 
+/// Settings from the manifest.
+#[derive(Debug, Default, Deserialize)]
+pub struct Config {
+    /// KiB to allocate and hold at start (grows the heap once).
+    #[serde(default)]
+    pub grow_kib: u64,
+}
+
 #[actor]
 impl Testbed {
-    async fn on_start(&mut self, _ctx: &Ctx, _config: ()) {
+    async fn on_start(&mut self, _ctx: &Ctx, config: Config) {
         self.stats.started += 1;
         self.stats.in_order = true;
+        if config.grow_kib > 0 {
+            let chunk = vec![1u8; (config.grow_kib * 1024) as usize];
+            self.stats.held_bytes += chunk.len() as u64;
+            self.held.push(chunk);
+        }
     }
 
     #[handler]
