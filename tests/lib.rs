@@ -13,7 +13,9 @@ use bunraku_runtime::{Host, HostConfig};
 
 /// The repository root.
 pub fn repo() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent")
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
 }
 
 /// The `.wasm` of guest crate `guests/<name>`, built from source on first use.
@@ -26,7 +28,10 @@ pub fn guest(name: &str) -> PathBuf {
         return path.clone();
     }
     let dir = repo().join("guests").join(name);
-    let opts = BuildOptions { install_target: true, quiet: true };
+    let opts = BuildOptions {
+        install_target: true,
+        quiet: true,
+    };
     let path = build_guest(&dir, &opts).unwrap_or_else(|e| panic!("building guest {name}: {e}"));
     built.insert(name.to_owned(), path.clone());
     path
@@ -47,7 +52,11 @@ pub fn host() -> Arc<Host> {
 
 /// A host on the shared engine with a custom configuration.
 pub fn host_with(config: HostConfig) -> Arc<Host> {
-    let config = HostConfig { engine: Some(engine()), guest_threads: 2, ..config };
+    let config = HostConfig {
+        engine: Some(engine()),
+        guest_threads: 2,
+        ..config
+    };
     Arc::new(Host::new(config).expect("host starts"))
 }
 
@@ -63,8 +72,11 @@ pub fn deploy(host: &Host, name: &str, guest_crate: &str) {
 
 /// Deploys a spec.
 pub fn deploy_spec(host: &Host, spec: &ActorSpec) {
-    let ModuleSource::Wasm(path) = &spec.module else { panic!("tests deploy built modules") };
-    host.deploy(spec, path).unwrap_or_else(|e| panic!("deploying {}: {e}", spec.name));
+    let ModuleSource::Wasm(path) = &spec.module else {
+        panic!("tests deploy built modules")
+    };
+    host.deploy(spec, path)
+        .unwrap_or_else(|e| panic!("deploying {}: {e}", spec.name));
 }
 
 /// Polls `f` every 10 ms until it returns `Some`, for at most `limit`.

@@ -9,7 +9,11 @@ where
 {
     let encoded = encode(&value);
     assert_eq!(encoded, bytes, "wire bytes of {value:?} changed");
-    assert_eq!(decode::<T>(bytes).unwrap(), value, "decoding the golden bytes");
+    assert_eq!(
+        decode::<T>(bytes).unwrap(),
+        value,
+        "decoding the golden bytes"
+    );
 }
 
 fn envelope() -> Envelope {
@@ -20,12 +24,18 @@ fn envelope() -> Envelope {
         reply: Some(7),
         deadline_ms: Some(1),
         chain: vec![1, 2],
-        trace: Some(TraceContext { trace_id: [1; 16], span_id: [2; 8] }),
+        trace: Some(TraceContext {
+            trace_id: [1; 16],
+            span_id: [2; 8],
+        }),
         sender: Some("cli".into()),
         subject: None,
         idempotency_key: Some("k".into()),
         attachments: vec![],
-        ext: vec![Ext { key: "x".into(), value: vec![9] }],
+        ext: vec![Ext {
+            key: "x".into(),
+            value: vec![9],
+        }],
         payload: vec![0xAA, 0xBB],
     }
 }
@@ -55,19 +65,35 @@ fn envelope_wire_bytes_are_stable() {
 #[test]
 fn event_wire_bytes_are_stable() {
     golden(
-        Event::Start { name: "a".into(), instance: 2, config: b"{}".to_vec() },
+        Event::Start {
+            name: "a".into(),
+            instance: 2,
+            config: b"{}".to_vec(),
+        },
         &[0, 1, b'a', 2, 2, b'{', b'}'],
     );
     golden(Event::Stop, &[3]);
-    golden(Event::Completion { op: 5, result: Completion::Done }, &[2, 5, 0]);
     golden(
-        Event::Completion { op: 1, result: Completion::Failed(ErrorCode::Timeout) },
+        Event::Completion {
+            op: 5,
+            result: Completion::Done,
+        },
+        &[2, 5, 0],
+    );
+    golden(
+        Event::Completion {
+            op: 1,
+            result: Completion::Failed(ErrorCode::Timeout),
+        },
         &[2, 1, 2, 0],
     );
     golden(
         Event::Completion {
             op: 1,
-            result: Completion::Reply(ReplyBody::Ok { codec: Codec::Postcard, payload: vec![4] }),
+            result: Completion::Reply(ReplyBody::Ok {
+                codec: Codec::Postcard,
+                payload: vec![4],
+            }),
         },
         &[2, 1, 1, 0, 0, 1, 4],
     );
@@ -79,7 +105,10 @@ fn event_wire_bytes_are_stable() {
 #[test]
 fn reply_outbound_subscribe_descriptor_wire_bytes_are_stable() {
     golden(
-        ReplyBody::Error { code: ErrorCode::Malformed, message: "m".into() },
+        ReplyBody::Error {
+            code: ErrorCode::Malformed,
+            message: "m".into(),
+        },
         &[1, 6, 1, b'm'],
     );
     golden(
@@ -94,12 +123,21 @@ fn reply_outbound_subscribe_descriptor_wire_bytes_are_stable() {
         },
         &[1, b't', 1, b'M', 0, 1, 1, 1, 0xe8, 0x07, 0, 0],
     );
-    golden(Subscribe { pattern: "a.>".into(), policy: Policy::DropNewest }, &[3, b'a', b'.', b'>', 1]);
+    golden(
+        Subscribe {
+            pattern: "a.>".into(),
+            policy: Policy::DropNewest,
+        },
+        &[3, b'a', b'.', b'>', 1],
+    );
     golden(
         Descriptor {
             abi_version: 1,
             actor: "E".into(),
-            messages: vec![MessageInfo { name: "P".into(), kind: HandlerKind::Request }],
+            messages: vec![MessageInfo {
+                name: "P".into(),
+                kind: HandlerKind::Request,
+            }],
         },
         &[1, 1, b'E', 1, 1, b'P', 1],
     );

@@ -24,8 +24,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bunraku_abi::{Completion, Descriptor, Envelope, Event, HandlerKind, TraceContext};
-use futures::stream::{FuturesUnordered, StreamExt};
 use futures::FutureExt;
+use futures::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::Notify;
 use wasmtime::{Memory, Store, StoreLimits, Trap};
 
@@ -252,6 +252,8 @@ pub(crate) struct ActorState {
     pub stdio: [Vec<u8>; 2],
     pub budget_ticks: u64,
     pub in_flight: u32,
+    /// Mailbox messages handed out in the current guest entry (bounded by `max_batch`).
+    pub batch: usize,
     /// Hash of this actor's name: picks the target instance so one sender stays on one instance.
     pub sender_hash: u64,
 }
@@ -288,6 +290,7 @@ impl ActorState {
             stdio: [Vec::new(), Vec::new()],
             budget_ticks,
             in_flight: 0,
+            batch: 0,
             sender_hash,
         }
     }
@@ -330,7 +333,9 @@ impl ActorState {
                 Ready::Stop => return Some(Event::Stop),
                 Ready::Completion(op, result) => {
                     // A cancelled operation's completion is dropped.
-                    let Some(meta) = self.ops.remove(&op) else { continue };
+                    let Some(meta) = self.ops.remove(&op) else {
+                        continue;
+                    };
                     self.current = TaskMeta {
                         chain: meta.chain,
                         msg_type: meta.msg_type,
@@ -341,13 +346,16 @@ impl ActorState {
                 }
             }
         }
-        if in_flight as usize >= self.group.limits.concurrency {
+        if in_flight as usize >= self.group.limits.concurrency
+            || self.batch >= self.group.limits.max_batch
+        {
             return None;
         }
         let delivery = match self.io.peeked.take() {
             Some(d) => d,
             None => self.io.mailbox.try_recv().ok()?,
         };
+        self.batch += 1;
         Some(Event::Message(self.accept(delivery)))
     }
 
@@ -374,8 +382,9 @@ impl ActorState {
 
 /// A stable hash of a name (FNV-1a), so instance choice does not change between runs.
 pub(crate) fn hash_name(name: &str) -> u64 {
-    name.bytes()
-        .fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3))
+    name.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 /// How an instance ended.
@@ -428,7 +437,9 @@ pub(crate) async fn run_cell(
     while io.mailbox.try_recv().is_ok() {
         dropped += 1;
     }
-    cell.stats.dead_letters.fetch_add(dropped, Ordering::Relaxed);
+    cell.stats
+        .dead_letters
+        .fetch_add(dropped, Ordering::Relaxed);
 }
 
 /// The delay before restart number `attempt` (0-based): exponential from the initial delay,
@@ -468,6 +479,7 @@ async fn run_instance(
 
     loop {
         store.set_epoch_deadline(budget);
+        store.data_mut().batch = 0;
         match run.call(&mut store, ()) {
             Ok(in_flight) => store.data_mut().in_flight = in_flight.max(0) as u32,
             Err(err) => {
@@ -477,7 +489,9 @@ async fn run_instance(
         }
         let st = store.data_mut();
         pending.extend(st.new_ops.drain(..));
-        cell.stats.pending.store(pending.len() as u64, Ordering::Relaxed);
+        cell.stats
+            .pending
+            .store(pending.len() as u64, Ordering::Relaxed);
         if let Some(memory) = st.memory {
             let size = memory.data_size(&store) as u64;
             cell.stats.memory.store(size, Ordering::Relaxed);
@@ -521,7 +535,12 @@ fn finish(mut store: Store<ActorState>, exit: Result<(), String>) -> (Exit, Inst
         Err(reason) => {
             let cell = &store.data().cell;
             tracing::warn!(actor = %cell.name, instance = cell.instance, "{reason}");
-            store.data().host.logs.emit(&cell.name, cell.instance, bunraku_abi::level::ERROR, &reason);
+            store.data().host.logs.emit(
+                &cell.name,
+                cell.instance,
+                bunraku_abi::level::ERROR,
+                &reason,
+            );
             cell.stats.failures.fetch_add(1, Ordering::Relaxed);
             *cell.stats.last_failure.lock().unwrap() = Some(reason);
             Exit::Failed
@@ -538,7 +557,10 @@ fn describe_trap(store: &Store<ActorState>, err: &wasmtime::Error) -> String {
     let during = if st.current.msg_type.is_empty() {
         "while starting".to_string()
     } else {
-        format!("while handling `{}` (message {})", st.current.msg_type, st.current.msg_id)
+        format!(
+            "while handling `{}` (message {})",
+            st.current.msg_type, st.current.msg_id
+        )
     };
     let what = match err.downcast_ref::<Trap>() {
         Some(Trap::Interrupt) => format!(
@@ -548,7 +570,10 @@ fn describe_trap(store: &Store<ActorState>, err: &wasmtime::Error) -> String {
         Some(trap) => format!("trapped: {trap}"),
         None => format!("failed: {}", err.root_cause()),
     };
-    format!("actor `{}` instance {} {what} {during}", st.cell.name, st.cell.instance)
+    format!(
+        "actor `{}` instance {} {what} {during}",
+        st.cell.name, st.cell.instance
+    )
 }
 
 #[cfg(test)]
@@ -563,9 +588,14 @@ mod tests {
             reset_after: Duration::from_secs(30),
             jitter: 0.0,
         };
-        let delays: Vec<_> = (0..6).map(|a| backoff_delay(&policy, a, 0).as_millis()).collect();
+        let delays: Vec<_> = (0..6)
+            .map(|a| backoff_delay(&policy, a, 0).as_millis())
+            .collect();
         assert_eq!(delays, [100, 200, 400, 800, 1000, 1000]);
-        let jittery = RestartPolicy { jitter: 0.5, ..policy };
+        let jittery = RestartPolicy {
+            jitter: 0.5,
+            ..policy
+        };
         for r in [0, u64::MAX / 3, u64::MAX] {
             let d = backoff_delay(&jittery, 1, r).as_millis();
             assert!((100..=300).contains(&d), "{d}");

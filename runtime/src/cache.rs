@@ -15,7 +15,8 @@
 //!   ([`CacheOutcome::Recompiled`] says why).
 //! * **Writes** are atomic: a temporary file in the same directory, synced,
 //!   then renamed over the entry. Concurrent writers of the same key are
-//!   harmless (both write the same bytes; the last rename wins).
+//!   harmless (both write the same bytes; the last rename wins). Temporary
+//!   files older than an hour (left by a crashed writer) are removed on open.
 //! * **Permissions**: the directory is created with mode 0700 and fixed to
 //!   0700 if it is group- or world-accessible (refused if that is not
 //!   possible); entries are 0600. The checksum guards against accidents, the
@@ -38,6 +39,8 @@ const MAGIC: &[u8; 8] = b"BNRKCWM\0";
 const FORMAT_VERSION: u32 = 1;
 const HEADER_LEN: usize = 8 + 4 + 32 + 8 + 32;
 const ENTRY_EXTENSION: &str = "cwasm";
+const TEMP_PREFIX: &str = ".tmp-";
+const STALE_TEMP_AGE: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// What [`ModuleCache::get_or_compile`] (and so `Engine::compile`) did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -171,6 +174,7 @@ impl ModuleCache {
     pub fn open(dir: impl Into<PathBuf>, engine: &wasmtime::Engine) -> Result<Self, CacheError> {
         let dir = dir.into();
         prepare_dir(&dir)?;
+        remove_stale_temp_files(&dir);
         let mut hasher = Sha256Hasher(Sha256::new());
         engine.precompile_compatibility_hash().hash(&mut hasher);
         Ok(Self {
@@ -267,7 +271,7 @@ impl ModuleCache {
         // `tempfile` creates the file with mode 0600; set it anyway so the
         // guarantee does not rest on a dependency's default.
         let mut tmp = tempfile::Builder::new()
-            .prefix(".tmp-")
+            .prefix(TEMP_PREFIX)
             .tempfile_in(&self.dir)?;
         tmp.as_file()
             .set_permissions(Permissions::from_mode(0o600))?;
@@ -345,6 +349,30 @@ fn prepare_dir(dir: &Path) -> Result<(), CacheError> {
         tracing::warn!(path = %dir.display(), mode = format_args!("{mode:o}"), "module cache directory was group/world accessible; changed to 0700");
     }
     Ok(())
+}
+
+/// Removes temporary files left by writers that died before renaming them.
+/// Only files older than an hour go, so live writers are not disturbed.
+fn remove_stale_temp_files(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let is_temp = entry
+            .file_name()
+            .as_encoded_bytes()
+            .starts_with(TEMP_PREFIX.as_bytes());
+        let stale = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t.elapsed().is_ok_and(|age| age > STALE_TEMP_AGE));
+        if is_temp
+            && stale
+            && let Err(e) = fs::remove_file(entry.path())
+        {
+            tracing::debug!(path = %entry.path().display(), error = %e, "could not remove stale temporary file");
+        }
+    }
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -433,6 +461,22 @@ mod tests {
         fs::set_permissions(&dir, Permissions::from_mode(0o777)).unwrap();
         engine_with_cache(&dir);
         assert_eq!(mode(&dir), 0o700);
+    }
+
+    #[test]
+    fn stale_temporary_files_are_removed_on_open() {
+        let tmp = tempfile::tempdir().unwrap();
+        let stale = tmp.path().join(".tmp-stale");
+        let fresh = tmp.path().join(".tmp-fresh");
+        let two_hours_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(7200);
+        fs::File::create(&stale)
+            .unwrap()
+            .set_modified(two_hours_ago)
+            .unwrap();
+        fs::File::create(&fresh).unwrap();
+        engine_with_cache(tmp.path());
+        assert!(!stale.exists());
+        assert!(fresh.exists(), "a writer may still be using it");
     }
 
     #[test]

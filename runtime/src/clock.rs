@@ -35,7 +35,9 @@ pub struct SystemClock {
 impl SystemClock {
     /// A clock whose monotonic time starts now.
     pub fn new() -> Self {
-        Self { start: Instant::now() }
+        Self {
+            start: Instant::now(),
+        }
     }
 }
 
@@ -50,7 +52,9 @@ impl Clock for SystemClock {
         self.start.elapsed()
     }
     fn unix_now(&self) -> Duration {
-        SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default()
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
     }
     fn sleep(&self, duration: Duration) -> Sleep {
         Box::pin(tokio::time::sleep(duration))
@@ -96,8 +100,14 @@ impl ManualClock {
             let mut inner = self.inner.lock().unwrap();
             inner.now += by;
             let now = inner.now;
-            let due: Vec<_> = inner.sleepers.range(..=(now, u64::MAX)).map(|(k, _)| *k).collect();
-            due.into_iter().filter_map(|k| inner.sleepers.remove(&k).flatten()).collect()
+            let due: Vec<_> = inner
+                .sleepers
+                .range(..=(now, u64::MAX))
+                .map(|(k, _)| *k)
+                .collect();
+            due.into_iter()
+                .filter_map(|k| inner.sleepers.remove(&k).flatten())
+                .collect()
         };
         wakers.into_iter().for_each(Waker::wake);
     }
@@ -124,7 +134,10 @@ impl Clock for ManualClock {
             inner.sleepers.insert(key, None);
             key
         };
-        Box::pin(ManualSleep { clock: self.inner.clone(), key })
+        Box::pin(ManualSleep {
+            clock: self.inner.clone(),
+            key,
+        })
     }
 }
 
@@ -175,7 +188,8 @@ impl Entropy for OsEntropy {
     fn fill(&self, buf: &mut [u8]) {
         let mut filled = 0;
         while filled < buf.len() {
-            match rustix::rand::getrandom(&mut buf[filled..], rustix::rand::GetRandomFlags::empty()) {
+            match rustix::rand::getrandom(&mut buf[filled..], rustix::rand::GetRandomFlags::empty())
+            {
                 Ok(n) => filled += n,
                 Err(rustix::io::Errno::INTR) => {}
                 Err(e) => panic!("the OS random source failed: {e}"),
@@ -193,7 +207,9 @@ pub struct SeededEntropy {
 impl SeededEntropy {
     /// A generator starting from `seed`.
     pub fn new(seed: u64) -> Self {
-        Self { state: Mutex::new(seed) }
+        Self {
+            state: Mutex::new(seed),
+        }
     }
 }
 
@@ -222,7 +238,10 @@ mod tests {
         a.fill(&mut x);
         b.fill(&mut y);
         assert_eq!(x, y);
-        assert_ne!(SeededEntropy::new(8).next_u64(), SeededEntropy::new(7).next_u64());
+        assert_ne!(
+            SeededEntropy::new(8).next_u64(),
+            SeededEntropy::new(7).next_u64()
+        );
     }
 
     #[test]

@@ -170,7 +170,10 @@ pub fn socket_path(data_dir: &Path) -> PathBuf {
 
 /// Starts serving `host` on `<data_dir>/control.sock`, on the current tokio runtime.
 pub async fn serve(host: Arc<Host>, data_dir: &Path) -> Result<ControlServer, ControlError> {
-    let io_err = |source| ControlError::Io { path: data_dir.to_owned(), source };
+    let io_err = |source| ControlError::Io {
+        path: data_dir.to_owned(),
+        source,
+    };
     std::fs::create_dir_all(data_dir).map_err(io_err)?;
     std::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(0o700)).map_err(io_err)?;
     let path = socket_path(data_dir);
@@ -181,10 +184,16 @@ pub async fn serve(host: Arc<Host>, data_dir: &Path) -> Result<ControlServer, Co
         // A socket left behind by a host that died.
         let _ = std::fs::remove_file(&path);
     }
-    let listener = UnixListener::bind(&path)
-        .map_err(|source| ControlError::Io { path: path.clone(), source })?;
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
-        .map_err(|source| ControlError::Io { path: path.clone(), source })?;
+    let listener = UnixListener::bind(&path).map_err(|source| ControlError::Io {
+        path: path.clone(),
+        source,
+    })?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(|source| {
+        ControlError::Io {
+            path: path.clone(),
+            source,
+        }
+    })?;
     let stop = Arc::new(Notify::new());
     let shutdown = Arc::new(Notify::new());
     let (stop2, shutdown2) = (stop.clone(), shutdown.clone());
@@ -201,11 +210,18 @@ pub async fn serve(host: Arc<Host>, data_dir: &Path) -> Result<ControlServer, Co
             }
         }
     });
-    Ok(ControlServer { path, stop, shutdown })
+    Ok(ControlServer {
+        path,
+        stop,
+        shutdown,
+    })
 }
 
 fn error_reply(e: &crate::CallError) -> Response {
-    Response::Error(ErrorReply { code: e.code().as_str().into(), message: e.to_string() })
+    Response::Error(ErrorReply {
+        code: e.code().as_str().into(),
+        message: e.to_string(),
+    })
 }
 
 async fn handle(host: Arc<Host>, stream: UnixStream, shutdown: Arc<Notify>) {
@@ -226,7 +242,12 @@ async fn handle(host: Arc<Host>, stream: UnixStream, shutdown: Arc<Notify>) {
             }
         };
         let response = match request {
-            Request::Call { to, msg_type, payload, timeout_ms } => {
+            Request::Call {
+                to,
+                msg_type,
+                payload,
+                timeout_ms,
+            } => {
                 let mut msg = ClientMessage::json(to, msg_type.as_deref(), &payload);
                 msg.timeout = timeout_ms.map(Duration::from_millis);
                 match host.request(msg).await.and_then(|r| r.json()) {
@@ -234,13 +255,24 @@ async fn handle(host: Arc<Host>, stream: UnixStream, shutdown: Arc<Notify>) {
                     Err(e) => error_reply(&e),
                 }
             }
-            Request::Send { to, msg_type, payload } => {
-                match host.send(ClientMessage::json(to, msg_type.as_deref(), &payload)).await {
+            Request::Send {
+                to,
+                msg_type,
+                payload,
+            } => {
+                match host
+                    .send(ClientMessage::json(to, msg_type.as_deref(), &payload))
+                    .await
+                {
                     Ok(()) => Response::Done,
                     Err(e) => error_reply(&e),
                 }
             }
-            Request::Publish { subject, msg_type, payload } => {
+            Request::Publish {
+                subject,
+                msg_type,
+                payload,
+            } => {
                 let msg = ClientMessage {
                     codec: Codec::Json,
                     ..ClientMessage::json(subject, Some(&msg_type), &payload)
@@ -306,21 +338,33 @@ pub struct Client {
 impl Client {
     /// Connects to the socket at `path`.
     pub async fn connect(path: &Path) -> Result<Self, ControlError> {
-        let stream = UnixStream::connect(path)
-            .await
-            .map_err(|source| ControlError::NotRunning { path: path.to_owned(), source })?;
+        let stream =
+            UnixStream::connect(path)
+                .await
+                .map_err(|source| ControlError::NotRunning {
+                    path: path.to_owned(),
+                    source,
+                })?;
         let (read, write) = stream.into_split();
-        Ok(Self { path: path.to_owned(), lines: BufReader::new(read).lines(), write })
+        Ok(Self {
+            path: path.to_owned(),
+            lines: BufReader::new(read).lines(),
+            write,
+        })
     }
 
     /// Sends one request and reads one response.
     pub async fn request(&mut self, request: &Request) -> Result<Response, ControlError> {
-        let mut line = serde_json::to_vec(request).map_err(|e| ControlError::Protocol(e.to_string()))?;
+        let mut line =
+            serde_json::to_vec(request).map_err(|e| ControlError::Protocol(e.to_string()))?;
         line.push(b'\n');
         self.write
             .write_all(&line)
             .await
-            .map_err(|source| ControlError::Io { path: self.path.clone(), source })?;
+            .map_err(|source| ControlError::Io {
+                path: self.path.clone(),
+                source,
+            })?;
         self.read().await
     }
 
@@ -330,7 +374,10 @@ impl Client {
             .lines
             .next_line()
             .await
-            .map_err(|source| ControlError::Io { path: self.path.clone(), source })?
+            .map_err(|source| ControlError::Io {
+                path: self.path.clone(),
+                source,
+            })?
             .ok_or_else(|| ControlError::Protocol("the host closed the connection".into()))?;
         serde_json::from_str(&line).map_err(|e| ControlError::Protocol(format!("{e}: {line}")))
     }

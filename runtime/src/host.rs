@@ -132,7 +132,10 @@ impl Shared {
         subject: Option<String>,
     ) -> Envelope {
         let id = self.next_msg.fetch_add(1, Ordering::Relaxed) + 1;
-        let trace = trace.map(|t| TraceContext { span_id: id.to_le_bytes(), ..t });
+        let trace = trace.map(|t| TraceContext {
+            span_id: id.to_le_bytes(),
+            ..t
+        });
         Envelope {
             id,
             msg_type: out.msg_type,
@@ -162,13 +165,25 @@ impl Shared {
         wait: bool,
     ) -> Fanout {
         let subs = self.pubsub.matching(&out.target);
-        let mut fanout = Fanout { delivered: 0, dropped: 0, full: 0, waiting: Vec::new() };
+        let mut fanout = Fanout {
+            delivered: 0,
+            dropped: 0,
+            full: 0,
+            waiting: Vec::new(),
+        };
         if subs.is_empty() {
             self.unroutable.fetch_add(1, Ordering::Relaxed);
             return fanout;
         }
         let subject = out.target.clone();
-        let template = self.envelope(out, Vec::new(), None, trace, Some(publisher.to_owned()), Some(subject));
+        let template = self.envelope(
+            out,
+            Vec::new(),
+            None,
+            trace,
+            Some(publisher.to_owned()),
+            Some(subject),
+        );
         for sub in subs.iter() {
             let cell = sub.target.pick(sender_hash);
             if !cell.accepts(&template.msg_type) || template.payload.len() > cell.max_message {
@@ -176,7 +191,10 @@ impl Shared {
                 fanout.dropped += 1;
                 continue;
             }
-            let delivery = Delivery { env: template.clone(), reply: None };
+            let delivery = Delivery {
+                env: template.clone(),
+                reply: None,
+            };
             match cell.tx.try_send(delivery) {
                 Ok(()) => fanout.delivered += 1,
                 Err(TrySendError::Full(d)) if wait && sub.policy == Policy::Wait => {
@@ -327,7 +345,11 @@ impl Host {
             unroutable: AtomicU64::new(0),
             modules: Mutex::default(),
         });
-        Ok(Self { shared, runtime: Mutex::new(Some(runtime)), handle })
+        Ok(Self {
+            shared,
+            runtime: Mutex::new(Some(runtime)),
+            handle,
+        })
     }
 
     /// The engine this host runs on.
@@ -347,8 +369,10 @@ impl Host {
         opts: &BuildOptions,
     ) -> Result<(), DeployError> {
         for spec in &manifest.actors {
-            let path = resolve_module(&spec.module, opts)
-                .map_err(|source| DeployError::Build { actor: spec.name.clone(), source })?;
+            let path = resolve_module(&spec.module, opts).map_err(|source| DeployError::Build {
+                actor: spec.name.clone(),
+                source,
+            })?;
             self.deploy(spec, &path)?;
         }
         Ok(())
@@ -361,8 +385,12 @@ impl Host {
             module: wasm.display().to_string(),
             source,
         };
-        let bytes = std::fs::read(wasm)
-            .map_err(|source| load_err(LoadError::Read { path: wasm.to_owned(), source }))?;
+        let bytes = std::fs::read(wasm).map_err(|source| {
+            load_err(LoadError::Read {
+                path: wasm.to_owned(),
+                source,
+            })
+        })?;
         self.deploy_bytes(spec, &bytes).map_err(|e| match e {
             DeployError::Load { source, .. } => load_err(source),
             other => other,
@@ -371,8 +399,11 @@ impl Host {
 
     /// Deploys one actor from module bytes.
     pub fn deploy_bytes(&self, spec: &ActorSpec, wasm: &[u8]) -> Result<(), DeployError> {
-        let load_err =
-            |source| DeployError::Load { actor: spec.name.clone(), module: "<bytes>".into(), source };
+        let load_err = |source| DeployError::Load {
+            actor: spec.name.clone(),
+            module: "<bytes>".into(),
+            source,
+        };
         if self.shared.registry.actors.contains_key(&spec.name) {
             return Err(DeployError::Duplicate(spec.name.clone()));
         }
@@ -381,7 +412,10 @@ impl Host {
             .iter()
             .map(|s| Pattern::parse(&s.pattern).map(|p| (p, s.policy)))
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|source| DeployError::Subject { actor: spec.name.clone(), source })?;
+            .map_err(|source| DeployError::Subject {
+                actor: spec.name.clone(),
+                source,
+            })?;
         let module = self.load_module(wasm).map_err(load_err)?;
         let name: Arc<str> = Arc::from(spec.name.as_str());
         let mut cells = Vec::new();
@@ -397,7 +431,10 @@ impl Host {
                 module.clone(),
                 spec.limits.max_message_bytes,
             )));
-            ios.push(InstanceIo { mailbox: rx, peeked: None });
+            ios.push(InstanceIo {
+                mailbox: rx,
+                peeked: None,
+            });
         }
         let group = Arc::new(ActorGroup {
             name: name.clone(),
@@ -415,10 +452,13 @@ impl Host {
             }
         }
         for (pattern, policy) in patterns {
-            self.shared.pubsub.subscribe(pattern, SubTarget::Group(cells.clone()), policy);
+            self.shared
+                .pubsub
+                .subscribe(pattern, SubTarget::Group(cells.clone()), policy);
         }
         for (cell, io) in cells.into_iter().zip(ios) {
-            self.handle.spawn(run_cell(self.shared.clone(), group.clone(), cell, io));
+            self.handle
+                .spawn(run_cell(self.shared.clone(), group.clone(), cell, io));
         }
         tracing::info!(actor = %spec.name, instances = spec.instances, "deployed");
         Ok(())
@@ -430,8 +470,16 @@ impl Host {
         if let Some(m) = self.shared.modules.lock().unwrap().get(&key) {
             return Ok(m.clone());
         }
-        let module = Arc::new(ActorModule::load(&self.shared.engine, &self.shared.linker, wasm)?);
-        self.shared.modules.lock().unwrap().insert(key, module.clone());
+        let module = Arc::new(ActorModule::load(
+            &self.shared.engine,
+            &self.shared.linker,
+            wasm,
+        )?);
+        self.shared
+            .modules
+            .lock()
+            .unwrap()
+            .insert(key, module.clone());
         Ok(module)
     }
 
@@ -454,7 +502,14 @@ impl Host {
             .registry
             .lookup(&msg.to)
             .ok_or_else(|| CallError::NoSuchActor(msg.to.clone()))?;
-        let known = || group.descriptor().messages.iter().map(|m| m.name.clone()).collect();
+        let known = || {
+            group
+                .descriptor()
+                .messages
+                .iter()
+                .map(|m| m.name.clone())
+                .collect()
+        };
         let msg_type = match &msg.msg_type {
             Some(t) if group.kind_of(t).is_some() => t.clone(),
             Some(t) => {
@@ -466,7 +521,12 @@ impl Host {
             }
             None => match group.descriptor().messages.as_slice() {
                 [only] => only.name.clone(),
-                _ => return Err(CallError::TypeRequired { actor: msg.to.clone(), known: known() }),
+                _ => {
+                    return Err(CallError::TypeRequired {
+                        actor: msg.to.clone(),
+                        known: known(),
+                    });
+                }
             },
         };
         if msg.payload.len() > group.limits.max_message_bytes {
@@ -478,7 +538,12 @@ impl Host {
         Ok((group, msg_type))
     }
 
-    fn client_envelope(&self, msg: ClientMessage, msg_type: String, deadline_ms: Option<u64>) -> Envelope {
+    fn client_envelope(
+        &self,
+        msg: ClientMessage,
+        msg_type: String,
+        deadline_ms: Option<u64>,
+    ) -> Envelope {
         let out = Outbound {
             target: msg.to,
             msg_type,
@@ -487,7 +552,14 @@ impl Host {
             ..Outbound::default()
         };
         let trace = Some(self.shared.new_trace());
-        self.shared.envelope(out, Vec::new(), deadline_ms, trace, Some(msg.principal), None)
+        self.shared.envelope(
+            out,
+            Vec::new(),
+            deadline_ms,
+            trace,
+            Some(msg.principal),
+            None,
+        )
     }
 
     /// Sends a request and waits for the reply or the deadline.
@@ -500,7 +572,10 @@ impl Host {
         let (tx, rx) = oneshot::channel();
         let exchange = async {
             cell.tx
-                .send(Delivery { env, reply: Some(tx) })
+                .send(Delivery {
+                    env,
+                    reply: Some(tx),
+                })
                 .await
                 .map_err(|_| CallError::NoSuchActor(cell.name.to_string()))?;
             rx.await.map_err(|_| CallError::TargetFailed)
@@ -531,10 +606,13 @@ impl Host {
     /// Publishes to a subject (`msg.to`), waiting for room where the subscription says so.
     pub async fn publish(&self, msg: ClientMessage) -> Result<PublishReport, CallError> {
         validate_subject(&msg.to)?;
-        let msg_type = msg.msg_type.clone().ok_or_else(|| CallError::TypeRequired {
-            actor: format!("subject {}", msg.to),
-            known: Vec::new(),
-        })?;
+        let msg_type = msg
+            .msg_type
+            .clone()
+            .ok_or_else(|| CallError::TypeRequired {
+                actor: format!("subject {}", msg.to),
+                known: Vec::new(),
+            })?;
         let principal = msg.principal.clone();
         let out = Outbound {
             target: msg.to,
@@ -544,8 +622,13 @@ impl Host {
             ..Outbound::default()
         };
         let trace = Some(self.shared.new_trace());
-        let fanout = self.shared.fanout(out, trace, &principal, hash_name(&principal), true);
-        let mut report = PublishReport { delivered: fanout.delivered, dropped: fanout.dropped };
+        let fanout = self
+            .shared
+            .fanout(out, trace, &principal, hash_name(&principal), true);
+        let mut report = PublishReport {
+            delivered: fanout.delivered,
+            dropped: fanout.dropped,
+        };
         for (tx, d) in fanout.waiting {
             match tx.send(d).await {
                 Ok(()) => report.delivered += 1,
@@ -562,7 +645,9 @@ impl Host {
         msg_type: Option<&str>,
         value: serde_json::Value,
     ) -> Result<serde_json::Value, CallError> {
-        self.request(ClientMessage::json(to, msg_type, &value)).await?.json()
+        self.request(ClientMessage::json(to, msg_type, &value))
+            .await?
+            .json()
     }
 
     /// Every instance's status, sorted by name and instance.
@@ -604,7 +689,10 @@ impl Host {
 
     /// The status of one actor's instances.
     pub fn actor(&self, name: &str) -> Vec<ActorStatus> {
-        self.actors().into_iter().filter(|s| s.name == name).collect()
+        self.actors()
+            .into_iter()
+            .filter(|s| s.name == name)
+            .collect()
     }
 
     /// Published messages that matched no subscription.
@@ -614,14 +702,23 @@ impl Host {
 
     /// Stops every actor, waiting up to `grace` for them to run `on_stop`, then the runtime.
     pub fn shutdown(&self, grace: Duration) {
-        let groups: Vec<_> = self.shared.registry.actors.iter().map(|e| e.value().clone()).collect();
+        let groups: Vec<_> = self
+            .shared
+            .registry
+            .actors
+            .iter()
+            .map(|e| e.value().clone())
+            .collect();
         self.shared.registry.actors.clear();
         for g in &groups {
             g.cells.iter().for_each(|c| c.request_stop());
         }
         let deadline = std::time::Instant::now() + grace;
         while std::time::Instant::now() < deadline
-            && groups.iter().flat_map(|g| &g.cells).any(|c| c.phase() != crate::actor::ActorPhase::Stopped)
+            && groups
+                .iter()
+                .flat_map(|g| &g.cells)
+                .any(|c| c.phase() != crate::actor::ActorPhase::Stopped)
         {
             std::thread::sleep(Duration::from_millis(5));
         }

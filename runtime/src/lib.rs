@@ -59,5 +59,7 @@ pub use host::{
 #[cfg(test)]
 pub(crate) fn test_engine() -> engine::Engine {
     static ENGINE: std::sync::OnceLock<engine::Engine> = std::sync::OnceLock::new();
-    ENGINE.get_or_init(|| engine::Engine::new(Default::default()).unwrap()).clone()
+    ENGINE
+        .get_or_init(|| engine::Engine::new(Default::default()).unwrap())
+        .clone()
 }

@@ -46,7 +46,11 @@ fn level_name(lvl: u32) -> &'static str {
 
 impl LogSink {
     pub(crate) fn new(clock: std::sync::Arc<dyn crate::clock::Clock>) -> Self {
-        Self { clock, ring: Mutex::new(VecDeque::new()), tx: broadcast::channel(LOG_RING).0 }
+        Self {
+            clock,
+            ring: Mutex::new(VecDeque::new()),
+            tx: broadcast::channel(LOG_RING).0,
+        }
     }
 
     /// Records one line.

@@ -71,7 +71,27 @@ pub struct Manifest {
     pub host: HostSection,
     /// The `[[actor]]` tables, in file order.
     pub actors: Vec<ActorSpec>,
+    /// The `[smoke]` section, when the manifest has one.
+    pub smoke: Option<SmokeSection>,
 }
+
+/// The `[smoke]` section: which actor checks the deployment when `bunraku run --smoke` runs.
+///
+/// The CLI sends that actor the JSON request `{}` of message type [`SMOKE_MESSAGE`] and expects
+/// a JSON reply `{"ok": bool, "summary": string, "facts": [{"name", "ok", "detail"}]}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SmokeSection {
+    /// The actor that runs the self-check (`actor`); one of the manifest's actors.
+    pub actor: String,
+    /// How long the self-check may take (`timeout_ms`, default 60 000 ms).
+    pub timeout: Duration,
+}
+
+/// The message type `bunraku run --smoke` sends to the [`SmokeSection::actor`].
+pub const SMOKE_MESSAGE: &str = "Smoke";
+
+/// The default [`SmokeSection::timeout`].
+pub const DEFAULT_SMOKE_TIMEOUT: Duration = Duration::from_millis(60_000);
 
 /// The `[host]` section: settings of the host process rather than of an actor.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -180,6 +200,9 @@ pub struct Limits {
     /// How long a request from this actor waits for a reply unless it gives its own deadline
     /// (`request_timeout_ms`, default 5000 ms).
     pub request_timeout: Duration,
+    /// Most messages handed to the guest in one entry (`max_batch`, default 256). The guest is
+    /// entered once per batch, not per message; a smaller batch lets other actors in sooner.
+    pub max_batch: usize,
 }
 
 impl Default for Limits {
@@ -191,6 +214,7 @@ impl Default for Limits {
             max_message_bytes: 1 << 20,
             concurrency: 1,
             request_timeout: Duration::from_millis(5000),
+            max_batch: 256,
         }
     }
 }
@@ -421,6 +445,25 @@ pub enum ProblemKind {
     /// An empty string where a value is needed.
     #[error("must not be empty")]
     Empty,
+    /// A reference to an actor the manifest does not define.
+    #[error("{}", unknown_actor_message(name, known))]
+    UnknownActor {
+        /// The name as written.
+        name: String,
+        /// The names the manifest defines, in file order.
+        known: Vec<String>,
+    },
+}
+
+fn unknown_actor_message(name: &str, known: &[String]) -> String {
+    if known.is_empty() {
+        format!("no actor is named `{name}`: the manifest defines no actors")
+    } else {
+        format!(
+            "no actor is named `{name}`: use the name of one of the [[actor]] tables ({})",
+            known.join(", ")
+        )
+    }
 }
 
 fn suggestion_text(suggestion: &Option<String>) -> String {
@@ -572,6 +615,13 @@ struct RawManifest {
     actor: Vec<RawActor>,
     #[serde(default)]
     host: RawHost,
+    smoke: Option<RawSmoke>,
+}
+
+#[derive(serde::Deserialize)]
+struct RawSmoke {
+    actor: String,
+    timeout_ms: Option<u64>,
 }
 
 #[derive(serde::Deserialize, Default)]
@@ -602,6 +652,7 @@ struct RawLimits {
     max_message_bytes: Option<Size>,
     concurrency: Option<usize>,
     request_timeout_ms: Option<u64>,
+    max_batch: Option<usize>,
 }
 
 #[derive(serde::Deserialize, Default)]
@@ -897,6 +948,11 @@ fn validate(raw: RawManifest, path: PathBuf, dir: PathBuf) -> (Manifest, Vec<Pro
             a.limits.request_timeout_ms,
             "5000".into(),
         );
+        let max_batch = nonzero(
+            "limits.max_batch",
+            a.limits.max_batch.map(|v| v as u64),
+            d.max_batch.to_string(),
+        );
         let backoff_initial = nonzero(
             "restart.backoff_initial_ms",
             a.restart.backoff_initial_ms,
@@ -932,6 +988,7 @@ fn validate(raw: RawManifest, path: PathBuf, dir: PathBuf) -> (Manifest, Vec<Pro
             max_message_bytes: max_message_bytes.map_or(d.max_message_bytes, |v| v as usize),
             concurrency: concurrency.map_or(d.concurrency, |v| v as usize),
             request_timeout: request_timeout.map_or(d.request_timeout, Duration::from_millis),
+            max_batch: max_batch.map_or(d.max_batch, |v| v as usize),
         };
 
         let r = RestartPolicy::default();
@@ -971,11 +1028,43 @@ fn validate(raw: RawManifest, path: PathBuf, dir: PathBuf) -> (Manifest, Vec<Pro
         });
     }
 
+    let smoke = raw.smoke.map(|s| {
+        if actors.iter().all(|a| a.name != s.actor) {
+            problems.push(Problem {
+                key: "smoke.actor".into(),
+                actor: None,
+                kind: ProblemKind::UnknownActor {
+                    name: s.actor.clone(),
+                    known: actors.iter().map(|a| a.name.clone()).collect(),
+                },
+            });
+        }
+        let timeout = match s.timeout_ms {
+            Some(0) => {
+                problems.push(Problem {
+                    key: "smoke.timeout_ms".into(),
+                    actor: None,
+                    kind: ProblemKind::Zero {
+                        default: DEFAULT_SMOKE_TIMEOUT.as_millis().to_string(),
+                    },
+                });
+                DEFAULT_SMOKE_TIMEOUT
+            }
+            Some(ms) => Duration::from_millis(ms),
+            None => DEFAULT_SMOKE_TIMEOUT,
+        };
+        SmokeSection {
+            actor: s.actor,
+            timeout,
+        }
+    });
+
     let manifest = Manifest {
         path,
         dir,
         host,
         actors,
+        smoke,
     };
     (manifest, problems)
 }
@@ -1149,8 +1238,15 @@ type KnownKeys = (
 fn known_keys(parent: &[Segment]) -> KnownKeys {
     use Segment::{Index, Key};
     match parent {
-        [] => (fields::<RawManifest>(), vec![("host", fields::<RawHost>())]),
+        [] => (
+            fields::<RawManifest>(),
+            vec![
+                ("host", fields::<RawHost>()),
+                ("smoke", fields::<RawSmoke>()),
+            ],
+        ),
         [Key(h)] if h == "host" => (fields::<RawHost>(), vec![]),
+        [Key(s)] if s == "smoke" => (fields::<RawSmoke>(), vec![]),
         [Key(a), Index(_)] if a == "actor" => (
             fields::<RawActor>(),
             vec![
@@ -1416,6 +1512,7 @@ mod tests {
                 max_message_bytes: 4096,
                 concurrency: 4,
                 request_timeout: Duration::from_millis(750),
+                max_batch: 256,
             }
         );
         assert_eq!(
@@ -1712,6 +1809,7 @@ mod tests {
             ("limits.max_message_bytes", "\"1MiB\""),
             ("limits.concurrency", "1"),
             ("limits.request_timeout_ms", "5000"),
+            ("limits.max_batch", "256"),
             ("restart.backoff_initial_ms", "100"),
             ("restart.backoff_max_ms", "10000"),
             ("restart.reset_after_ms", "30000"),
@@ -1821,6 +1919,57 @@ mod tests {
         assert_eq!(
             f.error(&format!("[host]\nlog = \"\"\n{ECHO}")),
             "<dir>/bunraku.toml: host.log: must not be empty"
+        );
+    }
+
+    #[test]
+    fn smoke_section_names_an_actor_and_a_timeout() {
+        let f = Fixture::new();
+        assert_eq!(f.parse(ECHO).unwrap().smoke, None);
+        let m = f
+            .parse(&format!("{ECHO}[smoke]\nactor = \"echo\"\n"))
+            .unwrap();
+        assert_eq!(
+            m.smoke,
+            Some(SmokeSection {
+                actor: "echo".into(),
+                timeout: DEFAULT_SMOKE_TIMEOUT
+            })
+        );
+        let m = f
+            .parse(&format!(
+                "[smoke]\nactor = \"echo\"\ntimeout_ms = 250\n{ECHO}"
+            ))
+            .unwrap();
+        assert_eq!(m.smoke.unwrap().timeout, Duration::from_millis(250));
+    }
+
+    #[test]
+    fn smoke_section_is_checked() {
+        let f = Fixture::new();
+        assert_eq!(
+            f.error(&format!("{ECHO}[smoke]\nactor = \"checker\"\n")),
+            "<dir>/bunraku.toml: smoke.actor: no actor is named `checker`: use the name of one of the [[actor]] tables (echo)"
+        );
+        assert_eq!(
+            f.error(&format!(
+                "{ECHO}[smoke]\nactor = \"echo\"\ntimeout_ms = 0\n"
+            )),
+            "<dir>/bunraku.toml: smoke.timeout_ms: must be at least 1 (leave it out for the default, 60000)"
+        );
+        assert_eq!(
+            f.error(&format!("{ECHO}[smoke]\nactor = \"echo\"\ntimeout = 5\n")),
+            "<dir>/bunraku.toml: smoke.timeout: unknown key; did you mean `timeout_ms`?"
+        );
+        assert_eq!(
+            f.error(&format!(
+                "timeout_ms = 5\n{ECHO}[smoke]\nactor = \"echo\"\n"
+            )),
+            "<dir>/bunraku.toml: timeout_ms: unknown key; did you mean `smoke.timeout_ms`?"
+        );
+        assert!(
+            f.error(&format!("{ECHO}[smoke]\n"))
+                .contains("missing field `actor`")
         );
     }
 }

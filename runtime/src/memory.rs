@@ -15,7 +15,7 @@
 //! * [`SlotAllocator`] maps *chunks* of [`SlotConfig::slots_per_chunk`] slots
 //!   at a time, each one anonymous, private, `MAP_NORESERVE` and fully
 //!   read-write, and marks them `MADV_NOHUGEPAGE` (with transparent huge pages
-//!   set to `always`, touching one wasm page would otherwise commit 2 MiB). The
+//!   set to `always`, touching one wasm page could otherwise commit 2 MiB). The
 //!   number of mappings therefore grows by one per chunk, not per instance.
 //! * Every linear memory gets one slot of [`SlotConfig::slot_size`] bytes. Its
 //!   base never moves; it can grow up to the slot size. Nothing in the slot is
@@ -724,7 +724,8 @@ unsafe impl LinearMemory for SlotMemory {
 
 // SAFETY: every memory handed out is zeroed, exclusively owned, and at least
 // `minimum` bytes long; requests whose compiled code would rely on a guard
-// region or on a reservation larger than the slot are refused.
+// region or on a reservation (instead of explicit checks against the current
+// size) are refused.
 unsafe impl MemoryCreator for SlotAllocator {
     fn new_memory(
         &self,
@@ -740,16 +741,15 @@ unsafe impl MemoryCreator for SlotAllocator {
             )
             .to_string());
         }
-        // Compiled code elides bounds checks covered by the guard or the
-        // reservation; a slot has no guard and must cover the reservation.
-        if guard_size_in_bytes != 0
-            || reserved_size_in_bytes.is_some_and(|r| r > self.shared.slot_size)
-        {
+        // Compiled code skips the bounds checks a guard region covers, and
+        // with a non-zero reservation it checks accesses against the
+        // reservation rather than the current size, trusting the pages past
+        // the size to fault. Slot pages never fault, so both must be zero.
+        if guard_size_in_bytes != 0 || reserved_size_in_bytes.is_some_and(|r| r != 0) {
             return Err(MemoryError::InvalidConfig(format!(
                 "engine asks for a {} byte reservation and a {guard_size_in_bytes} byte guard; \
-                 slot memories need no guard and at most a {}-byte reservation",
+                 slot memories need both to be 0 (memory_reservation(0), memory_guard_size(0))",
                 reserved_size_in_bytes.unwrap_or(0),
-                self.shared.slot_size
             ))
             .to_string());
         }
@@ -764,6 +764,7 @@ mod tests {
     use super::*;
 
     const MIB: usize = 1 << 20;
+    const PAGE: usize = WASM_PAGE_SIZE;
 
     fn small(
         slot_size: usize,
@@ -888,6 +889,22 @@ mod tests {
         assert!(!message.starts_with("Cannot allocate memory"), "{message}");
         assert_eq!(alloc.stats().failures.mmap, 1);
         assert_eq!(alloc.stats().slots_in_use, 0);
+    }
+
+    #[test]
+    fn memories_needing_a_guard_or_reservation_are_refused() {
+        let alloc = small(MIB, 4, 8, u64::MAX);
+        let ty = MemoryType::new(1, None);
+        for (reserved, guard) in [(Some(MIB), 0), (Some(0), 4096), (None, 32 * MIB)] {
+            let err = alloc
+                .new_memory(ty.clone(), PAGE, None, reserved, guard)
+                .err()
+                .expect("refused");
+            assert!(err.starts_with("invalid memory configuration"), "{err}");
+        }
+        let memory = alloc.new_memory(ty, PAGE, None, Some(0), 0).unwrap();
+        assert_eq!((memory.byte_size(), memory.byte_capacity()), (PAGE, MIB));
+        assert_eq!(alloc.stats().slots_in_use, 1);
     }
 
     #[test]

@@ -44,17 +44,32 @@ impl ActorModule {
         let linker = module_linker(base, &module)?;
         let (abi_version, descriptor) = probe(engine, &module)?;
         if abi_version != ABI_VERSION {
-            return Err(LoadError::AbiMismatch { found: abi_version, expected: ABI_VERSION });
+            return Err(LoadError::AbiMismatch {
+                found: abi_version,
+                expected: ABI_VERSION,
+            });
         }
         if descriptor.abi_version != ABI_VERSION {
-            return Err(LoadError::AbiMismatch { found: descriptor.abi_version, expected: ABI_VERSION });
+            return Err(LoadError::AbiMismatch {
+                found: descriptor.abi_version,
+                expected: ABI_VERSION,
+            });
         }
         let pre = linker
             .instantiate_pre(&module)
             .map_err(|e| LoadError::Instantiate(format!("{e:#}")))?;
-        let types = descriptor.messages.iter().map(|m| (m.name.clone(), m.kind)).collect();
+        let types = descriptor
+            .messages
+            .iter()
+            .map(|m| (m.name.clone(), m.kind))
+            .collect();
         let has_initialize = module.get_export(exports::INITIALIZE).is_some();
-        Ok(Self { pre, descriptor, types, has_initialize })
+        Ok(Self {
+            pre,
+            descriptor,
+            types,
+            has_initialize,
+        })
     }
 
     /// Creates an instance in `store`, runs `_initialize`, and returns its run entry point.
@@ -62,7 +77,10 @@ impl ActorModule {
         &self,
         store: &mut Store<ActorState>,
     ) -> Result<TypedFunc<(), i32>, String> {
-        let instance = self.pre.instantiate(&mut *store).map_err(|e| describe_instantiate(&e))?;
+        let instance = self
+            .pre
+            .instantiate(&mut *store)
+            .map_err(|e| describe_instantiate(&e))?;
         let memory = instance
             .get_memory(&mut *store, exports::MEMORY)
             .ok_or("the instance has no memory export")?;
@@ -71,7 +89,8 @@ impl ActorModule {
             let init = instance
                 .get_typed_func::<(), ()>(&mut *store, exports::INITIALIZE)
                 .map_err(|e| format!("`_initialize` has the wrong type: {e}"))?;
-            init.call(&mut *store, ()).map_err(|e| format!("`_initialize` trapped: {e:#}"))?;
+            init.call(&mut *store, ())
+                .map_err(|e| format!("`_initialize` trapped: {e:#}"))?;
         }
         instance
             .get_typed_func::<(), i32>(&mut *store, exports::RUN)
@@ -87,15 +106,22 @@ fn describe_instantiate(e: &wasmtime::Error) -> String {
 }
 
 fn check_exports(module: &Module) -> Result<(), LoadError> {
-    let expect = |name: &'static str, results: &[ValType], sig: &'static str| {
-        match module.get_export(name) {
-            None => Err(LoadError::MissingExport { name }),
-            Some(ExternType::Func(f)) if func_type_is(&f, &[], results) => Ok(()),
-            Some(_) => Err(LoadError::WrongExport { name, expected: sig }),
-        }
+    let expect = |name: &'static str, results: &[ValType], sig: &'static str| match module
+        .get_export(name)
+    {
+        None => Err(LoadError::MissingExport { name }),
+        Some(ExternType::Func(f)) if func_type_is(&f, &[], results) => Ok(()),
+        Some(_) => Err(LoadError::WrongExport {
+            name,
+            expected: sig,
+        }),
     };
     match module.get_export(exports::MEMORY) {
-        None => return Err(LoadError::MissingExport { name: exports::MEMORY }),
+        None => {
+            return Err(LoadError::MissingExport {
+                name: exports::MEMORY,
+            });
+        }
         Some(ExternType::Memory(m)) if !m.is_64() && !m.is_shared() => {}
         Some(_) => {
             return Err(LoadError::WrongExport {
@@ -104,7 +130,11 @@ fn check_exports(module: &Module) -> Result<(), LoadError> {
             });
         }
     }
-    expect(exports::ABI_VERSION, &[ValType::I32], "a function () -> i32")?;
+    expect(
+        exports::ABI_VERSION,
+        &[ValType::I32],
+        "a function () -> i32",
+    )?;
     expect(exports::DESCRIBE, &[ValType::I64], "a function () -> i64")?;
     expect(exports::RUN, &[ValType::I32], "a function () -> i32")?;
     Ok(())
@@ -157,7 +187,10 @@ fn module_linker(
 /// Runs `_initialize`, `bunraku_abi_version` and `bunraku_describe` in a throwaway instance whose
 /// imports do nothing.
 fn probe(engine: &Engine, module: &Module) -> Result<(u32, Descriptor), LoadError> {
-    let mut store = Store::new(engine.wasmtime(), engine.store_limits(engine.max_memory_per_actor()));
+    let mut store = Store::new(
+        engine.wasmtime(),
+        engine.store_limits(engine.max_memory_per_actor()),
+    );
     store.limiter(|s| s);
     store.epoch_deadline_trap();
     let mut linker: Linker<wasmtime::StoreLimits> = Linker::new(engine.wasmtime());
@@ -166,28 +199,40 @@ fn probe(engine: &Engine, module: &Module) -> Result<(u32, Descriptor), LoadErro
         .map_err(|e| LoadError::Instantiate(format!("{e:#}")))?;
     let ticks = (LOAD_BUDGET.as_nanos() / engine.epoch_tick().as_nanos().max(1)).max(1) as u64;
     store.set_epoch_deadline(ticks);
-    let instance = linker.instantiate(&mut store, module).map_err(|e| LoadError::Instantiate(describe_instantiate(&e)))?;
+    let instance = linker
+        .instantiate(&mut store, module)
+        .map_err(|e| LoadError::Instantiate(describe_instantiate(&e)))?;
     if module.get_export(exports::INITIALIZE).is_some() {
         let init = instance
             .get_typed_func::<(), ()>(&mut store, exports::INITIALIZE)
-            .map_err(|_| LoadError::WrongExport { name: exports::INITIALIZE, expected: "a function () -> ()" })?;
-        init.call(&mut store, ()).map_err(|e| LoadError::Trap(format!("{e:#}")))?;
+            .map_err(|_| LoadError::WrongExport {
+                name: exports::INITIALIZE,
+                expected: "a function () -> ()",
+            })?;
+        init.call(&mut store, ())
+            .map_err(|e| LoadError::Trap(format!("{e:#}")))?;
     }
     let version = instance
         .get_typed_func::<(), i32>(&mut store, exports::ABI_VERSION)
         .and_then(|f| f.call(&mut store, ()))
         .map_err(|e| LoadError::Trap(format!("{e:#}")))? as u32;
     if version != ABI_VERSION {
-        return Err(LoadError::AbiMismatch { found: version, expected: ABI_VERSION });
+        return Err(LoadError::AbiMismatch {
+            found: version,
+            expected: ABI_VERSION,
+        });
     }
     let packed = instance
         .get_typed_func::<(), i64>(&mut store, exports::DESCRIBE)
         .and_then(|f| f.call(&mut store, ()))
         .map_err(|e| LoadError::Trap(format!("{e:#}")))? as u64;
     let (ptr, len) = ((packed >> 32) as usize, (packed & 0xffff_ffff) as usize);
-    let memory = instance
-        .get_memory(&mut store, exports::MEMORY)
-        .ok_or(LoadError::MissingExport { name: exports::MEMORY })?;
+    let memory =
+        instance
+            .get_memory(&mut store, exports::MEMORY)
+            .ok_or(LoadError::MissingExport {
+                name: exports::MEMORY,
+            })?;
     let bytes = memory
         .data(&store)
         .get(ptr..)

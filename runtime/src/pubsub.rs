@@ -64,7 +64,12 @@ impl PubSub {
     pub(crate) fn subscribe(&self, pattern: Pattern, target: SubTarget, policy: Policy) -> u64 {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
         let mut inner = self.inner.write().unwrap();
-        inner.subs.push(Subscription { id, pattern, target, policy });
+        inner.subs.push(Subscription {
+            id,
+            pattern,
+            target,
+            policy,
+        });
         inner.cache.clear();
         id
     }
@@ -97,8 +102,12 @@ impl PubSub {
             return hit.clone();
         }
         let mut inner = self.inner.write().unwrap();
-        let found: Arc<[Subscription]> =
-            inner.subs.iter().filter(|s| s.pattern.matches(subject)).cloned().collect();
+        let found: Arc<[Subscription]> = inner
+            .subs
+            .iter()
+            .filter(|s| s.pattern.matches(subject))
+            .cloned()
+            .collect();
         if inner.cache.len() >= CACHE_LIMIT {
             inner.cache.clear();
         }

@@ -49,7 +49,10 @@ fn check_tokens(s: &str) -> Result<(), SubjectError> {
 /// ```
 pub fn validate_subject(subject: &str) -> Result<(), SubjectError> {
     check_tokens(subject)?;
-    if subject.split('.').any(|t| t.contains('*') || t.contains('>')) {
+    if subject
+        .split('.')
+        .any(|t| t.contains('*') || t.contains('>'))
+    {
         return Err(SubjectError::WildcardInSubject(subject.to_owned()));
     }
     Ok(())
@@ -93,7 +96,10 @@ impl Pattern {
                 t => Token::Literal(t.to_owned()),
             });
         }
-        Ok(Self { text: text.to_owned(), tokens })
+        Ok(Self {
+            text: text.to_owned(),
+            tokens,
+        })
     }
 
     /// The pattern as written.
@@ -198,11 +204,26 @@ mod tests {
     #[test]
     fn malformed_patterns_are_refused_with_the_reason() {
         assert_eq!(Pattern::parse(""), Err(SubjectError::Empty));
-        assert_eq!(Pattern::parse("a..b"), Err(SubjectError::EmptyToken("a..b".into())));
-        assert_eq!(Pattern::parse("a."), Err(SubjectError::EmptyToken("a.".into())));
-        assert_eq!(Pattern::parse("a.>.b"), Err(SubjectError::BadWildcard("a.>.b".into())));
-        assert_eq!(Pattern::parse("a.b*"), Err(SubjectError::BadWildcard("a.b*".into())));
-        assert_eq!(Pattern::parse("a b"), Err(SubjectError::Whitespace("a b".into())));
+        assert_eq!(
+            Pattern::parse("a..b"),
+            Err(SubjectError::EmptyToken("a..b".into()))
+        );
+        assert_eq!(
+            Pattern::parse("a."),
+            Err(SubjectError::EmptyToken("a.".into()))
+        );
+        assert_eq!(
+            Pattern::parse("a.>.b"),
+            Err(SubjectError::BadWildcard("a.>.b".into()))
+        );
+        assert_eq!(
+            Pattern::parse("a.b*"),
+            Err(SubjectError::BadWildcard("a.b*".into()))
+        );
+        assert_eq!(
+            Pattern::parse("a b"),
+            Err(SubjectError::Whitespace("a b".into()))
+        );
         assert_eq!(
             validate_subject("a.*").unwrap_err().to_string(),
             "subject `a.*` contains a wildcard; publish to a concrete subject"

@@ -48,8 +48,15 @@ pub(crate) const IMPLEMENTED: &[&str] = &[
 /// Longest partial line buffered per stream before it is logged anyway.
 const MAX_LINE: usize = 16 * 1024;
 
-fn write_bytes(caller: &mut Caller<'_, ActorState>, ptr: u32, bytes: &[u8]) -> wasmtime::Result<()> {
-    let memory = caller.data().memory.ok_or_else(|| wasmtime::format_err!("no memory"))?;
+fn write_bytes(
+    caller: &mut Caller<'_, ActorState>,
+    ptr: u32,
+    bytes: &[u8],
+) -> wasmtime::Result<()> {
+    let memory = caller
+        .data()
+        .memory
+        .ok_or_else(|| wasmtime::format_err!("no memory"))?;
     let dest = memory
         .data_mut(caller)
         .get_mut(ptr as usize..)
@@ -66,7 +73,11 @@ fn read_u32(mem: &[u8], at: usize) -> Option<u32> {
 /// Registers the implemented functions.
 pub(crate) fn register(linker: &mut Linker<ActorState>) -> wasmtime::Result<()> {
     linker.func_wrap(MODULE, "fd_write", fd_write)?;
-    linker.func_wrap(MODULE, "fd_prestat_get", |_: Caller<'_, ActorState>, _: i32, _: i32| ERRNO_BADF)?;
+    linker.func_wrap(
+        MODULE,
+        "fd_prestat_get",
+        |_: Caller<'_, ActorState>, _: i32, _: i32| ERRNO_BADF,
+    )?;
     linker.func_wrap(
         MODULE,
         "fd_prestat_dir_name",
@@ -75,14 +86,22 @@ pub(crate) fn register(linker: &mut Linker<ActorState>) -> wasmtime::Result<()> 
     linker.func_wrap(
         MODULE,
         "clock_time_get",
-        |mut caller: Caller<'_, ActorState>, id: i32, _precision: i64, out: i32| -> wasmtime::Result<i32> {
+        |mut caller: Caller<'_, ActorState>,
+         id: i32,
+         _precision: i64,
+         out: i32|
+         -> wasmtime::Result<i32> {
             let clock = &caller.data().host.clock;
             let now = match id {
                 0 => clock.unix_now(),
                 1..=3 => clock.now(),
                 _ => return Ok(ERRNO_INVAL),
             };
-            write_bytes(&mut caller, out as u32, &(now.as_nanos() as u64).to_le_bytes())?;
+            write_bytes(
+                &mut caller,
+                out as u32,
+                &(now.as_nanos() as u64).to_le_bytes(),
+            )?;
             Ok(ERRNO_SUCCESS)
         },
     )?;
@@ -116,7 +135,9 @@ pub(crate) fn register(linker: &mut Linker<ActorState>) -> wasmtime::Result<()> 
         )?;
     }
     for name in ["args_get", "environ_get"] {
-        linker.func_wrap(MODULE, name, |_: Caller<'_, ActorState>, _: i32, _: i32| ERRNO_SUCCESS)?;
+        linker.func_wrap(MODULE, name, |_: Caller<'_, ActorState>, _: i32, _: i32| {
+            ERRNO_SUCCESS
+        })?;
     }
     linker.func_wrap(
         MODULE,
@@ -128,10 +149,16 @@ pub(crate) fn register(linker: &mut Linker<ActorState>) -> wasmtime::Result<()> 
             )
         },
     )?;
-    linker.func_wrap(MODULE, "proc_exit", |_: Caller<'_, ActorState>, code: i32| -> wasmtime::Result<()> {
-        wasmtime::bail!("the actor called exit({code})")
+    linker.func_wrap(
+        MODULE,
+        "proc_exit",
+        |_: Caller<'_, ActorState>, code: i32| -> wasmtime::Result<()> {
+            wasmtime::bail!("the actor called exit({code})")
+        },
+    )?;
+    linker.func_wrap(MODULE, "sched_yield", |_: Caller<'_, ActorState>| {
+        ERRNO_SUCCESS
     })?;
-    linker.func_wrap(MODULE, "sched_yield", |_: Caller<'_, ActorState>| ERRNO_SUCCESS)?;
     Ok(())
 }
 
@@ -162,7 +189,10 @@ fn fd_write(
         2 => 1,
         _ => return Ok(ERRNO_BADF),
     };
-    let memory = caller.data().memory.ok_or_else(|| wasmtime::format_err!("no memory"))?;
+    let memory = caller
+        .data()
+        .memory
+        .ok_or_else(|| wasmtime::format_err!("no memory"))?;
     let (mem, st) = memory.data_and_store_mut(&mut caller);
     let oob = || wasmtime::format_err!("fd_write with an out-of-bounds iovec");
     let mut total: u32 = 0;
@@ -176,24 +206,34 @@ fn fd_write(
     }
     flush_lines(st, stream, false);
     let out = nwritten as u32 as usize;
-    mem.get_mut(out..out + 4).ok_or_else(oob)?.copy_from_slice(&total.to_le_bytes());
+    mem.get_mut(out..out + 4)
+        .ok_or_else(oob)?
+        .copy_from_slice(&total.to_le_bytes());
     Ok(ERRNO_SUCCESS)
 }
 
 /// Logs every complete line of a stream (and a partial one when `all` or when it is too long).
 pub(crate) fn flush_lines(st: &mut ActorState, stream: usize, all: bool) {
-    let lvl = if stream == 0 { level::INFO } else { level::WARN };
+    let lvl = if stream == 0 {
+        level::INFO
+    } else {
+        level::WARN
+    };
     let buf = &mut st.stdio[stream];
     let mut start = 0;
     while let Some(nl) = buf[start..].iter().position(|&b| b == b'\n') {
         let line = String::from_utf8_lossy(&buf[start..start + nl]);
-        st.host.logs.emit(&st.cell.name, st.cell.instance, lvl, &line);
+        st.host
+            .logs
+            .emit(&st.cell.name, st.cell.instance, lvl, &line);
         start += nl + 1;
     }
     buf.drain(..start);
     if (all && !buf.is_empty()) || buf.len() > MAX_LINE {
         let line = String::from_utf8_lossy(buf).into_owned();
         buf.clear();
-        st.host.logs.emit(&st.cell.name, st.cell.instance, lvl, &line);
+        st.host
+            .logs
+            .emit(&st.cell.name, st.cell.instance, lvl, &line);
     }
 }

@@ -56,7 +56,11 @@ pub trait Actor: Default + 'static {
     /// Decodes the JSON configuration and starts `on_start`, if the actor has one. An error is a
     /// configuration that does not decode.
     #[doc(hidden)]
-    fn __start(this: &'static RefCell<Self>, ctx: Ctx, config: &[u8]) -> Result<Option<Task>, Error>;
+    fn __start(
+        this: &'static RefCell<Self>,
+        ctx: Ctx,
+        config: &[u8],
+    ) -> Result<Option<Task>, Error>;
 
     /// Starts `on_stop`, if the actor has one.
     #[doc(hidden)]

@@ -48,7 +48,11 @@ mod tests {
         let mut bytes = encode(Codec::Postcard, &7u32).unwrap();
         assert_eq!(decode::<u32>(Codec::Postcard, &bytes), Ok(7));
         bytes.push(0);
-        assert!(decode::<u32>(Codec::Postcard, &bytes).unwrap_err().contains("trailing"));
+        assert!(
+            decode::<u32>(Codec::Postcard, &bytes)
+                .unwrap_err()
+                .contains("trailing")
+        );
     }
 
     #[test]

@@ -84,7 +84,10 @@ struct MessageMeta {
 impl Ctx {
     /// The context of `on_start` and `on_stop`: no message.
     pub(crate) fn lifecycle(identity: Rc<Identity>) -> Self {
-        Self { identity, message: None }
+        Self {
+            identity,
+            message: None,
+        }
     }
 
     /// The context of a handler for `env` (whose type and payload were taken already).
@@ -98,7 +101,10 @@ impl Ctx {
             idempotency_key: env.idempotency_key,
             deadline_ms: env.deadline_ms,
         };
-        Self { identity, message: Some(message) }
+        Self {
+            identity,
+            message: Some(message),
+        }
     }
 
     /// The codec of the message being handled (postcard outside handlers).
@@ -195,9 +201,10 @@ impl Ctx {
                 }),
             Completion::Reply(ReplyBody::Error { code, message }) => Err(Error::new(code, message)),
             Completion::Failed(code) => Err(code.into()),
-            Completion::Done => {
-                Err(Error::new(ErrorCode::Internal, "the request completed without a reply"))
-            }
+            Completion::Done => Err(Error::new(
+                ErrorCode::Internal,
+                "the request completed without a reply",
+            )),
         }
     }
 
@@ -225,7 +232,10 @@ impl Ctx {
     /// Subscribes to a subject pattern with a delivery policy for when this actor's mailbox is
     /// full.
     pub fn subscribe_with(&self, pattern: &str, policy: Policy) -> Result<SubscriptionId, Error> {
-        let sub = Subscribe { pattern: pattern.to_owned(), policy };
+        let sub = Subscribe {
+            pattern: pattern.to_owned(),
+            policy,
+        };
         let id = decode_result(sys::subscribe(&bunraku_abi::encode(&sub)))?;
         Ok(SubscriptionId(id))
     }
@@ -265,7 +275,10 @@ impl Ctx {
 /// Encodes an [`Outbound`] for `msg` (postcard).
 fn outbound<M: Message>(target: &str, msg: &M, timeout_ms: Option<u64>) -> Result<Vec<u8>, Error> {
     let payload = codec::encode(Codec::Postcard, msg).map_err(|e| {
-        Error::new(ErrorCode::Malformed, format!("`{}` does not encode: {e}", M::NAME))
+        Error::new(
+            ErrorCode::Malformed,
+            format!("`{}` does not encode: {e}", M::NAME),
+        )
     })?;
     Ok(bunraku_abi::encode(&Outbound {
         target: target.to_owned(),
@@ -282,7 +295,10 @@ fn outbound<M: Message>(target: &str, msg: &M, timeout_ms: Option<u64>) -> Resul
 fn op_id(raw: u64) -> Result<u32, Error> {
     match u32::try_from(raw) {
         Ok(op) if op > 0 => Ok(op),
-        _ => Err(Error::new(ErrorCode::Internal, format!("the host returned operation id {raw}"))),
+        _ => Err(Error::new(
+            ErrorCode::Internal,
+            format!("the host returned operation id {raw}"),
+        )),
     }
 }
 
@@ -295,7 +311,10 @@ async fn delivered(raw: i64) -> Result<(), Error> {
     match Op::new(op).await {
         Completion::Done => Ok(()),
         Completion::Failed(code) => Err(code.into()),
-        Completion::Reply(_) => Err(Error::new(ErrorCode::Internal, "a send completed with a reply")),
+        Completion::Reply(_) => Err(Error::new(
+            ErrorCode::Internal,
+            "a send completed with a reply",
+        )),
     }
 }
 
@@ -345,9 +364,15 @@ impl Level {
 
     /// The level for an ABI number, if it is one.
     pub fn from_raw(raw: u32) -> Option<Self> {
-        [Self::Error, Self::Warn, Self::Info, Self::Debug, Self::Trace]
-            .into_iter()
-            .find(|l| l.as_raw() == raw)
+        [
+            Self::Error,
+            Self::Warn,
+            Self::Info,
+            Self::Debug,
+            Self::Trace,
+        ]
+        .into_iter()
+        .find(|l| l.as_raw() == raw)
     }
 
     /// The lowercase name (`"warn"`).

@@ -27,7 +27,10 @@ pub struct Error {
 impl Error {
     /// An error with a code and a message (which may be empty).
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self { code, message: message.into() }
+        Self {
+            code,
+            message: message.into(),
+        }
     }
 
     /// An [`ErrorCode::Application`] error: the actor's own failure.

@@ -106,7 +106,10 @@ fn with<R>(f: impl FnOnce(&mut State) -> R) -> R {
 
 /// Like [`with`], for destructors: `None` while the thread exits.
 fn try_with<R>(f: impl FnOnce(&mut State) -> R) -> Option<R> {
-    STATE.try_with(|s| s.try_borrow_mut().ok().map(|mut s| f(&mut s))).ok().flatten()
+    STATE
+        .try_with(|s| s.try_borrow_mut().ok().map(|mut s| f(&mut s)))
+        .ok()
+        .flatten()
 }
 
 /// Installs `state` on this thread and returns the one it replaces.
@@ -126,7 +129,11 @@ pub(crate) fn drop_tasks() {
 pub(crate) fn run<A: Actor>() -> i32 {
     while let Some(event) = next_event() {
         match event {
-            Event::Start { name, instance, config } => start::<A>(name, instance, &config),
+            Event::Start {
+                name,
+                instance,
+                config,
+            } => start::<A>(name, instance, &config),
             Event::Message(env) => message::<A>(env),
             Event::Completion { op, result } => complete(op, result),
             Event::Stop => stop::<A>(),
@@ -209,16 +216,22 @@ fn message<A: Actor>(mut env: Envelope) {
 /// the sender waits for one. Never a trap: the sender's mistake must not restart this actor.
 fn reject(id: u64, reply: Option<u32>, error: Error) {
     log_line(level::WARN, &format!("refused message {id}: {error}"));
-    if let Some(handle) = reply {
-        let body = ReplyBody::Error { code: error.code(), message: error.message().to_owned() };
-        reply_body(handle, &body);
-    }
-    #[cfg(not(target_arch = "wasm32"))]
-    with(|s| s.rejected.push((id, error)));
+    let Some(handle) = reply else {
+        #[cfg(not(target_arch = "wasm32"))]
+        with(|s| s.rejected.push((id, error)));
+        return;
+    };
+    let body = ReplyBody::Error {
+        code: error.code(),
+        message: error.message().to_owned(),
+    };
+    reply_body(handle, &body);
 }
 
 fn stop<A: Actor>() {
-    let Some((cell, identity)) = started::<A>() else { return };
+    let Some((cell, identity)) = started::<A>() else {
+        return;
+    };
     if let Some(task) = A::__stop(cell, Ctx::lifecycle(identity)) {
         spawn(task);
     }
@@ -267,9 +280,14 @@ fn drive(id: TaskId) {
 
 /// Polls one task once; a finished task is dropped.
 fn poll(id: TaskId) {
-    let Some(mut task) = with(|s| s.tasks.remove(&id)) else { return };
+    let Some(mut task) = with(|s| s.tasks.remove(&id)) else {
+        return;
+    };
     let outer = with(|s| s.current.replace(id));
-    let ready = task.as_mut().poll(&mut Context::from_waker(Waker::noop())).is_ready();
+    let ready = task
+        .as_mut()
+        .poll(&mut Context::from_waker(Waker::noop()))
+        .is_ready();
     if ready {
         with(|s| s.current = outer);
         drop(task);
@@ -295,7 +313,10 @@ impl Op {
             let task = s.current;
             s.ops.insert(id, OpSlot { task, result: None });
         });
-        Self { id, finished: false }
+        Self {
+            id,
+            finished: false,
+        }
     }
 }
 
@@ -404,10 +425,13 @@ pub(crate) fn log_line(level: u32, line: &str) {
     let _ = sys::log(level, line.as_bytes());
 }
 
-/// Logs `message` as an error and traps (panics; a wasm panic aborts), so the host discards and
-/// restarts the instance.
+/// Logs `message` as an error and traps, so the host discards and restarts the instance.
+/// Natively (under the testing harness) it panics with `message`.
 pub(crate) fn trap(message: &str) -> ! {
     log_line(level::ERROR, message);
+    #[cfg(target_arch = "wasm32")]
+    std::process::abort();
+    #[cfg(not(target_arch = "wasm32"))]
     panic!("{message}");
 }
 
@@ -446,7 +470,10 @@ mod tests {
             complete(7, Completion::Failed(ErrorCode::Timeout));
             assert_eq!(with(|s| (s.tasks.len(), s.ops.len())), (0, 0));
         });
-        assert_eq!(*result.borrow(), Some(Completion::Failed(ErrorCode::Timeout)));
+        assert_eq!(
+            *result.borrow(),
+            Some(Completion::Failed(ErrorCode::Timeout))
+        );
     }
 
     #[test]
@@ -475,6 +502,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::await_holding_refcell_ref)] // what is being tested
     fn state_waiters_run_once_the_state_is_released() {
         #[derive(Default)]
         struct Counter(Vec<&'static str>);
@@ -499,7 +527,10 @@ mod tests {
     #[test]
     fn next_grows_the_buffer_for_a_large_event() {
         let mut host = NativeHost::default();
-        let big = Envelope { payload: vec![1; 3 * INITIAL_BUFFER], ..Default::default() };
+        let big = Envelope {
+            payload: vec![1; 3 * INITIAL_BUFFER],
+            ..Default::default()
+        };
         host.inbox.push_back(Event::Message(big.clone()));
         let (event, _) = isolated(host, next_event);
         assert_eq!(event, Some(Event::Message(big)));

@@ -52,14 +52,20 @@ pub fn descriptor(actor: &str, messages: &[(&str, HandlerKind)]) -> Descriptor {
         actor: actor.to_owned(),
         messages: messages
             .iter()
-            .map(|&(name, kind)| MessageInfo { name: name.to_owned(), kind })
+            .map(|&(name, kind)| MessageInfo {
+                name: name.to_owned(),
+                kind,
+            })
             .collect(),
     }
 }
 
 /// The error for a message type without a handler.
 pub fn unknown_type(msg_type: &str) -> Error {
-    Error::new(ErrorCode::UnknownType, format!("no handler for message type `{msg_type}`"))
+    Error::new(
+        ErrorCode::UnknownType,
+        format!("no handler for message type `{msg_type}`"),
+    )
 }
 
 /// Decodes an `M` and makes the task that runs its handler `f` and, when the sender waits,
@@ -73,7 +79,11 @@ where
 {
     let codec = ctx.codec();
     let msg: M = codec::decode(codec, payload).map_err(|e| {
-        let message = format!("`{}` does not decode as {}: {e}", M::NAME, codec::name(codec));
+        let message = format!(
+            "`{}` does not decode as {}: {e}",
+            M::NAME,
+            codec::name(codec)
+        );
         Error::new(ErrorCode::Malformed, message)
     })?;
     let reply = ctx.reply_handle();
@@ -92,18 +102,20 @@ pub fn start<C, F, Fut>(config: &[u8], ctx: Ctx, f: F) -> Result<Option<Task>, E
 where
     C: DeserializeOwned + Default,
     F: FnOnce(Ctx, C) -> Fut,
-    Fut: Future + 'static,
-    Fut::Output: Outcome,
+    Fut: Future<Output = Result<(), String>> + 'static,
 {
     let config = match config.trim_ascii() {
         b"" | b"null" => C::default(),
         json => serde_json::from_slice(json).map_err(|e| {
-            Error::new(ErrorCode::Malformed, format!("the configuration does not decode: {e}"))
+            Error::new(
+                ErrorCode::Malformed,
+                format!("the configuration does not decode: {e}"),
+            )
         })?,
     };
     let hook = f(ctx, config);
     Ok(Some(Box::pin(async move {
-        if let Err(e) = hook.await.into_result() {
+        if let Err(e) = hook.await {
             executor::trap(&format!("`on_start` failed: {e}"));
         }
     })))
@@ -113,12 +125,11 @@ where
 pub fn stop<F, Fut>(ctx: Ctx, f: F) -> Option<Task>
 where
     F: FnOnce(Ctx) -> Fut,
-    Fut: Future + 'static,
-    Fut::Output: Outcome,
+    Fut: Future<Output = Result<(), String>> + 'static,
 {
     let hook = f(ctx);
     Some(Box::pin(async move {
-        if let Err(e) = hook.await.into_result() {
+        if let Err(e) = hook.await {
             log_line(bunraku_abi::level::ERROR, &format!("`on_stop` failed: {e}"));
         }
     }))
@@ -144,6 +155,11 @@ impl<E: Display> Outcome for Result<(), E> {
     fn into_result(self) -> Result<(), String> {
         self.map_err(|e| e.to_string())
     }
+}
+
+/// The result of `on_start` or `on_stop` as `Err(text)` or `Ok`.
+pub fn outcome<O: Outcome>(outcome: O) -> Result<(), String> {
+    outcome.into_result()
 }
 
 /// Borrows the actor's state mutably for a handler.
@@ -174,22 +190,6 @@ impl<M> Default for Probe<M> {
     }
 }
 
-/// A type as a value, for [`ProbeRequest::check_return`] and [`ProbeMessage::check_return`].
-pub struct Marker<T>(PhantomData<fn() -> T>);
-
-impl<T> Marker<T> {
-    /// A marker.
-    pub const fn new() -> Self {
-        Self(PhantomData)
-    }
-}
-
-impl<T> Default for Marker<T> {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 /// The answers for a request type.
 pub trait ProbeRequest {
     /// The probed message type.
@@ -201,7 +201,7 @@ pub trait ProbeRequest {
     }
 
     /// Compiles only when `T` is the request's reply type.
-    fn check_return<T>(&self, _: Marker<T>)
+    fn check_return<T>(&self)
     where
         Self::Msg: ReplyIs<T>,
     {
@@ -220,7 +220,7 @@ pub trait ProbeMessage {
     }
 
     /// Compiles only when `T` is `()`.
-    fn check_return<T: OneWayReturn>(&self, _: Marker<T>) {}
+    fn check_return<T: OneWayReturn>(&self) {}
 }
 
 impl<M> ProbeMessage for &Probe<M> {}
@@ -245,24 +245,8 @@ pub trait OneWayReturn {}
 
 impl OneWayReturn for () {}
 
-/// Fails to compile (a const panic) when two handled message types share a wire name.
-pub const fn assert_unique_names(names: &[&str]) {
-    let mut i = 0;
-    while i < names.len() {
-        let mut j = i + 1;
-        while j < names.len() {
-            assert!(
-                !str_eq(names[i], names[j]),
-                "two handlers of this actor take message types with the same wire name; \
-                 rename one with `#[message(name = \"...\")]`"
-            );
-            j += 1;
-        }
-        i += 1;
-    }
-}
-
-const fn str_eq(a: &str, b: &str) -> bool {
+/// Whether two wire names are equal, at compile time.
+pub const fn same_name(a: &str, b: &str) -> bool {
     let (a, b) = (a.as_bytes(), b.as_bytes());
     if a.len() != b.len() {
         return false;
@@ -288,13 +272,9 @@ mod tests {
     }
 
     #[test]
-    fn unique_names_pass() {
-        assert_unique_names(&["a", "b", "ab"]);
-    }
-
-    #[test]
-    #[should_panic(expected = "same wire name")]
-    fn duplicate_names_fail() {
-        assert_unique_names(&["a", "b", "a"]);
+    fn same_name_compares_bytes() {
+        const { assert!(same_name("greeter.reset", "greeter.reset")) };
+        assert!(!same_name("a", "ab"));
+        assert!(!same_name("Reset", "reset"));
     }
 }

@@ -96,15 +96,147 @@ impl Drop for Entered<'_> {
     }
 }
 
+/// Prepares a [`TestActor`]: its address and concurrency, and what `on_start` already needs
+/// (responders, full mailboxes). Made by [`TestActor::builder`].
+///
+/// ```
+/// use bunraku_sdk::prelude::*;
+/// use bunraku_sdk::testing::TestActor;
+///
+/// #[derive(Serialize, Deserialize, Message)]
+/// #[message(reply = String)]
+/// struct Lookup(String);
+///
+/// #[derive(Default)]
+/// struct Cache { motd: String }
+///
+/// #[actor]
+/// impl Cache {
+///     async fn on_start(&mut self, ctx: &Ctx) -> Result<(), Error> {
+///         self.motd = ctx.request("config", &Lookup("motd".into())).await?;
+///         ctx.info(format_args!("{} #{} ready", ctx.name(), ctx.instance()));
+///         Ok(())
+///     }
+/// }
+///
+/// let cache = TestActor::<Cache>::builder()
+///     .name("cache")
+///     .instance(2)
+///     .respond::<Lookup>("config", |key| format!("value of {}", key.0))
+///     .start_default();
+/// assert_eq!(cache.actor().motd, "value of motd");
+/// assert_eq!(cache.logs()[0].message, "cache #2 ready");
+/// ```
+pub struct TestBuilder<A: Actor> {
+    host: NativeHost,
+    name: String,
+    instance: u32,
+    _actor: PhantomData<A>,
+}
+
+impl<A: Actor> TestBuilder<A> {
+    /// The actor's address, [`Ctx::name`](crate::Ctx::name) (default: its type name).
+    pub fn name(mut self, name: &str) -> Self {
+        name.clone_into(&mut self.name);
+        self
+    }
+
+    /// The instance number, [`Ctx::instance`](crate::Ctx::instance) (default: 0).
+    pub fn instance(mut self, instance: u32) -> Self {
+        self.instance = instance;
+        self
+    }
+
+    /// How many handlers may run at once (default: 1).
+    pub fn concurrency(mut self, concurrency: u32) -> Self {
+        self.host.concurrency = concurrency;
+        self
+    }
+
+    /// Answers the actor's requests of type `R` to actor `target` with `f`
+    /// (see [`TestActor::respond`]).
+    pub fn respond<R: Request>(
+        mut self,
+        target: &str,
+        mut f: impl FnMut(R) -> R::Reply + 'static,
+    ) -> Self {
+        self.host
+            .respond(target, R::NAME, responder::<R>(move |req| Ok(f(req))));
+        self
+    }
+
+    /// Answers the actor's requests of type `R` to actor `target` with `f`, which may fail
+    /// (see [`TestActor::respond_with`]).
+    pub fn respond_with<R: Request>(
+        mut self,
+        target: &str,
+        f: impl FnMut(R) -> Result<R::Reply, Error> + 'static,
+    ) -> Self {
+        self.host.respond(target, R::NAME, responder::<R>(f));
+        self
+    }
+
+    /// Marks an actor or subject as full (see [`TestActor::set_mailbox_full`]).
+    pub fn mailbox_full(mut self, target: &str) -> Self {
+        self.host.set_full(target, true);
+        self
+    }
+
+    /// Starts the actor with `config` as its JSON configuration (`serde_json::json!(..)` or any
+    /// serializable value) and runs `on_start`.
+    ///
+    /// # Panics
+    ///
+    /// When `config` does not serialize or decode, or `on_start` fails (in wasm, both trap).
+    pub fn start(self, config: impl Serialize) -> TestActor<A> {
+        let config = serde_json::to_vec(&config).expect("the configuration serializes to JSON");
+        let mut host = self.host;
+        host.inbox.push_back(Event::Start {
+            name: self.name,
+            instance: self.instance,
+            config,
+        });
+        let mut actor = TestActor {
+            parked: Some(Parked {
+                state: State::default(),
+                host,
+            }),
+            next_message: 0,
+            _actor: PhantomData,
+        };
+        actor.run();
+        actor
+    }
+
+    /// Starts the actor without configuration (`on_start` gets the configuration's `Default`).
+    ///
+    /// # Panics
+    ///
+    /// When `on_start` fails.
+    pub fn start_default(self) -> TestActor<A> {
+        self.start(())
+    }
+}
+
 impl<A: Actor> TestActor<A> {
+    /// Prepares an actor with more than a configuration; see [`TestBuilder`].
+    pub fn builder() -> TestBuilder<A> {
+        TestBuilder {
+            host: NativeHost::default(),
+            name: A::NAME.to_owned(),
+            instance: 0,
+            _actor: PhantomData,
+        }
+    }
+
     /// Starts the actor with `config` as its JSON configuration (`serde_json::json!(..)` or any
     /// serializable value), named after its type, instance 0, and runs `on_start`.
     ///
     /// # Panics
     ///
-    /// When the configuration does not decode or `on_start` fails (in wasm, both trap).
+    /// When `config` does not serialize or decode, or `on_start` fails (in wasm, both trap).
     pub fn start(config: impl Serialize) -> Self {
-        Self::start_as(A::NAME, 0, config)
+        Self::builder().start(config)
     }
 
     /// Starts the actor without configuration (`on_start` gets the configuration's `Default`).
@@ -113,33 +245,20 @@ impl<A: Actor> TestActor<A> {
     ///
     /// When `on_start` fails.
     pub fn start_default() -> Self {
-        Self::start(())
-    }
-
-    /// Starts the actor under an address and instance number, with `config`.
-    ///
-    /// # Panics
-    ///
-    /// When `config` does not serialize to JSON, does not decode, or `on_start` fails.
-    pub fn start_as(name: &str, instance: u32, config: impl Serialize) -> Self {
-        let config = serde_json::to_vec(&config).expect("the configuration serializes to JSON");
-        let mut host = NativeHost::default();
-        host.inbox.push_back(Event::Start { name: name.to_owned(), instance, config });
-        let mut actor = Self {
-            parked: Some(Parked { state: State::default(), host }),
-            next_message: 0,
-            _actor: PhantomData,
-        };
-        actor.run();
-        actor
+        Self::builder().start_default()
     }
 
     /// Runs `f` with this actor's state and host installed on the thread.
     fn enter<R>(&mut self, f: impl FnOnce() -> R) -> R {
-        let Parked { state, host } =
-            self.parked.take().expect("this TestActor panicked earlier and cannot be used");
+        let Parked { state, host } = self
+            .parked
+            .take()
+            .expect("this TestActor panicked earlier and cannot be used");
         let outer = (executor::swap_state(state), native::swap(Some(host)));
-        let _entered = Entered { parked: &mut self.parked, outer: Some(outer) };
+        let _entered = Entered {
+            parked: &mut self.parked,
+            outer: Some(outer),
+        };
         f()
     }
 
@@ -149,7 +268,9 @@ impl<A: Actor> TestActor<A> {
     }
 
     fn parked(&self) -> &Parked {
-        self.parked.as_ref().expect("this TestActor panicked earlier and cannot be used")
+        self.parked
+            .as_ref()
+            .expect("this TestActor panicked earlier and cannot be used")
     }
 
     fn host(&self) -> &NativeHost {
@@ -157,7 +278,11 @@ impl<A: Actor> TestActor<A> {
     }
 
     fn host_mut(&mut self) -> &mut NativeHost {
-        &mut self.parked.as_mut().expect("this TestActor panicked earlier").host
+        &mut self
+            .parked
+            .as_mut()
+            .expect("this TestActor panicked earlier")
+            .host
     }
 
     /// The actor's state, to assert on.
@@ -166,11 +291,22 @@ impl<A: Actor> TestActor<A> {
     ///
     /// While a handler holds the state mutably (it is waiting on an operation).
     pub fn actor(&self) -> Ref<'_, A> {
-        self.parked().state.actor::<A>().expect("the actor started").borrow()
+        self.parked()
+            .state
+            .actor::<A>()
+            .expect("the actor started")
+            .borrow()
     }
 
     /// Queues a message and runs the actor; returns its id and reply handle.
-    fn push(&mut self, msg_type: &str, codec: Codec, payload: Vec<u8>, reply: bool, subject: Option<&str>) -> (u64, Option<u32>) {
+    fn push(
+        &mut self,
+        msg_type: &str,
+        codec: Codec,
+        payload: Vec<u8>,
+        reply: bool,
+        subject: Option<&str>,
+    ) -> (u64, Option<u32>) {
         self.next_message += 1;
         let id = self.next_message;
         let host = self.host_mut();
@@ -205,7 +341,10 @@ impl<A: Actor> TestActor<A> {
 
     /// The outcome of a one-way message: refused or not.
     fn outcome(&mut self, id: u64) -> Result<(), Error> {
-        let parked = self.parked.as_mut().expect("this TestActor panicked earlier");
+        let parked = self
+            .parked
+            .as_mut()
+            .expect("this TestActor panicked earlier");
         parked.state.take_rejected(id).map_or(Ok(()), Err)
     }
 
@@ -248,7 +387,11 @@ impl<A: Actor> TestActor<A> {
     }
 
     /// Answers the actor's requests of type `R` to actor `target` with `f`.
-    pub fn respond<R: Request>(&mut self, target: &str, mut f: impl FnMut(R) -> R::Reply + 'static) {
+    pub fn respond<R: Request>(
+        &mut self,
+        target: &str,
+        mut f: impl FnMut(R) -> R::Reply + 'static,
+    ) {
         self.respond_with::<R>(target, move |req| Ok(f(req)));
     }
 
@@ -257,21 +400,9 @@ impl<A: Actor> TestActor<A> {
     pub fn respond_with<R: Request>(
         &mut self,
         target: &str,
-        mut f: impl FnMut(R) -> Result<R::Reply, Error> + 'static,
+        f: impl FnMut(R) -> Result<R::Reply, Error> + 'static,
     ) {
-        let responder: Responder = Rc::new(RefCell::new(move |out: &Outbound| {
-            let request = match codec::decode::<R>(out.codec, &out.payload) {
-                Ok(request) => request,
-                Err(message) => return ReplyBody::Error { code: ErrorCode::Malformed, message },
-            };
-            let error = match f(request).map(|reply| codec::encode(out.codec, &reply)) {
-                Ok(Ok(payload)) => return ReplyBody::Ok { codec: out.codec, payload },
-                Ok(Err(message)) => Error::new(ErrorCode::Internal, message),
-                Err(e) => e,
-            };
-            ReplyBody::Error { code: error.code(), message: error.message().to_owned() }
-        }));
-        self.host_mut().respond(target, R::NAME, responder);
+        self.host_mut().respond(target, R::NAME, responder::<R>(f));
     }
 
     /// Marks an actor or subject as full: `send`/`publish` to it wait, `try_send`/`try_publish`
@@ -365,6 +496,35 @@ impl<A: Actor> Drop for TestActor<A> {
             self.enter(executor::drop_tasks);
         }
     }
+}
+
+/// Wraps a typed answering function as the native host's responder.
+fn responder<R: Request>(mut f: impl FnMut(R) -> Result<R::Reply, Error> + 'static) -> Responder {
+    Rc::new(RefCell::new(move |out: &Outbound| {
+        let request = match codec::decode::<R>(out.codec, &out.payload) {
+            Ok(request) => request,
+            Err(message) => {
+                return ReplyBody::Error {
+                    code: ErrorCode::Malformed,
+                    message,
+                };
+            }
+        };
+        let error = match f(request).map(|reply| codec::encode(out.codec, &reply)) {
+            Ok(Ok(payload)) => {
+                return ReplyBody::Ok {
+                    codec: out.codec,
+                    payload,
+                };
+            }
+            Ok(Err(message)) => Error::new(ErrorCode::Internal, message),
+            Err(e) => e,
+        };
+        ReplyBody::Error {
+            code: error.code(),
+            message: error.message().to_owned(),
+        }
+    }))
 }
 
 fn encode<M: Message>(msg: &M) -> Result<Vec<u8>, Error> {

@@ -97,7 +97,10 @@ fn a_request_sent_one_way_drops_its_reply() {
 #[test]
 fn json_reaches_the_same_typed_handler() {
     let mut t = TestActor::<Greeter>::start_default();
-    assert_eq!(t.call_json("Greet", r#"{"name":"bo"}"#).unwrap(), json!("hello, bo"));
+    assert_eq!(
+        t.call_json("Greet", r#"{"name":"bo"}"#).unwrap(),
+        json!("hello, bo")
+    );
     // A unit message needs no body; a one-way message answers a call with `null`.
     assert_eq!(t.call_json("greeter.reset", "").unwrap(), json!(null));
     assert_eq!(t.call_json("Count", "null").unwrap(), json!(0));
@@ -111,7 +114,11 @@ fn a_malformed_payload_is_refused_and_the_actor_keeps_running() {
     assert!(err.message().contains("missing field `name`"), "{err}");
     let warning = t.logs().pop().unwrap();
     assert_eq!(warning.level, Level::Warn);
-    assert!(warning.message.contains("`Greet` does not decode as json"), "{}", warning.message);
+    assert!(
+        warning.message.contains("`Greet` does not decode as json"),
+        "{}",
+        warning.message
+    );
     assert_eq!(t.call(&Greet { name: "ann".into() }).unwrap(), "hello, ann");
 }
 
@@ -125,7 +132,10 @@ fn an_unknown_type_is_refused_with_or_without_a_reply_handle() {
     assert_eq!(t.call(&Other).unwrap_err().code(), ErrorCode::UnknownType);
     let err = t.send(&Other).unwrap_err();
     assert_eq!(err.code(), ErrorCode::UnknownType);
-    assert_eq!(err.to_string(), "unknown message type: no handler for message type `Other`");
+    assert_eq!(
+        err.to_string(),
+        "unknown message type: no handler for message type `Other`"
+    );
 }
 
 #[test]
@@ -133,7 +143,11 @@ fn the_descriptor_lists_requests_and_messages() {
     let d = Greeter::descriptor();
     assert_eq!(d.abi_version, bunraku_sdk::abi::ABI_VERSION);
     assert_eq!(d.actor, "Greeter");
-    let kinds: Vec<_> = d.messages.iter().map(|m| (m.name.as_str(), m.kind)).collect();
+    let kinds: Vec<_> = d
+        .messages
+        .iter()
+        .map(|m| (m.name.as_str(), m.kind))
+        .collect();
     assert_eq!(
         kinds,
         [
@@ -153,7 +167,10 @@ fn on_stop_runs_on_stop() {
 
 #[test]
 fn start_with_a_name_and_instance() {
-    let t = TestActor::<Greeter>::start_as("greeter", 3, ());
+    let t = TestActor::<Greeter>::builder()
+        .name("greeter")
+        .instance(3)
+        .start_default();
     assert_eq!(t.logs()[0].message, "started as greeter/3");
 }
 
@@ -203,14 +220,32 @@ impl Relayer {
         match msg.mode.as_str() {
             "send" => note(ctx.send(&msg.to, &Ping(1)).await.map(|()| "sent".into())),
             "try_send" => note(ctx.try_send(&msg.to, &Ping(2)).map(|()| "sent".into())),
-            "publish" => note(ctx.publish(&msg.to, &Ping(3)).await.map(|()| "published".into())),
+            "publish" => note(
+                ctx.publish(&msg.to, &Ping(3))
+                    .await
+                    .map(|()| "published".into()),
+            ),
             "try_publish" => {
-                note(ctx.try_publish(&msg.to, &Ping(4)).map(|()| "published".into()));
+                note(
+                    ctx.try_publish(&msg.to, &Ping(4))
+                        .map(|()| "published".into()),
+                );
             }
             "request" => {
-                note(ctx.request(&msg.to, &Greet { name: "relay".into() }).await);
+                note(
+                    ctx.request(
+                        &msg.to,
+                        &Greet {
+                            name: "relay".into(),
+                        },
+                    )
+                    .await,
+                );
                 let timeout = Duration::from_micros(1500);
-                note(ctx.request_with_timeout(&msg.to, &Greet { name: "t".into() }, timeout).await);
+                note(
+                    ctx.request_with_timeout(&msg.to, &Greet { name: "t".into() }, timeout)
+                        .await,
+                );
             }
             _ => note(Err(Error::new(ErrorCode::Invalid, msg.mode))),
         }
@@ -219,7 +254,9 @@ impl Relayer {
 
     #[handler]
     async fn subscribe(&mut self, ctx: &Ctx, msg: Sub) -> Result<u64, String> {
-        let id = ctx.subscribe_with(&msg.0, Policy::DropNewest).map_err(|e| e.to_string())?;
+        let id = ctx
+            .subscribe_with(&msg.0, Policy::DropNewest)
+            .map_err(|e| e.to_string())?;
         self.subscriptions.push(id);
         Ok(id.get())
     }
@@ -233,7 +270,11 @@ impl Relayer {
 
     #[handler]
     async fn ping(&mut self, ctx: &Ctx, msg: Ping) {
-        ctx.info(format_args!("ping {} on {}", msg.0, ctx.subject().unwrap_or("-")));
+        ctx.info(format_args!(
+            "ping {} on {}",
+            msg.0,
+            ctx.subject().unwrap_or("-")
+        ));
     }
 }
 
@@ -241,10 +282,16 @@ impl Relayer {
 fn subscriptions_are_recorded_and_deliveries_carry_the_subject() {
     let mut t = TestActor::<Relayer>::start_default();
     assert_eq!(t.call(&Sub("news.*".into())).unwrap(), Ok(1));
-    assert_eq!(t.call(&Sub("a..b".into())).unwrap(), Err("invalid argument".into()));
+    assert_eq!(
+        t.call(&Sub("a..b".into())).unwrap(),
+        Err("invalid argument".into())
+    );
     assert_eq!(t.call(&Sub("sport.>".into())).unwrap(), Ok(2));
     let subs = t.subscriptions();
-    assert_eq!((subs[0].pattern.as_str(), subs[0].policy), ("news.*", Policy::DropNewest));
+    assert_eq!(
+        (subs[0].pattern.as_str(), subs[0].policy),
+        ("news.*", Policy::DropNewest)
+    );
     t.send(&Unsub).unwrap();
     assert_eq!(t.subscriptions().len(), 1);
 
@@ -255,7 +302,11 @@ fn subscriptions_are_recorded_and_deliveries_carry_the_subject() {
 }
 
 fn relay(t: &mut TestActor<Relayer>, to: &str, mode: &str) -> Vec<String> {
-    t.call(&Relay { to: to.into(), mode: mode.into() }).unwrap()
+    t.call(&Relay {
+        to: to.into(),
+        mode: mode.into(),
+    })
+    .unwrap()
 }
 
 #[test]
@@ -269,7 +320,10 @@ fn sends_and_publishes_are_recorded() {
     assert_eq!(t.published::<Ping>("news.today"), [Ping(3), Ping(4)]);
     assert_eq!(t.sent().len(), 2);
     assert_eq!(t.publications()[0].msg_type, "Ping");
-    assert_eq!(relay(&mut t, "bad..subject", "publish"), ["invalid argument"]);
+    assert_eq!(
+        relay(&mut t, "bad..subject", "publish"),
+        ["invalid argument"]
+    );
 }
 
 #[test]
@@ -278,7 +332,12 @@ fn a_full_mailbox_suspends_send_until_there_is_room() {
     t.set_mailbox_full("peer", true);
     assert_eq!(relay(&mut t, "peer", "try_send"), ["mailbox full"]);
 
-    let err = t.call(&Relay { to: "peer".into(), mode: "send".into() }).unwrap_err();
+    let err = t
+        .call(&Relay {
+            to: "peer".into(),
+            mode: "send".into(),
+        })
+        .unwrap_err();
     assert_eq!(err.code(), ErrorCode::Timeout, "{err}");
     assert_eq!(t.in_flight(), 1);
     assert!(t.sent().is_empty());
@@ -291,7 +350,10 @@ fn a_full_mailbox_suspends_send_until_there_is_room() {
 #[test]
 fn requests_are_answered_by_responders() {
     let mut t = TestActor::<Relayer>::start_default();
-    assert_eq!(relay(&mut t, "nobody", "request"), ["no such actor", "no such actor"]);
+    assert_eq!(
+        relay(&mut t, "nobody", "request"),
+        ["no such actor", "no such actor"]
+    );
 
     let mut calls = 0;
     t.respond::<Greet>("greeter", move |g| {
@@ -301,16 +363,26 @@ fn requests_are_answered_by_responders() {
     assert_eq!(relay(&mut t, "greeter", "request"), ["relay #1", "t #2"]);
     let timeouts: Vec<_> = t.requests().iter().map(|r| r.timeout_ms).collect();
     assert_eq!(timeouts, [None, Some(2), None, Some(2)]);
-    assert_eq!(t.requested::<Greet>("greeter")[1], Greet { name: "t".into() });
+    assert_eq!(
+        t.requested::<Greet>("greeter")[1],
+        Greet { name: "t".into() }
+    );
 
     t.respond_with::<Greet>("greeter", |_| Err(Error::new(ErrorCode::Denied, "go away")));
-    assert_eq!(relay(&mut t, "greeter", "request"), ["denied: go away", "denied: go away"]);
+    assert_eq!(
+        relay(&mut t, "greeter", "request"),
+        ["denied: go away", "denied: go away"]
+    );
 }
 
 #[test]
 fn a_responder_can_be_another_test_actor() {
     let mut greeter = TestActor::<Greeter>::start(json!({ "greeting": "yo" }));
-    greeter.call(&Greet { name: "first".into() }).unwrap();
+    greeter
+        .call(&Greet {
+            name: "first".into(),
+        })
+        .unwrap();
     let mut t = TestActor::<Relayer>::start_default();
     t.respond::<Greet>("greeter", move |g| greeter.call(&g).unwrap());
     assert_eq!(relay(&mut t, "greeter", "request"), ["yo, relay", "yo, t"]);
@@ -356,7 +428,11 @@ fn concurrent_handlers_wait_for_the_state_instead_of_panicking() {
     t.set_mailbox_full("peer", true);
     t.send(&Work("a".into())).unwrap();
     t.send(&Work("b".into())).unwrap();
-    assert_eq!(t.in_flight(), 2, "both handlers started; b waits for the state");
+    assert_eq!(
+        t.in_flight(),
+        2,
+        "both handlers started; b waits for the state"
+    );
     t.set_mailbox_full("peer", false);
     assert_eq!(t.in_flight(), 0);
     assert_eq!(t.actor().log, ["start a", "end a", "start b", "end b"]);

@@ -18,12 +18,22 @@ async fn a_flooding_sender_is_suspended_by_a_stalled_receiver_and_loses_nothing(
 
     // Stall the receiver.
     let h = host.clone();
-    let stall = tokio::spawn(async move { h.call_json("sink", Some("Busy"), json!({"ms": 1500})).await });
-    eventually(Duration::from_secs(30), || (host.actor("sink")[0].handled == 1).then_some(())).await.unwrap();
+    let stall =
+        tokio::spawn(async move { h.call_json("sink", Some("Busy"), json!({"ms": 1500})).await });
+    eventually(Duration::from_secs(30), || {
+        (host.actor("sink")[0].handled == 1).then_some(())
+    })
+    .await
+    .unwrap();
 
     let h = host.clone();
     let flood = tokio::spawn(async move {
-        h.call_json("flooder", Some("Flood"), json!({"to": "sink", "count": 2000})).await
+        h.call_json(
+            "flooder",
+            Some("Flood"),
+            json!({"to": "sink", "count": 2000}),
+        )
+        .await
     });
     // The mailbox fills to its bound and the flooder waits with exactly one message in hand.
     let full = eventually(Duration::from_secs(30), || {
@@ -33,22 +43,45 @@ async fn a_flooding_sender_is_suspended_by_a_stalled_receiver_and_loses_nothing(
     .await
     .expect("the sink's mailbox fills and the flooder suspends");
     // A try-send meanwhile is refused as full: the actor sees a typed error, not a stall.
-    let tried = host.call_json("prober", Some("TryFlood"), json!({"to": "sink", "count": 50})).await;
+    let tried = host
+        .call_json(
+            "prober",
+            Some("TryFlood"),
+            json!({"to": "sink", "count": 50}),
+        )
+        .await;
     let tried = tried.unwrap_or_else(|e| panic!("{e}: {:?}", host.actor("prober")[0].last_failure));
     assert_eq!(tried, json!([0, 50]));
     for _ in 0..20 {
         let sink = &host.actor("sink")[0];
         let flooder = &host.actor("flooder")[0];
-        assert!(sink.mailbox <= 8, "mailbox above its bound: {}", sink.mailbox);
-        assert!(flooder.pending <= 1, "host holds more than one message for the sender");
-        assert_eq!(flooder.memory, full, "the sender's linear memory grew while suspended");
+        assert!(
+            sink.mailbox <= 8,
+            "mailbox above its bound: {}",
+            sink.mailbox
+        );
+        assert!(
+            flooder.pending <= 1,
+            "host holds more than one message for the sender"
+        );
+        assert_eq!(
+            flooder.memory, full,
+            "the sender's linear memory grew while suspended"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(!flood.is_finished());
     assert_eq!(stall.await.unwrap().unwrap(), json!(1500));
     assert_eq!(flood.await.unwrap().unwrap(), json!(2000));
-    let stats = host.call_json("sink", Some("GetStats"), json!({})).await.unwrap();
+    let stats = host
+        .call_json("sink", Some("GetStats"), json!({}))
+        .await
+        .unwrap();
     assert_eq!(stats["noops"], json!(2000), "nothing lost");
     assert_eq!(stats["in_order"], json!(true), "FIFO per sender");
-    assert_eq!(host.actor("flooder")[0].memory, full, "constant after the flood too");
+    assert_eq!(
+        host.actor("flooder")[0].memory,
+        full,
+        "constant after the flood too"
+    );
 }

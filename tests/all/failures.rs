@@ -8,7 +8,12 @@ use bunraku_runtime::{CallError, ClientMessage, Host};
 use bunraku_tests::*;
 use serde_json::json;
 
-fn call(host: &Arc<Host>, to: &str, ty: &str, v: serde_json::Value) -> tokio::task::JoinHandle<Result<serde_json::Value, CallError>> {
+fn call(
+    host: &Arc<Host>,
+    to: &str,
+    ty: &str,
+    v: serde_json::Value,
+) -> tokio::task::JoinHandle<Result<serde_json::Value, CallError>> {
     let host = host.clone();
     let (to, ty) = (to.to_owned(), ty.to_owned());
     tokio::spawn(async move { host.call_json(&to, Some(&ty), v).await })
@@ -24,20 +29,42 @@ async fn trapping_actor_is_restarted_with_its_sender_told_and_its_queue_kept() {
 
     // Keep the victim busy so the next messages queue up behind the one that traps.
     let busy = call(&host, "victim", "Busy", json!({"ms": 300}));
-    eventually(Duration::from_secs(30), || (host.actor("victim")[0].handled == 1).then_some(())).await.unwrap();
+    eventually(Duration::from_secs(30), || {
+        (host.actor("victim")[0].handled == 1).then_some(())
+    })
+    .await
+    .unwrap();
     let panic = call(&host, "victim", "Panic", json!({}));
-    eventually(Duration::from_secs(30), || (host.actor("victim")[0].mailbox == 1).then_some(())).await.unwrap();
+    eventually(Duration::from_secs(30), || {
+        (host.actor("victim")[0].mailbox == 1).then_some(())
+    })
+    .await
+    .unwrap();
     for i in 0..10 {
-        host.send(ClientMessage::json("victim", Some("Noop"), &json!({"i": i}))).await.unwrap();
+        host.send(ClientMessage::json(
+            "victim",
+            Some("Noop"),
+            &json!({"i": i}),
+        ))
+        .await
+        .unwrap();
     }
 
     assert_eq!(busy.await.unwrap().unwrap(), json!(300));
     // The sender of the trapping message is told; the message is not redelivered.
     assert_eq!(panic.await.unwrap().unwrap_err(), CallError::TargetFailed);
     // The bystander never noticed.
-    assert_eq!(host.call_json("bystander", Some("Echo"), json!({"text": "ok"})).await.unwrap(), json!("ok"));
+    assert_eq!(
+        host.call_json("bystander", Some("Echo"), json!({"text": "ok"}))
+            .await
+            .unwrap(),
+        json!("ok")
+    );
     // The queued messages reached the new instance, in order.
-    let stats = host.call_json("victim", Some("GetStats"), json!({})).await.unwrap();
+    let stats = host
+        .call_json("victim", Some("GetStats"), json!({}))
+        .await
+        .unwrap();
     assert_eq!(stats["started"], json!(1), "a fresh instance: {stats}");
     assert_eq!(stats["noops"], json!(10), "{stats}");
     assert_eq!(stats["in_order"], json!(true));
@@ -47,7 +74,8 @@ async fn trapping_actor_is_restarted_with_its_sender_told_and_its_queue_kept() {
     assert!(failure.contains("while handling `Panic`"), "{failure}");
     let (logs, _) = host.logs().follow();
     assert!(
-        logs.iter().any(|l| l.actor == "victim" && l.message.contains("testbed was asked to panic")),
+        logs.iter()
+            .any(|l| l.actor == "victim" && l.message.contains("testbed was asked to panic")),
         "the guest's panic message is in its log"
     );
     assert_eq!(host.actor("bystander")[0].restarts, 0);
@@ -65,22 +93,41 @@ async fn runaway_loop_is_stopped_by_its_budget_while_others_keep_answering() {
 
     let started = Instant::now();
     let spin = call(&host, "runaway", "Spin", json!({}));
-    eventually(Duration::from_secs(30), || (host.actor("runaway")[0].handled == 1).then_some(())).await.unwrap();
+    eventually(Duration::from_secs(30), || {
+        (host.actor("runaway")[0].handled == 1).then_some(())
+    })
+    .await
+    .unwrap();
     let mut answered = 0;
     while !spin.is_finished() {
-        let r = host.call_json("healthy", Some("Echo"), json!({"text": "alive"})).await.unwrap();
+        let r = host
+            .call_json("healthy", Some("Echo"), json!({"text": "alive"}))
+            .await
+            .unwrap();
         assert_eq!(r, json!("alive"));
         answered += 1;
     }
     let elapsed = started.elapsed();
     assert_eq!(spin.await.unwrap().unwrap_err(), CallError::TargetFailed);
-    assert!(answered >= 100, "the healthy actor answered only {answered} requests during the loop");
+    assert!(
+        answered >= 100,
+        "the healthy actor answered only {answered} requests during the loop"
+    );
     // The budget is the feature: trapped no earlier than the budget, and within it plus one
     // epoch tick (plus scheduling slack for a loaded 2-core machine).
-    assert!(elapsed >= Duration::from_secs(2) - tick, "trapped early: {elapsed:?}");
-    assert!(elapsed <= Duration::from_secs(2) + tick + Duration::from_millis(500), "trapped late: {elapsed:?}");
+    assert!(
+        elapsed >= Duration::from_secs(2) - tick,
+        "trapped early: {elapsed:?}"
+    );
+    assert!(
+        elapsed <= Duration::from_secs(2) + tick + Duration::from_millis(500),
+        "trapped late: {elapsed:?}"
+    );
     let failure = host.actor("runaway")[0].last_failure.clone().unwrap();
-    assert!(failure.contains("exceeded its time budget of 2000 ms while handling `Spin`"), "{failure}");
+    assert!(
+        failure.contains("exceeded its time budget of 2000 ms while handling `Spin`"),
+        "{failure}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -92,7 +139,9 @@ async fn budget_is_per_message_not_per_batch() {
     deploy_spec(&host, &worker);
     // Five 150 ms messages queued together are handled in one guest entry (750 ms in all),
     // yet none exceeds its own 400 ms budget.
-    let calls: Vec<_> = (0..5).map(|_| call(&host, "worker", "Busy", json!({"ms": 150}))).collect();
+    let calls: Vec<_> = (0..5)
+        .map(|_| call(&host, "worker", "Busy", json!({"ms": 150})))
+        .collect();
     for c in calls {
         assert_eq!(c.await.unwrap().unwrap(), json!(150));
     }

@@ -11,7 +11,10 @@ use serde_json::json;
 async fn echo_replies_to_a_json_request() {
     let host = host();
     deploy(&host, "echo", "echo");
-    let reply = host.call_json("echo", Some("Echo"), json!({"text": "hello"})).await.unwrap();
+    let reply = host
+        .call_json("echo", Some("Echo"), json!({"text": "hello"}))
+        .await
+        .unwrap();
     assert_eq!(reply, json!("hello"));
 }
 
@@ -22,10 +25,19 @@ async fn counter_sees_sends_in_order_before_a_later_request() {
     counter.config = json!({"initial": 10});
     deploy_spec(&host, &counter);
     for n in 1..=100 {
-        host.send(ClientMessage::json("counter", Some("Add"), &json!({"n": n}))).await.unwrap();
+        host.send(ClientMessage::json(
+            "counter",
+            Some("Add"),
+            &json!({"n": n}),
+        ))
+        .await
+        .unwrap();
     }
     // FIFO per sender: the Get queued after the Adds sees all of them.
-    let total = host.call_json("counter", Some("Get"), json!({})).await.unwrap();
+    let total = host
+        .call_json("counter", Some("Get"), json!({}))
+        .await
+        .unwrap();
     assert_eq!(total, json!(10 + 5050));
     assert_eq!(host.actor("counter")[0].handled, 101);
 }
@@ -39,8 +51,14 @@ async fn type_is_optional_only_for_an_actor_with_one_handler() {
     let report = host.call_json("noexp", None, json!({})).await.unwrap();
     assert_eq!(report["ok"], json!(false));
     // `echo` has two: the error lists them.
-    let err = host.call_json("echo", None, json!({"text": "x"})).await.unwrap_err();
-    assert!(matches!(&err, CallError::TypeRequired { known, .. } if known.len() == 2), "{err}");
+    let err = host
+        .call_json("echo", None, json!({"text": "x"}))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, CallError::TypeRequired { known, .. } if known.len() == 2),
+        "{err}"
+    );
     assert_eq!(
         err.to_string(),
         "actor `echo` handles several message types; choose one with --type: Echo, Slow"
@@ -51,17 +69,29 @@ async fn type_is_optional_only_for_an_actor_with_one_handler() {
 async fn unknown_actor_and_unknown_type_are_typed_errors() {
     let host = host();
     deploy(&host, "echo", "echo");
-    let err = host.call_json("nobody", Some("Echo"), json!({})).await.unwrap_err();
+    let err = host
+        .call_json("nobody", Some("Echo"), json!({}))
+        .await
+        .unwrap_err();
     assert_eq!(err, CallError::NoSuchActor("nobody".into()));
     assert_eq!(err.to_string(), "no such actor `nobody`");
-    let err = host.call_json("echo", Some("Shout"), json!({})).await.unwrap_err();
+    let err = host
+        .call_json("echo", Some("Shout"), json!({}))
+        .await
+        .unwrap_err();
     assert_eq!(
         err.to_string(),
         "actor `echo` has no handler for message type `Shout`; it handles: Echo, Slow"
     );
     // Guest to guest: a relay to a missing actor reports `no such actor`.
     deploy(&host, "relay", "testbed");
-    let r = host.call_json("relay", Some("Relay"), json!({"to": "ghost", "timeout_ms": null})).await;
+    let r = host
+        .call_json(
+            "relay",
+            Some("Relay"),
+            json!({"to": "ghost", "timeout_ms": null}),
+        )
+        .await;
     assert_eq!(r.unwrap(), json!({"Err": "no such actor"}));
 }
 
@@ -70,7 +100,9 @@ async fn actors_request_each_other() {
     let host = host();
     deploy(&host, "a", "testbed");
     deploy(&host, "b", "testbed");
-    let r = host.call_json("a", Some("Relay"), json!({"to": "b", "timeout_ms": null})).await;
+    let r = host
+        .call_json("a", Some("Relay"), json!({"to": "b", "timeout_ms": null}))
+        .await;
     assert_eq!(r.unwrap(), json!({"Ok": "pong"}));
 }
 
@@ -85,13 +117,32 @@ async fn request_past_its_deadline_times_out_for_host_and_guest_callers() {
     let start = Instant::now();
     let msg = ClientMessage::json("echo", Some("Slow"), &json!({"ms": 600}))
         .with_timeout(Duration::from_millis(100));
-    assert_eq!(host.request(msg).await.unwrap_err(), CallError::Timeout(100));
-    assert!(start.elapsed() < Duration::from_millis(600), "the timeout is the deadline, not the reply");
+    assert_eq!(
+        host.request(msg).await.unwrap_err(),
+        CallError::Timeout(100)
+    );
+    assert!(
+        start.elapsed() < Duration::from_millis(600),
+        "the timeout is the deadline, not the reply"
+    );
     // From a guest: `asker` relays to `slowpoke`, which is busy.
     let h = host.clone();
-    let busy = tokio::spawn(async move { h.call_json("slowpoke", Some("Busy"), json!({"ms": 600})).await });
-    eventually(Duration::from_secs(30), || (host.actor("slowpoke")[0].handled == 1).then_some(())).await.unwrap();
-    let relay = host.call_json("asker", Some("Relay"), json!({"to": "slowpoke", "timeout_ms": 100})).await;
+    let busy = tokio::spawn(async move {
+        h.call_json("slowpoke", Some("Busy"), json!({"ms": 600}))
+            .await
+    });
+    eventually(Duration::from_secs(30), || {
+        (host.actor("slowpoke")[0].handled == 1).then_some(())
+    })
+    .await
+    .unwrap();
+    let relay = host
+        .call_json(
+            "asker",
+            Some("Relay"),
+            json!({"to": "slowpoke", "timeout_ms": 100}),
+        )
+        .await;
     assert_eq!(relay.unwrap(), json!({"Err": "timeout"}));
     assert_eq!(busy.await.unwrap().unwrap(), json!(600));
 }
@@ -103,11 +154,19 @@ async fn request_cycle_fails_at_once_with_deadlock() {
     deploy(&host, "b", "testbed");
     // a asks b to relay a ping back to a, which is waiting on b: refused at once, no timeout.
     let start = Instant::now();
-    let r = host.call_json("a", Some("Bounce"), json!({"via": "b"})).await.unwrap();
+    let r = host
+        .call_json("a", Some("Bounce"), json!({"via": "b"}))
+        .await
+        .unwrap();
     assert_eq!(r, json!({"Ok": {"Err": "deadlock"}}));
-    assert!(start.elapsed() < Duration::from_secs(5), "detected, not timed out");
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "detected, not timed out"
+    );
     // A request to oneself is the shortest cycle.
-    let r = host.call_json("a", Some("Relay"), json!({"to": "a", "timeout_ms": null})).await;
+    let r = host
+        .call_json("a", Some("Relay"), json!({"to": "a", "timeout_ms": null}))
+        .await;
     assert_eq!(r.unwrap(), json!({"Err": "deadlock"}));
 }
 
@@ -115,11 +174,19 @@ async fn request_cycle_fails_at_once_with_deadlock() {
 async fn malformed_payload_is_a_typed_error_and_does_not_restart_the_actor() {
     let host = host();
     deploy(&host, "echo", "echo");
-    let err = host.call_json("echo", Some("Echo"), json!({"txt": 5})).await.unwrap_err();
-    let CallError::Remote { code, message } = &err else { panic!("{err:?}") };
+    let err = host
+        .call_json("echo", Some("Echo"), json!({"txt": 5}))
+        .await
+        .unwrap_err();
+    let CallError::Remote { code, message } = &err else {
+        panic!("{err:?}")
+    };
     assert_eq!(*code, ErrorCode::Malformed);
     assert!(message.contains("Echo"), "names the type: {message}");
-    let ok = host.call_json("echo", Some("Echo"), json!({"text": "still here"})).await.unwrap();
+    let ok = host
+        .call_json("echo", Some("Echo"), json!({"text": "still here"}))
+        .await
+        .unwrap();
     assert_eq!(ok, json!("still here"));
     let status = &host.actor("echo")[0];
     assert_eq!((status.restarts, status.failures), (0, 0));
@@ -132,7 +199,17 @@ async fn oversized_message_is_refused_before_delivery() {
     echo.limits.max_message_bytes = 1024;
     deploy_spec(&host, &echo);
     let big = "x".repeat(2000);
-    let err = host.call_json("echo", Some("Echo"), json!({"text": big})).await.unwrap_err();
-    assert!(matches!(err, CallError::TooLarge { limit: 1024, .. }), "{err:?}");
-    assert_eq!(host.actor("echo")[0].handled, 0, "nothing reached the actor");
+    let err = host
+        .call_json("echo", Some("Echo"), json!({"text": big}))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, CallError::TooLarge { limit: 1024, .. }),
+        "{err:?}"
+    );
+    assert_eq!(
+        host.actor("echo")[0].handled,
+        0,
+        "nothing reached the actor"
+    );
 }

@@ -12,17 +12,28 @@ fn subscriber(host: &bunraku_runtime::Host, name: &str, patterns: &[&str]) {
     let mut s = spec(name, "pubsub-subscriber");
     s.subscriptions = patterns
         .iter()
-        .map(|p| SubscriptionSpec { pattern: (*p).into(), policy: Policy::Wait })
+        .map(|p| SubscriptionSpec {
+            pattern: (*p).into(),
+            policy: Policy::Wait,
+        })
         .collect();
     deploy_spec(host, &s);
 }
 
 async fn seen(host: &bunraku_runtime::Host, name: &str) -> Vec<(String, u64)> {
-    let v = host.call_json(name, Some("Report"), json!({})).await.unwrap();
+    let v = host
+        .call_json(name, Some("Report"), json!({}))
+        .await
+        .unwrap();
     v.as_array()
         .unwrap()
         .iter()
-        .map(|s| (s["subject"].as_str().unwrap().to_owned(), s["seq"].as_u64().unwrap()))
+        .map(|s| {
+            (
+                s["subject"].as_str().unwrap().to_owned(),
+                s["seq"].as_u64().unwrap(),
+            )
+        })
         .collect()
 }
 
@@ -36,7 +47,11 @@ async fn every_subscriber_gets_every_message_once_in_order() {
         subscriber(&host, n, &["load.>"]);
     }
     let sent = host
-        .call_json("publisher", Some("PublishBurst"), json!({"subject": "load.x", "count": 50}))
+        .call_json(
+            "publisher",
+            Some("PublishBurst"),
+            json!({"subject": "load.x", "count": 50}),
+        )
         .await
         .unwrap();
     assert_eq!(sent, json!(50));
@@ -61,12 +76,20 @@ async fn wildcard_subscribers_get_exactly_the_matching_subjects() {
         subscriber(&host, name, &[pattern]);
     }
     for subject in ["a", "a.b", "a.c", "a.b.c", "x.b"] {
-        host.call_json("publisher", Some("PublishBurst"), json!({"subject": subject, "count": 1}))
-            .await
-            .unwrap();
+        host.call_json(
+            "publisher",
+            Some("PublishBurst"),
+            json!({"subject": subject, "count": 1}),
+        )
+        .await
+        .unwrap();
     }
     for (name, pattern, subjects) in &cases {
-        let got: Vec<String> = seen(&host, name).await.into_iter().map(|(s, _)| s).collect();
+        let got: Vec<String> = seen(&host, name)
+            .await
+            .into_iter()
+            .map(|(s, _)| s)
+            .collect();
         assert_eq!(got, *subjects, "{name} subscribed to {pattern}");
     }
 }
@@ -76,11 +99,19 @@ async fn drop_newest_policy_drops_and_counts_when_the_subscriber_is_full() {
     let host = host();
     let mut slow = spec("slow", "testbed");
     slow.limits.mailbox = 4;
-    slow.subscriptions = vec![SubscriptionSpec { pattern: "feed.*".into(), policy: Policy::DropNewest }];
+    slow.subscriptions = vec![SubscriptionSpec {
+        pattern: "feed.*".into(),
+        policy: Policy::DropNewest,
+    }];
     deploy_spec(&host, &slow);
     let h = host.clone();
-    let busy = tokio::spawn(async move { h.call_json("slow", Some("Busy"), json!({"ms": 300})).await });
-    eventually(Duration::from_secs(30), || (host.actor("slow")[0].handled == 1).then_some(())).await.unwrap();
+    let busy =
+        tokio::spawn(async move { h.call_json("slow", Some("Busy"), json!({"ms": 300})).await });
+    eventually(Duration::from_secs(30), || {
+        (host.actor("slow")[0].handled == 1).then_some(())
+    })
+    .await
+    .unwrap();
     let mut delivered = 0;
     let mut dropped = 0;
     for i in 0..20 {
@@ -91,15 +122,28 @@ async fn drop_newest_policy_drops_and_counts_when_the_subscriber_is_full() {
     }
     assert_eq!((delivered, dropped), (4, 16));
     busy.await.unwrap().unwrap();
-    let stats: Value = host.call_json("slow", Some("GetStats"), json!({})).await.unwrap();
+    let stats: Value = host
+        .call_json("slow", Some("GetStats"), json!({}))
+        .await
+        .unwrap();
     assert_eq!(stats["noops"], json!(4));
-    assert_eq!(stats["last_noop"], json!(3), "the oldest stayed, the newest were dropped");
+    assert_eq!(
+        stats["last_noop"],
+        json!(3),
+        "the oldest stayed, the newest were dropped"
+    );
     assert_eq!(host.actor("slow")[0].dead_letters, 16);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publishing_to_a_wildcard_subject_is_refused() {
     let host = host();
-    let err = host.publish(ClientMessage::json("a.*", Some("Noop"), &json!({}))).await.unwrap_err();
-    assert_eq!(err.to_string(), "subject `a.*` contains a wildcard; publish to a concrete subject");
+    let err = host
+        .publish(ClientMessage::json("a.*", Some("Noop"), &json!({})))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "subject `a.*` contains a wildcard; publish to a concrete subject"
+    );
 }

@@ -12,7 +12,11 @@ impl Broken {
     #[handler]
     async fn smoke(&mut self, _ctx: &Ctx, _msg: Smoke) -> SmokeReport {
         let mut report = SmokeReport::default();
-        report.check("one plus one is three", 1 + 1 == 3, "arithmetic still works");
+        report.check(
+            "one plus one is three",
+            1 + 1 == 3,
+            "arithmetic still works",
+        );
         report.finish("broken")
     }
 }

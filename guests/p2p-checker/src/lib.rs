@@ -44,7 +44,9 @@ impl Checker {
                     Err(e) => ctx.warn(format!("view of {peer}: {e}")),
                 }
             }
-            if views.len() == self.config.peers.len() && views.iter().all(|(_, v)| v.total() == expected) {
+            if views.len() == self.config.peers.len()
+                && views.iter().all(|(_, v)| v.total() == expected)
+            {
                 break;
             }
         }
@@ -56,7 +58,11 @@ impl Checker {
             );
         }
         let agree = views.windows(2).all(|w| w[0].1 == w[1].1);
-        report.check("all peers hold the same replicated state", agree && !views.is_empty(), "");
+        report.check(
+            "all peers hold the same replicated state",
+            agree && !views.is_empty(),
+            "",
+        );
         report.finish("p2p")
     }
 }

@@ -18,7 +18,10 @@ pub struct Config {
 
 impl Peer {
     async fn gossip(&self, ctx: &Ctx) {
-        let msg = Gossip { from: ctx.name().to_owned(), slots: self.slots.clone() };
+        let msg = Gossip {
+            from: ctx.name().to_owned(),
+            slots: self.slots.clone(),
+        };
         for peer in &self.peers {
             if let Err(e) = ctx.send(peer, &msg).await {
                 ctx.warn(format!("gossip to {peer} failed: {e}"));

@@ -81,18 +81,32 @@ pub struct SmokeReport {
 impl SmokeReport {
     /// Records a fact.
     pub fn check(&mut self, name: &str, ok: bool, detail: impl Into<String>) {
-        self.facts.push(Fact { name: name.into(), ok, detail: detail.into() });
+        self.facts.push(Fact {
+            name: name.into(),
+            ok,
+            detail: detail.into(),
+        });
     }
 
     /// Sets `ok` and the summary line from the facts.
     pub fn finish(mut self, example: &str) -> Self {
         let passed = self.facts.iter().filter(|f| f.ok).count();
         self.ok = passed == self.facts.len() && !self.facts.is_empty();
-        let failed: Vec<_> = self.facts.iter().filter(|f| !f.ok).map(|f| f.name.as_str()).collect();
+        let failed: Vec<_> = self
+            .facts
+            .iter()
+            .filter(|f| !f.ok)
+            .map(|f| f.name.as_str())
+            .collect();
         self.summary = if self.ok {
             format!("{example}: ok, {passed} facts checked")
         } else {
-            format!("{example}: FAILED {} of {} facts: {}", failed.len(), self.facts.len(), failed.join(", "))
+            format!(
+                "{example}: FAILED {} of {} facts: {}",
+                failed.len(),
+                self.facts.len(),
+                failed.join(", ")
+            )
         };
         self
     }
@@ -104,7 +118,10 @@ pub struct Slots(pub Vec<(String, u64)>);
 
 impl Slots {
     pub fn get(&self, peer: &str) -> u64 {
-        self.0.iter().find(|(p, _)| p == peer).map_or(0, |(_, n)| *n)
+        self.0
+            .iter()
+            .find(|(p, _)| p == peer)
+            .map_or(0, |(_, n)| *n)
     }
     pub fn set(&mut self, peer: &str, n: u64) {
         match self.0.iter_mut().find(|(p, _)| p == peer) {

@@ -45,7 +45,10 @@ impl Checker {
         let mut published: Vec<(String, String, u64)> = Vec::new();
         let mut next_seq = std::collections::HashMap::<String, u64>::new();
         for (publisher, subject, count) in &config.bursts {
-            let burst = PublishBurst { subject: subject.clone(), count: *count };
+            let burst = PublishBurst {
+                subject: subject.clone(),
+                count: *count,
+            };
             match ctx.request(publisher, &burst).await {
                 Ok(n) => {
                     for _ in 0..n {
@@ -65,10 +68,15 @@ impl Checker {
                     continue;
                 }
             };
-            let mut expected: Vec<(String, String, u64)> =
-                published.iter().filter(|(_, s, _)| matches(pattern, s)).cloned().collect();
-            let mut got: Vec<(String, String, u64)> =
-                seen.iter().map(|s| (s.publisher.clone(), s.subject.clone(), s.seq)).collect();
+            let mut expected: Vec<(String, String, u64)> = published
+                .iter()
+                .filter(|(_, s, _)| matches(pattern, s))
+                .cloned()
+                .collect();
+            let mut got: Vec<(String, String, u64)> = seen
+                .iter()
+                .map(|s| (s.publisher.clone(), s.subject.clone(), s.seq))
+                .collect();
             let in_order = published_order_kept(&seen);
             report.check(
                 &format!("{subscriber} ({pattern}) keeps each publisher's order"),

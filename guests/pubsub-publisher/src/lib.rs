@@ -14,7 +14,10 @@ impl Publisher {
     async fn burst(&mut self, ctx: &Ctx, msg: PublishBurst) -> u64 {
         for _ in 0..msg.count {
             self.next += 1;
-            let tick = Tick { publisher: ctx.name().to_owned(), seq: self.next };
+            let tick = Tick {
+                publisher: ctx.name().to_owned(),
+                seq: self.next,
+            };
             if let Err(e) = ctx.publish(&msg.subject, &tick).await {
                 ctx.error(format!("publish to {} failed: {e}", msg.subject));
             }

@@ -13,7 +13,11 @@ impl Subscriber {
     #[handler]
     async fn tick(&mut self, ctx: &Ctx, msg: Tick) {
         let subject = ctx.subject().unwrap_or_default().to_owned();
-        self.seen.push(Seen { subject, publisher: msg.publisher, seq: msg.seq });
+        self.seen.push(Seen {
+            subject,
+            publisher: msg.publisher,
+            seq: msg.seq,
+        });
     }
 
     #[handler]

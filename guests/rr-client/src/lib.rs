@@ -40,21 +40,41 @@ impl Client {
             matched == self.config.requests && mismatched.is_empty(),
             format!("{matched}/{} matched {mismatched:?}", self.config.requests),
         );
-        let slow = ctx.request_with_timeout(&server, &Slow { ms: 500 }, Duration::from_millis(50)).await;
+        let slow = ctx
+            .request_with_timeout(&server, &Slow { ms: 500 }, Duration::from_millis(50))
+            .await;
         report.check(
             "a slow reply past the deadline gives a timeout",
             matches!(&slow, Err(e) if e.code() == ErrorCode::Timeout),
             format!("{slow:?}"),
         );
-        let unknown = ctx.request("nobody-home", &Echo { text: "hello?".into() }).await;
+        let unknown = ctx
+            .request(
+                "nobody-home",
+                &Echo {
+                    text: "hello?".into(),
+                },
+            )
+            .await;
         report.check(
             "an unknown actor gives no-such-actor",
             matches!(&unknown, Err(e) if e.code() == ErrorCode::NoSuchActor),
             format!("{unknown:?}"),
         );
         // The server is busy with the slow request for a moment; it still answers afterwards.
-        let after = ctx.request(&server, &Echo { text: "after".into() }).await;
-        report.check("the server answers after a timeout", after.is_ok(), format!("{after:?}"));
+        let after = ctx
+            .request(
+                &server,
+                &Echo {
+                    text: "after".into(),
+                },
+            )
+            .await;
+        report.check(
+            "the server answers after a timeout",
+            after.is_ok(),
+            format!("{after:?}"),
+        );
         report.finish("request-response")
     }
 }

@@ -139,7 +139,10 @@ impl Testbed {
     #[handler]
     async fn relay(&mut self, ctx: &Ctx, msg: Relay) -> Result<String, String> {
         let reply = match msg.timeout_ms {
-            Some(ms) => ctx.request_with_timeout(&msg.to, &Ping {}, Duration::from_millis(ms)).await,
+            Some(ms) => {
+                ctx.request_with_timeout(&msg.to, &Ping {}, Duration::from_millis(ms))
+                    .await
+            }
             None => ctx.request(&msg.to, &Ping {}).await,
         };
         reply.map_err(|e| e.code().as_str().to_owned())
@@ -148,9 +151,15 @@ impl Testbed {
     #[handler]
     async fn bounce(&mut self, ctx: &Ctx, msg: Bounce) -> Result<Result<String, String>, String> {
         let me = ctx.name().to_owned();
-        ctx.request(&msg.via, &Relay { to: me, timeout_ms: None })
-            .await
-            .map_err(|e| e.code().as_str().to_owned())
+        ctx.request(
+            &msg.via,
+            &Relay {
+                to: me,
+                timeout_ms: None,
+            },
+        )
+        .await
+        .map_err(|e| e.code().as_str().to_owned())
     }
 
     #[handler]

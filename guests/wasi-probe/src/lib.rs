@@ -61,8 +61,14 @@ impl WasiProbe {
                 .map(|d| d.as_millis() as u64)
                 .unwrap_or(0),
             monotonic_advanced: start.elapsed().as_nanos() > 0,
-            fs_read: format!("{:?}", std::fs::read_to_string("/etc/hostname").map_err(|e| e.kind())),
-            fs_write: format!("{:?}", std::fs::write("out.txt", b"x").map_err(|e| e.kind())),
+            fs_read: format!(
+                "{:?}",
+                std::fs::read_to_string("/etc/hostname").map_err(|e| e.kind())
+            ),
+            fs_write: format!(
+                "{:?}",
+                std::fs::write("out.txt", b"x").map_err(|e| e.kind())
+            ),
             args: std::env::args().count(),
             env_vars: std::env::vars().count(),
         }

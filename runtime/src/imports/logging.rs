@@ -11,6 +11,8 @@ const MAX_LINE: u32 = 16 * 1024;
 pub(crate) fn log(caller: Caller<'_, ActorState>, level: u32, ptr: u32, len: u32) -> HostResult {
     let text = super::messaging::read_str(&caller, ptr, len.min(MAX_LINE))?;
     let st = caller.data();
-    st.host.logs.emit(&st.cell.name, st.cell.instance, level, &text);
+    st.host
+        .logs
+        .emit(&st.cell.name, st.cell.instance, level, &text);
     Ok(0)
 }

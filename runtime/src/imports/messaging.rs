@@ -11,13 +11,20 @@ use super::{ENVELOPE_SLACK, HostResult, fail, guest_bytes, read};
 use crate::actor::{ActorGroup, ActorState};
 use crate::mailbox::Delivery;
 
-pub(crate) fn next(mut caller: Caller<'_, ActorState>, ptr: u32, cap: u32, in_flight: u32) -> HostResult {
+pub(crate) fn next(
+    mut caller: Caller<'_, ActorState>,
+    ptr: u32,
+    cap: u32,
+    in_flight: u32,
+) -> HostResult {
     // Every event starts a fresh time budget.
     let budget = caller.data().budget_ticks;
     caller.as_context_mut().set_epoch_deadline(budget);
     let st = caller.data_mut();
     if st.staged.is_none() {
-        let Some(event) = st.next_event(in_flight) else { return Ok(0) };
+        let Some(event) = st.next_event(in_flight) else {
+            return Ok(0);
+        };
         let mut buf = std::mem::take(&mut st.scratch);
         buf.clear();
         let buf = postcard::to_extend(&event, buf).expect("encoding into a Vec cannot fail");
@@ -27,11 +34,16 @@ pub(crate) fn next(mut caller: Caller<'_, ActorState>, ptr: u32, cap: u32, in_fl
     if len > cap as usize {
         return Ok(len as i64);
     }
-    let memory = st.memory.ok_or_else(|| wasmtime::format_err!("no memory"))?;
+    let memory = st
+        .memory
+        .ok_or_else(|| wasmtime::format_err!("no memory"))?;
     let (mem, st) = memory.data_and_store_mut(&mut caller);
-    let dest = mem.get_mut(ptr as usize..).and_then(|s| s.get_mut(..len)).ok_or_else(|| {
-        wasmtime::format_err!("guest passed an out-of-bounds buffer {ptr}+{len} to `next`")
-    })?;
+    let dest = mem
+        .get_mut(ptr as usize..)
+        .and_then(|s| s.get_mut(..len))
+        .ok_or_else(|| {
+            wasmtime::format_err!("guest passed an out-of-bounds buffer {ptr}+{len} to `next`")
+        })?;
     let staged = st.staged.take().expect("staged above");
     dest.copy_from_slice(&staged);
     st.scratch = staged;
@@ -59,7 +71,10 @@ fn prepare(
     if group.kind_of(&out.msg_type).is_none() {
         return Err(ErrorCode::UnknownType);
     }
-    let limit = group.limits.max_message_bytes.min(st.group.limits.max_message_bytes);
+    let limit = group
+        .limits
+        .max_message_bytes
+        .min(st.group.limits.max_message_bytes);
     if out.payload.len() > limit {
         return Err(ErrorCode::TooLarge);
     }
@@ -134,7 +149,10 @@ pub(crate) fn request(caller: Caller<'_, ActorState>, ptr: u32, len: u32) -> Hos
         return fail(ErrorCode::Deadlock);
     }
     let (reply_tx, reply_rx) = oneshot::channel();
-    let waiting = match cell.tx.try_send(Delivery { env, reply: Some(reply_tx) }) {
+    let waiting = match cell.tx.try_send(Delivery {
+        env,
+        reply: Some(reply_tx),
+    }) {
         Ok(()) => None,
         Err(TrySendError::Full(delivery)) => Some((cell.tx.clone(), delivery)),
         Err(TrySendError::Closed(_)) => {
@@ -184,7 +202,10 @@ pub(crate) fn reply(caller: Caller<'_, ActorState>, handle: u32, ptr: u32, len: 
             }
         }
         Ok(body) => body,
-        Err(code) => ReplyBody::Error { code, message: "the actor sent a malformed reply".into() },
+        Err(code) => ReplyBody::Error {
+            code,
+            message: "the actor sent a malformed reply".into(),
+        },
     };
     // The requester may have timed out already: nothing to do then.
     let _ = slot.send(body);
@@ -195,10 +216,18 @@ pub(crate) fn cancel(mut caller: Caller<'_, ActorState>, op: u32) -> HostResult 
     // The operation's future keeps running to completion (a held message may still be
     // delivered: sends are at-most-once), but its outcome is not handed to the guest.
     let known = caller.data_mut().ops.remove(&op).is_some();
-    if known { Ok(0) } else { fail(ErrorCode::Invalid) }
+    if known {
+        Ok(0)
+    } else {
+        fail(ErrorCode::Invalid)
+    }
 }
 
 /// Reads a UTF-8 string argument (lossy).
-pub(crate) fn read_str(caller: &Caller<'_, ActorState>, ptr: u32, len: u32) -> wasmtime::Result<String> {
+pub(crate) fn read_str(
+    caller: &Caller<'_, ActorState>,
+    ptr: u32,
+    len: u32,
+) -> wasmtime::Result<String> {
     Ok(String::from_utf8_lossy(guest_bytes(caller, ptr, len)?).into_owned())
 }

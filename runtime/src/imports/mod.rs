@@ -66,7 +66,10 @@ pub(crate) fn guest_bytes<'a>(
     ptr: u32,
     len: u32,
 ) -> wasmtime::Result<&'a [u8]> {
-    let memory = caller.data().memory.ok_or_else(|| wasmtime::format_err!("no memory"))?;
+    let memory = caller
+        .data()
+        .memory
+        .ok_or_else(|| wasmtime::format_err!("no memory"))?;
     memory
         .data(caller)
         .get(ptr as usize..)
@@ -124,11 +127,19 @@ mod tests {
                 )
             })
             .collect();
-        let module = wasmtime::Module::new(engine.wasmtime(), format!("(module {imports})")).unwrap();
-        linker.instantiate_pre(&module).expect("host registrations match the ABI table");
+        let module =
+            wasmtime::Module::new(engine.wasmtime(), format!("(module {imports})")).unwrap();
+        linker
+            .instantiate_pre(&module)
+            .expect("host registrations match the ABI table");
 
-        let wrong = format!("(module (import \"{IMPORT_MODULE}\" \"next\" (func (param i32) (result i64))))");
+        let wrong = format!(
+            "(module (import \"{IMPORT_MODULE}\" \"next\" (func (param i32) (result i64))))"
+        );
         let module = wasmtime::Module::new(engine.wasmtime(), wrong).unwrap();
-        assert!(linker.instantiate_pre(&module).is_err(), "a wrong signature must not link");
+        assert!(
+            linker.instantiate_pre(&module).is_err(),
+            "a wrong signature must not link"
+        );
     }
 }

@@ -23,9 +23,17 @@ pub(crate) fn publish(caller: Caller<'_, ActorState>, ptr: u32, len: u32, mode: 
     if out.payload.len() > st.group.limits.max_message_bytes {
         return fail(ErrorCode::TooLarge);
     }
-    let fanout = st.host.fanout(out, st.current.trace, &st.group.name, st.sender_hash, mode == mode::WAIT);
+    let fanout = st.host.fanout(
+        out,
+        st.current.trace,
+        &st.group.name,
+        st.sender_hash,
+        mode == mode::WAIT,
+    );
     match fanout {
-        Fanout { waiting, full: 0, .. } if waiting.is_empty() => Ok(0),
+        Fanout {
+            waiting, full: 0, ..
+        } if waiting.is_empty() => Ok(0),
         Fanout { waiting, .. } if waiting.is_empty() => fail(ErrorCode::MailboxFull),
         Fanout { waiting, .. } => {
             let op = st.start_op(async move {
@@ -46,9 +54,14 @@ pub(crate) fn subscribe(caller: Caller<'_, ActorState>, ptr: u32, len: u32) -> H
         Ok(sub) => sub,
         Err(code) => return fail(code),
     };
-    let Ok(pattern) = Pattern::parse(&sub.pattern) else { return fail(ErrorCode::Invalid) };
+    let Ok(pattern) = Pattern::parse(&sub.pattern) else {
+        return fail(ErrorCode::Invalid);
+    };
     let st = caller.data_mut();
-    let id = st.host.pubsub.subscribe(pattern, SubTarget::Instance(st.cell.clone()), sub.policy);
+    let id = st
+        .host
+        .pubsub
+        .subscribe(pattern, SubTarget::Instance(st.cell.clone()), sub.policy);
     st.subscriptions.push(id);
     Ok(id as i64)
 }

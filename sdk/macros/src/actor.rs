@@ -23,6 +23,8 @@ struct Handler {
 /// `on_start` or `on_stop`.
 struct Hook {
     method: Ident,
+    /// Where a wrong return type is reported.
+    ret_span: Span,
     receiver: Receiver,
     ctx_span: Span,
     /// `on_start`'s configuration parameter type, if it takes one.
@@ -71,7 +73,13 @@ pub(crate) fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
     let Some((actor_name, handlers, on_start, on_stop)) = parsed else {
         return imp.into_token_stream();
     };
-    let generated = generate(&imp, &actor_name, &handlers, on_start.as_ref(), on_stop.as_ref());
+    let generated = generate(
+        &imp,
+        &actor_name,
+        &handlers,
+        on_start.as_ref(),
+        on_stop.as_ref(),
+    );
     quote!(#imp #generated)
 }
 
@@ -167,19 +175,32 @@ fn parens(sig: &Signature) -> Span {
 /// Checks what every actor method shares: a `&self`/`&mut self` receiver, no generics, not unsafe.
 fn receiver(sig: &Signature, what: &str) -> syn::Result<Receiver> {
     if !sig.generics.params.is_empty() || sig.generics.where_clause.is_some() {
-        return Err(Error::new_spanned(&sig.generics, format!("{what} cannot be generic")));
+        return Err(Error::new_spanned(
+            &sig.generics,
+            format!("{what} cannot be generic"),
+        ));
     }
     if let Some(unsafety) = sig.unsafety {
-        return Err(Error::new_spanned(unsafety, format!("{what} cannot be `unsafe`")));
+        return Err(Error::new_spanned(
+            unsafety,
+            format!("{what} cannot be `unsafe`"),
+        ));
     }
     match sig.inputs.first() {
         Some(FnArg::Receiver(r)) if r.reference.is_some() && r.colon_token.is_none() => {
-            Ok(Receiver { mutable: r.mutability.is_some(), is_async: sig.asyncness.is_some() })
+            Ok(Receiver {
+                mutable: r.mutability.is_some(),
+                is_async: sig.asyncness.is_some(),
+            })
         }
-        Some(FnArg::Receiver(r)) => {
-            Err(Error::new_spanned(r, format!("{what} takes `&mut self` or `&self`")))
-        }
-        _ => Err(Error::new(parens(sig), format!("{what} takes `&mut self` or `&self` first"))),
+        Some(FnArg::Receiver(r)) => Err(Error::new_spanned(
+            r,
+            format!("{what} takes `&mut self` or `&self`"),
+        )),
+        _ => Err(Error::new(
+            parens(sig),
+            format!("{what} takes `&mut self` or `&self` first"),
+        )),
     }
 }
 
@@ -229,9 +250,24 @@ fn parse_hook(f: &ImplItemFn, start: bool) -> syn::Result<Hook> {
                 "`on_start` takes `(&mut self, ctx: &Ctx)` or `(&mut self, ctx: &Ctx, config: C)`",
             ));
         }
-        _ => return Err(Error::new(parens(sig), "`on_stop` takes `(&mut self, ctx: &Ctx)`")),
+        _ => {
+            return Err(Error::new(
+                parens(sig),
+                "`on_stop` takes `(&mut self, ctx: &Ctx)`",
+            ));
+        }
     };
-    Ok(Hook { method: sig.ident.clone(), receiver, ctx_span: ctx.span(), config })
+    let ret_span = match &sig.output {
+        ReturnType::Default => sig.ident.span(),
+        ReturnType::Type(_, ty) => ty.span(),
+    };
+    Ok(Hook {
+        method: sig.ident.clone(),
+        ret_span,
+        receiver,
+        ctx_span: ctx.span(),
+        config,
+    })
 }
 
 /// The head of a non-impl item (`struct Foo`, `fn foo(..)`), where the "not an impl" error goes.
@@ -258,6 +294,22 @@ fn item_head(item: &Item) -> TokenStream {
     }
 }
 
+/// A type as written, for messages (token streams print with spaces around `::` and `<`).
+fn type_text(ty: &Type) -> String {
+    let text = ty.to_token_stream().to_string();
+    [
+        (" :: ", "::"),
+        (":: ", "::"),
+        (" < ", "<"),
+        ("< ", "<"),
+        (" >", ">"),
+        (" ,", ","),
+        ("& ", "&"),
+    ]
+    .iter()
+    .fold(text, |t, (from, to)| t.replace(from, to))
+}
+
 /// Binds the actor state in a generated task and returns the receiver argument for the call.
 fn bind_state(receiver: &Receiver) -> (TokenStream, TokenStream) {
     if receiver.mutable {
@@ -266,7 +318,10 @@ fn bind_state(receiver: &Receiver) -> (TokenStream, TokenStream) {
             quote!(&mut *state),
         )
     } else {
-        (quote!(let state = ::bunraku_sdk::__private::borrow(this).await;), quote!(&*state))
+        (
+            quote!(let state = ::bunraku_sdk::__private::borrow(this).await;),
+            quote!(&*state),
+        )
     }
 }
 
@@ -295,8 +350,9 @@ fn generate(
             }
         }
     });
-    // Type-level checks with the user's spans: the message type implements `Message`, and the
-    // return type is the request's reply type (or `()` for a one-way message).
+    // The return type is the request's reply type, or `()` for a one-way message; reported at
+    // the user's return type. (A message type that is not a `Message` is reported at the type by
+    // the `<M as Message>::NAME` of its dispatch arm.)
     let checks = handlers.iter().map(|h| {
         let msg_ty = &h.msg_ty;
         let (ret, span) = match &h.ret {
@@ -304,8 +360,29 @@ fn generate(
             None => (quote!(()), h.method.span()),
         };
         quote_spanned! {span=>
-            (&#p::Probe::<#msg_ty>::new()).check_return(#p::Marker::<#ret>::new());
+            (&::bunraku_sdk::__private::Probe::<#msg_ty>::new()).check_return::<#ret>();
         }
+    });
+    // Two handled types with one wire name: reported at the later handler's message type.
+    let duplicates = handlers.iter().enumerate().flat_map(|(j, later)| {
+        handlers[..j].iter().map(move |earlier| {
+            let (a, b) = (&earlier.msg_ty, &later.msg_ty);
+            let message = format!(
+                "`{}` and `{}` have the same wire name; give one of them \
+                 `#[message(name = \"...\")]`",
+                type_text(a),
+                type_text(b),
+            );
+            quote_spanned! {b.span()=>
+                const _: () = ::core::assert!(
+                    !::bunraku_sdk::__private::same_name(
+                        <#a as ::bunraku_sdk::Message>::NAME,
+                        <#b as ::bunraku_sdk::Message>::NAME,
+                    ),
+                    #message
+                );
+            }
+        })
     });
 
     let start = match on_start {
@@ -315,14 +392,21 @@ fn generate(
             let ctx = quote_spanned!(hook.ctx_span=> &ctx);
             let wait = hook.receiver.is_async.then(|| quote!(.await));
             let (config_ty, call) = match &hook.config {
-                Some(ty) => (ty.to_token_stream(), quote!(Self::#method(#state, #ctx, config))),
+                Some(ty) => (
+                    ty.to_token_stream(),
+                    quote!(Self::#method(#state, #ctx, config)),
+                ),
                 None => (quote!(#p::IgnoredAny), quote!(Self::#method(#state, #ctx))),
+            };
+            let call = quote!(#call #wait);
+            let outcome = quote_spanned! {hook.ret_span=>
+                { let outcome = #call; ::bunraku_sdk::__private::outcome(outcome) }
             };
             quote! {
                 #p::start::<#config_ty, _, _>(config, ctx, move |ctx, config| async move {
                     let _ = &config;
                     #bind
-                    #call #wait
+                    #outcome
                 })
             }
         }
@@ -337,10 +421,14 @@ fn generate(
             let method = &hook.method;
             let ctx = quote_spanned!(hook.ctx_span=> &ctx);
             let wait = hook.receiver.is_async.then(|| quote!(.await));
+            let call = quote!(Self::#method(#state, #ctx) #wait);
+            let outcome = quote_spanned! {hook.ret_span=>
+                { let outcome = #call; ::bunraku_sdk::__private::outcome(outcome) }
+            };
             quote! {
                 #p::stop(ctx, move |ctx| async move {
                     #bind
-                    Self::#method(#state, #ctx) #wait
+                    #outcome
                 })
             }
         }
@@ -355,7 +443,10 @@ fn generate(
     let export_run = bunraku_abi::exports::RUN;
 
     quote! {
+        // Handlers hold the state's `RefMut` across their awaits by design: the executor makes a
+        // second handler wait for it instead of failing to borrow.
         #[automatically_derived]
+        #[allow(clippy::await_holding_refcell_ref)]
         impl ::bunraku_sdk::Actor for #self_ty {
             const NAME: &'static str = #actor_name;
 
@@ -401,7 +492,7 @@ fn generate(
             }
         }
 
-        const _: () = #p::assert_unique_names(&[#(<#msg_tys as ::bunraku_sdk::Message>::NAME),*]);
+        #(#duplicates)*
 
         #[cfg(target_arch = "wasm32")]
         const _: () = {

@@ -8,7 +8,10 @@ use syn::{Data, DeriveInput, Error, LitStr, Type};
 /// Expands the derive: `impl Message` with the wire name, plus `impl Request` with `reply = ...`.
 pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
     if let Data::Union(u) = &input.data {
-        return Err(Error::new_spanned(u.union_token, "a message cannot be a union"));
+        return Err(Error::new_spanned(
+            u.union_token,
+            "a message cannot be a union",
+        ));
     }
     if !input.generics.params.is_empty() || input.generics.where_clause.is_some() {
         return Err(Error::new_spanned(

@@ -96,7 +96,8 @@ impl NativeHost {
 
     /// Answers requests of type `msg_type` to `target` with `responder`.
     pub(crate) fn respond(&mut self, target: &str, msg_type: &str, responder: Responder) {
-        self.responders.insert((target.to_owned(), msg_type.to_owned()), responder);
+        self.responders
+            .insert((target.to_owned(), msg_type.to_owned()), responder);
     }
 
     /// Marks `target` (an actor or a subject) full or not. Making it not full delivers what was
@@ -107,8 +108,9 @@ impl NativeHost {
             return;
         }
         self.full.remove(target);
-        let (ready, held): (Vec<_>, Vec<_>) =
-            std::mem::take(&mut self.held).into_iter().partition(|h| h.out.target == target);
+        let (ready, held): (Vec<_>, Vec<_>) = std::mem::take(&mut self.held)
+            .into_iter()
+            .partition(|h| h.out.target == target);
         self.held = held;
         for h in ready {
             if h.publish {
@@ -158,7 +160,9 @@ const NO_HOST: &str = "bunraku_sdk: no native host on this thread; run actors na
 
 /// Runs `f` on the installed host; `None` when there is none (or the thread is exiting).
 fn with<R>(f: impl FnOnce(&mut NativeHost) -> R) -> Option<R> {
-    HOST.try_with(|h| h.borrow_mut().as_mut().map(f)).ok().flatten()
+    HOST.try_with(|h| h.borrow_mut().as_mut().map(f))
+        .ok()
+        .flatten()
 }
 
 /// Like [`with`], but a missing host is an `Internal` error.
@@ -169,7 +173,9 @@ fn with_or_fail(f: impl FnOnce(&mut NativeHost) -> i64) -> i64 {
 pub(crate) fn next(buf: &mut [u8], in_flight: u32) -> i64 {
     with(|h| {
         if h.staged.is_none() {
-            let Some(event) = h.take_event(in_flight) else { return 0 };
+            let Some(event) = h.take_event(in_flight) else {
+                return 0;
+            };
             h.staged = Some(encode(&event));
         }
         let staged = h.staged.as_ref().expect("staged above");
@@ -194,7 +200,11 @@ fn deliver(bytes: &[u8], mode: u32, publish: bool) -> i64 {
     }
     with_or_fail(|h| {
         if !h.full.contains(&out.target) {
-            if publish { h.published.push(out) } else { h.sent.push(out) }
+            if publish {
+                h.published.push(out)
+            } else {
+                h.sent.push(out)
+            }
             return 0;
         }
         if mode == mode::TRY {
@@ -222,7 +232,12 @@ pub(crate) fn request(outbound: &[u8]) -> i64 {
     let Some((op, responder)) = with(|h| {
         let op = h.new_op();
         h.requests.push(out.clone());
-        (op, h.responders.get(&(out.target.clone(), out.msg_type.clone())).cloned())
+        (
+            op,
+            h.responders
+                .get(&(out.target.clone(), out.msg_type.clone()))
+                .cloned(),
+        )
     }) else {
         return encode_error(ErrorCode::Internal);
     };
@@ -286,7 +301,10 @@ pub(crate) fn cancel(op: u32) -> i64 {
 pub(crate) fn log(level: u32, line: &[u8]) -> i64 {
     let line = String::from_utf8_lossy(line).into_owned();
     // Shown by the test runner when a test fails.
-    eprintln!("[{}] {line}", crate::Level::from_raw(level).map_or("log", crate::Level::as_str));
+    eprintln!(
+        "[{}] {line}",
+        crate::Level::from_raw(level).map_or("log", crate::Level::as_str)
+    );
     with_or_fail(|h| {
         h.logs.push((level, line));
         0

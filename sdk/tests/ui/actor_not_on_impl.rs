@@ -1,0 +1,7 @@
+use bunraku_sdk::prelude::*;
+
+#[actor]
+#[derive(Default)]
+struct Greeter;
+
+fn main() {}

@@ -1,0 +1,19 @@
+use bunraku_sdk::prelude::*;
+
+#[derive(Serialize, Deserialize, Message)]
+#[message(reply = String)]
+struct Greet;
+
+#[derive(Default)]
+struct Greeter;
+
+#[actor]
+impl Greeter {
+    #[handler]
+    async fn greet(&mut self, msg: Greet) -> String {
+        let _ = msg;
+        String::new()
+    }
+}
+
+fn main() {}

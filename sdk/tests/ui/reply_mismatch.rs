@@ -1,0 +1,18 @@
+use bunraku_sdk::prelude::*;
+
+#[derive(Serialize, Deserialize, Message)]
+#[message(reply = String)]
+struct Greet;
+
+#[derive(Default)]
+struct Greeter;
+
+#[actor]
+impl Greeter {
+    #[handler]
+    async fn greet(&mut self, _ctx: &Ctx, _msg: Greet) -> u32 {
+        7
+    }
+}
+
+fn main() {}
