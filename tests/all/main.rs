@@ -1,7 +1,9 @@
 //! Integration tests: one binary (wasmtime links once), a module per behaviour.
 
 mod backpressure;
+mod cache;
 mod failures;
+mod guests;
 mod loading;
 mod messaging;
 mod pubsub;
