@@ -1,0 +1,372 @@
+//! `bunraku build` and `bunraku run`, including `run --smoke`.
+//!
+//! `run` keeps two tokio runtimes apart: the host's own multi-threaded runtime runs the guests,
+//! and this command's current-thread runtime serves the control socket and waits for Ctrl-C, so
+//! a guest spinning on its time budget cannot starve the CLI.
+
+use std::collections::HashMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow};
+use bunraku_runtime::build::{BuildOptions, build_guest, resolve_module};
+use bunraku_runtime::control::{self, ControlServer};
+use bunraku_runtime::engine::EngineConfig;
+use bunraku_runtime::manifest::{MANIFEST_FILE, Manifest, ModuleSource, SMOKE_MESSAGE};
+use bunraku_runtime::{ClientMessage, Host, HostConfig};
+use serde::Deserialize;
+use tracing_subscriber::EnvFilter;
+
+use crate::locate::{clear_pointer, write_pointer};
+use crate::logfmt::LineFormat;
+use crate::{BuildArgs, RunArgs, usage};
+
+/// How long actors get to run `on_stop` when the host shuts down.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+fn build_options(no_install: bool) -> BuildOptions {
+    BuildOptions {
+        install_target: !no_install,
+        quiet: false,
+    }
+}
+
+/// What `bunraku build PATH` builds.
+enum BuildTarget {
+    Manifest(Box<Manifest>),
+    Crate(PathBuf),
+}
+
+fn build_target(path: &Path) -> Result<BuildTarget> {
+    let is_manifest_file = path.is_file() && path.file_name().is_some_and(|n| n != "Cargo.toml");
+    if is_manifest_file || path.join(MANIFEST_FILE).is_file() {
+        return Ok(BuildTarget::Manifest(Box::new(Manifest::load(path)?)));
+    }
+    if path.is_file() {
+        return Ok(BuildTarget::Crate(
+            path.parent().unwrap_or(Path::new(".")).to_path_buf(),
+        ));
+    }
+    if path.join("Cargo.toml").is_file() {
+        return Ok(BuildTarget::Crate(path.to_path_buf()));
+    }
+    if !path.exists() {
+        return Err(usage(format!(
+            "{} does not exist: give a manifest or a guest crate directory",
+            path.display()
+        )));
+    }
+    Err(usage(format!(
+        "{} holds neither a {MANIFEST_FILE} nor a Cargo.toml: give a manifest or a guest crate directory",
+        path.display()
+    )))
+}
+
+pub(crate) async fn build(args: &BuildArgs) -> Result<()> {
+    let opts = build_options(args.no_install);
+    match build_target(&args.path)? {
+        BuildTarget::Crate(dir) => {
+            let wasm = tokio::task::spawn_blocking(move || build_guest(&dir, &opts)).await??;
+            let _ = out!("built {}", wasm.display());
+        }
+        BuildTarget::Manifest(manifest) => {
+            let built = build_modules(*manifest, opts).await?;
+            for (actor, wasm) in built {
+                let _ = out!("{actor}: {}", wasm.display());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Builds (when stale) the module of every actor, each crate once; returns `(actor, wasm)` in
+/// manifest order.
+async fn build_modules(manifest: Manifest, opts: BuildOptions) -> Result<Vec<(String, PathBuf)>> {
+    tokio::task::spawn_blocking(move || {
+        let mut done: HashMap<ModuleSource, PathBuf> = HashMap::new();
+        let mut out = Vec::new();
+        for spec in &manifest.actors {
+            let wasm = match done.get(&spec.module) {
+                Some(wasm) => wasm.clone(),
+                None => {
+                    let wasm = resolve_module(&spec.module, &opts).with_context(|| {
+                        format!("actor `{}` in {}", spec.name, manifest.path.display())
+                    })?;
+                    done.insert(spec.module.clone(), wasm.clone());
+                    wasm
+                }
+            };
+            out.push((spec.name.clone(), wasm));
+        }
+        Ok(out)
+    })
+    .await?
+}
+
+/// The reply `bunraku run --smoke` expects (see `docs/manifest.md`, `[smoke]`).
+#[derive(Debug, Deserialize)]
+struct SmokeReport {
+    ok: bool,
+    summary: String,
+    #[serde(default)]
+    facts: Vec<Fact>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Fact {
+    name: String,
+    ok: bool,
+    #[serde(default)]
+    detail: String,
+}
+
+fn init_logging(manifest: &Manifest) -> Result<()> {
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(env) if !env.trim().is_empty() => {
+            EnvFilter::try_new(&env).map_err(|e| usage(format!("RUST_LOG=`{env}` is not a log filter: {e}")))?
+        }
+        _ => EnvFilter::try_new(&manifest.host.log).map_err(|e| {
+            anyhow!(
+                "{}: host.log `{}` is not a log filter ({e}): write e.g. \"info\" or \"info,bunraku_runtime=debug\"",
+                manifest.path.display(),
+                manifest.host.log
+            )
+        })?,
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stdout)
+        .event_format(LineFormat)
+        .try_init()
+        .map_err(|e| anyhow!("cannot set up logging: {e}"))
+}
+
+fn absolute(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
+/// Everything `run` must undo on the way out.
+struct Running {
+    host: Arc<Host>,
+    server: Option<ControlServer>,
+    socket: Option<PathBuf>,
+}
+
+impl Running {
+    async fn shutdown(mut self) {
+        let host = self.host.clone();
+        let _ = tokio::task::spawn_blocking(move || host.shutdown(SHUTDOWN_GRACE)).await;
+        // Dropping the server removes the socket file.
+        drop(self.server.take());
+        if let Some(socket) = self.socket.take() {
+            clear_pointer(&socket);
+        }
+    }
+}
+
+pub(crate) async fn run(args: RunArgs) -> Result<ExitCode> {
+    let manifest = Manifest::load(&args.path)?;
+    let smoke = match (&manifest.smoke, args.smoke) {
+        (Some(s), true) => Some(s.clone()),
+        (None, true) => {
+            return Err(usage(format!(
+                "{} has no [smoke] section, so --smoke has nothing to run: add\n\n  [smoke]\n  actor = \"NAME\"\n\nnaming the actor that answers the `{SMOKE_MESSAGE}` request, or run without --smoke",
+                manifest.path.display()
+            )));
+        }
+        (_, false) => None,
+    };
+    let data_dir = args
+        .data_dir
+        .as_deref()
+        .map(absolute)
+        .unwrap_or_else(|| manifest.host.data_dir.clone());
+    init_logging(&manifest)?;
+    // Fail before building when the data directory is taken (serving would refuse it later).
+    let socket = control::socket_path(&data_dir);
+    if tokio::net::UnixStream::connect(&socket).await.is_ok() {
+        return Err(anyhow!(
+            "a host is already running with data directory {}: stop it first (`bunraku stop --data-dir {}`), or give this one another --data-dir",
+            data_dir.display(),
+            data_dir.display()
+        ));
+    }
+
+    let modules = build_modules(manifest.clone(), build_options(args.no_install)).await?;
+
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("creating data directory {}", data_dir.display()))?;
+    std::fs::set_permissions(&data_dir, std::fs::Permissions::from_mode(0o700)).with_context(
+        || {
+            format!(
+                "restricting data directory {} to its owner",
+                data_dir.display()
+            )
+        },
+    )?;
+    let config = HostConfig {
+        engine_config: EngineConfig {
+            cache_dir: Some(data_dir.join("module-cache")),
+            ..EngineConfig::default()
+        },
+        ..HostConfig::default()
+    };
+    let host = Arc::new(Host::new(config).context("starting the host")?);
+    let mut running = Running {
+        host: host.clone(),
+        server: None,
+        socket: None,
+    };
+
+    for (spec, (_, wasm)) in manifest.actors.iter().zip(&modules) {
+        if let Err(e) = host.deploy(spec, wasm) {
+            running.shutdown().await;
+            return Err(
+                anyhow::Error::new(e).context(format!("deploying {}", manifest.path.display()))
+            );
+        }
+        let handles = host
+            .actor(&spec.name)
+            .first()
+            .map(|s| s.handles.join(", "))
+            .unwrap_or_default();
+        let subs: Vec<&str> = spec
+            .subscriptions
+            .iter()
+            .map(|s| s.pattern.as_str())
+            .collect();
+        let instances = if spec.instances == 1 {
+            "1 instance".to_owned()
+        } else {
+            format!("{} instances", spec.instances)
+        };
+        let subscribes = if subs.is_empty() {
+            String::new()
+        } else {
+            format!("; subscribes to {}", subs.join(", "))
+        };
+        let _ = out!(
+            "deployed {} ({instances}): handles {handles}{subscribes}",
+            spec.name
+        );
+    }
+
+    let server = match control::serve(host.clone(), &data_dir).await {
+        Ok(server) => server,
+        Err(e) => {
+            running.shutdown().await;
+            return Err(e.into());
+        }
+    };
+    let socket = server.path().to_path_buf();
+    let shutdown_requested = server.shutdown.clone();
+    running.server = Some(server);
+    match write_pointer(&socket) {
+        Ok(_) => running.socket = Some(socket.clone()),
+        Err(e) => eprintln!(
+            "warning: other commands will need --socket {}: {e:#}",
+            socket.display()
+        ),
+    }
+    let _ = out!(
+        "host running {} actor{} from {}; control socket {}",
+        manifest.actors.len(),
+        if manifest.actors.len() == 1 { "" } else { "s" },
+        manifest.path.display(),
+        socket.display()
+    );
+
+    let code = match smoke {
+        Some(smoke) => {
+            let _ = out!(
+                "smoke: asking `{}` to check the deployment (timeout {} ms)",
+                smoke.actor,
+                smoke.timeout.as_millis()
+            );
+            let msg =
+                ClientMessage::json(&smoke.actor, Some(SMOKE_MESSAGE), &serde_json::json!({}))
+                    .with_timeout(smoke.timeout);
+            tokio::select! {
+                reply = host.request(msg) => report_smoke(&smoke.actor, reply),
+                signal = stop_signal() => {
+                    let _ = out!("smoke: FAILED: interrupted ({signal}) before `{}` replied", smoke.actor);
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        None => {
+            let _ = out!("stop with Ctrl-C or `bunraku stop`");
+            let why = tokio::select! {
+                signal = stop_signal() => signal,
+                () = shutdown_requested.notified() => "`bunraku stop`",
+            };
+            let _ = out!("shutting down ({why})");
+            ExitCode::SUCCESS
+        }
+    };
+    running.shutdown().await;
+    Ok(code)
+}
+
+/// Resolves on Ctrl-C or SIGTERM, naming which.
+async fn stop_signal() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return "Ctrl-C";
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => "Ctrl-C",
+        _ = term.recv() => "SIGTERM",
+    }
+}
+
+/// Prints the outcome of the smoke request: each failed fact, then one summary line.
+fn report_smoke(
+    actor: &str,
+    reply: Result<bunraku_runtime::ClientReply, bunraku_runtime::CallError>,
+) -> ExitCode {
+    let value = match reply.and_then(|r| r.json()) {
+        Ok(value) => value,
+        Err(e) => {
+            let _ =
+                out!("smoke: FAILED: `{actor}` did not answer the {SMOKE_MESSAGE} request: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let report: SmokeReport = match serde_json::from_value(value.clone()) {
+        Ok(r) => r,
+        Err(e) => {
+            let _ =
+                out!("smoke: FAILED: the reply of `{actor}` is not a smoke report ({e}): {value}");
+            return ExitCode::FAILURE;
+        }
+    };
+    for fact in report.facts.iter().filter(|f| !f.ok) {
+        if fact.detail.is_empty() {
+            let _ = out!("FAILED {}", fact.name);
+        } else {
+            let _ = out!("FAILED {}: {}", fact.name, fact.detail);
+        }
+    }
+    let ok = report.ok && report.facts.iter().all(|f| f.ok);
+    if report.ok && !ok {
+        let _ = out!(
+            "smoke: FAILED: {} (reported ok, but a fact failed)",
+            report.summary
+        );
+    } else {
+        let _ = out!("{}", report.summary);
+    }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}

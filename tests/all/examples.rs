@@ -1,0 +1,146 @@
+//! Every example passes its own self-check: `bunraku run examples/NAME --smoke`, through the
+//! real binary, exits 0 with one summary line; a deliberately broken check exits non-zero.
+
+use std::fs;
+use std::path::Path;
+
+use bunraku_runtime::manifest::Manifest;
+use bunraku_tests::repo;
+
+use crate::cli::{Finished, bunraku, finish};
+
+/// The examples and the summary line their `--smoke` prints.
+const EXAMPLES: &[(&str, &str)] = &[
+    ("request-response", "request-response: ok, 4 facts checked"),
+    ("pubsub", "pubsub: ok, 6 facts checked"),
+    ("p2p", "p2p: ok, 5 facts checked"),
+];
+
+/// Runs `bunraku run DIR --smoke` with a data directory and home of its own.
+fn smoke(dir: &Path) -> Finished {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cmd = bunraku(&tmp.path().join("home"));
+    cmd.arg("run")
+        .arg(dir)
+        .arg("--smoke")
+        .arg("--data-dir")
+        .arg(tmp.path().join("data"));
+    finish(cmd, tmp.path(), "smoke")
+}
+
+/// The lines of a smoke run's output that are summaries (`NAME: ok, ...` or `NAME: FAILED ...`).
+fn summaries(out: &Finished) -> Vec<&str> {
+    out.stdout
+        .lines()
+        .filter(|l| l.contains(": ok, ") || l.contains(": FAILED"))
+        .collect()
+}
+
+fn passes_its_smoke_check(name: &str) {
+    let (_, summary) = EXAMPLES
+        .iter()
+        .find(|(n, _)| *n == name)
+        .expect("a listed example");
+    let out = smoke(&repo().join("examples").join(name));
+    assert_eq!(out.code(), Some(0), "{out:#?}");
+    assert_eq!(summaries(&out), [*summary], "{}", out.stdout);
+    assert!(
+        !out.stdout.lines().any(|l| l.starts_with("FAILED")),
+        "{}",
+        out.stdout
+    );
+}
+
+#[test]
+fn request_response_example_passes_its_smoke_check() {
+    passes_its_smoke_check("request-response");
+}
+
+#[test]
+fn pubsub_example_passes_its_smoke_check() {
+    passes_its_smoke_check("pubsub");
+}
+
+#[test]
+fn p2p_example_passes_its_smoke_check() {
+    passes_its_smoke_check("p2p");
+}
+
+#[test]
+fn broken_smoke_check_exits_non_zero() {
+    let out = smoke(&repo().join("tests/fixtures/broken"));
+    assert_eq!(out.code(), Some(1), "{out:#?}");
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    let failed = lines
+        .iter()
+        .position(|l| *l == "FAILED one plus one is three: arithmetic still works")
+        .unwrap_or_else(|| panic!("the failed fact is not printed:\n{}", out.stdout));
+    assert_eq!(
+        summaries(&out),
+        ["broken: FAILED 1 of 1 facts: one plus one is three"]
+    );
+    let summary = lines
+        .iter()
+        .position(|l| l.starts_with("broken: FAILED"))
+        .unwrap();
+    assert!(
+        failed < summary,
+        "failed facts come before the summary:\n{}",
+        out.stdout
+    );
+}
+
+#[test]
+fn smoke_without_a_smoke_section_is_a_usage_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let echo = repo().join("guests/echo");
+    fs::write(
+        tmp.path().join("bunraku.toml"),
+        format!(
+            "[[actor]]\nname = \"echo\"\nmodule = {:?}\n",
+            echo.display().to_string()
+        ),
+    )
+    .unwrap();
+    let out = smoke(tmp.path());
+    assert_eq!(out.code(), Some(2), "{out:#?}");
+    assert!(
+        out.stderr.contains("has no [smoke] section"),
+        "{}",
+        out.stderr
+    );
+}
+
+/// A new example cannot be added without a smoke test, a README and a `[smoke]` section.
+#[test]
+fn every_example_is_smoke_tested_and_documented() {
+    let mut found: Vec<String> = fs::read_dir(repo().join("examples"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir())
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    found.sort();
+    let mut listed: Vec<String> = EXAMPLES.iter().map(|(n, _)| n.to_string()).collect();
+    listed.sort();
+    assert_eq!(found, listed, "examples/ and the smoke tests disagree");
+    for name in found {
+        let dir = repo().join("examples").join(&name);
+        let manifest = Manifest::load(&dir).unwrap_or_else(|e| panic!("{e}"));
+        let smoke = manifest
+            .smoke
+            .unwrap_or_else(|| panic!("examples/{name} has no [smoke]"));
+        let readme = fs::read_to_string(dir.join("README.md"))
+            .unwrap_or_else(|e| panic!("examples/{name}/README.md: {e}"));
+        assert!(
+            readme.contains(&format!("bunraku run examples/{name}")),
+            "{name}: how to run"
+        );
+        assert!(readme.contains("bunraku call "), "{name}: a call example");
+        assert!(readme.contains("--smoke"), "{name}: the smoke check");
+        assert!(
+            readme.contains(&format!("`{}`", smoke.actor)),
+            "{name}: the smoke actor"
+        );
+    }
+}
