@@ -50,7 +50,7 @@ const WASM_MAGIC: &[u8; 4] = b"\0asm";
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
     /// Slot size, slot budget, chunk size and host memory budget; see
-    /// [`SlotConfig`] for the defaults (16 MiB slots, budget of half the RAM).
+    /// [`SlotConfig`] for the defaults (16 MiB slots, a budget of physical RAM).
     pub memory: SlotConfig,
     /// How often the epoch advances. Default: [`DEFAULT_EPOCH_TICK`] (10 ms).
     pub epoch_tick: Duration,

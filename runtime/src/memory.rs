@@ -613,9 +613,15 @@ fn read_trimmed(path: &str) -> String {
         .unwrap_or_else(|_| "unknown".into())
 }
 
-/// The default host memory budget: half of physical RAM (`MemTotal` in
-/// `/proc/meminfo`), or half of the cgroup v2 `memory.max` when that is
-/// lower. Falls back to 4 GiB when neither can be read.
+/// The default host memory budget: physical RAM (`MemTotal` in
+/// `/proc/meminfo`), or the cgroup v2 `memory.max` when that is lower. Falls
+/// back to 4 GiB when neither can be read.
+///
+/// The budget counts *accessible* linear memory, an upper bound on what guests
+/// can touch: with it no set of guests can commit more than the machine has,
+/// so growth fails in the guest before the OOM killer would act. Half of RAM
+/// (the first choice) refused 100,000 actors of a std guest that had each grown
+/// once (192 KiB accessible, about 10 KiB touched each) on a 24 GiB machine.
 pub fn default_memory_budget() -> u64 {
     let mem_total = std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| {
         m.lines()
@@ -633,9 +639,9 @@ pub fn default_memory_budget() -> u64 {
         .ok()
         .and_then(|s| s.trim().parse::<u64>().ok());
     match (mem_total, cgroup_max) {
-        (Some(ram), Some(cg)) => ram.min(cg) / 2,
-        (Some(ram), None) => ram / 2,
-        (None, Some(cg)) => cg / 2,
+        (Some(ram), Some(cg)) => ram.min(cg),
+        (Some(ram), None) => ram,
+        (None, Some(cg)) => cg,
         (None, None) => {
             tracing::warn!("physical memory size unknown; memory budget set to 4 GiB");
             FALLBACK_MEMORY_BUDGET

@@ -2,6 +2,9 @@
 
 mod backpressure;
 mod cache;
+mod cli;
+mod density;
+mod examples;
 mod failures;
 mod guests;
 mod loading;
