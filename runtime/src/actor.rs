@@ -361,7 +361,8 @@ impl ActorState {
 
     /// Turns a delivery into the envelope the guest sees, keeping its reply slot.
     fn accept(&mut self, delivery: Delivery) -> Envelope {
-        let Delivery { mut env, reply } = delivery;
+        let Delivery { env, reply } = delivery;
+        let mut env = *env;
         if let Some(slot) = reply {
             self.next_handle = self.next_handle.wrapping_add(1).max(1);
             self.replies.insert(self.next_handle, slot);

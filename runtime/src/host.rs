@@ -192,7 +192,7 @@ impl Shared {
                 continue;
             }
             let delivery = Delivery {
-                env: template.clone(),
+                env: Box::new(template.clone()),
                 reply: None,
             };
             match cell.tx.try_send(delivery) {
@@ -573,7 +573,7 @@ impl Host {
         let exchange = async {
             cell.tx
                 .send(Delivery {
-                    env,
+                    env: Box::new(env),
                     reply: Some(tx),
                 })
                 .await
@@ -598,7 +598,10 @@ impl Host {
         let cell = group.pick(hash_name(&msg.principal)).clone();
         let env = self.client_envelope(msg, msg_type, None);
         cell.tx
-            .send(Delivery { env, reply: None })
+            .send(Delivery {
+                env: Box::new(env),
+                reply: None,
+            })
             .await
             .map_err(|_| CallError::NoSuchActor(cell.name.to_string()))
     }

@@ -17,7 +17,9 @@ pub(crate) type ReplySlot = oneshot::Sender<ReplyBody>;
 #[derive(Debug)]
 pub(crate) struct Delivery {
     /// The envelope; `reply` is filled with a per-instance handle on delivery to the guest.
-    pub env: Envelope,
+    /// Boxed: a tokio channel allocates its slots in blocks of 32, and an inline envelope
+    /// (about 260 bytes) made every idle mailbox cost 8 KiB.
+    pub env: Box<Envelope>,
     /// Where the reply goes, when the sender waits for one.
     pub reply: Option<ReplySlot>,
 }

@@ -103,7 +103,10 @@ pub(crate) fn send(caller: Caller<'_, ActorState>, ptr: u32, len: u32, mode: u32
         Err(code) => return fail(code),
     };
     let cell = group.pick(st.sender_hash).clone();
-    match cell.tx.try_send(Delivery { env, reply: None }) {
+    match cell.tx.try_send(Delivery {
+        env: Box::new(env),
+        reply: None,
+    }) {
         Ok(()) => Ok(0),
         Err(TrySendError::Full(_)) if mode == mode::TRY => fail(ErrorCode::MailboxFull),
         Err(TrySendError::Full(delivery)) => {
@@ -150,7 +153,7 @@ pub(crate) fn request(caller: Caller<'_, ActorState>, ptr: u32, len: u32) -> Hos
     }
     let (reply_tx, reply_rx) = oneshot::channel();
     let waiting = match cell.tx.try_send(Delivery {
-        env,
+        env: Box::new(env),
         reply: Some(reply_tx),
     }) {
         Ok(()) => None,
