@@ -11,7 +11,11 @@ use bunraku_tests::*;
 use serde_json::json;
 
 fn cached_engine(dir: &std::path::Path) -> Engine {
-    Engine::new(EngineConfig { cache_dir: Some(dir.to_owned()), ..EngineConfig::default() }).unwrap()
+    Engine::new(EngineConfig {
+        cache_dir: Some(dir.to_owned()),
+        ..EngineConfig::default()
+    })
+    .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -32,8 +36,13 @@ async fn second_start_hits_the_cache_and_a_corrupted_entry_is_recompiled() {
 
     // Flip bytes in the middle of the entry: detected and recompiled, never trusted.
     let engine = cached_engine(&cache_dir);
-    let entry = ModuleCache::open(&cache_dir, engine.wasmtime()).unwrap().entry_path(&wasm);
-    assert_eq!(std::fs::metadata(&entry).unwrap().permissions().mode() & 0o777, 0o600);
+    let entry = ModuleCache::open(&cache_dir, engine.wasmtime())
+        .unwrap()
+        .entry_path(&wasm);
+    assert_eq!(
+        std::fs::metadata(&entry).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
     let mut bytes = std::fs::read(&entry).unwrap();
     let mid = bytes.len() / 2;
     bytes[mid..mid + 16].iter_mut().for_each(|b| *b ^= 0xff);
@@ -45,10 +54,17 @@ async fn second_start_hits_the_cache_and_a_corrupted_entry_is_recompiled() {
 
     // The cached module runs as an actor.
     let host = Arc::new(
-        Host::new(HostConfig { engine: Some(engine), guest_threads: 1, ..HostConfig::default() })
-            .unwrap(),
+        Host::new(HostConfig {
+            engine: Some(engine),
+            guest_threads: 1,
+            ..HostConfig::default()
+        })
+        .unwrap(),
     );
     deploy(&host, "echo", "echo");
-    let reply = host.call_json("echo", Some("Echo"), json!({"text": "from cache"})).await.unwrap();
+    let reply = host
+        .call_json("echo", Some("Echo"), json!({"text": "from cache"}))
+        .await
+        .unwrap();
     assert_eq!(reply, json!("from cache"));
 }

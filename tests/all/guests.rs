@@ -38,7 +38,9 @@ fn exercised() -> BTreeSet<String> {
 
 fn members() -> Vec<String> {
     let manifest = std::fs::read_to_string(repo().join("guests/Cargo.toml")).unwrap();
-    let start = manifest.find("members = [").expect("guests/Cargo.toml lists members");
+    let start = manifest
+        .find("members = [")
+        .expect("guests/Cargo.toml lists members");
     let end = start + manifest[start..].find(']').unwrap();
     manifest[start..end]
         .split('"')
@@ -54,5 +56,8 @@ fn every_guest_crate_is_exercised_by_a_host_test() {
     let all: BTreeSet<String> = members().into_iter().collect();
     let exercised = exercised();
     let missing: Vec<_> = all.difference(&exercised).collect();
-    assert!(missing.is_empty(), "guest crates without a host test: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "guest crates without a host test: {missing:?}"
+    );
 }
