@@ -1,6 +1,7 @@
 //! Integration tests: one binary (wasmtime links once), a module per behaviour.
 
 mod backpressure;
+mod bench_guests;
 mod cache;
 mod cli;
 mod density;

@@ -1,0 +1,389 @@
+//! Where one ping-pong message's time goes: micro-benchmarks of each stage, in the same run as a
+//! short ping-pong measurement, so the stages can be held against the whole.
+//!
+//! `cargo bench -p bunraku-bench --bench breakdown` (`BUNRAKU_BENCH_LONG=1` for a longer run).
+//!
+//! One message from `b` to `a` goes: guest `b` encodes an `Outbound` and calls `send`; the host
+//! decodes it, resolves the target, builds the `Envelope` and `try_send`s it into `a`'s mailbox,
+//! which wakes `a`'s task; that task enters the guest (`bunraku_run`), whose `next` call takes the
+//! delivery, encodes the `Event` with postcard and copies it into guest memory; the SDK decodes
+//! it, dispatches it by type name to the handler, and the handler sends the reply the same way;
+//! `next` returns 0 and the entry ends. The stages measured:
+//!
+//! - host path (native, emulated with the runtime's own types and steps): target lookup, type
+//!   check, envelope building, mailbox `try_send` + `try_recv`, `accept`, `Event` encoding;
+//! - guest work (bare wasmtime, see [`bunraku_bench::bare`]): a `next` that copies a pre-encoded
+//!   event, the SDK's decode and dispatch, the handler, `Outbound` encoding, a `send` that decodes
+//!   it; at 256 messages per entry, so the entry itself is amortised;
+//! - an empty guest entry: `bunraku_run` when `next` has nothing.
+//!
+//! What is left of the measured ping-pong per-message time is waking and scheduling the
+//! receiving task and the host's run loop around each entry.
+
+use std::collections::HashMap;
+use std::hint::black_box;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bunraku_abi::{Codec, Envelope, Event, Outbound, ReplyBody, TraceContext};
+use bunraku_bench::bare::BareModule;
+use bunraku_bench::pingpong::Rally;
+use bunraku_bench::{Paired, median, rate};
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
+
+/// The guest's `Ping`/`Pong`/`Noop` payload: `{ n: u64 }`.
+#[derive(Serialize)]
+struct N {
+    n: u64,
+}
+
+/// What the runtime queues (`mailbox::Delivery`, the envelope boxed).
+#[derive(Debug)]
+struct Delivery {
+    env: Box<Envelope>,
+    #[allow(dead_code)]
+    reply: Option<oneshot::Sender<ReplyBody>>,
+}
+
+/// The ping `b` sends as it arrives at the host (`target`, `msg_type`, postcard payload).
+fn outbound(to: &str, msg_type: &str) -> Outbound {
+    Outbound {
+        target: to.into(),
+        msg_type: msg_type.into(),
+        codec: Codec::Postcard,
+        payload: postcard::to_allocvec(&N { n: 123_456 }).unwrap(),
+        ..Outbound::default()
+    }
+}
+
+/// The envelope the host builds from it (`Shared::envelope`).
+fn envelope(out: Outbound, id: u64, sender: &str) -> Envelope {
+    Envelope {
+        id,
+        msg_type: out.msg_type,
+        codec: out.codec,
+        reply: None,
+        deadline_ms: None,
+        chain: Vec::new(),
+        trace: Some(TraceContext {
+            trace_id: [7; 16],
+            span_id: id.to_le_bytes(),
+        }),
+        sender: Some(sender.to_owned()),
+        subject: None,
+        idempotency_key: out.idempotency_key,
+        attachments: Vec::new(),
+        ext: out.ext,
+        payload: out.payload,
+    }
+}
+
+/// Median over `reps` runs of the time per iteration of `f`, in ns.
+fn ns_per_op(reps: usize, iters: usize, mut f: impl FnMut(usize)) -> f64 {
+    let mut runs = Vec::with_capacity(reps);
+    for _ in 0..reps {
+        let start = Instant::now();
+        for i in 0..iters {
+            f(i);
+        }
+        runs.push(start.elapsed().as_nanos() as f64 / iters as f64);
+    }
+    median(&runs)
+}
+
+/// Like [`ns_per_op`], with a fresh input per iteration made before the clock starts.
+fn ns_per_op_with<T>(reps: usize, iters: usize, make: impl Fn() -> T, mut f: impl FnMut(T)) -> f64 {
+    let mut runs = Vec::with_capacity(reps);
+    for _ in 0..reps {
+        let mut inputs: Vec<T> = (0..iters).map(|_| make()).collect();
+        let start = Instant::now();
+        for x in inputs.drain(..) {
+            f(x);
+        }
+        runs.push(start.elapsed().as_nanos() as f64 / iters as f64);
+    }
+    median(&runs)
+}
+
+struct Row {
+    stage: &'static str,
+    source: &'static str,
+    ns: f64,
+}
+
+fn main() {
+    bunraku_bench::init_logging();
+    let long = bunraku_bench::long();
+    let reps = if long { 21 } else { 9 };
+    let iters = if long { 200_000 } else { 50_000 };
+
+    // --- host path, native ------------------------------------------------------------------
+    let sample_env = envelope(outbound("a", "bench.ping"), 42, "b");
+    let sample_event = Event::Message(sample_env.clone());
+    let event_bytes = bunraku_abi::encode(&sample_event);
+    let outbound_bytes = bunraku_abi::encode(&outbound("a", "bench.pong"));
+
+    let mut scratch = Vec::new();
+    let encode_event = ns_per_op(reps, iters, |_| {
+        let buf = std::mem::take(&mut scratch);
+        let mut buf = buf;
+        buf.clear();
+        scratch = postcard::to_extend(black_box(&sample_event), buf).unwrap();
+    });
+    let decode_event = ns_per_op(reps, iters, |_| {
+        black_box(bunraku_abi::decode::<Event>(black_box(&event_bytes)).unwrap());
+    });
+    let encode_outbound = ns_per_op(reps, iters, |_| {
+        // As the SDK does: payload, owned strings, then the outbound.
+        black_box(bunraku_abi::encode(&outbound("a", "bench.pong")));
+    });
+    let decode_outbound = ns_per_op(reps, iters, |_| {
+        black_box(bunraku_abi::decode::<Outbound>(black_box(&outbound_bytes)).unwrap());
+    });
+
+    let (tx, mut rx) = mpsc::channel::<Delivery>(1024);
+    let mailbox = ns_per_op_with(
+        reps,
+        iters,
+        || Delivery {
+            env: Box::new(sample_env.clone()),
+            reply: None,
+        },
+        |d| {
+            tx.try_send(d).expect("room");
+            black_box(rx.try_recv().unwrap());
+        },
+    );
+
+    // The whole native host path from a decoded outbound to encoded event bytes.
+    struct Group {
+        name: Arc<str>,
+        kinds: HashMap<String, u8>,
+        tx: mpsc::Sender<Delivery>,
+    }
+    let kinds: HashMap<String, u8> = [
+        "bench.go",
+        "bench.ping",
+        "bench.pong",
+        "bench.noop",
+        "bench.noops",
+    ]
+    .iter()
+    .map(|k| (k.to_string(), 0))
+    .collect();
+    let mut resolved: HashMap<String, Arc<Group>> = HashMap::new();
+    for name in ["a", "b"] {
+        resolved.insert(
+            name.into(),
+            Arc::new(Group {
+                name: name.into(),
+                kinds: kinds.clone(),
+                tx: tx.clone(),
+            }),
+        );
+    }
+    let me = resolved["b"].clone();
+    let next_id = AtomicU64::new(0);
+    let handled = AtomicU64::new(0);
+    let (mut cur_chain, mut cur_type) = (Vec::<u64>::new(), String::new());
+    let host_path = ns_per_op_with(
+        reps,
+        iters,
+        || outbound("a", "bench.pong"),
+        |out| {
+            let group = resolved.get(&out.target).unwrap().clone();
+            assert!(group.kinds.contains_key(&out.msg_type));
+            assert!(out.payload.len() <= 1 << 20);
+            let id = next_id.fetch_add(1, Ordering::Relaxed) + 1;
+            let env = envelope(out, id, &me.name);
+            group
+                .tx
+                .try_send(Delivery {
+                    env: Box::new(env),
+                    reply: None,
+                })
+                .expect("room");
+            let d = rx.try_recv().unwrap();
+            cur_chain.clone_from(&d.env.chain);
+            cur_type.clone_from(&d.env.msg_type);
+            handled.fetch_add(1, Ordering::Relaxed);
+            let event = Event::Message(*d.env);
+            let mut buf = std::mem::take(&mut scratch);
+            buf.clear();
+            scratch = postcard::to_extend(&event, buf).unwrap();
+        },
+    );
+
+    // --- guest, bare wasmtime -----------------------------------------------------------------
+    let wasm = std::fs::read(bunraku_bench::guest("bench-pingpong")).expect("module");
+    let engine = bunraku_runtime::engine::Engine::new(Default::default()).expect("engine");
+    let module = BareModule::load(engine.wasmtime(), &wasm, engine.store_limits(16 << 20));
+    let start = || Event::Start {
+        name: "b".into(),
+        instance: 0,
+        config: b"null".to_vec(),
+    };
+    let script = |msg_type: &str| {
+        let mut env = envelope(outbound("b", msg_type), 1, "a");
+        env.msg_type = msg_type.into();
+        Arc::new(vec![bunraku_abi::encode(&Event::Message(env))])
+    };
+    // The same guest on wasmtime's default memory settings (a 4 GiB reservation with guard pages,
+    // so no explicit bounds checks), epochs on: what the slot allocator's settings cost.
+    let plain_engine = {
+        let mut config = wasmtime::Config::new();
+        config.epoch_interruption(true);
+        wasmtime::Engine::new(&config).expect("plain engine")
+    };
+    let plain_module = BareModule::load(
+        &plain_engine,
+        &wasm,
+        wasmtime::StoreLimitsBuilder::new()
+            .memory_size(16 << 20)
+            .build(),
+    );
+    let mut plain_ping = plain_module.instantiate(start(), script("bench.ping"));
+    plain_ping.run(0);
+    let mut ping = module.instantiate(start(), script("bench.ping"));
+    let mut noop = module.instantiate(start(), script("bench.noop"));
+    ping.run(0);
+    noop.run(0);
+    let batch = 256;
+    if let Ok(secs) = std::env::var("BUNRAKU_BENCH_GUEST_ONLY") {
+        // A profiling aid: only the guest's `Ping` path, for `perf record` (with
+        // `BUNRAKU_BENCH_PERFMAP=1` so that perf names the guest's functions).
+        let until = Instant::now() + Duration::from_secs(secs.parse().unwrap_or(5));
+        while Instant::now() < until {
+            ping.run(batch);
+        }
+        return;
+    }
+    // Round-robin over the variants, so that the machine's noise hits all of them alike.
+    let entry_iters = iters;
+    let (mut empty, mut p256, mut p1, mut n256, mut n1) = (vec![], vec![], vec![], vec![], vec![]);
+    let mut plain256 = vec![];
+    let per = |iters: usize, f: &mut dyn FnMut()| {
+        let start = Instant::now();
+        for _ in 0..iters {
+            f();
+        }
+        start.elapsed().as_nanos() as f64 / iters as f64
+    };
+    let big = entry_iters / batch * 4;
+    for _ in 0..reps {
+        empty.push(per(entry_iters, &mut || {
+            black_box(ping.run(0));
+        }));
+        p256.push(
+            per(big, &mut || {
+                ping.run(batch);
+            }) / batch as f64,
+        );
+        p1.push(per(entry_iters, &mut || {
+            ping.run(1);
+        }));
+        n256.push(
+            per(big, &mut || {
+                noop.run(batch);
+            }) / batch as f64,
+        );
+        n1.push(per(entry_iters, &mut || {
+            noop.run(1);
+        }));
+        plain256.push(
+            per(big, &mut || {
+                plain_ping.run(batch);
+            }) / batch as f64,
+        );
+    }
+    let plain_256 = median(&plain256);
+    let (empty_entry, ping_256, ping_1, noop_256, noop_1) = (
+        median(&empty),
+        median(&p256),
+        median(&p1),
+        median(&n256),
+        median(&n1),
+    );
+    assert!(ping.store.data().sent > 0, "the ping handler sends");
+
+    // --- the whole, in the same run ------------------------------------------------------------
+    let rally = Rally::new();
+    let rounds = rally.calibrate(Duration::from_millis(100));
+    let mut samples = Paired::default();
+    for _ in 0..if long { 15 } else { 7 } {
+        let w = rate(2 * rounds, rally.wasm(rounds));
+        let t = rate(2 * rounds, rally.tokio(rounds));
+        samples.push(w, t);
+    }
+    let per_msg = 1e9 / median(&samples.wasm);
+    let tokio_per_msg = 1e9 / median(&samples.tokio);
+
+    let rows = [
+        Row {
+            stage: "host: resolve, check, build envelope, mailbox, accept, encode `Event`",
+            source: "native emulation of imports/messaging.rs `send`/`prepare`, host.rs `envelope`, actor.rs `next_event`/`accept`, messaging.rs `next`",
+            ns: host_path,
+        },
+        Row {
+            stage: "guest: `next` copy, decode, SDK dispatch, handler, encode `Outbound`, `send` + host decode",
+            source: "bare wasmtime, `Ping` handler at 256 messages per entry",
+            ns: ping_256,
+        },
+        Row {
+            stage: "guest entry: `bunraku_run` with nothing to do",
+            source: "bare wasmtime",
+            ns: empty_entry,
+        },
+    ];
+    let sum: f64 = rows.iter().map(|r| r.ns).sum();
+
+    println!("## per-stage breakdown ({})", bunraku_bench::machine_line());
+    println!(
+        "medians of {reps} runs; ping-pong: {} pairs of {rounds} round trips\n",
+        samples.wasm.len()
+    );
+    println!("| stage | measured by | ns per message |\n|---|---|---|");
+    for r in &rows {
+        println!("| {} | {} | {:.0} |", r.stage, r.source, r.ns);
+    }
+    println!("| **sum of the stages** | | **{sum:.0}** |");
+    println!("| ping-pong, per message | whole host, this run | {per_msg:.0} |");
+    println!(
+        "| remainder: waking and scheduling the receiver, the run loop around each entry | ping-pong − sum | {:.0} |",
+        per_msg - sum
+    );
+    println!("| plain tokio ping-pong, per message | this run | {tokio_per_msg:.0} |");
+    println!("\nparts (included above):\n");
+    println!("| part | ns |\n|---|---|");
+    println!(
+        "| postcard encode `Event::Message` ({} bytes) | {encode_event:.0} |",
+        event_bytes.len()
+    );
+    println!(
+        "| postcard decode `Event::Message` (native; the guest does this in wasm) | {decode_event:.0} |"
+    );
+    println!(
+        "| postcard encode `Outbound` ({} bytes, native; the guest does this in wasm) | {encode_outbound:.0} |",
+        outbound_bytes.len()
+    );
+    println!("| postcard decode `Outbound` | {decode_outbound:.0} |");
+    println!("| tokio mpsc `try_send` + `try_recv` of a `Delivery` | {mailbox:.0} |");
+    println!("| guest `Noop` (decode + dispatch, no send) at 256 per entry | {noop_256:.0} |");
+    println!("| guest `Noop` at 1 per entry | {noop_1:.0} |");
+    println!("| guest `Ping` (sends a `Pong`) at 1 per entry | {ping_1:.0} |");
+    println!(
+        "| entry cost from batch 1 vs 256 (`Noop`) | {:.0} |",
+        noop_1 - noop_256
+    );
+    println!(
+        "| guest `Ping` at 256 per entry on wasmtime's default memory (guard pages, no explicit bounds checks) | {plain_256:.0} |"
+    );
+    println!(
+        "\nping-pong ratio in this run:\n\n{}\n{}",
+        Paired::header(),
+        samples.row("ping-pong", "msgs/s")
+    );
+    rally.host.shutdown(Duration::from_secs(2));
+}

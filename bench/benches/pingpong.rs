@@ -1,0 +1,42 @@
+//! Ping-pong between two actors against the same exchange between two plain tokio tasks
+//! (see [`bunraku_bench::pingpong`] for both sides).
+//!
+//! `cargo bench -p bunraku-bench --bench pingpong` (`BUNRAKU_BENCH_LONG=1` for a longer run,
+//! `BUNRAKU_BENCH_PAIRS=n` for another number of pairs). Samples alternate wasm, tokio, wasm,
+//! tokio; each counts `2 * rounds` messages.
+
+use std::time::Duration;
+
+use bunraku_bench::pingpong::Rally;
+use bunraku_bench::{Paired, median, rate};
+
+fn main() {
+    bunraku_bench::init_logging();
+    let long = bunraku_bench::long();
+    let pairs = bunraku_bench::env_usize("BUNRAKU_BENCH_PAIRS", if long { 40 } else { 15 });
+    let target = Duration::from_millis(if long { 400 } else { 120 });
+
+    let rally = Rally::new();
+    let rounds = rally.calibrate(target);
+    let mut samples = Paired::default();
+    for _ in 0..pairs {
+        let w = rate(2 * rounds, rally.wasm(rounds));
+        let t = rate(2 * rounds, rally.tokio(rounds));
+        samples.push(w, t);
+    }
+
+    println!("## ping-pong ({})", bunraku_bench::machine_line());
+    println!(
+        "{rounds} round trips per sample ({} messages), mailbox/channel capacity {}; rates in msgs/s\n",
+        2 * rounds,
+        rally.capacity
+    );
+    println!("{}", Paired::header());
+    println!("{}", samples.row("ping-pong", "msgs/s"));
+    println!(
+        "\nper message: wasm {:.0} ns, tokio {:.0} ns (medians)",
+        1e9 / median(&samples.wasm),
+        1e9 / median(&samples.tokio)
+    );
+    rally.host.shutdown(Duration::from_secs(2));
+}

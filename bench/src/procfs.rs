@@ -1,0 +1,33 @@
+//! Resident memory and mapping count of this process, from `/proc/self`.
+
+/// `VmRSS` of this process in KiB.
+pub fn rss_kib() -> u64 {
+    status_kib("VmRSS:")
+}
+
+/// A `kB` field of `/proc/self/status`.
+pub fn status_kib(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Lines of `/proc/self/maps`: the number of kernel mappings (VMAs), which `vm.max_map_count`
+/// caps.
+pub fn maps_count() -> usize {
+    std::fs::read_to_string("/proc/self/maps").map_or(0, |s| s.lines().count())
+}
+
+/// `vm.max_map_count`.
+pub fn max_map_count() -> u64 {
+    std::fs::read_to_string("/proc/sys/vm/max_map_count")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0)
+}

@@ -1,0 +1,51 @@
+//! The benchmark guests do what the benchmarks count on (the numbers live in BENCHMARKS.md).
+
+use bunraku_abi::Policy;
+use bunraku_runtime::manifest::SubscriptionSpec;
+use bunraku_tests::*;
+use serde_json::json;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_pingpong_rally_completes_every_round() {
+    let host = host();
+    for name in ["a", "b"] {
+        // `go` waits in A while A's `pong` handler keeps the rally going.
+        let mut s = spec(name, "bench-pingpong");
+        s.limits.concurrency = 2;
+        deploy_spec(&host, &s);
+    }
+    let last = host
+        .call_json("a", Some("bench.go"), json!({"peer": "b", "rounds": 100}))
+        .await;
+    assert_eq!(last.unwrap(), json!(100));
+    assert_eq!(host.actor("b")[0].handled, 100, "b saw one ping per round");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_fanout_reaches_every_subscriber() {
+    let host = host();
+    deploy(&host, "publisher", "bench-fanout");
+    for i in 0..3 {
+        let mut s = spec(&format!("sub-{i}"), "bench-fanout");
+        s.subscriptions = vec![SubscriptionSpec {
+            pattern: "bench.>".into(),
+            policy: Policy::Wait,
+        }];
+        deploy_spec(&host, &s);
+    }
+    let sent = host
+        .call_json(
+            "publisher",
+            Some("bench.burst"),
+            json!({"subject": "bench.items", "count": 20}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(sent, json!(20));
+    for i in 0..3 {
+        let seen = host
+            .call_json(&format!("sub-{i}"), Some("bench.seen"), json!({}))
+            .await;
+        assert_eq!(seen.unwrap(), json!(20));
+    }
+}
