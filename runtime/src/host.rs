@@ -242,6 +242,18 @@ impl ClientMessage {
         }
     }
 
+    /// The message as the host sends it on, and its principal.
+    fn into_outbound(self, msg_type: String) -> (Outbound, String) {
+        let out = Outbound {
+            target: self.to,
+            msg_type,
+            codec: self.codec,
+            payload: self.payload,
+            ..Outbound::default()
+        };
+        (out, self.principal)
+    }
+
     /// The same message with a timeout.
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
@@ -544,22 +556,10 @@ impl Host {
         msg_type: String,
         deadline_ms: Option<u64>,
     ) -> Envelope {
-        let out = Outbound {
-            target: msg.to,
-            msg_type,
-            codec: msg.codec,
-            payload: msg.payload,
-            ..Outbound::default()
-        };
+        let (out, principal) = msg.into_outbound(msg_type);
         let trace = Some(self.shared.new_trace());
-        self.shared.envelope(
-            out,
-            Vec::new(),
-            deadline_ms,
-            trace,
-            Some(msg.principal),
-            None,
-        )
+        self.shared
+            .envelope(out, Vec::new(), deadline_ms, trace, Some(principal), None)
     }
 
     /// Sends a request and waits for the reply or the deadline.
@@ -616,14 +616,7 @@ impl Host {
                 actor: format!("subject {}", msg.to),
                 known: Vec::new(),
             })?;
-        let principal = msg.principal.clone();
-        let out = Outbound {
-            target: msg.to,
-            msg_type,
-            codec: msg.codec,
-            payload: msg.payload,
-            ..Outbound::default()
-        };
+        let (out, principal) = msg.into_outbound(msg_type);
         let trace = Some(self.shared.new_trace());
         let fanout = self
             .shared

@@ -7,7 +7,7 @@ use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::oneshot;
 use wasmtime::{AsContextMut, Caller};
 
-use super::{ENVELOPE_SLACK, HostResult, fail, guest_bytes, read};
+use super::{ENVELOPE_SLACK, HostResult, fail, guest_bytes, read, read_outbound};
 use crate::actor::{ActorGroup, ActorState};
 use crate::mailbox::Delivery;
 
@@ -89,10 +89,13 @@ fn prepare(
     Ok((group, env))
 }
 
-pub(crate) fn send(caller: Caller<'_, ActorState>, ptr: u32, len: u32, mode: u32) -> HostResult {
-    let limit = caller.data().group.limits.max_message_bytes + ENVELOPE_SLACK;
-    let mut caller = caller;
-    let out: Outbound = match read(&caller, ptr, len, limit)? {
+pub(crate) fn send(
+    mut caller: Caller<'_, ActorState>,
+    ptr: u32,
+    len: u32,
+    mode: u32,
+) -> HostResult {
+    let out = match read_outbound(&caller, ptr, len)? {
         Ok(out) => out,
         Err(code) => return fail(code),
     };
@@ -126,10 +129,8 @@ pub(crate) fn send(caller: Caller<'_, ActorState>, ptr: u32, len: u32, mode: u32
     }
 }
 
-pub(crate) fn request(caller: Caller<'_, ActorState>, ptr: u32, len: u32) -> HostResult {
-    let limit = caller.data().group.limits.max_message_bytes + ENVELOPE_SLACK;
-    let mut caller = caller;
-    let out: Outbound = match read(&caller, ptr, len, limit)? {
+pub(crate) fn request(mut caller: Caller<'_, ActorState>, ptr: u32, len: u32) -> HostResult {
+    let out = match read_outbound(&caller, ptr, len)? {
         Ok(out) => out,
         Err(code) => return fail(code),
     };

@@ -94,6 +94,17 @@ pub(crate) fn read<T: DeserializeOwned>(
     Ok(bunraku_abi::decode(bytes))
 }
 
+/// Reads the [`Outbound`](bunraku_abi::Outbound) a guest passes to `send`, `request` or
+/// `publish`: `Ok(Err(code))` when it does not decode or exceeds the actor's message limit.
+pub(crate) fn read_outbound(
+    caller: &Caller<'_, ActorState>,
+    ptr: u32,
+    len: u32,
+) -> wasmtime::Result<Result<bunraku_abi::Outbound, ErrorCode>> {
+    let limit = caller.data().group.limits.max_message_bytes + ENVELOPE_SLACK;
+    read(caller, ptr, len, limit)
+}
+
 /// Room for the envelope fields around a payload when checking raw buffer sizes.
 pub(crate) const ENVELOPE_SLACK: usize = 64 * 1024;
 

@@ -1,18 +1,21 @@
 //! Publish-subscribe: `publish`, `subscribe`, `unsubscribe`.
 
-use bunraku_abi::{Completion, ErrorCode, Outbound, Subscribe, mode};
+use bunraku_abi::{Completion, ErrorCode, Subscribe, mode};
 use wasmtime::Caller;
 
-use super::{ENVELOPE_SLACK, HostResult, fail, read};
+use super::{ENVELOPE_SLACK, HostResult, fail, read, read_outbound};
 use crate::actor::ActorState;
 use crate::host::Fanout;
 use crate::pubsub::SubTarget;
 use crate::subject::{Pattern, validate_subject};
 
-pub(crate) fn publish(caller: Caller<'_, ActorState>, ptr: u32, len: u32, mode: u32) -> HostResult {
-    let limit = caller.data().group.limits.max_message_bytes + ENVELOPE_SLACK;
-    let mut caller = caller;
-    let out: Outbound = match read(&caller, ptr, len, limit)? {
+pub(crate) fn publish(
+    mut caller: Caller<'_, ActorState>,
+    ptr: u32,
+    len: u32,
+    mode: u32,
+) -> HostResult {
+    let out = match read_outbound(&caller, ptr, len)? {
         Ok(out) => out,
         Err(code) => return fail(code),
     };
