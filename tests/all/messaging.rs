@@ -111,7 +111,10 @@ async fn request_past_its_deadline_times_out_for_host_and_guest_callers() {
     let _timing = exclusive().await;
     let host = host();
     deploy(&host, "echo", "echo");
-    deploy(&host, "slowpoke", "testbed");
+    // Busy for long enough that the relay surely arrives while it is, even on a loaded machine.
+    let mut slowpoke = spec("slowpoke", "testbed");
+    slowpoke.limits.time_budget = Duration::from_secs(10);
+    deploy_spec(&host, &slowpoke);
     deploy(&host, "asker", "testbed");
     // From a client: the echo is busy for 600 ms, the deadline is 100 ms.
     let start = Instant::now();
@@ -128,7 +131,7 @@ async fn request_past_its_deadline_times_out_for_host_and_guest_callers() {
     // From a guest: `asker` relays to `slowpoke`, which is busy.
     let h = host.clone();
     let busy = tokio::spawn(async move {
-        h.call_json("slowpoke", Some("Busy"), json!({"ms": 600}))
+        h.call_json("slowpoke", Some("Busy"), json!({"ms": 3000}))
             .await
     });
     eventually(Duration::from_secs(30), || {
@@ -144,7 +147,7 @@ async fn request_past_its_deadline_times_out_for_host_and_guest_callers() {
         )
         .await;
     assert_eq!(relay.unwrap(), json!({"Err": "timeout"}));
-    assert_eq!(busy.await.unwrap().unwrap(), json!(600));
+    assert_eq!(busy.await.unwrap().unwrap(), json!(3000));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

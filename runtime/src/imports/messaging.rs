@@ -100,12 +100,11 @@ pub(crate) fn send(
         Err(code) => return fail(code),
     };
     let st = caller.data_mut();
-    let target = out.target.clone();
     let (group, env) = match prepare(st, out, Vec::new(), None) {
         Ok(x) => x,
         Err(code) => return fail(code),
     };
-    let cell = group.pick(st.sender_hash).clone();
+    let cell = group.pick(st.sender_hash);
     match cell.tx.try_send(Delivery {
         env: Box::new(env),
         reply: None,
@@ -123,7 +122,8 @@ pub(crate) fn send(
             op.map_or_else(fail, |op| Ok(op as i64))
         }
         Err(TrySendError::Closed(_)) => {
-            st.resolved.remove(&target);
+            // The name was stopped: forget the cached group (cached under its own name).
+            st.resolved.remove(&*group.name);
             fail(ErrorCode::NoSuchActor)
         }
     }
@@ -142,14 +142,13 @@ pub(crate) fn request(mut caller: Caller<'_, ActorState>, ptr: u32, len: u32) ->
     let deadline = st.host.clock.unix_now() + timeout;
     let mut chain = st.current.chain.clone();
     chain.push(st.cell.id);
-    let target = out.target.clone();
     let (group, env) = match prepare(st, out, chain, Some(deadline.as_millis() as u64)) {
         Ok(x) => x,
         Err(code) => return fail(code),
     };
     let cell = group.pick(st.sender_hash).clone();
     if env.chain.contains(&cell.id) {
-        tracing::debug!(actor = %st.cell.name, target = %target, "deadlock refused");
+        tracing::debug!(actor = %st.cell.name, target = %group.name, "deadlock refused");
         return fail(ErrorCode::Deadlock);
     }
     let (reply_tx, reply_rx) = oneshot::channel();
@@ -160,7 +159,7 @@ pub(crate) fn request(mut caller: Caller<'_, ActorState>, ptr: u32, len: u32) ->
         Ok(()) => None,
         Err(TrySendError::Full(delivery)) => Some((cell.tx.clone(), delivery)),
         Err(TrySendError::Closed(_)) => {
-            st.resolved.remove(&target);
+            st.resolved.remove(&*group.name);
             return fail(ErrorCode::NoSuchActor);
         }
     };
