@@ -9,7 +9,7 @@ use std::time::Duration;
 use bunraku_runtime::build::{BuildOptions, build_guest};
 use bunraku_runtime::engine::{Engine, EngineConfig};
 use bunraku_runtime::manifest::{ActorSpec, ModuleSource};
-use bunraku_runtime::{Host, HostConfig};
+use bunraku_runtime::{Grants, Host, HostConfig};
 
 /// The repository root.
 pub fn repo() -> &'static Path {
@@ -45,24 +45,63 @@ pub fn engine() -> Engine {
         .clone()
 }
 
-/// A host on the shared engine with two guest threads.
+/// A host on the shared engine with two guest threads and a data directory of its own (see
+/// [`host_with`]).
 pub fn host() -> Arc<Host> {
     host_with(HostConfig::default())
 }
 
-/// A host on the shared engine with a custom configuration.
+/// A host on the shared engine with a custom configuration. Without a `data_dir` it gets a fresh
+/// one of its own ([`fresh_data_dir`]), so actors that persist state never see another test's.
 pub fn host_with(config: HostConfig) -> Arc<Host> {
     let config = HostConfig {
         engine: Some(engine()),
         guest_threads: 2,
+        data_dir: config.data_dir.or_else(|| Some(fresh_data_dir())),
         ..config
     };
     Arc::new(Host::new(config).expect("host starts"))
 }
 
-/// An actor spec for a guest with default settings.
+/// A host whose data directory is `dir`: a second host on the same directory sees what the first
+/// one's actors saved (a host restart).
+pub fn host_in(dir: &Path) -> Arc<Host> {
+    host_with(HostConfig {
+        data_dir: Some(dir.to_owned()),
+        ..HostConfig::default()
+    })
+}
+
+/// A path for a host's data directory, unique in this process: `<tmp>/bunraku-tests-<pid>/host-<n>`.
+/// Nothing is created until an actor persists state (the host opens its store lazily). The
+/// directories of test processes that no longer run are removed the first time this is called.
+pub fn fresh_data_dir() -> PathBuf {
+    const PREFIX: &str = "bunraku-tests-";
+    static ROOT: OnceLock<PathBuf> = OnceLock::new();
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let root = ROOT.get_or_init(|| {
+        let tmp = std::env::temp_dir();
+        let me = std::process::id().to_string();
+        for entry in std::fs::read_dir(&tmp).into_iter().flatten().flatten() {
+            let name = entry.file_name();
+            let Some(pid) = name.to_str().and_then(|n| n.strip_prefix(PREFIX)) else {
+                continue;
+            };
+            // Ours (a reused pid) or a finished run's.
+            if pid == me || !Path::new("/proc").join(pid).exists() {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+        tmp.join(format!("{PREFIX}{me}"))
+    });
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    root.join(format!("host-{n}"))
+}
+
+/// An actor spec for a guest with default settings, granted everything ([`Grants::all`]) so
+/// tests about other behaviour need not spell out grants; capability tests set their own.
 pub fn spec(name: &str, guest_crate: &str) -> ActorSpec {
-    ActorSpec::new(name, ModuleSource::Wasm(guest(guest_crate)))
+    ActorSpec::new(name, ModuleSource::Wasm(guest(guest_crate))).with_grants(Grants::all())
 }
 
 /// Deploys `guest_crate` as `name` with default settings.

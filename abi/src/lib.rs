@@ -33,6 +33,8 @@
 
 extern crate alloc;
 
+pub mod view;
+
 use alloc::string::String;
 use alloc::vec::Vec;
 use serde::{Deserialize, Serialize};
@@ -97,6 +99,12 @@ pub enum ErrorCode {
     Invalid = 13,
     /// A host-side failure that is not the guest's fault.
     Internal = 14,
+    /// Nothing is stored under the key (for instance an actor that never saved state).
+    NotFound = 15,
+    /// The durable store failed (disk full, I/O error): nothing was acknowledged.
+    StorageUnavailable = 16,
+    /// The name is already taken (for instance by `spawn`).
+    AlreadyExists = 17,
 }
 
 impl ErrorCode {
@@ -116,6 +124,9 @@ impl ErrorCode {
         Self::TooManyPending,
         Self::Invalid,
         Self::Internal,
+        Self::NotFound,
+        Self::StorageUnavailable,
+        Self::AlreadyExists,
     ];
 
     /// The code for a raw number, if it is one.
@@ -140,6 +151,9 @@ impl ErrorCode {
             Self::TooManyPending => "too many pending operations",
             Self::Invalid => "invalid argument",
             Self::Internal => "internal error",
+            Self::NotFound => "not found",
+            Self::StorageUnavailable => "storage unavailable",
+            Self::AlreadyExists => "already exists",
         }
     }
 }
@@ -348,6 +362,48 @@ pub enum Policy {
     DropNewest,
 }
 
+/// What the guest passes to `spawn`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Spawn {
+    /// The module to run: a name the deployment declares for spawning.
+    pub module: String,
+    /// The new actor's name (its address).
+    pub name: String,
+    /// Its configuration as JSON (what `on_start` receives); empty means `null`.
+    pub config: Vec<u8>,
+}
+
+/// The wire name of the message a watcher receives ([`Down`]).
+pub const DOWN_MESSAGE: &str = "bunraku.Down";
+
+/// What a watcher receives when an instance of the actor it watches ends (postcard, message type
+/// [`DOWN_MESSAGE`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Down {
+    /// The id the `watch` call returned.
+    pub watch: u64,
+    /// The watched actor's name.
+    pub actor: String,
+    /// Which of its instances ended.
+    pub instance: u32,
+    /// Why it ended.
+    pub reason: DownReason,
+}
+
+/// Why a watched instance ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum DownReason {
+    /// It exited normally (it asked to stop).
+    Normal,
+    /// It was stopped by the host, an operator or its supervisor.
+    Stopped,
+    /// It failed (trapped, or failed to start), with the reason for people.
+    Failed(String),
+    /// There was no actor under the name when the watch was made.
+    NoSuchActor,
+}
+
 /// What a handler accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum HandlerKind {
@@ -390,6 +446,10 @@ pub enum Capability {
     Publish,
     /// Subscribing to a subject pattern.
     Subscribe,
+    /// Saving and loading the actor's persisted state.
+    Storage,
+    /// Starting actors at run time.
+    Spawn,
 }
 
 /// A wasm value type in the host function table.
@@ -487,6 +547,44 @@ macro_rules! for_each_host_fn {
             /// Gives up waiting for operation `op` (its future was dropped).
             fn cancel(op: u32) -> i64,
                 capability = None, module = messaging;
+            /// Reads the state this actor last saved into `buf_ptr..buf_ptr+buf_cap` and returns
+            /// its length; [`ErrorCode::NotFound`](crate::ErrorCode::NotFound) when it never saved
+            /// any. As with `next`, a length larger than `buf_cap` means nothing was written: grow
+            /// the buffer and call again.
+            fn state_load(buf_ptr: u32, buf_cap: u32) -> i64,
+                capability = Storage, module = state;
+            /// Saves `ptr..ptr+len` as this actor's state, replacing what it saved before. Returns
+            /// an operation id that completes with [`Completion::Done`](crate::Completion::Done)
+            /// once the state is durable, or fails with
+            /// [`ErrorCode::StorageUnavailable`](crate::ErrorCode::StorageUnavailable).
+            fn state_save(ptr: u32, len: u32) -> i64,
+                capability = Storage, module = state;
+            /// Asks the host to stop this instance: no new message is handed out, `on_stop` runs
+            /// once the handlers in flight finish, and the exit counts as *normal* (a supervisor
+            /// restarts only `permanent` children after it; see the manifest reference).
+            fn stop() -> i64,
+                capability = None, module = lifecycle;
+            /// Watches the actor named by the UTF-8 name at `ptr..ptr+len` and returns a watch id.
+            /// When one of its instances ends (fails, is stopped, or exits normally), this actor
+            /// receives one [`Down`](crate::Down) message (type [`DOWN_MESSAGE`](crate::DOWN_MESSAGE))
+            /// and the watch ends. A name with no actor gives an immediate `Down` with
+            /// [`DownReason::NoSuchActor`](crate::DownReason::NoSuchActor). Needs the same grant
+            /// as sending to the actor.
+            fn watch(ptr: u32, len: u32) -> i64,
+                capability = Send, module = lifecycle;
+            /// Ends watch `id` without a `Down`; [`ErrorCode::Invalid`](crate::ErrorCode::Invalid)
+            /// for an id this actor does not hold.
+            fn unwatch(id: u64) -> i64,
+                capability = None, module = lifecycle;
+            /// Starts a new actor from a [`Spawn`](crate::Spawn): a module the deployment declares
+            /// for spawning, under a new name, with a JSON configuration for its `on_start`. The
+            /// new actor is placed under the spawner's supervisor, with the restart type the
+            /// declaration gives, when the spawner has one. Returns `0` once it is registered (its `on_start` runs next);
+            /// [`ErrorCode::NotFound`](crate::ErrorCode::NotFound) for an unknown module,
+            /// [`ErrorCode::AlreadyExists`](crate::ErrorCode::AlreadyExists) for a taken name,
+            /// [`ErrorCode::Invalid`](crate::ErrorCode::Invalid) for a bad name or configuration.
+            fn spawn(ptr: u32, len: u32) -> i64,
+                capability = Spawn, module = lifecycle;
             /// Writes a UTF-8 line to the actor's log at a [`level`](crate::level).
             fn log(level: u32, ptr: u32, len: u32) -> i64,
                 capability = None, module = logging;

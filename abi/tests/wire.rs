@@ -174,3 +174,244 @@ fn host_function_table_has_unique_names_and_integer_signatures() {
     let publish = HOST_FUNCTIONS.iter().find(|f| f.name == "publish").unwrap();
     assert_eq!(publish.capability, Capability::Publish);
 }
+
+mod views {
+    //! The borrowed views decode and encode the same bytes as the owned types.
+
+    use bunraku_abi::view::{CompletionView, EnvelopeView, EventView, OutboundHead, ReplyView};
+    use bunraku_abi::*;
+
+    fn golden_events() -> Vec<Event> {
+        let mut events = vec![
+            Event::Start {
+                name: "a".into(),
+                instance: 2,
+                config: b"{}".to_vec(),
+            },
+            Event::Stop,
+            Event::Message(super::envelope()),
+            Event::Message(Envelope::default()),
+            Event::Message(Envelope {
+                chain: vec![u64::MAX, 0, 300],
+                attachments: vec![u32::MAX, 5],
+                subject: Some("a.b".into()),
+                sender: None,
+                ext: vec![
+                    Ext {
+                        key: "k1".into(),
+                        value: vec![],
+                    },
+                    Ext {
+                        key: "k2".into(),
+                        value: vec![0; 200],
+                    },
+                ],
+                payload: vec![7; 300],
+                ..super::envelope()
+            }),
+            Event::Completion {
+                op: 5,
+                result: Completion::Done,
+            },
+            Event::Completion {
+                op: u32::MAX,
+                result: Completion::Reply(ReplyBody::Ok {
+                    codec: Codec::Postcard,
+                    payload: vec![4],
+                }),
+            },
+            Event::Completion {
+                op: 1,
+                result: Completion::Reply(ReplyBody::Error {
+                    code: ErrorCode::Malformed,
+                    message: "m".into(),
+                }),
+            },
+        ];
+        for &code in ErrorCode::ALL {
+            events.push(Event::Completion {
+                op: 1,
+                result: Completion::Failed(code),
+            });
+        }
+        events
+    }
+
+    #[test]
+    fn event_views_of_golden_bytes_equal_the_owned_events() {
+        for event in golden_events() {
+            let bytes = encode(&event);
+            let view = EventView::decode(&bytes).unwrap();
+            assert_eq!(view.to_event(), event, "view of {bytes:?}");
+        }
+    }
+
+    #[test]
+    fn events_encode_without_serde_to_the_same_bytes() {
+        for event in golden_events() {
+            let mut buf = vec![0xee];
+            view::encode_event_into(&event, &mut buf);
+            assert_eq!(buf[1..], encode(&event), "{event:?}");
+        }
+    }
+
+    #[test]
+    fn envelope_view_borrows_every_field_from_the_golden_bytes() {
+        let bytes = encode(&super::envelope());
+        let env = EnvelopeView::decode(&bytes).unwrap();
+        assert_eq!(env.id, 300);
+        assert_eq!(env.msg_type, "Greet");
+        assert_eq!(env.codec, Codec::Json);
+        assert_eq!((env.reply, env.deadline_ms), (Some(7), Some(1)));
+        assert_eq!(env.chain.iter().collect::<Vec<_>>(), [1, 2]);
+        assert_eq!(env.chain.len(), 2);
+        assert_eq!(env.trace.unwrap().span_id, [2; 8]);
+        assert_eq!(
+            (env.sender, env.subject, env.idempotency_key),
+            (Some("cli"), None, Some("k"))
+        );
+        assert!(env.attachments.is_empty());
+        let ext: Vec<_> = env.ext.iter().map(|e| (e.key, e.value)).collect();
+        assert_eq!(ext, [("x", &[9u8][..])]);
+        assert_eq!(env.payload, [0xAA, 0xBB]);
+        let payload_at = bytes.len() - 2;
+        assert!(std::ptr::eq(env.payload, &bytes[payload_at..]), "borrowed");
+        assert_eq!(env.to_envelope(), super::envelope());
+    }
+
+    #[test]
+    fn completion_views_name_replies_and_failures() {
+        let bytes = [2, 1, 1, 0, 0, 1, 4];
+        let Ok(EventView::Completion { op: 1, result }) = EventView::decode(&bytes) else {
+            panic!("a completion");
+        };
+        let body = ReplyView::Ok {
+            codec: Codec::Postcard,
+            payload: &[4],
+        };
+        assert_eq!(result, CompletionView::Reply(body));
+    }
+
+    /// Every truncation and many single-byte changes of every golden event: the view accepts
+    /// exactly what the owned decoder accepts, with the same value.
+    #[test]
+    fn event_views_refuse_exactly_what_the_owned_decoder_refuses() {
+        let mut checked = 0;
+        let mut same = |bytes: &[u8]| {
+            let owned = decode::<Event>(bytes);
+            let viewed = EventView::decode(bytes).map(|v| v.to_event());
+            assert_eq!(viewed, owned, "bytes {bytes:?}");
+            checked += 1;
+        };
+        for event in golden_events() {
+            let bytes = encode(&event);
+            for len in 0..bytes.len() {
+                same(&bytes[..len]);
+            }
+            let mut longer = bytes.clone();
+            longer.push(0);
+            same(&longer);
+            for at in 0..bytes.len() {
+                for value in [0x00, 0x01, 0x02, 0x0f, 0x10, 0x7f, 0x80, 0xc0, 0xfe, 0xff] {
+                    let mut changed = bytes.clone();
+                    changed[at] = value;
+                    same(&changed);
+                }
+            }
+        }
+        // Varints at and past their limits.
+        for bytes in [
+            &[2, 0xff, 0xff, 0xff, 0xff, 0x0f, 0][..],
+            &[2, 0xff, 0xff, 0xff, 0xff, 0x10, 0],
+            &[2, 0x80, 0x80, 0x80, 0x80, 0x80, 0x00, 0],
+            &[2, 0x85, 0x00, 0],
+            &[
+                1, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x01, 0,
+            ],
+            &[
+                1, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x02, 0,
+            ],
+            &[1, 0, 2, 0xc3, 0x28, 0],
+        ] {
+            same(bytes);
+        }
+        assert!(checked > 1000);
+    }
+
+    #[test]
+    fn outbound_head_encodes_the_same_bytes_as_an_outbound() {
+        let ext = [Ext {
+            key: "x".into(),
+            value: vec![9],
+        }];
+        for (len, timeout_ms, key, ext) in [
+            (1, Some(1000), None, &[][..]),
+            (0, None, Some("k"), &ext[..]),
+            (127, None, None, &[]),
+            (128, Some(u64::MAX), None, &[]),
+            (16_384, None, None, &ext),
+        ] {
+            let owned = Outbound {
+                target: "t".into(),
+                msg_type: "M".into(),
+                codec: Codec::Json,
+                payload: vec![1; len],
+                timeout_ms,
+                idempotency_key: key.map(Into::into),
+                ext: ext.to_vec(),
+            };
+            let head = OutboundHead {
+                target: "t",
+                msg_type: "M",
+                codec: Codec::Json,
+                timeout_ms,
+                idempotency_key: key,
+                ext,
+            };
+            let mut buf = vec![0xee];
+            head.encode_into(&owned.payload, &mut buf);
+            assert_eq!(buf[1..], encode(&owned), "payload of {len} bytes");
+        }
+    }
+
+    #[test]
+    fn a_failed_payload_leaves_the_buffer_as_it_was() {
+        let head = OutboundHead {
+            target: "t",
+            msg_type: "M",
+            codec: Codec::Postcard,
+            timeout_ms: None,
+            idempotency_key: None,
+            ext: &[],
+        };
+        let mut buf = vec![3];
+        let failed = head.encode_with(&mut buf, |b| {
+            b.extend_from_slice(&[1, 2, 3]);
+            Err("no")
+        });
+        assert_eq!((failed, buf.as_slice()), (Err("no"), &[3u8][..]));
+        let failed = view::encode_reply_ok_with(&mut buf, Codec::Json, |b| {
+            b.push(1);
+            Err("no")
+        });
+        assert_eq!((failed, buf.as_slice()), (Err("no"), &[3u8][..]));
+    }
+
+    #[test]
+    fn reply_ok_encodes_the_same_bytes_as_a_reply_body() {
+        for len in [0, 1, 127, 128, 300] {
+            let owned = ReplyBody::Ok {
+                codec: Codec::Postcard,
+                payload: vec![5; len],
+            };
+            let mut buf = Vec::new();
+            let written: Result<(), ()> =
+                view::encode_reply_ok_with(&mut buf, Codec::Postcard, |b| {
+                    b.extend(std::iter::repeat_n(5, len));
+                    Ok(())
+                });
+            written.unwrap();
+            assert_eq!(buf, encode(&owned), "payload of {len} bytes");
+        }
+    }
+}

@@ -6,9 +6,9 @@
 //! One message from `b` to `a` goes: guest `b` encodes an `Outbound` and calls `send`; the host
 //! decodes it, resolves the target, builds the `Envelope` and `try_send`s it into `a`'s mailbox,
 //! which wakes `a`'s task; that task enters the guest (`bunraku_run`), whose `next` call takes the
-//! delivery, encodes the `Event` with postcard and copies it into guest memory; the SDK decodes
-//! it, dispatches it by type name to the handler, and the handler sends the reply the same way;
-//! `next` returns 0 and the entry ends. The stages measured:
+//! delivery, encodes the `Event` and copies it into guest memory; the SDK decodes it (as a
+//! borrowed view), dispatches it by type name to the handler, and the handler sends the reply the
+//! same way; `next` returns 0 and the entry ends. The stages measured:
 //!
 //! - host path (native, emulated with the runtime's own types and steps): target lookup, type
 //!   check, envelope building, mailbox `try_send` + `try_recv`, `accept`, `Event` encoding;
@@ -26,6 +26,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use bunraku_abi::view::{EventView, OutboundHead};
 use bunraku_abi::{Codec, Envelope, Event, Outbound, ReplyBody, TraceContext};
 use bunraku_bench::bare::BareModule;
 use bunraku_bench::pingpong::Rally;
@@ -127,17 +128,33 @@ fn main() {
 
     let mut scratch = Vec::new();
     let encode_event = ns_per_op(reps, iters, |_| {
-        let buf = std::mem::take(&mut scratch);
-        let mut buf = buf;
-        buf.clear();
-        scratch = postcard::to_extend(black_box(&sample_event), buf).unwrap();
+        // As `messaging.rs` `next` does: into the instance's reused buffer, without serde.
+        scratch.clear();
+        bunraku_abi::view::encode_event_into(black_box(&sample_event), &mut scratch);
     });
     let decode_event = ns_per_op(reps, iters, |_| {
-        black_box(bunraku_abi::decode::<Event>(black_box(&event_bytes)).unwrap());
+        // As the SDK does: a borrowed view, no allocation.
+        black_box(EventView::decode(black_box(&event_bytes)).unwrap());
     });
+    let mut out_buf = Vec::new();
     let encode_outbound = ns_per_op(reps, iters, |_| {
-        // As the SDK does: payload, owned strings, then the outbound.
-        black_box(bunraku_abi::encode(&outbound("a", "bench.pong")));
+        // As the SDK does: the head, then the payload in place, into a reused buffer.
+        out_buf.clear();
+        let head = OutboundHead {
+            target: black_box("a"),
+            msg_type: "bench.pong",
+            codec: Codec::Postcard,
+            timeout_ms: None,
+            idempotency_key: None,
+            ext: &[],
+        };
+        let written: Result<(), postcard::Error> = head.encode_with(&mut out_buf, |b| {
+            let mut payload = [0u8; 16];
+            b.extend_from_slice(postcard::to_slice(&N { n: 123_456 }, &mut payload)?);
+            Ok(())
+        });
+        written.unwrap();
+        black_box(&out_buf);
     });
     let decode_outbound = ns_per_op(reps, iters, |_| {
         black_box(bunraku_abi::decode::<Outbound>(black_box(&outbound_bytes)).unwrap());
@@ -210,9 +227,8 @@ fn main() {
             cur_type.clone_from(&d.env.msg_type);
             handled.fetch_add(1, Ordering::Relaxed);
             let event = Event::Message(*d.env);
-            let mut buf = std::mem::take(&mut scratch);
-            buf.clear();
-            scratch = postcard::to_extend(&event, buf).unwrap();
+            scratch.clear();
+            bunraku_abi::view::encode_event_into(&event, &mut scratch);
         },
     );
 
@@ -246,6 +262,17 @@ fn main() {
     );
     let mut plain_ping = plain_module.instantiate(start(), script("bench.ping"));
     plain_ping.run(0);
+    // Another build of the same guest (say, against the previous SDK), measured in the same
+    // round-robin: `BUNRAKU_BENCH_BASELINE_WASM=path/to/bench_pingpong.wasm`.
+    let mut baseline = std::env::var_os("BUNRAKU_BENCH_BASELINE_WASM").map(|path| {
+        let wasm = std::fs::read(&path).expect("baseline module");
+        let module = BareModule::load(engine.wasmtime(), &wasm, engine.store_limits(16 << 20));
+        let mut ping = module.instantiate(start(), script("bench.ping"));
+        let mut noop = module.instantiate(start(), script("bench.noop"));
+        ping.run(0);
+        noop.run(0);
+        (ping, noop)
+    });
     let mut ping = module.instantiate(start(), script("bench.ping"));
     let mut noop = module.instantiate(start(), script("bench.noop"));
     ping.run(0);
@@ -264,6 +291,7 @@ fn main() {
     let entry_iters = iters;
     let (mut empty, mut p256, mut p1, mut n256, mut n1) = (vec![], vec![], vec![], vec![], vec![]);
     let mut plain256 = vec![];
+    let (mut base_p256, mut base_n256) = (vec![], vec![]);
     let per = |iters: usize, f: &mut dyn FnMut()| {
         let start = Instant::now();
         for _ in 0..iters {
@@ -297,6 +325,18 @@ fn main() {
                 plain_ping.run(batch);
             }) / batch as f64,
         );
+        if let Some((ping, noop)) = &mut baseline {
+            base_p256.push(
+                per(big, &mut || {
+                    ping.run(batch);
+                }) / batch as f64,
+            );
+            base_n256.push(
+                per(big, &mut || {
+                    noop.run(batch);
+                }) / batch as f64,
+            );
+        }
     }
     let plain_256 = median(&plain256);
     let (empty_entry, ping_256, ping_1, noop_256, noop_1) = (
@@ -358,14 +398,14 @@ fn main() {
     println!("\nparts (included above):\n");
     println!("| part | ns |\n|---|---|");
     println!(
-        "| postcard encode `Event::Message` ({} bytes) | {encode_event:.0} |",
+        "| encode `Event::Message` ({} bytes, `view::encode_event_into`) | {encode_event:.0} |",
         event_bytes.len()
     );
     println!(
-        "| postcard decode `Event::Message` (native; the guest does this in wasm) | {decode_event:.0} |"
+        "| decode `Event::Message` as an `EventView` (native; the guest does this in wasm) | {decode_event:.0} |"
     );
     println!(
-        "| postcard encode `Outbound` ({} bytes, native; the guest does this in wasm) | {encode_outbound:.0} |",
+        "| encode `Outbound` ({} bytes, `OutboundHead` into a reused buffer, native; the guest does this in wasm) | {encode_outbound:.0} |",
         outbound_bytes.len()
     );
     println!("| postcard decode `Outbound` | {decode_outbound:.0} |");
@@ -380,6 +420,31 @@ fn main() {
     println!(
         "| guest `Ping` at 256 per entry on wasmtime's default memory (guard pages, no explicit bounds checks) | {plain_256:.0} |"
     );
+    if baseline.is_some() {
+        let ratios = |new: &[f64], old: &[f64]| {
+            let r: Vec<f64> = new.iter().zip(old).map(|(n, o)| o / n).collect();
+            let (lo, hi) = r
+                .iter()
+                .fold((f64::MAX, 0f64), |(l, h), x| (l.min(*x), h.max(*x)));
+            format!("{:.2} ({lo:.2}–{hi:.2})", median(&r))
+        };
+        println!(
+            "| baseline module (`BUNRAKU_BENCH_BASELINE_WASM`): `Ping` at 256 per entry | {:.0} |",
+            median(&base_p256)
+        );
+        println!(
+            "| baseline module: `Noop` at 256 per entry | {:.0} |",
+            median(&base_n256)
+        );
+        println!(
+            "| speed-up over the baseline module, per round (median, min–max): `Ping` | {} |",
+            ratios(&p256, &base_p256)
+        );
+        println!(
+            "| speed-up over the baseline module: `Noop` | {} |",
+            ratios(&n256, &base_n256)
+        );
+    }
     println!(
         "\nping-pong ratio in this run:\n\n{}\n{}",
         Paired::header(),

@@ -101,6 +101,7 @@ pub fn control_runtime() -> tokio::runtime::Runtime {
 /// A spec for a built guest module.
 pub fn spec(name: &str, wasm: &Path) -> ActorSpec {
     ActorSpec::new(name, ModuleSource::Wasm(wasm.to_path_buf()))
+        .with_grants(bunraku_runtime::Grants::all())
 }
 
 /// Deploys a spec, panicking with the error.

@@ -27,7 +27,7 @@ use bunraku_abi::{Completion, Descriptor, Envelope, Event, HandlerKind, TraceCon
 use futures::FutureExt;
 use futures::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::Notify;
-use wasmtime::{Memory, Store, StoreLimits, Trap};
+use wasmtime::{Memory, Store, Trap};
 
 use crate::host::Shared;
 use crate::mailbox::{Delivery, MailboxRx, MailboxTx, ReplySlot};
@@ -40,16 +40,7 @@ pub(crate) const MAX_PENDING_OPS: usize = 1024;
 /// A future the instance's task polls for an operation the guest started.
 pub(crate) type PendingOp = Pin<Box<dyn Future<Output = (u32, Completion)> + Send>>;
 
-/// What a grant allows. The scheduler issue adds per-actor grants; for now every actor may do
-/// everything, but every host function already passes through [`Grants::allows`].
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Grants;
-
-impl Grants {
-    pub(crate) fn allows(&self, _cap: bunraku_abi::Capability) -> bool {
-        true
-    }
-}
+pub(crate) use crate::grants::Grants;
 
 /// Everything deployed under one name.
 pub(crate) struct ActorGroup {
@@ -60,6 +51,83 @@ pub(crate) struct ActorGroup {
     pub restart: RestartPolicy,
     pub config: Vec<u8>,
     pub grants: Grants,
+    /// The supervisor this actor reports its exits to, once it is placed under one.
+    pub supervisor: std::sync::OnceLock<crate::supervision::Link>,
+    /// Instances of other actors watching this one: watch id and the watcher's address.
+    pub watchers: Mutex<Vec<(u64, Arc<ActorCell>)>>,
+    /// For an activation of a virtual actor type: how long it may idle before deactivation.
+    pub idle_timeout: Option<Duration>,
+}
+
+impl ActorGroup {
+    /// Registers a watch of this actor by `watcher` under `id`.
+    pub(crate) fn watch(&self, id: u64, watcher: Arc<ActorCell>) {
+        self.watchers.lock().unwrap().push((id, watcher));
+    }
+
+    /// Ends watch `id`; whether it existed.
+    pub(crate) fn unwatch(&self, id: u64) -> bool {
+        let mut watchers = self.watchers.lock().unwrap();
+        let before = watchers.len();
+        watchers.retain(|(w, _)| *w != id);
+        watchers.len() != before
+    }
+
+    /// Tells every watcher that an instance of this actor ended, and ends their watches.
+    fn notify_down(&self, host: &Shared, cell: &ActorCell, exit: &Exit) {
+        let watchers = std::mem::take(&mut *self.watchers.lock().unwrap());
+        if watchers.is_empty() {
+            return;
+        }
+        let reason = if cell.stop_requested() || cell.gate.is_held() {
+            bunraku_abi::DownReason::Stopped
+        } else {
+            match exit {
+                Exit::Stopped => bunraku_abi::DownReason::Normal,
+                Exit::Failed => bunraku_abi::DownReason::Failed(cell.stats.last_failure()),
+            }
+        };
+        for (id, watcher) in watchers {
+            let down = bunraku_abi::Down {
+                watch: id,
+                actor: self.name.to_string(),
+                instance: cell.instance,
+                reason: reason.clone(),
+            };
+            deliver_down(host, &watcher, down);
+        }
+    }
+}
+
+/// Host-wide watch ids.
+static NEXT_WATCH: AtomicU64 = AtomicU64::new(1);
+
+/// A new watch id.
+pub(crate) fn next_watch_id() -> u64 {
+    NEXT_WATCH.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Puts a [`bunraku_abi::Down`] into `watcher`'s mailbox; counted as a dead letter when the
+/// mailbox is full or the watcher has no handler for it.
+pub(crate) fn deliver_down(host: &Shared, watcher: &ActorCell, down: bunraku_abi::Down) {
+    if !watcher.accepts(bunraku_abi::DOWN_MESSAGE) {
+        watcher.dead_letter();
+        return;
+    }
+    let out = bunraku_abi::Outbound {
+        target: watcher.name.to_string(),
+        msg_type: bunraku_abi::DOWN_MESSAGE.to_owned(),
+        payload: bunraku_abi::encode(&down),
+        ..Default::default()
+    };
+    let env = host.envelope(out, Vec::new(), None, None, Some("bunraku".into()), None);
+    let delivery = Delivery {
+        env: Box::new(env),
+        reply: None,
+    };
+    if watcher.tx.try_send(delivery).is_err() {
+        watcher.dead_letter();
+    }
 }
 
 impl ActorGroup {
@@ -90,6 +158,9 @@ pub enum ActorPhase {
     Restarting = 2,
     /// Stopped for good.
     Stopped = 3,
+    /// A virtual actor deactivated while idle: no instance, its mailbox kept; the next message
+    /// activates it again.
+    Idle = 4,
 }
 
 impl ActorPhase {
@@ -98,6 +169,7 @@ impl ActorPhase {
             0 => Self::Starting,
             1 => Self::Running,
             2 => Self::Restarting,
+            4 => Self::Idle,
             _ => Self::Stopped,
         }
     }
@@ -109,6 +181,7 @@ impl ActorPhase {
             Self::Running => "running",
             Self::Restarting => "restarting",
             Self::Stopped => "stopped",
+            Self::Idle => "idle",
         }
     }
 }
@@ -127,6 +200,17 @@ pub(crate) struct ActorStats {
     pub last_failure: Mutex<Option<String>>,
 }
 
+impl ActorStats {
+    /// The reason of the last failure (empty when there was none).
+    pub(crate) fn last_failure(&self) -> String {
+        self.last_failure
+            .lock()
+            .unwrap()
+            .clone()
+            .unwrap_or_default()
+    }
+}
+
 /// The address of one instance: survives restarts.
 pub(crate) struct ActorCell {
     pub id: u64,
@@ -139,7 +223,17 @@ pub(crate) struct ActorCell {
     pub max_message: usize,
     pub stats: ActorStats,
     stop_requested: AtomicBool,
-    stop: Notify,
+    /// The guest asked to stop (`Ctx::stop`): the coming exit is normal.
+    normal_exit: AtomicBool,
+    /// The instance saved or loaded persisted state (a virtual actor may then be deactivated).
+    persisted: AtomicBool,
+    /// The instance is being deactivated (idle virtual actor): the slot waits for a message.
+    deactivating: AtomicBool,
+    pub(crate) stop: Notify,
+    /// Ends the running instance at once, without `on_stop` (after a stop timed out).
+    kill: Notify,
+    /// The supervisor's hold on this instance slot.
+    pub(crate) gate: crate::supervision::Gate,
 }
 
 impl ActorCell {
@@ -160,13 +254,49 @@ impl ActorCell {
             max_message,
             stats: ActorStats::default(),
             stop_requested: AtomicBool::new(false),
+            normal_exit: AtomicBool::new(false),
+            persisted: AtomicBool::new(false),
+            deactivating: AtomicBool::new(false),
             stop: Notify::new(),
+            kill: Notify::new(),
+            gate: crate::supervision::Gate::default(),
         }
     }
 
     /// Asks the instance to run `on_stop` and end; no restart follows.
     pub(crate) fn request_stop(&self) {
         self.stop_requested.store(true, Ordering::SeqCst);
+        self.stop.notify_one();
+    }
+
+    /// Records that the instance has state in the store.
+    pub(crate) fn mark_persisted(&self) {
+        self.persisted.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the instance has state in the store.
+    pub(crate) fn persisted(&self) -> bool {
+        self.persisted.load(Ordering::Relaxed)
+    }
+
+    /// Deactivates an idle virtual actor: its instance stops (running `on_stop`) and the slot
+    /// waits, with its mailbox, for the next message.
+    pub(crate) fn deactivate(&self) {
+        self.deactivating.store(true, Ordering::SeqCst);
+        self.stop.notify_one();
+    }
+
+    /// Ends the running instance at its next turn without waiting for its handlers or
+    /// `on_stop`: their requesters hear `target failed`. A guest inside a handler is stopped by
+    /// its time budget at the latest. The slot itself lives on (combine with a stop to end it).
+    pub(crate) fn kill_instance(&self) {
+        self.kill.notify_one();
+    }
+
+    /// The guest asks to end its instance (a normal exit): like a stop, but the slot's task reports
+    /// it to the supervisor instead of ending.
+    pub(crate) fn request_normal_exit(&self) {
+        self.normal_exit.store(true, Ordering::SeqCst);
         self.stop.notify_one();
     }
 
@@ -234,7 +364,7 @@ pub(crate) struct ActorState {
     pub host: Arc<Shared>,
     pub group: Arc<ActorGroup>,
     pub cell: Arc<ActorCell>,
-    pub limits: StoreLimits,
+    pub limits: crate::engine::MemoryLimiter,
     pub io: InstanceIo,
     pub memory: Option<Memory>,
     pub ready: VecDeque<Ready>,
@@ -249,6 +379,8 @@ pub(crate) struct ActorState {
     pub current: TaskMeta,
     pub resolved: HashMap<String, Arc<ActorGroup>>,
     pub subscriptions: Vec<u64>,
+    /// Watches this instance made, with the watched group (they end with the instance).
+    pub watches: Vec<(u64, Arc<ActorGroup>)>,
     pub stdio: [Vec<u8>; 2],
     pub budget_ticks: u64,
     pub in_flight: u32,
@@ -265,7 +397,7 @@ impl ActorState {
         cell: Arc<ActorCell>,
         io: InstanceIo,
     ) -> Self {
-        let limits = host.engine.store_limits(group.limits.memory);
+        let limits = host.engine.memory_limiter(group.limits.memory);
         let tick = host.engine.epoch_tick().as_nanos().max(1);
         let budget_ticks = (group.limits.time_budget.as_nanos().div_ceil(tick)).max(1) as u64;
         let sender_hash = hash_name(&group.name);
@@ -287,6 +419,7 @@ impl ActorState {
             current: TaskMeta::default(),
             resolved: HashMap::new(),
             subscriptions: Vec::new(),
+            watches: Vec::new(),
             stdio: [Vec::new(), Vec::new()],
             budget_ticks,
             in_flight: 0,
@@ -395,7 +528,9 @@ enum Exit {
     Failed,
 }
 
-/// Runs one instance slot until it is stopped: creates instances, restarts them with backoff.
+/// Runs one instance slot until it is stopped: creates instances and, when one ends, either
+/// reports the exit to the actor's supervisor and waits at the slot's gate for its decision, or
+/// (without a supervisor) restarts a failed instance after a backoff.
 pub(crate) async fn run_cell(
     host: Arc<Shared>,
     group: Arc<ActorGroup>,
@@ -403,34 +538,93 @@ pub(crate) async fn run_cell(
     mut io: InstanceIo,
 ) {
     let mut attempt: u32 = 0;
+    let mut first = true;
+    let mut reactivating = false;
     loop {
         if cell.stop_requested() {
             break;
         }
+        if cell.gate.is_held() {
+            cell.set_phase(ActorPhase::Restarting);
+            tokio::select! {
+                _ = cell.gate.released() => {}
+                // A stop, or a leftover signal: look again.
+                _ = cell.stop.notified() => continue,
+            }
+        }
+        // A signal left over from a hold or a normal exit must not stop the new instance.
+        let _ = cell.stop.notified().now_or_never();
+        let _ = cell.kill.notified().now_or_never();
+        if cell.stop_requested() {
+            break;
+        }
+        cell.normal_exit.store(false, Ordering::SeqCst);
+        if !first && !reactivating {
+            cell.stats.restarts.fetch_add(1, Ordering::Relaxed);
+        }
+        first = false;
+        reactivating = false;
+        cell.gate.set_parked(false);
         cell.set_phase(ActorPhase::Starting);
         let started = host.clock.now();
         let (exit, returned) = run_instance(&host, &group, &cell, io).await;
         io = returned;
-        match exit {
-            Exit::Stopped => break,
-            Exit::Failed => {
-                if cell.stop_requested() {
-                    break;
-                }
-                if host.clock.now().saturating_sub(started) >= group.restart.reset_after {
-                    attempt = 0;
-                }
-                let delay = backoff_delay(&group.restart, attempt, host.entropy.next_u64());
-                attempt = attempt.saturating_add(1);
-                cell.set_phase(ActorPhase::Restarting);
-                tokio::select! {
-                    _ = host.clock.sleep(delay) => {}
-                    _ = cell.stop.notified() => break,
-                }
-                cell.stats.restarts.fetch_add(1, Ordering::Relaxed);
+        if cell.deactivating.swap(false, Ordering::SeqCst)
+            && matches!(exit, Exit::Stopped)
+            && !cell.stop_requested()
+        {
+            // Deactivated while idle: no instance until the next message arrives.
+            cell.set_phase(ActorPhase::Idle);
+            cell.gate.set_parked(true);
+            cell.persisted.store(false, Ordering::Relaxed);
+            tokio::select! {
+                next = io.mailbox.recv() => match next {
+                    Some(delivery) => io.peeked = Some(delivery),
+                    None => break,
+                },
+                // A stop (checked at the top of the loop).
+                _ = cell.stop.notified() => {}
             }
+            reactivating = true;
+            continue;
+        }
+        group.notify_down(&host, &cell, &exit);
+        if cell.stop_requested() {
+            break;
+        }
+        let exit = match exit {
+            // Stopped (or killed, or failed while stopping) at its supervisor's request: wait
+            // at the gate; the supervisor already decided.
+            _ if cell.gate.is_held() => {
+                cell.gate.set_parked(true);
+                continue;
+            }
+            Exit::Stopped => crate::supervisor::Exit::Normal,
+            Exit::Failed => crate::supervisor::Exit::Failure(cell.stats.last_failure()),
+        };
+        if let Some(supervisor) = group.supervisor.get() {
+            cell.gate.hold();
+            cell.gate.set_parked(true);
+            supervisor.report(exit);
+            continue;
+        }
+        if !exit.is_abnormal() {
+            // A normal exit without a supervisor ends the actor.
+            break;
+        }
+        if host.clock.now().saturating_sub(started) >= group.restart.reset_after {
+            attempt = 0;
+        }
+        let delay = backoff_delay(&group.restart, attempt, host.entropy.next_u64());
+        attempt = attempt.saturating_add(1);
+        cell.set_phase(ActorPhase::Restarting);
+        cell.gate.set_parked(true);
+        tokio::select! {
+            _ = host.clock.sleep(delay) => {}
+            _ = cell.stop.notified() => break,
         }
     }
+    cell.gate.set_parked(true);
     cell.set_phase(ActorPhase::Stopped);
     // Messages still queued are dead letters; dropping them tells waiting requesters.
     io.mailbox.close();
@@ -477,6 +671,10 @@ async fn run_instance(
     let mut pending: FuturesUnordered<PendingOp> = FuturesUnordered::new();
     let mut stopping = false;
     let concurrency = group.limits.concurrency as u32;
+    // One waiter for the stop signal, registered once: a fresh `notified()` per turn would take
+    // the `Notify`'s lock twice per message. A `notify_one` before the first poll leaves a permit.
+    let mut stop_signal = std::pin::pin!(cell.stop.notified());
+    let mut kill_signal = std::pin::pin!(cell.kill.notified());
 
     loop {
         store.set_epoch_deadline(budget);
@@ -502,9 +700,11 @@ async fn run_instance(
             return finish(store, Ok(()));
         }
         let can_take = !stopping && st.in_flight < concurrency && st.io.peeked.is_none();
+        let mut killed = false;
         tokio::select! {
             biased;
-            _ = cell.stop.notified(), if !stopping => {
+            _ = kill_signal.as_mut() => killed = true,
+            _ = stop_signal.as_mut(), if !stopping => {
                 stopping = true;
                 st.ready.push_back(Ready::Stop);
             }
@@ -518,6 +718,9 @@ async fn run_instance(
                     st.ready.push_back(Ready::Stop);
                 }
             },
+        }
+        if killed {
+            return finish(store, Ok(()));
         }
         // Hand every completion that is already there to the same guest entry.
         while let Some(Some((op, result))) = pending.next().now_or_never() {
@@ -549,6 +752,9 @@ fn finish(mut store: Store<ActorState>, exit: Result<(), String>) -> (Exit, Inst
     };
     let state = store.into_data();
     state.host.pubsub.unsubscribe(&state.subscriptions);
+    for (id, target) in &state.watches {
+        target.unwatch(*id);
+    }
     (exit, state.io)
 }
 
@@ -570,6 +776,11 @@ fn describe_trap(store: &Store<ActorState>, err: &wasmtime::Error) -> String {
         ),
         Some(trap) => format!("trapped: {trap}"),
         None => format!("failed: {}", err.root_cause()),
+    };
+    // A guest allocator aborts when growth is refused: name the limit, not just the abort.
+    let what = match st.limits.refused() {
+        Some(refused) => format!("{what} after {refused}"),
+        None => what,
     };
     format!(
         "actor `{}` instance {} {what} {during}",

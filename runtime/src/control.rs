@@ -3,8 +3,14 @@
 //! A host listens on a Unix socket (mode 0600, in a directory of mode 0700) in its data
 //! directory, never on a TCP port. The protocol is one JSON [`Request`] per line, answered by one
 //! JSON [`Response`] per line (`logs` with `follow` streams [`Response::Log`] lines until the
-//! client hangs up). Every request acts as the principal `cli`, so grants (a later issue) can
-//! apply to it like to any actor.
+//! client hangs up).
+//!
+//! Every request acts as the principal [`CLI_PRINCIPAL`] (`cli`). Its grants decide which actors
+//! `call` and `send` may reach and which subjects `publish` may reach: everything by default (the
+//! local operator owns the socket), or what a manifest's `[principal.cli]` table grants, applied
+//! with [`Host::set_principal_grants`]. A refused request answers with the code `denied`.
+//! `ps`, `logs`, `stop` and `shutdown` manage the host rather than talk to actors and need no
+//! grant: whoever can open the socket could stop the process anyway.
 //!
 //! The server runs on whatever tokio runtime calls [`serve`]; the CLI runs it on a runtime
 //! separate from the guests' runtime, so a guest spinning on its budget cannot starve it.
@@ -69,6 +75,8 @@ pub enum Request {
     },
     /// The status of every actor instance.
     Ps,
+    /// The same figures in the Prometheus text format ([`crate::metrics`]).
+    Metrics,
     /// Recent log lines, and the ones that follow when `follow` is set.
     Logs {
         /// Keep streaming.
@@ -105,6 +113,8 @@ pub enum Response {
     Published(PublishReport),
     /// The outcome of `ps`.
     Actors(Vec<ActorStatus>),
+    /// The outcome of `metrics`: Prometheus text.
+    Metrics(String),
     /// One log line.
     Log(LogLine),
     /// The request failed.
@@ -224,6 +234,20 @@ fn error_reply(e: &crate::CallError) -> Response {
     })
 }
 
+/// The reply to a `call`, `send` or `publish` that failed: a refusal says what the principal
+/// lacks a grant for (`what`, such as "call `billing`").
+fn refused_or(e: &crate::CallError, what: &str) -> Response {
+    if *e != crate::CallError::Denied {
+        return error_reply(e);
+    }
+    Response::Error(ErrorReply {
+        code: e.code().as_str().into(),
+        message: format!(
+            "denied: principal `{CLI_PRINCIPAL}` holds no grant to {what} (see [principal.{CLI_PRINCIPAL}] in the manifest)"
+        ),
+    })
+}
+
 async fn handle(host: Arc<Host>, stream: UnixStream, shutdown: Arc<Notify>) {
     let (read, mut write) = stream.into_split();
     let mut lines = BufReader::new(read).lines();
@@ -248,11 +272,12 @@ async fn handle(host: Arc<Host>, stream: UnixStream, shutdown: Arc<Notify>) {
                 payload,
                 timeout_ms,
             } => {
+                let what = format!("call `{to}`");
                 let mut msg = ClientMessage::json(to, msg_type.as_deref(), &payload);
                 msg.timeout = timeout_ms.map(Duration::from_millis);
                 match host.request(msg).await.and_then(|r| r.json()) {
                     Ok(v) => Response::Reply(v),
-                    Err(e) => error_reply(&e),
+                    Err(e) => refused_or(&e, &what),
                 }
             }
             Request::Send {
@@ -260,12 +285,13 @@ async fn handle(host: Arc<Host>, stream: UnixStream, shutdown: Arc<Notify>) {
                 msg_type,
                 payload,
             } => {
+                let what = format!("send to `{to}`");
                 match host
                     .send(ClientMessage::json(to, msg_type.as_deref(), &payload))
                     .await
                 {
                     Ok(()) => Response::Done,
-                    Err(e) => error_reply(&e),
+                    Err(e) => refused_or(&e, &what),
                 }
             }
             Request::Publish {
@@ -273,16 +299,20 @@ async fn handle(host: Arc<Host>, stream: UnixStream, shutdown: Arc<Notify>) {
                 msg_type,
                 payload,
             } => {
+                let what = format!("publish to `{subject}`");
                 let msg = ClientMessage {
                     codec: Codec::Json,
                     ..ClientMessage::json(subject, Some(&msg_type), &payload)
                 };
                 match host.publish(msg).await {
                     Ok(report) => Response::Published(report),
-                    Err(e) => error_reply(&e),
+                    Err(e) => refused_or(&e, &what),
                 }
             }
             Request::Ps => Response::Actors(host.actors()),
+            Request::Metrics => {
+                Response::Metrics(crate::metrics::render(&host.actors(), host.unroutable()))
+            }
             Request::Stop { actor } => match host.stop_actor(&actor) {
                 Ok(()) => Response::Done,
                 Err(e) => error_reply(&e),

@@ -310,6 +310,74 @@ impl Engine {
             .memories(1)
             .build()
     }
+
+    /// Like [`store_limits`](Self::store_limits), remembering refused growth for error messages.
+    pub fn memory_limiter(&self, memory_limit: u64) -> MemoryLimiter {
+        let limit = memory_limit.min(self.max_memory_per_actor());
+        MemoryLimiter {
+            limits: self.store_limits(limit),
+            limit: usize::try_from(limit).unwrap_or(usize::MAX),
+            refused: None,
+        }
+    }
+}
+
+/// An actor store's resource limiter: [`Engine::store_limits`] plus a record of the last growth
+/// it refused, so that the trap that usually follows (a guest allocator aborts when `memory.grow`
+/// fails) can say which wall was hit.
+#[derive(Debug)]
+pub struct MemoryLimiter {
+    limits: wasmtime::StoreLimits,
+    limit: usize,
+    refused: Option<String>,
+}
+
+impl MemoryLimiter {
+    /// Why the last refused growth was refused, if one was.
+    pub fn refused(&self) -> Option<&str> {
+        self.refused.as_deref()
+    }
+}
+
+impl wasmtime::ResourceLimiter for MemoryLimiter {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let allowed = self.limits.memory_growing(current, desired, maximum)?;
+        if !allowed {
+            self.refused = Some(format!(
+                "its memory limit of {} KiB refused growing linear memory from {} KiB to {} KiB",
+                self.limit / 1024,
+                current / 1024,
+                desired / 1024
+            ));
+        }
+        Ok(allowed)
+    }
+
+    fn memory_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        // The slot allocator's error names the wall (host memory budget, slots, mappings).
+        self.refused = Some(format!(
+            "the host refused to grow its linear memory: {error}"
+        ));
+        self.limits.memory_grow_failed(error)
+    }
+
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        self.limits.table_growing(current, desired, maximum)
+    }
+
+    fn memories(&self) -> usize {
+        self.limits.memories()
+    }
 }
 
 #[cfg(test)]

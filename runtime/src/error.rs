@@ -109,6 +109,9 @@ pub enum DeployError {
         #[source]
         source: crate::subject::SubjectError,
     },
+    /// The supervision tree could not be built.
+    #[error("{0}")]
+    Supervision(#[from] crate::supervision::SupervisionError),
 }
 
 /// Why a message from a client (the CLI, a test, an embedder) did not get through or got no reply.
@@ -188,4 +191,83 @@ impl CallError {
             Self::Stopped => ErrorCode::Stopped,
         }
     }
+}
+
+/// Why the embedded store ([`crate::store`]) could not open, read or make a write durable.
+///
+/// Guests see every one of these as [`ErrorCode::StorageUnavailable`]; the host logs the detail.
+/// A write that failed was not acknowledged, and nothing else in its batch was either.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The host was started without a data directory, so it has nowhere to keep state.
+    #[error(
+        "the host has no data directory, so actors cannot persist state: set `HostConfig::data_dir` (`bunraku run` uses the manifest's `[host] data_dir`)"
+    )]
+    NoDataDir,
+    /// The data directory could not be created.
+    #[error("cannot create the data directory {path}: {message}")]
+    CreateDir {
+        /// The directory.
+        path: PathBuf,
+        /// The I/O error.
+        message: String,
+    },
+    /// The database file could not be opened or set up.
+    #[error("cannot open the store {path}: {message}")]
+    Open {
+        /// The database file.
+        path: PathBuf,
+        /// SQLite's error.
+        message: String,
+    },
+    /// SQLite would not run with the durability the store promises (WAL, `synchronous=FULL`),
+    /// for instance on a file system without shared-memory support.
+    #[error(
+        "the store {path} cannot be made durable: `{setting}` is `{found}`, expected `{expected}`"
+    )]
+    NotDurable {
+        /// The database file.
+        path: PathBuf,
+        /// The pragma.
+        setting: &'static str,
+        /// What SQLite reported.
+        found: String,
+        /// What the store needs.
+        expected: &'static str,
+    },
+    /// The file was written by a newer bunraku whose schema this host does not know.
+    #[error(
+        "the store {path} has schema version {found}, newer than this host's {supported}: run a newer bunraku, or give this host another data directory"
+    )]
+    Schema {
+        /// The database file.
+        path: PathBuf,
+        /// The version in the file.
+        found: i64,
+        /// The newest version this host knows.
+        supported: i64,
+    },
+    /// The disk (or the store's configured size limit) is full: the batch was rolled back.
+    #[error("the store is full; nothing of this batch was written: {message}")]
+    Full {
+        /// SQLite's error.
+        message: String,
+    },
+    /// A write or its commit failed (an I/O error, a locked or read-only file): the batch was
+    /// rolled back.
+    #[error("the store could not commit; nothing of this batch was acknowledged: {message}")]
+    Write {
+        /// SQLite's error.
+        message: String,
+    },
+    /// A read failed.
+    #[error("the store could not read: {message}")]
+    Read {
+        /// SQLite's error.
+        message: String,
+    },
+    /// The store's writer has stopped (the host is shutting down).
+    #[error("the store is closed")]
+    Closed,
 }

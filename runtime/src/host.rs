@@ -6,7 +6,7 @@
 //! called from any other tokio runtime: the CLI's control socket runs on its own runtime, so a
 //! busy guest cannot starve it.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -28,6 +28,7 @@ use crate::mailbox::{Delivery, MailboxTx, mailbox};
 use crate::manifest::{ActorSpec, Manifest};
 use crate::module::ActorModule;
 use crate::pubsub::{PubSub, SubTarget};
+use crate::store::{LazyStore, Store, StoreError, StoreOptions};
 use crate::subject::{Pattern, validate_subject};
 
 /// How a [`Host`] is set up.
@@ -43,6 +44,14 @@ pub struct HostConfig {
     pub clock: Arc<dyn Clock>,
     /// The entropy for jitter, ids and the guests' `random_get`.
     pub entropy: Arc<dyn Entropy>,
+    /// Where the host keeps its data: the embedded store (`state.sqlite3`, actors' persisted
+    /// state) is opened there on an actor's first `load` or `save`, creating the directory (mode
+    /// `0700`). Default `None`: actors cannot persist state and `load`/`save` fail with
+    /// `storage unavailable`. `bunraku run` passes the manifest's `[host] data_dir` (default
+    /// `.bunraku` next to the manifest).
+    pub data_dir: Option<PathBuf>,
+    /// Settings of the embedded store (a size limit).
+    pub store: StoreOptions,
 }
 
 impl Default for HostConfig {
@@ -53,6 +62,8 @@ impl Default for HostConfig {
             guest_threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
             clock: Arc::new(SystemClock::new()),
             entropy: Arc::new(OsEntropy),
+            data_dir: None,
+            store: StoreOptions::default(),
         }
     }
 }
@@ -84,6 +95,11 @@ impl Registry {
     pub(crate) fn lookup(&self, name: &str) -> Option<Arc<ActorGroup>> {
         self.actors.get(name).map(|g| g.value().clone())
     }
+
+    /// Every deployed group. Holds shard locks while iterating: never across an `.await`.
+    pub(crate) fn iter(&self) -> dashmap::iter::Iter<'_, String, Arc<ActorGroup>> {
+        self.actors.iter()
+    }
 }
 
 /// What every instance shares.
@@ -95,6 +111,16 @@ pub(crate) struct Shared {
     pub clock: Arc<dyn Clock>,
     pub entropy: Arc<dyn Entropy>,
     pub logs: LogSink,
+    /// Supervisors, and the fatal error of a tree that gave up.
+    pub supervisors: crate::supervision::Tree,
+    /// Modules actors may `spawn`, by name, with the settings spawned actors get.
+    pub spawnable: DashMap<String, (Arc<ActorModule>, ActorSpec)>,
+    /// Virtual actor types by name: activations `NAME/KEY` are made from these on first use.
+    pub virtual_types: DashMap<String, (Arc<ActorModule>, ActorSpec)>,
+    /// The guest runtime, where activations start their tasks.
+    pub guest: tokio::runtime::Handle,
+    /// The embedded store, opened on first use.
+    pub store: LazyStore,
     next_msg: AtomicU64,
     next_actor: AtomicU64,
     /// Published messages that matched no subscriber.
@@ -113,7 +139,87 @@ pub(crate) struct Fanout {
     pub waiting: Vec<(MailboxTx, Delivery)>,
 }
 
+/// A module load failure of `actor`'s module at `wasm`.
+fn load_error(actor: &str, wasm: &Path, source: LoadError) -> DeployError {
+    DeployError::Load {
+        actor: actor.to_owned(),
+        module: wasm.display().to_string(),
+        source,
+    }
+}
+
+/// The bytes of `actor`'s module file.
+fn read_wasm(actor: &str, wasm: &Path) -> Result<Vec<u8>, DeployError> {
+    std::fs::read(wasm).map_err(|source| {
+        load_error(
+            actor,
+            wasm,
+            LoadError::Read {
+                path: wasm.to_owned(),
+                source,
+            },
+        )
+    })
+}
+
 impl Shared {
+    /// Registers and starts an actor from a loaded module: its cells, mailboxes, subscriptions
+    /// and one task per instance on `handle`.
+    pub(crate) fn start_group(
+        self: &Arc<Self>,
+        spec: &ActorSpec,
+        module: Arc<ActorModule>,
+        patterns: Vec<(Pattern, Policy)>,
+        handle: &tokio::runtime::Handle,
+    ) -> Result<Arc<ActorGroup>, DeployError> {
+        let name: Arc<str> = Arc::from(spec.name.as_str());
+        let mut cells = Vec::new();
+        let mut ios = Vec::new();
+        for instance in 0..spec.instances.max(1) {
+            let (tx, rx) = mailbox(spec.limits.mailbox);
+            let id = self.next_actor.fetch_add(1, Ordering::Relaxed) + 1;
+            cells.push(Arc::new(ActorCell::new(
+                id,
+                name.clone(),
+                instance,
+                tx,
+                module.clone(),
+                spec.limits.max_message_bytes,
+            )));
+            ios.push(InstanceIo {
+                mailbox: rx,
+                peeked: None,
+            });
+        }
+        let group = Arc::new(ActorGroup {
+            name: name.clone(),
+            cells: cells.clone(),
+            module,
+            limits: spec.limits.clone(),
+            restart: spec.restart.clone(),
+            config: spec.config_json(),
+            grants: spec.grants.clone(),
+            supervisor: std::sync::OnceLock::new(),
+            watchers: Mutex::default(),
+            idle_timeout: spec.virtual_idle,
+        });
+        match self.registry.actors.entry(spec.name.clone()) {
+            dashmap::Entry::Occupied(_) => return Err(DeployError::Duplicate(spec.name.clone())),
+            dashmap::Entry::Vacant(v) => {
+                v.insert(group.clone());
+            }
+        }
+        for (pattern, policy) in patterns {
+            self.pubsub
+                .subscribe(pattern, SubTarget::Group(cells.clone()), policy);
+        }
+        for (cell, io) in cells.into_iter().zip(ios) {
+            handle.spawn(run_cell(self.clone(), group.clone(), cell, io));
+        }
+        tracing::info!(actor = %spec.name, instances = spec.instances, "deployed");
+        Ok(group)
+    }
+
     pub(crate) fn new_trace(&self) -> TraceContext {
         let mut t = TraceContext::default();
         self.entropy.fill(&mut t.trace_id);
@@ -318,13 +424,21 @@ pub struct ActorStatus {
     pub last_failure: Option<String>,
     /// The message types it handles, with `?` after those that reply.
     pub handles: Vec<String>,
+    /// The supervisor it is placed under, if any.
+    #[serde(default)]
+    pub supervisor: Option<String>,
 }
 
 /// A running host. Dropping it stops every actor.
+///
+/// Its client API acts for a *principal*, named in each [`ClientMessage`]: the CLI is `cli`
+/// (granted everything unless [`Host::set_principal_grants`] or a manifest's `[principal.cli]`
+/// says otherwise); any other principal may do nothing until granted.
 pub struct Host {
     shared: Arc<Shared>,
     runtime: Mutex<Option<tokio::runtime::Runtime>>,
     handle: tokio::runtime::Handle,
+    principals: crate::grants::Principals,
 }
 
 impl Host {
@@ -350,8 +464,13 @@ impl Host {
             registry: Registry::default(),
             pubsub: PubSub::default(),
             logs: LogSink::new(config.clock.clone()),
+            supervisors: Default::default(),
+            spawnable: DashMap::new(),
+            virtual_types: DashMap::new(),
+            guest: handle.clone(),
             clock: config.clock,
             entropy: config.entropy,
+            store: LazyStore::new(config.data_dir, config.store),
             next_msg: AtomicU64::new(0),
             next_actor: AtomicU64::new(0),
             unroutable: AtomicU64::new(0),
@@ -361,6 +480,7 @@ impl Host {
             shared,
             runtime: Mutex::new(Some(runtime)),
             handle,
+            principals: crate::grants::Principals::default(),
         })
     }
 
@@ -374,37 +494,84 @@ impl Host {
         &self.shared.logs
     }
 
-    /// Builds (when stale) and deploys every actor of a manifest, in order.
+    /// The data directory ([`HostConfig::data_dir`]), if the host has one.
+    pub fn data_dir(&self) -> Option<&Path> {
+        self.shared.store.dir()
+    }
+
+    /// The embedded store holding the actors' persisted state, opened now if no actor used it
+    /// yet. Fails when the host has no data directory or the store cannot be opened (a failed
+    /// open is not retried).
+    pub fn store(&self) -> Result<&Store, StoreError> {
+        self.shared.store.get()
+    }
+
+    /// Replaces what `principal` may do through the client API ([`Host::request`],
+    /// [`Host::send`], [`Host::publish`]); only its `send` and `publish` grants apply.
+    pub fn set_principal_grants(&self, principal: &str, grants: Grants) {
+        self.principals.set(principal, grants);
+    }
+
+    /// What `principal` may do through the client API (nothing for a principal never granted).
+    pub fn principal_grants(&self, principal: &str) -> Grants {
+        self.principals.get(principal)
+    }
+
+    /// Builds (when stale) and deploys every actor of a manifest, in order, after granting its
+    /// `[principal.*]` tables.
     pub fn deploy_manifest(
         &self,
         manifest: &Manifest,
         opts: &BuildOptions,
     ) -> Result<(), DeployError> {
-        for spec in &manifest.actors {
-            let path = resolve_module(&spec.module, opts).map_err(|source| DeployError::Build {
+        for (principal, grants) in &manifest.principals {
+            self.set_principal_grants(principal, grants.clone());
+        }
+        let build = |spec: &ActorSpec| {
+            resolve_module(&spec.module, opts).map_err(|source| DeployError::Build {
                 actor: spec.name.clone(),
                 source,
-            })?;
+            })
+        };
+        // Supervised actors start in their trees' start order (depth first), each running before
+        // the next starts; the others follow in file order.
+        for spec in manifest.start_order() {
+            let path = build(spec)?;
             self.deploy(spec, &path)?;
+            if manifest.is_supervised(&spec.name) {
+                self.wait_started(&spec.name);
+            }
+        }
+        self.supervise(&manifest.supervisors)?;
+        for spec in &manifest.spawnables {
+            let path = build(spec)?;
+            self.define_spawnable(&spec.name, spec, &path)?;
         }
         Ok(())
     }
 
+    /// Waits (up to 5 s) until every instance of actor `name` has been instantiated, or has
+    /// failed: how a manifest's supervised actors start one after the other.
+    pub fn wait_started(&self, name: &str) {
+        let Some(group) = self.shared.registry.lookup(name) else {
+            return;
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while std::time::Instant::now() < deadline
+            && group.cells.iter().any(|c| {
+                c.phase() == crate::actor::ActorPhase::Starting
+                    && c.stats.failures.load(Ordering::Relaxed) == 0
+            })
+        {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
     /// Deploys one actor from a `.wasm` file.
     pub fn deploy(&self, spec: &ActorSpec, wasm: &Path) -> Result<(), DeployError> {
-        let load_err = |source| DeployError::Load {
-            actor: spec.name.clone(),
-            module: wasm.display().to_string(),
-            source,
-        };
-        let bytes = std::fs::read(wasm).map_err(|source| {
-            load_err(LoadError::Read {
-                path: wasm.to_owned(),
-                source,
-            })
-        })?;
+        let bytes = read_wasm(&spec.name, wasm)?;
         self.deploy_bytes(spec, &bytes).map_err(|e| match e {
-            DeployError::Load { source, .. } => load_err(source),
+            DeployError::Load { source, .. } => load_error(&spec.name, wasm, source),
             other => other,
         })
     }
@@ -429,51 +596,27 @@ impl Host {
                 source,
             })?;
         let module = self.load_module(wasm).map_err(load_err)?;
-        let name: Arc<str> = Arc::from(spec.name.as_str());
-        let mut cells = Vec::new();
-        let mut ios = Vec::new();
-        for instance in 0..spec.instances.max(1) {
-            let (tx, rx) = mailbox(spec.limits.mailbox);
-            let id = self.shared.next_actor.fetch_add(1, Ordering::Relaxed) + 1;
-            cells.push(Arc::new(ActorCell::new(
-                id,
-                name.clone(),
-                instance,
-                tx,
-                module.clone(),
-                spec.limits.max_message_bytes,
-            )));
-            ios.push(InstanceIo {
-                mailbox: rx,
-                peeked: None,
-            });
-        }
-        let group = Arc::new(ActorGroup {
-            name: name.clone(),
-            cells: cells.clone(),
-            module,
-            limits: spec.limits.clone(),
-            restart: spec.restart.clone(),
-            config: spec.config_json(),
-            grants: Grants,
-        });
-        match self.shared.registry.actors.entry(spec.name.clone()) {
-            dashmap::Entry::Occupied(_) => return Err(DeployError::Duplicate(spec.name.clone())),
-            dashmap::Entry::Vacant(v) => {
-                v.insert(group.clone());
+        if spec.virtual_idle.is_some() {
+            // A virtual actor type: nothing runs until a message for `NAME/KEY` arrives.
+            if self.shared.virtual_types.contains_key(&spec.name) {
+                return Err(DeployError::Duplicate(spec.name.clone()));
             }
-        }
-        for (pattern, policy) in patterns {
+            let first = self.shared.virtual_types.is_empty();
             self.shared
-                .pubsub
-                .subscribe(pattern, SubTarget::Group(cells.clone()), policy);
+                .virtual_types
+                .insert(spec.name.clone(), (module, spec.clone()));
+            if first {
+                self.handle
+                    .spawn(crate::activation::deactivate_idle(Arc::downgrade(
+                        &self.shared,
+                    )));
+            }
+            tracing::info!(actor = %spec.name, "virtual actor type deployed");
+            return Ok(());
         }
-        for (cell, io) in cells.into_iter().zip(ios) {
-            self.handle
-                .spawn(run_cell(self.shared.clone(), group.clone(), cell, io));
-        }
-        tracing::info!(actor = %spec.name, instances = spec.instances, "deployed");
-        Ok(())
+        self.shared
+            .start_group(spec, module, patterns, &self.handle)
+            .map(drop)
     }
 
     fn load_module(&self, wasm: &[u8]) -> Result<Arc<ActorModule>, LoadError> {
@@ -495,6 +638,21 @@ impl Host {
         Ok(module)
     }
 
+    /// Kills an actor: like [`stop_actor`](Self::stop_actor), but its instances end at their
+    /// next turn without running `on_stop` (requesters waiting on them hear `target failed`).
+    /// A guest busy inside a handler ends at its time budget at the latest. Like a stop, a kill
+    /// does not wait in the mailbox, so it reaches an actor whose mailbox is full.
+    pub fn kill_actor(&self, name: &str) -> Result<(), CallError> {
+        let group = self
+            .shared
+            .registry
+            .lookup(name)
+            .ok_or_else(|| CallError::NoSuchActor(name.to_owned()))?;
+        self.stop_actor(name)?;
+        group.cells.iter().for_each(|c| c.kill_instance());
+        Ok(())
+    }
+
     /// Stops an actor (every instance runs `on_stop`) and removes its name.
     pub fn stop_actor(&self, name: &str) -> Result<(), CallError> {
         let (_, group) = self
@@ -509,10 +667,12 @@ impl Host {
     }
 
     fn target(&self, msg: &ClientMessage) -> Result<(Arc<ActorGroup>, String), CallError> {
+        if !self.principals.may_send(&msg.principal, &msg.to) {
+            return Err(CallError::Denied);
+        }
         let group = self
             .shared
-            .registry
-            .lookup(&msg.to)
+            .resolve(&msg.to)
             .ok_or_else(|| CallError::NoSuchActor(msg.to.clone()))?;
         let known = || {
             group
@@ -609,6 +769,9 @@ impl Host {
     /// Publishes to a subject (`msg.to`), waiting for room where the subscription says so.
     pub async fn publish(&self, msg: ClientMessage) -> Result<PublishReport, CallError> {
         validate_subject(&msg.to)?;
+        if !self.principals.may_publish(&msg.principal, &msg.to) {
+            return Err(CallError::Denied);
+        }
         let msg_type = msg
             .msg_type
             .clone()
@@ -646,6 +809,57 @@ impl Host {
             .json()
     }
 
+    /// Declares a module actors may start at run time with `ctx.spawn(name, ..)`: `template`
+    /// gives the settings (limits, restart, grants, subscriptions) every actor spawned from it
+    /// gets; its `name` and `config` are replaced by the spawner's. Spawning also needs the
+    /// spawner's `spawn` grant.
+    pub fn define_spawnable(
+        &self,
+        name: &str,
+        template: &ActorSpec,
+        wasm: &Path,
+    ) -> Result<(), DeployError> {
+        let bytes = read_wasm(name, wasm)?;
+        let module = self
+            .load_module(&bytes)
+            .map_err(|source| load_error(name, wasm, source))?;
+        self.shared
+            .spawnable
+            .insert(name.to_owned(), (module, template.clone()));
+        Ok(())
+    }
+
+    /// Places deployed actors under supervisors (see [`SupervisorSpec`]): from now on their
+    /// exits are reported to their supervisor, which restarts them by its strategy and gives up
+    /// past its intensity. Children must be deployed first; a spec may name supervisors declared
+    /// in the same call as children. Nothing changes when the specs are refused.
+    ///
+    /// [`SupervisorSpec`]: crate::supervision::SupervisorSpec
+    pub fn supervise(
+        &self,
+        specs: &[crate::supervision::SupervisorSpec],
+    ) -> Result<(), crate::supervision::SupervisionError> {
+        self.shared
+            .supervisors
+            .add(specs, &self.shared, &self.handle)
+    }
+
+    /// Completes when the top of a supervision tree gave up, with the reason; `bunraku run` then
+    /// stops the host and exits non-zero. Never completes while every tree holds.
+    pub async fn fatal(&self) -> String {
+        let mut rx = self.shared.supervisors.fatal.subscribe();
+        match rx.wait_for(Option::is_some).await {
+            Ok(reason) => reason.clone().unwrap_or_default(),
+            // The sender lives as long as the host.
+            Err(_) => std::future::pending().await,
+        }
+    }
+
+    /// The reason the top of a supervision tree gave up, if one did.
+    pub fn fatal_error(&self) -> Option<String> {
+        self.shared.supervisors.fatal.borrow().clone()
+    }
+
     /// Every instance's status, sorted by name and instance.
     pub fn actors(&self) -> Vec<ActorStatus> {
         let mut out: Vec<ActorStatus> = Vec::new();
@@ -676,6 +890,7 @@ impl Host {
                     pending: s.pending.load(Ordering::Relaxed),
                     last_failure: s.last_failure.lock().unwrap().clone(),
                     handles: handles.clone(),
+                    supervisor: group.supervisor.get().map(|l| l.supervisor().to_owned()),
                 });
             }
         }
@@ -696,8 +911,34 @@ impl Host {
         self.shared.unroutable.load(Ordering::Relaxed)
     }
 
-    /// Stops every actor, waiting up to `grace` for them to run `on_stop`, then the runtime.
+    /// Stops the host in three steps, all within `grace`: drains (actors keep handling what is
+    /// in their mailboxes until every mailbox is empty and no operation is pending, for at most
+    /// half of `grace`), stops supervision trees in reverse start order, then stops every other
+    /// actor (each runs `on_stop`), and finally the runtime. Messages still queued at the end are
+    /// dead letters.
     pub fn shutdown(&self, grace: Duration) {
+        let start = std::time::Instant::now();
+        let drain_until = start + grace / 2;
+        let busy = || {
+            self.shared.registry.actors.iter().any(|g| {
+                g.cells.iter().any(|c| {
+                    c.phase() != crate::actor::ActorPhase::Stopped
+                        && (c.mailbox_depth() > 0 || c.stats.pending.load(Ordering::Relaxed) > 0)
+                })
+            })
+        };
+        while std::time::Instant::now() < drain_until && busy() {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let grace = grace.saturating_sub(start.elapsed());
+        // Supervised actors first, each tree in reverse start order.
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        let shared = self.shared.clone();
+        self.handle.spawn(async move {
+            shared.supervisors.shutdown().await;
+            let _ = done_tx.send(());
+        });
+        let _ = done_rx.recv_timeout(grace);
         let groups: Vec<_> = self
             .shared
             .registry

@@ -12,10 +12,13 @@
 //!   instance is one wasmtime `Store` driven by one tokio task on the host's guest runtime.
 //! - The guest talks to the host only through the host functions of the ABI table
 //!   (`bunraku_abi::for_each_host_fn!`), registered in one place with one capability check, and
-//!   through a small synchronous WASI subset.
+//!   through a small synchronous WASI subset. What each actor (and each client principal, such
+//!   as the CLI) may do is its [`Grants`]: nothing unless granted.
 //! - [`subject`] implements NATS-style subjects for pub-sub; [`clock`] is the single source of
 //!   time and randomness, so tests (and later simulation) can drive it.
 //! - [`control`] serves the CLI over a Unix socket (mode 0600) on a runtime of its own.
+//! - [`store`] is the embedded SQLite store in the host's data directory: actors' persisted
+//!   state, written by one thread that commits many actors' writes per transaction.
 //!
 //! # Example
 //!
@@ -31,6 +34,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod activation;
 mod actor;
 pub mod build;
 pub mod cache;
@@ -38,19 +42,25 @@ pub mod clock;
 pub mod control;
 pub mod engine;
 pub mod error;
+mod grants;
 mod host;
 mod imports;
 pub mod logs;
 mod mailbox;
 pub mod manifest;
 pub mod memory;
+pub mod metrics;
 mod module;
 mod pubsub;
+pub mod store;
 pub mod subject;
+pub mod supervision;
+pub mod supervisor;
 mod wasi;
 
 pub use actor::ActorPhase;
-pub use error::{CallError, DeployError, LoadError};
+pub use error::{CallError, DeployError, LoadError, StoreError};
+pub use grants::{ANY_ACTOR, Grants};
 pub use host::{
     ActorStatus, ClientMessage, ClientReply, Host, HostConfig, HostError, PublishReport,
 };

@@ -1,5 +1,5 @@
 //! The deployment manifest, `bunraku.toml`: which actors run, from which modules, with which
-//! limits.
+//! limits and grants.
 //!
 //! [`Manifest::load`] reads and checks a manifest in one step and returns either a
 //! [`Manifest`] whose every value is valid and whose paths are absolute, or a
@@ -24,6 +24,9 @@
 //!
 //!         [actor.limits]
 //!         memory = "1MiB"
+//!
+//!         [actor.grants]
+//!         publish = ["sensors.>"]
 //!     "#,
 //! )?;
 //!
@@ -34,6 +37,9 @@
 //! assert_eq!(echo.limits.memory, 1 << 20);
 //! assert_eq!(echo.limits.time_budget, Duration::from_millis(1000)); // the default
 //! assert_eq!(echo.config_json(), br#"{"greeting":"hi"}"#);
+//! // Deny by default: only what `[actor.grants]` lists.
+//! assert!(echo.grants.may_publish("sensors.kitchen.temp"));
+//! assert!(!echo.grants.may_send("billing") && !echo.grants.storage);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
@@ -48,9 +54,18 @@
 
 use bunraku_abi::Policy;
 use serde::de::{self, Deserialize, Deserializer};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
+
+use crate::grants::{ANY_ACTOR, Grants};
+use crate::subject::Pattern;
+use crate::supervision::SupervisorSpec;
+use crate::supervisor::{ChildSpec, Intensity, RestartType, Strategy};
+
+/// How long a virtual actor stays active without handling a message, by default.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The file name [`Manifest::load`] looks for when given a directory.
 pub const MANIFEST_FILE: &str = "bunraku.toml";
@@ -73,6 +88,14 @@ pub struct Manifest {
     pub actors: Vec<ActorSpec>,
     /// The `[smoke]` section, when the manifest has one.
     pub smoke: Option<SmokeSection>,
+    /// The grants of the client principals the manifest declares (`[principal.cli]`), by name.
+    /// A principal it does not declare keeps the host's default: the CLI may do everything.
+    pub principals: BTreeMap<String, Grants>,
+    /// The `[[supervisor]]` tables, in file order, with every child's restart type resolved.
+    pub supervisors: Vec<SupervisorSpec>,
+    /// The `[[spawnable]]` tables: modules actors may start with `ctx.spawn(name, ..)`, and the
+    /// settings spawned actors get (their `name` is what `spawn` names).
+    pub spawnables: Vec<ActorSpec>,
 }
 
 /// The `[smoke]` section: which actor checks the deployment when `bunraku run --smoke` runs.
@@ -124,11 +147,23 @@ pub struct ActorSpec {
     pub limits: Limits,
     /// Restart backoff (`[actor.restart]`).
     pub restart: RestartPolicy,
+    /// Whether its supervisor restarts it (`[actor.restart] type`, default `permanent`); only
+    /// used when a `[[supervisor]]` lists the actor.
+    pub restart_type: RestartType,
+    /// `Some` for a virtual actor type (`virtual = true`): addressed as `NAME/KEY`, one
+    /// activation per key on its first message, deactivated after this much idle time
+    /// (`idle_timeout_ms`, default 60 000 ms) when it persists state.
+    pub virtual_idle: Option<Duration>,
+    /// What the actor may do (`[actor.grants]`); nothing unless granted. Its manifest
+    /// `subscriptions` need no grant.
+    pub grants: Grants,
 }
 
 impl ActorSpec {
     /// An actor with every optional key at its default: one instance, no subscriptions, no
-    /// config, default [`Limits`] and [`RestartPolicy`]. For actors started without a manifest.
+    /// config, default [`Limits`] and [`RestartPolicy`], and no grants ([`Grants::none`]: it may
+    /// answer, but not send, call, publish, subscribe or store). For actors started without a
+    /// manifest.
     pub fn new(name: impl Into<String>, module: ModuleSource) -> Self {
         Self {
             name: name.into(),
@@ -138,7 +173,16 @@ impl ActorSpec {
             config: serde_json::Value::Null,
             limits: Limits::default(),
             restart: RestartPolicy::default(),
+            restart_type: RestartType::Permanent,
+            virtual_idle: None,
+            grants: Grants::none(),
         }
+    }
+
+    /// The same spec with these grants.
+    pub fn with_grants(mut self, grants: Grants) -> Self {
+        self.grants = grants;
+        self
     }
 
     /// The `config` table as compact JSON bytes, as handed to the actor's `on_start` (`null`
@@ -445,6 +489,22 @@ pub enum ProblemKind {
     /// An empty string where a value is needed.
     #[error("must not be empty")]
     Empty,
+    /// A `send` grant that is neither an actor name nor `"*"`.
+    #[error("`{name}` is neither an actor name nor \"*\" (every actor): {reason}")]
+    InvalidSendGrant {
+        /// The entry as written.
+        name: String,
+        /// Which naming rule it breaks.
+        reason: String,
+    },
+    /// The smoke actor is one the CLI principal may not call, so `--smoke` would be denied.
+    #[error(
+        "`bunraku run --smoke` calls `{actor}` as principal `cli`, which [principal.cli] does not allow: add \"{actor}\" to principal.cli.send"
+    )]
+    SmokeDenied {
+        /// The smoke actor.
+        actor: String,
+    },
     /// A reference to an actor the manifest does not define.
     #[error("{}", unknown_actor_message(name, known))]
     UnknownActor {
@@ -452,6 +512,40 @@ pub enum ProblemKind {
         name: String,
         /// The names the manifest defines, in file order.
         known: Vec<String>,
+    },
+    /// A supervisor's child that is neither an actor nor a supervisor.
+    #[error("no actor or supervisor is named `{name}`; the manifest defines: {}", known.join(", "))]
+    UnknownChild {
+        /// The name as written.
+        name: String,
+        /// The actors and supervisors the manifest defines, in file order.
+        known: Vec<String>,
+    },
+    /// A child listed by two supervisors.
+    #[error("`{child}` is already a child of supervisor `{first}`: a child has one supervisor")]
+    TwoParents {
+        /// The child.
+        child: String,
+        /// The supervisor that listed it first.
+        first: String,
+    },
+    /// A setting that does not fit a virtual actor (or needs one).
+    #[error("{reason}")]
+    Virtual {
+        /// What to change.
+        reason: String,
+    },
+    /// Two supervisors with one name.
+    #[error("the supervisor name `{name}` is used twice: give each supervisor a unique name")]
+    DuplicateSupervisor {
+        /// The name.
+        name: String,
+    },
+    /// Supervisors that contain each other.
+    #[error("supervisor `{name}` is its own ancestor: supervisors form a tree")]
+    SupervisorCycle {
+        /// The supervisor.
+        name: String,
     },
 }
 
@@ -544,6 +638,47 @@ impl Manifest {
     pub fn actor(&self, name: &str) -> Option<&ActorSpec> {
         self.actors.iter().find(|a| a.name == name)
     }
+
+    /// Whether a `[[supervisor]]` lists `name` as a child.
+    pub fn is_supervised(&self, name: &str) -> bool {
+        self.supervisors
+            .iter()
+            .any(|s| s.children.iter().any(|c| c.name == name))
+    }
+
+    /// The actors in start order: each supervision tree depth first in its children's order
+    /// (the trees in file order), then the unsupervised actors in file order. Shutdown runs in
+    /// the reverse order.
+    pub fn start_order(&self) -> Vec<&ActorSpec> {
+        fn visit<'a>(name: &str, m: &'a Manifest, out: &mut Vec<&'a ActorSpec>, depth: usize) {
+            if depth > m.supervisors.len() {
+                return; // a cycle, refused by validation
+            }
+            if let Some(sup) = m.supervisors.iter().find(|s| s.name == name) {
+                for child in &sup.children {
+                    visit(&child.name, m, out, depth + 1);
+                }
+            } else if let Some(actor) = m.actor(name)
+                && out.iter().all(|a| a.name != name)
+            {
+                out.push(actor);
+            }
+        }
+        let mut out = Vec::new();
+        for sup in self
+            .supervisors
+            .iter()
+            .filter(|s| !self.is_supervised(&s.name))
+        {
+            visit(&sup.name, self, &mut out, 0);
+        }
+        for actor in &self.actors {
+            if out.iter().all(|a| a.name != actor.name) {
+                out.push(actor);
+            }
+        }
+        out
+    }
 }
 
 /// The longest actor name.
@@ -616,6 +751,86 @@ struct RawManifest {
     #[serde(default)]
     host: RawHost,
     smoke: Option<RawSmoke>,
+    #[serde(default)]
+    principal: RawPrincipals,
+    #[serde(default, deserialize_with = "actor_tables")]
+    spawnable: Vec<RawActor>,
+    #[serde(default)]
+    supervisor: Vec<RawSupervisor>,
+}
+
+#[derive(serde::Deserialize)]
+struct RawSupervisor {
+    name: String,
+    #[serde(default)]
+    strategy: RawStrategy,
+    max_restarts: Option<u32>,
+    period_ms: Option<u64>,
+    shutdown_timeout_ms: Option<u64>,
+    #[serde(default)]
+    children: Vec<String>,
+    #[serde(default)]
+    restart: RawRestartType,
+}
+
+#[derive(serde::Deserialize, Default, Clone, Copy)]
+#[serde(rename_all = "kebab-case")]
+enum RawStrategy {
+    #[default]
+    OneForOne,
+    OneForAll,
+    RestForOne,
+}
+
+#[derive(serde::Deserialize, Default, Clone, Copy)]
+#[serde(rename_all = "kebab-case")]
+enum RawRestartType {
+    #[default]
+    Permanent,
+    Transient,
+    Temporary,
+}
+
+impl From<RawRestartType> for RestartType {
+    fn from(r: RawRestartType) -> Self {
+        match r {
+            RawRestartType::Permanent => Self::Permanent,
+            RawRestartType::Transient => Self::Transient,
+            RawRestartType::Temporary => Self::Temporary,
+        }
+    }
+}
+
+/// `[principal.NAME]` tables: one per principal this version knows, so a misspelt name is an
+/// unknown key rather than a principal that silently keeps full access.
+#[derive(serde::Deserialize, Default)]
+struct RawPrincipals {
+    cli: Option<RawPrincipalGrants>,
+}
+
+/// What a principal may do: principals run no code, so only `send` and `publish` apply.
+#[derive(serde::Deserialize, Default)]
+struct RawPrincipalGrants {
+    #[serde(default)]
+    send: Vec<String>,
+    #[serde(default)]
+    publish: Vec<String>,
+}
+
+#[derive(serde::Deserialize, Default)]
+struct RawGrants {
+    #[serde(default)]
+    send: Vec<String>,
+    #[serde(default)]
+    publish: Vec<String>,
+    #[serde(default)]
+    subscribe: Vec<String>,
+    #[serde(default)]
+    storage: bool,
+    #[serde(default)]
+    spawn: bool,
+    #[serde(default)]
+    timers: bool,
 }
 
 #[derive(serde::Deserialize)]
@@ -642,6 +857,11 @@ struct RawActor {
     limits: RawLimits,
     #[serde(default)]
     restart: RawRestart,
+    #[serde(default)]
+    grants: RawGrants,
+    #[serde(rename = "virtual", default)]
+    is_virtual: bool,
+    idle_timeout_ms: Option<u64>,
 }
 
 #[derive(serde::Deserialize, Default)]
@@ -661,6 +881,8 @@ struct RawRestart {
     backoff_max_ms: Option<u64>,
     reset_after_ms: Option<u64>,
     jitter: Option<f64>,
+    #[serde(rename = "type", default)]
+    kind: RawRestartType,
 }
 
 /// `"pattern"` or `{ pattern = "...", policy = "..." }`.
@@ -826,9 +1048,27 @@ fn validate(raw: RawManifest, path: PathBuf, dir: PathBuf) -> (Manifest, Vec<Pro
     }
 
     let mut actors = Vec::with_capacity(raw.actor.len());
-    for (i, a) in raw.actor.into_iter().enumerate() {
-        let at = format!("actor[{i}]");
+    let mut spawnables: Vec<ActorSpec> = Vec::new();
+    // `[[spawnable]]` tables have the keys of `[[actor]]` tables and are checked the same way.
+    let tables = raw
+        .actor
+        .into_iter()
+        .enumerate()
+        .map(|(i, a)| (false, i, a))
+        .chain(
+            raw.spawnable
+                .into_iter()
+                .enumerate()
+                .map(|(i, a)| (true, i, a)),
+        );
+    for (spawnable, i, a) in tables {
+        let at = if spawnable {
+            format!("spawnable[{i}]")
+        } else {
+            format!("actor[{i}]")
+        };
         let named = (!a.name.is_empty()).then(|| a.name.clone());
+        let same_kind = if spawnable { &spawnables } else { &actors };
 
         if let Err(reason) = validate_actor_name(&a.name) {
             problems.push(Problem {
@@ -839,7 +1079,7 @@ fn validate(raw: RawManifest, path: PathBuf, dir: PathBuf) -> (Manifest, Vec<Pro
                     reason,
                 },
             });
-        } else if let Some(first) = actors.iter().position(|b: &ActorSpec| b.name == a.name) {
+        } else if let Some(first) = same_kind.iter().position(|b: &ActorSpec| b.name == a.name) {
             problems.push(Problem {
                 key: format!("{at}.name"),
                 actor: named.clone(),
@@ -1017,7 +1257,16 @@ fn validate(raw: RawManifest, path: PathBuf, dir: PathBuf) -> (Manifest, Vec<Pro
             );
         }
 
-        actors.push(ActorSpec {
+        let grants = Grants {
+            send: checked_send(&a.grants.send, "grants.send", &mut problem),
+            publish: checked_patterns(&a.grants.publish, "grants.publish", &mut problem),
+            subscribe: checked_patterns(&a.grants.subscribe, "grants.subscribe", &mut problem),
+            storage: a.grants.storage,
+            spawn: a.grants.spawn,
+            timers: a.grants.timers,
+        };
+
+        let spec = ActorSpec {
             name: a.name,
             module,
             instances,
@@ -1025,7 +1274,75 @@ fn validate(raw: RawManifest, path: PathBuf, dir: PathBuf) -> (Manifest, Vec<Pro
             config,
             limits,
             restart,
-        });
+            restart_type: a.restart.kind.into(),
+            virtual_idle: match (a.is_virtual, a.idle_timeout_ms) {
+                (true, Some(0)) => {
+                    problem(
+                        "idle_timeout_ms",
+                        ProblemKind::Zero {
+                            default: DEFAULT_IDLE_TIMEOUT.as_millis().to_string(),
+                        },
+                    );
+                    Some(DEFAULT_IDLE_TIMEOUT)
+                }
+                (true, ms) => Some(ms.map_or(DEFAULT_IDLE_TIMEOUT, Duration::from_millis)),
+                (false, Some(_)) => {
+                    problem(
+                        "idle_timeout_ms",
+                        ProblemKind::Virtual {
+                            reason: "only virtual actors are deactivated: add `virtual = true`"
+                                .into(),
+                        },
+                    );
+                    None
+                }
+                (false, None) => None,
+            },
+            grants,
+        };
+        if spec.virtual_idle.is_some() {
+            if spec.instances != 1 {
+                problem(
+                    "instances",
+                    ProblemKind::Virtual {
+                        reason: "a virtual actor has one activation per key: leave `instances` out"
+                            .into(),
+                    },
+                );
+            }
+            if !spec.subscriptions.is_empty() {
+                problem(
+                    "subscriptions",
+                    ProblemKind::Virtual {
+                        reason: "a virtual actor is activated by messages to `NAME/KEY`, not by subscriptions".into(),
+                    },
+                );
+            }
+        }
+        if spawnable {
+            spawnables.push(spec);
+        } else {
+            actors.push(spec);
+        }
+    }
+
+    let supervisors = validate_supervisors(raw.supervisor, &actors, &mut problems);
+
+    let mut principals = BTreeMap::new();
+    if let Some(cli) = raw.principal.cli {
+        let mut problem = |key: &str, kind: ProblemKind| {
+            problems.push(Problem {
+                key: format!("principal.cli.{key}"),
+                actor: None,
+                kind,
+            })
+        };
+        let grants = Grants {
+            send: checked_send(&cli.send, "send", &mut problem),
+            publish: checked_patterns(&cli.publish, "publish", &mut problem),
+            ..Grants::none()
+        };
+        principals.insert(crate::control::CLI_PRINCIPAL.to_owned(), grants);
     }
 
     let smoke = raw.smoke.map(|s| {
@@ -1053,6 +1370,16 @@ fn validate(raw: RawManifest, path: PathBuf, dir: PathBuf) -> (Manifest, Vec<Pro
             Some(ms) => Duration::from_millis(ms),
             None => DEFAULT_SMOKE_TIMEOUT,
         };
+        let cli = principals.get(crate::control::CLI_PRINCIPAL);
+        if cli.is_some_and(|g| !g.may_send(&s.actor)) {
+            problems.push(Problem {
+                key: "smoke.actor".into(),
+                actor: None,
+                kind: ProblemKind::SmokeDenied {
+                    actor: s.actor.clone(),
+                },
+            });
+        }
         SmokeSection {
             actor: s.actor,
             timeout,
@@ -1065,8 +1392,196 @@ fn validate(raw: RawManifest, path: PathBuf, dir: PathBuf) -> (Manifest, Vec<Pro
         host,
         actors,
         smoke,
+        principals,
+        supervisors,
+        spawnables,
     };
     (manifest, problems)
+}
+
+/// Checks the `[[supervisor]]` tables against each other and the actors: unique names, known
+/// children, one supervisor per child, no cycles; resolves each child's restart type.
+fn validate_supervisors(
+    raw: Vec<RawSupervisor>,
+    actors: &[ActorSpec],
+    problems: &mut Vec<Problem>,
+) -> Vec<SupervisorSpec> {
+    let mut out: Vec<SupervisorSpec> = Vec::new();
+    let d = Intensity::default();
+    for (i, s) in raw.iter().enumerate() {
+        let at = format!("supervisor[{i}]");
+        let mut problem = |key: &str, kind: ProblemKind| {
+            problems.push(Problem {
+                key: format!("{at}{key}"),
+                actor: None,
+                kind,
+            })
+        };
+        if let Err(reason) = validate_actor_name(&s.name) {
+            problem(
+                ".name",
+                ProblemKind::InvalidName {
+                    name: s.name.clone(),
+                    reason,
+                },
+            );
+        } else if let Some(first) = actors.iter().position(|a| a.name == s.name) {
+            problem(
+                ".name",
+                ProblemKind::DuplicateName {
+                    name: s.name.clone(),
+                    first,
+                },
+            );
+        } else if out.iter().any(|o| o.name == s.name) {
+            problem(
+                ".name",
+                ProblemKind::DuplicateSupervisor {
+                    name: s.name.clone(),
+                },
+            );
+        }
+        if s.children.is_empty() {
+            problem(".children", ProblemKind::Empty);
+        }
+        let mut positive = |key: &str, v: Option<u64>, default: u64| match v {
+            Some(0) => {
+                problem(
+                    key,
+                    ProblemKind::Zero {
+                        default: default.to_string(),
+                    },
+                );
+                default
+            }
+            v => v.unwrap_or(default),
+        };
+        let period = positive(".period_ms", s.period_ms, d.period.as_millis() as u64);
+        let shutdown = positive(".shutdown_timeout_ms", s.shutdown_timeout_ms, 5000);
+        let mut spec = SupervisorSpec::new(s.name.clone(), &[]);
+        spec.strategy = match s.strategy {
+            RawStrategy::OneForOne => Strategy::OneForOne,
+            RawStrategy::OneForAll => Strategy::OneForAll,
+            RawStrategy::RestForOne => Strategy::RestForOne,
+        };
+        spec.intensity = Intensity {
+            max_restarts: s.max_restarts.unwrap_or(d.max_restarts),
+            period: Duration::from_millis(period),
+        };
+        spec.shutdown_timeout = Duration::from_millis(shutdown);
+        spec.restart = s.restart.into();
+        out.push(spec);
+    }
+    // Children: known, restart types resolved, one parent each.
+    let mut parent_of: BTreeMap<String, String> = BTreeMap::new();
+    let known: Vec<String> = actors
+        .iter()
+        .map(|a| a.name.clone())
+        .chain(raw.iter().map(|s| s.name.clone()))
+        .collect();
+    for (i, s) in raw.iter().enumerate() {
+        for (j, child) in s.children.iter().enumerate() {
+            let key = format!("supervisor[{i}].children[{j}]");
+            let restart = if let Some(a) = actors.iter().find(|a| &a.name == child) {
+                a.restart_type
+            } else if let Some(sup) = out.iter().find(|o| &o.name == child) {
+                sup.restart
+            } else {
+                problems.push(Problem {
+                    key,
+                    actor: None,
+                    kind: ProblemKind::UnknownChild {
+                        name: child.clone(),
+                        known: known.clone(),
+                    },
+                });
+                continue;
+            };
+            if let Some(first) = parent_of.get(child) {
+                problems.push(Problem {
+                    key,
+                    actor: None,
+                    kind: ProblemKind::TwoParents {
+                        child: child.clone(),
+                        first: first.clone(),
+                    },
+                });
+                continue;
+            }
+            parent_of.insert(child.clone(), s.name.clone());
+            out[i].children.push(ChildSpec {
+                name: child.clone(),
+                restart,
+            });
+        }
+    }
+    for (i, s) in out.iter().enumerate() {
+        let mut at = s.name.as_str();
+        for _ in 0..=out.len() {
+            match parent_of.get(at) {
+                Some(p) if p == &s.name => {
+                    problems.push(Problem {
+                        key: format!("supervisor[{i}].children"),
+                        actor: None,
+                        kind: ProblemKind::SupervisorCycle {
+                            name: s.name.clone(),
+                        },
+                    });
+                    break;
+                }
+                Some(p) => at = p,
+                None => break,
+            }
+        }
+    }
+    out
+}
+
+/// The `send` grants at `key`: actor names or `"*"`; each bad entry is reported as
+/// `key[index]`.
+fn checked_send(
+    entries: &[String],
+    key: &str,
+    problem: &mut impl FnMut(&str, ProblemKind),
+) -> Vec<String> {
+    for (i, name) in entries.iter().enumerate() {
+        if name == ANY_ACTOR {
+            continue;
+        }
+        if let Err(reason) = validate_actor_name(name) {
+            problem(
+                &format!("{key}[{i}]"),
+                ProblemKind::InvalidSendGrant {
+                    name: name.clone(),
+                    reason,
+                },
+            );
+        }
+    }
+    entries.to_vec()
+}
+
+/// The subject-pattern grants at `key`; each bad entry is reported as `key[index]` and left out.
+fn checked_patterns(
+    entries: &[String],
+    key: &str,
+    problem: &mut impl FnMut(&str, ProblemKind),
+) -> Vec<Pattern> {
+    let mut out = Vec::with_capacity(entries.len());
+    for (i, text) in entries.iter().enumerate() {
+        match validate_pattern(text).and_then(|()| Pattern::parse(text).map_err(|e| e.to_string()))
+        {
+            Ok(pattern) => out.push(pattern),
+            Err(reason) => problem(
+                &format!("{key}[{i}]"),
+                ProblemKind::InvalidPattern {
+                    pattern: text.clone(),
+                    reason,
+                },
+            ),
+        }
+    }
+    out
 }
 
 fn classify_module(path: &Path) -> Result<ModuleSource, ProblemKind> {
@@ -1243,24 +1758,34 @@ fn known_keys(parent: &[Segment]) -> KnownKeys {
             vec![
                 ("host", fields::<RawHost>()),
                 ("smoke", fields::<RawSmoke>()),
+                ("principal", fields::<RawPrincipals>()),
             ],
         ),
+        [Key(s), Index(_)] if s == "supervisor" => (fields::<RawSupervisor>(), vec![]),
         [Key(h)] if h == "host" => (fields::<RawHost>(), vec![]),
         [Key(s)] if s == "smoke" => (fields::<RawSmoke>(), vec![]),
-        [Key(a), Index(_)] if a == "actor" => (
+        [Key(p)] if p == "principal" => (fields::<RawPrincipals>(), vec![]),
+        [Key(p), Key(_)] if p == "principal" => (fields::<RawPrincipalGrants>(), vec![]),
+        [Key(a), Index(_)] if a == "actor" || a == "spawnable" => (
             fields::<RawActor>(),
             vec![
                 ("limits", fields::<RawLimits>()),
                 ("restart", fields::<RawRestart>()),
+                ("grants", fields::<RawGrants>()),
             ],
         ),
-        [Key(a), Index(_), Key(l)] if a == "actor" && l == "limits" => {
+        [Key(a), Index(_), Key(g)] if (a == "actor" || a == "spawnable") && g == "grants" => {
+            (fields::<RawGrants>(), vec![])
+        }
+        [Key(a), Index(_), Key(l)] if (a == "actor" || a == "spawnable") && l == "limits" => {
             (fields::<RawLimits>(), vec![])
         }
-        [Key(a), Index(_), Key(r)] if a == "actor" && r == "restart" => {
+        [Key(a), Index(_), Key(r)] if (a == "actor" || a == "spawnable") && r == "restart" => {
             (fields::<RawRestart>(), vec![])
         }
-        [Key(a), Index(_), Key(s), Index(_)] if a == "actor" && s == "subscriptions" => {
+        [Key(a), Index(_), Key(s), Index(_)]
+            if (a == "actor" || a == "spawnable") && s == "subscriptions" =>
+        {
             (fields::<RawSubscriptionTable>(), vec![])
         }
         _ => (&[], vec![]),
@@ -1526,6 +2051,243 @@ mod tests {
         );
         // The other actor keeps its defaults.
         assert_eq!(m.actor("echo").unwrap().limits, Limits::default());
+    }
+
+    #[test]
+    fn grants_are_read_and_default_to_nothing() {
+        let f = Fixture::new();
+        let m = f
+            .parse(&format!(
+                r#"{ECHO}
+                [actor.grants]
+                send = ["billing", "audit-2"]
+                publish = ["orders.>", "metrics.*.cpu"]
+                subscribe = ["orders.*"]
+                storage = true
+                spawn = true
+                timers = true
+
+                [[actor]]
+                name = "quiet"
+                module = "echo.wasm"
+
+                [[actor]]
+                name = "inline"
+                module = "echo.wasm"
+                grants = {{ send = ["*"] }}
+                "#
+            ))
+            .unwrap();
+        let p = |s: &str| Pattern::parse(s).unwrap();
+        assert_eq!(
+            m.actor("echo").unwrap().grants,
+            Grants {
+                send: vec!["billing".into(), "audit-2".into()],
+                publish: vec![p("orders.>"), p("metrics.*.cpu")],
+                subscribe: vec![p("orders.*")],
+                storage: true,
+                spawn: true,
+                timers: true,
+            }
+        );
+        assert_eq!(m.actor("quiet").unwrap().grants, Grants::none());
+        let inline = &m.actor("inline").unwrap().grants;
+        assert!(inline.may_send("anyone") && !inline.storage && inline.publish.is_empty());
+        assert!(
+            m.principals.is_empty(),
+            "no [principal.cli]: the host default"
+        );
+    }
+
+    #[test]
+    fn bad_grants_name_the_actor_and_the_entry() {
+        let f = Fixture::new();
+        assert_eq!(
+            f.error(&format!(
+                "{ECHO}[actor.grants]\nsend = [\"ok\", \"a.b\"]\npublish = [\"x..y\"]\nsubscribe = [\"a.>.b\"]\n"
+            )),
+            "<dir>/bunraku.toml: 3 problems:\n  \
+             actor[0].grants.send[1] (actor `echo`): `a.b` is neither an actor name nor \"*\" (every actor): `.` is not allowed; use lowercase letters, digits, `-` and `_`\n  \
+             actor[0].grants.publish[0] (actor `echo`): `x..y` is not a valid subject pattern: it has an empty token (a leading, trailing or doubled `.`)\n  \
+             actor[0].grants.subscribe[0] (actor `echo`): `a.>.b` is not a valid subject pattern: `>` may only be the last token"
+        );
+        assert_eq!(
+            f.error(&format!("{ECHO}[actor.grants]\nstorrage = true\n")),
+            "<dir>/bunraku.toml: actor[0].grants.storrage (actor `echo`): unknown key; did you mean `storage`?"
+        );
+        // A grant written directly in the actor table.
+        assert_eq!(
+            f.error(&format!("{ECHO}publish = [\"a\"]\n")),
+            "<dir>/bunraku.toml: actor[0].publish (actor `echo`): unknown key; did you mean `grants.publish`?"
+        );
+        assert!(
+            f.error(&format!("{ECHO}[actor.grants]\nstorage = \"yes\"\n"))
+                .contains("invalid type: string \"yes\", expected a boolean")
+        );
+    }
+
+    /// Two actors and a spawnable module, for the supervision tests.
+    const TWO: &str = "[[actor]]\nname = \"a\"\nmodule = \"echo.wasm\"\n\
+        [actor.restart]\ntype = \"transient\"\n\
+        [[actor]]\nname = \"b\"\nmodule = \"echo.wasm\"\n";
+
+    #[test]
+    fn supervisors_spawnables_and_restart_types_are_read() {
+        let f = Fixture::new();
+        let m = f
+            .parse(&format!(
+                r#"{TWO}
+                [[spawnable]]
+                name = "worker"
+                module = "echo.wasm"
+                [spawnable.restart]
+                type = "temporary"
+
+                [[supervisor]]
+                name = "root"
+                children = ["inner", "b"]
+
+                [[supervisor]]
+                name = "inner"
+                strategy = "rest-for-one"
+                max_restarts = 7
+                period_ms = 2000
+                shutdown_timeout_ms = 300
+                restart = "transient"
+                children = ["a"]
+                "#
+            ))
+            .unwrap();
+        let (root, inner) = (&m.supervisors[0], &m.supervisors[1]);
+        assert_eq!(root.strategy, Strategy::OneForOne);
+        assert_eq!(root.intensity, Intensity::default());
+        let kids = |s: &SupervisorSpec| {
+            s.children
+                .iter()
+                .map(|c| (c.name.clone(), c.restart))
+                .collect::<Vec<_>>()
+        };
+        // A child supervisor's restart type is its own `restart`; an actor's, `restart.type`.
+        assert_eq!(
+            kids(root),
+            [
+                ("inner".to_owned(), RestartType::Transient),
+                ("b".to_owned(), RestartType::Permanent)
+            ]
+        );
+        assert_eq!(kids(inner), [("a".to_owned(), RestartType::Transient)]);
+        assert_eq!(inner.strategy, Strategy::RestForOne);
+        assert_eq!(inner.intensity.max_restarts, 7);
+        assert_eq!(inner.intensity.period, Duration::from_millis(2000));
+        assert_eq!(inner.shutdown_timeout, Duration::from_millis(300));
+        assert_eq!(m.spawnables[0].name, "worker");
+        assert_eq!(m.spawnables[0].restart_type, RestartType::Temporary);
+        let order: Vec<&str> = m.start_order().iter().map(|a| a.name.as_str()).collect();
+        assert_eq!(order, ["a", "b"]);
+        assert!(m.is_supervised("a") && !m.is_supervised("worker"));
+    }
+
+    #[test]
+    fn virtual_actors_are_read_and_checked() {
+        let f = Fixture::new();
+        let m = f
+            .parse(&format!("{ECHO}virtual = true\nidle_timeout_ms = 250\n"))
+            .unwrap();
+        assert_eq!(m.actors[0].virtual_idle, Some(Duration::from_millis(250)));
+        let m = f.parse(&format!("{ECHO}virtual = true\n")).unwrap();
+        assert_eq!(m.actors[0].virtual_idle, Some(DEFAULT_IDLE_TIMEOUT));
+        assert_eq!(f.parse(ECHO).unwrap().actors[0].virtual_idle, None);
+        assert_eq!(
+            f.error(&format!(
+                "{ECHO}virtual = true\ninstances = 2\nsubscriptions = [\"a\"]\n"
+            )),
+            "<dir>/bunraku.toml: 2 problems:\n  \
+             actor[0].instances (actor `echo`): a virtual actor has one activation per key: leave `instances` out\n  \
+             actor[0].subscriptions (actor `echo`): a virtual actor is activated by messages to `NAME/KEY`, not by subscriptions"
+        );
+        assert_eq!(
+            f.error(&format!("{ECHO}idle_timeout_ms = 5\n")),
+            "<dir>/bunraku.toml: actor[0].idle_timeout_ms (actor `echo`): only virtual actors are deactivated: add `virtual = true`"
+        );
+    }
+
+    #[test]
+    fn bad_supervision_trees_name_the_supervisor_and_the_entry() {
+        let f = Fixture::new();
+        assert_eq!(
+            f.error(&format!(
+                "{TWO}[[supervisor]]\nname = \"s\"\nchildren = [\"a\", \"ghost\"]\n\
+                 [[supervisor]]\nname = \"t\"\nchildren = [\"a\", \"t2\"]\n\
+                 [[supervisor]]\nname = \"t2\"\nchildren = [\"t\"]\n"
+            )),
+            "<dir>/bunraku.toml: 4 problems:\n  \
+             supervisor[0].children[1]: no actor or supervisor is named `ghost`; the manifest defines: a, b, s, t, t2\n  \
+             supervisor[1].children[0]: `a` is already a child of supervisor `s`: a child has one supervisor\n  \
+             supervisor[1].children: supervisor `t` is its own ancestor: supervisors form a tree\n  \
+             supervisor[2].children: supervisor `t2` is its own ancestor: supervisors form a tree"
+        );
+        let e = f.error(&format!(
+            "{TWO}[[supervisor]]\nname = \"s\"\nstrategy = \"one-for-none\"\nchildren = [\"a\"]\n"
+        ));
+        assert!(
+            e.contains("unknown variant `one-for-none`, expected one of `one-for-one`, `one-for-all`, `rest-for-one`"),
+            "{e}"
+        );
+        assert_eq!(
+            f.error(&format!(
+                "{TWO}[[supervisor]]\nname = \"s\"\nchildren = [\"a\"]\nmax_restart = 2\n"
+            )),
+            "<dir>/bunraku.toml: supervisor[0].max_restart: unknown key; did you mean `max_restarts`?"
+        );
+        assert_eq!(
+            f.error(&format!(
+                "{TWO}[[supervisor]]\nname = \"a\"\nchildren = [\"b\"]\n"
+            )),
+            "<dir>/bunraku.toml: supervisor[0].name: the name `a` is already used by actor[0]: give each actor a unique name"
+        );
+    }
+
+    #[test]
+    fn principal_cli_grants_are_read_and_checked() {
+        let f = Fixture::new();
+        let m = f
+            .parse(&format!(
+                "{ECHO}[principal.cli]\nsend = [\"echo\"]\npublish = [\"test.>\"]\n"
+            ))
+            .unwrap();
+        let cli = &m.principals["cli"];
+        assert!(cli.may_send("echo") && !cli.may_send("other"));
+        assert!(cli.may_publish("test.x") && !cli.may_publish("prod.x"));
+        // Written, the table grants only what it lists.
+        let m = f.parse(&format!("{ECHO}[principal.cli]\n")).unwrap();
+        assert_eq!(m.principals["cli"], Grants::none());
+
+        assert_eq!(
+            f.error(&format!(
+                "{ECHO}[principal.cli]\nsend = [\"A\"]\nstorage = true\n"
+            )),
+            "<dir>/bunraku.toml: 2 problems:\n  \
+             principal.cli.storage: unknown key\n  \
+             principal.cli.send[0]: `A` is neither an actor name nor \"*\" (every actor): `A` is not allowed; use lowercase letters, digits, `-` and `_` (write `a`)"
+        );
+        // Only known principals: a misspelt one must not leave the CLI unrestricted.
+        assert_eq!(
+            f.error(&format!("{ECHO}[principal.cly]\nsend = []\n")),
+            "<dir>/bunraku.toml: principal.cly: unknown key; did you mean `cli`?"
+        );
+        // `--smoke` calls the smoke actor as `cli`.
+        assert_eq!(
+            f.error(&format!(
+                "{ECHO}[principal.cli]\nsend = [\"other\"]\n[smoke]\nactor = \"echo\"\n"
+            )),
+            "<dir>/bunraku.toml: smoke.actor: `bunraku run --smoke` calls `echo` as principal `cli`, which [principal.cli] does not allow: add \"echo\" to principal.cli.send"
+        );
+        assert!(
+            f.parse(&format!(
+                "{ECHO}[principal.cli]\nsend = [\"*\"]\n[smoke]\nactor = \"echo\"\n"
+            ))
+            .is_ok()
+        );
     }
 
     #[test]

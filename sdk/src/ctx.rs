@@ -4,12 +4,12 @@ use std::fmt;
 use std::rc::Rc;
 use std::time::Duration;
 
+use bunraku_abi::view::{EnvelopeView, OutboundHead};
 use bunraku_abi::{
-    Codec, Completion, Envelope, ErrorCode, Outbound, Policy, ReplyBody, Subscribe, decode_result,
-    level, mode,
+    Codec, Completion, ErrorCode, Policy, ReplyBody, Subscribe, decode_result, level, mode,
 };
 
-use crate::executor::{Identity, Op, log_line};
+use crate::executor::{Identity, Op, intern, log_line};
 use crate::{Error, Message, Request, codec, sys};
 
 /// The context of one handler call (or of `on_start`/`on_stop`): who this actor is, the metadata
@@ -69,15 +69,16 @@ pub struct Ctx {
     message: Option<MessageMeta>,
 }
 
-/// The envelope fields a handler can see.
+/// The envelope fields a handler can see. Senders and subjects are few distinct names, shared
+/// through the executor's interner, so a message costs no allocation for them.
 #[derive(Debug)]
 struct MessageMeta {
     id: u64,
     codec: Codec,
     reply: Option<u32>,
-    sender: Option<String>,
-    subject: Option<String>,
-    idempotency_key: Option<String>,
+    sender: Option<Rc<str>>,
+    subject: Option<Rc<str>>,
+    idempotency_key: Option<Box<str>>,
     deadline_ms: Option<u64>,
 }
 
@@ -90,15 +91,16 @@ impl Ctx {
         }
     }
 
-    /// The context of a handler for `env` (whose type and payload were taken already).
-    pub(crate) fn message(identity: Rc<Identity>, env: Envelope) -> Self {
+    /// The context of a handler for `env`: copies the fields a handler can see out of the event
+    /// buffer, which the next event overwrites.
+    pub(crate) fn message(identity: Rc<Identity>, env: &EnvelopeView<'_>) -> Self {
         let message = MessageMeta {
             id: env.id,
             codec: env.codec,
             reply: env.reply,
-            sender: env.sender,
-            subject: env.subject,
-            idempotency_key: env.idempotency_key,
+            sender: env.sender.map(intern),
+            subject: env.subject.map(intern),
+            idempotency_key: env.idempotency_key.map(Box::from),
             deadline_ms: env.deadline_ms,
         };
         Self {
@@ -154,14 +156,13 @@ impl Ctx {
 
     /// Sends `msg` to actor `to`, waiting while its mailbox is full.
     pub async fn send<M: Message>(&self, to: &str, msg: &M) -> Result<(), Error> {
-        let out = outbound(to, msg, None)?;
-        delivered(sys::send(&out, mode::WAIT)).await
+        let raw = outbound(to, msg, None, |out| sys::send(out, mode::WAIT))?;
+        delivered(raw).await
     }
 
     /// Sends `msg` to actor `to`, failing with [`ErrorCode::MailboxFull`] instead of waiting.
     pub fn try_send<M: Message>(&self, to: &str, msg: &M) -> Result<(), Error> {
-        let out = outbound(to, msg, None)?;
-        decode_result(sys::send(&out, mode::TRY))?;
+        decode_result(outbound(to, msg, None, |out| sys::send(out, mode::TRY))?)?;
         Ok(())
     }
 
@@ -191,8 +192,8 @@ impl Ctx {
         msg: &R,
         timeout_ms: Option<u64>,
     ) -> Result<R::Reply, Error> {
-        let out = outbound(to, msg, timeout_ms)?;
-        let op = op_id(decode_result(sys::request(&out))?)?;
+        let raw = outbound(to, msg, timeout_ms, sys::request)?;
+        let op = op_id(decode_result(raw)?)?;
         match Op::new(op).await {
             Completion::Reply(ReplyBody::Ok { codec, payload }) => codec::decode(codec, &payload)
                 .map_err(|e| {
@@ -211,14 +212,15 @@ impl Ctx {
     /// Publishes `msg` on `subject`, waiting while a subscriber with the
     /// [`Policy::Wait`] policy has a full mailbox.
     pub async fn publish<M: Message>(&self, subject: &str, msg: &M) -> Result<(), Error> {
-        let out = outbound(subject, msg, None)?;
-        delivered(sys::publish(&out, mode::WAIT)).await
+        let raw = outbound(subject, msg, None, |out| sys::publish(out, mode::WAIT))?;
+        delivered(raw).await
     }
 
     /// Publishes `msg` on `subject`, failing with [`ErrorCode::MailboxFull`] instead of waiting.
     pub fn try_publish<M: Message>(&self, subject: &str, msg: &M) -> Result<(), Error> {
-        let out = outbound(subject, msg, None)?;
-        decode_result(sys::publish(&out, mode::TRY))?;
+        decode_result(outbound(subject, msg, None, |out| {
+            sys::publish(out, mode::TRY)
+        })?)?;
         Ok(())
     }
 
@@ -272,23 +274,31 @@ impl Ctx {
     }
 }
 
-/// Encodes an [`Outbound`] for `msg` (postcard).
-fn outbound<M: Message>(target: &str, msg: &M, timeout_ms: Option<u64>) -> Result<Vec<u8>, Error> {
-    let payload = codec::encode(Codec::Postcard, msg).map_err(|e| {
-        Error::new(
-            ErrorCode::Malformed,
-            format!("`{}` does not encode: {e}", M::NAME),
-        )
-    })?;
-    Ok(bunraku_abi::encode(&Outbound {
-        target: target.to_owned(),
-        msg_type: M::NAME.to_owned(),
+/// Encodes an [`Outbound`](bunraku_abi::Outbound) for `msg` (postcard) into the reused scratch
+/// buffer and hands its bytes to `call` (a host function).
+fn outbound<M: Message>(
+    target: &str,
+    msg: &M,
+    timeout_ms: Option<u64>,
+    call: impl FnOnce(&[u8]) -> i64,
+) -> Result<i64, Error> {
+    let head = OutboundHead {
+        target,
+        msg_type: M::NAME,
         codec: Codec::Postcard,
-        payload,
         timeout_ms,
         idempotency_key: None,
-        ext: Vec::new(),
-    }))
+        ext: &[],
+    };
+    codec::with_scratch(|buf| {
+        match head.encode_with(buf, |b| codec::encode_into(Codec::Postcard, msg, b)) {
+            Ok(()) => Ok(call(buf)),
+            Err(e) => Err(Error::new(
+                ErrorCode::Malformed,
+                format!("`{}` does not encode: {e}", M::NAME),
+            )),
+        }
+    })
 }
 
 /// An operation id from a host result.

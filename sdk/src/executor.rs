@@ -27,7 +27,8 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 
-use bunraku_abi::{Completion, Envelope, ErrorCode, Event, ReplyBody, decode_result, level};
+use bunraku_abi::view::{EnvelopeView, EventView};
+use bunraku_abi::{Completion, ErrorCode, ReplyBody, decode_result, level};
 use serde::Serialize;
 
 use crate::{Actor, Ctx, Error, codec, sys};
@@ -35,12 +36,15 @@ use crate::{Actor, Ctx, Error, codec, sys};
 /// A handler, `on_start` or `on_stop` in progress.
 pub type Task = Pin<Box<dyn Future<Output = ()>>>;
 
-type TaskId = u64;
+/// A slot in [`State::tasks`]; reused once its task finished.
+type TaskId = usize;
 
 /// The event buffer starts this large.
 const INITIAL_BUFFER: usize = 4 * 1024;
 /// A buffer grown beyond this for one large event is released afterwards.
 const KEPT_BUFFER: usize = 256 * 1024;
+/// How many distinct sender and subject names [`intern`] keeps.
+const INTERNED: usize = 16;
 
 /// Who this instance is, from the `Start` event.
 #[derive(Debug)]
@@ -60,17 +64,25 @@ struct OpSlot {
 /// Everything the executor keeps between events.
 #[derive(Default)]
 pub(crate) struct State {
-    tasks: BTreeMap<TaskId, Task>,
-    next_task: TaskId,
+    /// Pending tasks by id (a slab: `None` is a free slot or a task being polled).
+    tasks: Vec<Option<Task>>,
+    /// Free slots of `tasks`.
+    free: Vec<TaskId>,
+    /// Tasks that returned Pending and have not finished yet.
+    pending: usize,
     /// The task being polled.
     current: Option<TaskId>,
     ops: BTreeMap<u32, OpSlot>,
     /// Tasks waiting for the actor's state to be released.
     state_waiters: Vec<TaskId>,
+    /// An empty vector swapped with `state_waiters` while they are polled (no allocation).
+    spare_waiters: Vec<TaskId>,
     /// The leaked `RefCell<A>`, set by `Start`.
     actor: Option<&'static dyn Any>,
     identity: Option<Rc<Identity>>,
     buf: Vec<u8>,
+    /// Recently seen sender and subject names, most recent first.
+    names: Vec<Rc<str>>,
     /// Messages refused without a reply handle, for the testing harness.
     #[cfg(not(target_arch = "wasm32"))]
     rejected: Vec<(u64, Error)>,
@@ -85,7 +97,7 @@ impl State {
     /// How many tasks are pending.
     #[cfg(not(target_arch = "wasm32"))]
     pub(crate) fn in_flight(&self) -> usize {
-        self.tasks.len()
+        self.pending
     }
 
     /// Takes the error of message `id` if it was refused.
@@ -121,68 +133,96 @@ pub(crate) fn swap_state(state: State) -> State {
 /// Drops every pending task of the installed state (their operations are cancelled).
 #[cfg(not(target_arch = "wasm32"))]
 pub(crate) fn drop_tasks() {
-    let tasks = with(|s| std::mem::take(&mut s.tasks));
+    let tasks = with(|s| {
+        s.free.clear();
+        s.pending = 0;
+        s.state_waiters.clear();
+        std::mem::take(&mut s.tasks)
+    });
     drop(tasks);
 }
 
 /// Runs the actor until the host has no event for it; returns the number of pending tasks.
+///
+/// Events are decoded as views borrowing the event buffer (no allocation); the buffer is out of
+/// the state while they are handled, and whatever outlives the event is copied (the handler's
+/// message is decoded into its type, [`Ctx`] copies the envelope fields it exposes, completions
+/// are stored owned).
 pub(crate) fn run<A: Actor>() -> i32 {
-    while let Some(event) = next_event() {
+    let mut buf = with(|s| std::mem::take(&mut s.buf));
+    while let Some(len) = next_event(&mut buf) {
+        let Ok(event) = EventView::decode(&buf[..len]) else {
+            trap("the host sent an event that does not decode");
+        };
         match event {
-            Event::Start {
+            EventView::Start {
                 name,
                 instance,
                 config,
-            } => start::<A>(name, instance, &config),
-            Event::Message(env) => message::<A>(env),
-            Event::Completion { op, result } => complete(op, result),
-            Event::Stop => stop::<A>(),
+            } => start::<A>(name, instance, config),
+            EventView::Message(env) => message::<A>(&env),
+            EventView::Completion { op, result } => complete(op, result.to_completion()),
+            EventView::Stop => stop::<A>(),
         }
     }
-    i32::try_from(with(|s| s.tasks.len())).unwrap_or(i32::MAX)
+    if buf.len() > KEPT_BUFFER {
+        buf = Vec::new();
+    }
+    with(|s| {
+        s.buf = buf;
+        i32::try_from(s.pending).unwrap_or(i32::MAX)
+    })
 }
 
-/// Pulls the next event, growing the buffer when the host says it is too small.
-fn next_event() -> Option<Event> {
-    let (in_flight, mut buf) = with(|s| (s.tasks.len(), std::mem::take(&mut s.buf)));
-    let in_flight = u32::try_from(in_flight).unwrap_or(u32::MAX);
+/// Pulls the next event into `buf`, growing it when the host says it is too small; returns its
+/// length, or `None` when there is no event.
+fn next_event(buf: &mut Vec<u8>) -> Option<usize> {
+    let in_flight = u32::try_from(with(|s| s.pending)).unwrap_or(u32::MAX);
     if buf.len() < INITIAL_BUFFER {
         buf.resize(INITIAL_BUFFER, 0);
     }
-    let len = loop {
-        match decode_result(sys::next(&mut buf, in_flight)) {
+    loop {
+        match decode_result(sys::next(buf, in_flight)) {
+            Ok(0) => return None,
             Ok(len) => {
                 let len = usize::try_from(len).unwrap_or(usize::MAX);
                 if len <= buf.len() {
-                    break len;
+                    return Some(len);
                 }
                 // The event is still first in line: make room and ask again.
                 buf.resize(len, 0);
             }
             Err(code) => trap(&format!("the host's `next` failed: {code}")),
         }
-    };
-    let event = match len {
-        0 => None,
-        len => match bunraku_abi::decode::<Event>(&buf[..len]) {
-            Ok(event) => Some(event),
-            Err(_) => trap("the host sent an event that does not decode"),
-        },
-    };
-    if buf.len() > KEPT_BUFFER {
-        buf = Vec::new();
     }
-    with(|s| s.buf = buf);
-    event
 }
 
-fn start<A: Actor>(name: String, instance: u32, config: &[u8]) {
+/// A shared copy of a sender or subject name: the same `Rc` for a name seen recently, so handling
+/// a message from a known sender allocates nothing for its name.
+pub(crate) fn intern(name: &str) -> Rc<str> {
+    with(|s| {
+        if let Some(known) = s.names.iter().find(|n| ***n == *name) {
+            return known.clone();
+        }
+        let new: Rc<str> = Rc::from(name);
+        if s.names.len() >= INTERNED {
+            s.names.pop();
+        }
+        s.names.insert(0, new.clone());
+        new
+    })
+}
+
+fn start<A: Actor>(name: &str, instance: u32, config: &[u8]) {
     if with(|s| s.actor.is_some()) {
         log_line(level::WARN, "ignored a second `Start` event");
         return;
     }
     let cell: &'static RefCell<A> = Box::leak(Box::new(RefCell::new(A::default())));
-    let identity = Rc::new(Identity { name, instance });
+    let identity = Rc::new(Identity {
+        name: name.to_owned(),
+        instance,
+    });
     with(|s| {
         s.actor = Some(cell);
         s.identity = Some(identity.clone());
@@ -199,16 +239,13 @@ fn started<A: Actor>() -> Option<(&'static RefCell<A>, Rc<Identity>)> {
     with(|s| Some((s.actor::<A>()?, s.identity.clone()?)))
 }
 
-fn message<A: Actor>(mut env: Envelope) {
+fn message<A: Actor>(env: &EnvelopeView<'_>) {
     let Some((cell, identity)) = started::<A>() else {
         trap("a message arrived before the `Start` event");
     };
-    let (id, reply) = (env.id, env.reply);
-    let msg_type = std::mem::take(&mut env.msg_type);
-    let payload = std::mem::take(&mut env.payload);
-    match A::__dispatch(cell, Ctx::message(identity, env), &msg_type, &payload) {
+    match A::__dispatch(cell, Ctx::message(identity, env), env.msg_type, env.payload) {
         Ok(task) => spawn(task),
-        Err(e) => reject(id, reply, e),
+        Err(e) => reject(env.id, env.reply, e),
     }
 }
 
@@ -249,54 +286,88 @@ fn complete(op: u32, result: Completion) {
     }
 }
 
+/// Starts a task: polls it once at once, and keeps it only when it is Pending (most handlers
+/// finish in their first poll). Then polls the tasks waiting for the actor's state.
 fn spawn(task: Task) {
     let id = with(|s| {
-        let id = s.next_task;
-        s.next_task += 1;
-        s.tasks.insert(id, task);
-        id
+        s.free.pop().unwrap_or_else(|| {
+            s.tasks.push(None);
+            s.tasks.len() - 1
+        })
     });
-    drive(id);
+    poll_task(id, task, true);
+    wake_state_waiters();
 }
 
 /// Polls a task, then every task waiting for the actor's state, while that makes progress.
 fn drive(id: TaskId) {
     poll(id);
+    wake_state_waiters();
+}
+
+/// Polls the tasks waiting for the actor's state, again while some of them get through.
+fn wake_state_waiters() {
     loop {
-        let waiters = with(|s| std::mem::take(&mut s.state_waiters));
-        if waiters.is_empty() {
+        let waiters = with(|s| {
+            if s.state_waiters.is_empty() {
+                return None;
+            }
+            let spare = std::mem::take(&mut s.spare_waiters);
+            Some(std::mem::replace(&mut s.state_waiters, spare))
+        });
+        let Some(mut waiters) = waiters else {
             return;
-        }
+        };
         let before = waiters.len();
-        for id in waiters {
+        for &id in &waiters {
             poll(id);
         }
         // Waiters that still cannot borrow registered again; stop once nobody got through.
-        if with(|s| s.state_waiters.len()) >= before {
+        let stuck = with(|s| {
+            waiters.clear();
+            s.spare_waiters = waiters;
+            s.state_waiters.len() >= before
+        });
+        if stuck {
             return;
         }
     }
 }
 
-/// Polls one task once; a finished task is dropped.
+/// Polls one stored task once; a finished task is dropped.
 fn poll(id: TaskId) {
-    let Some(mut task) = with(|s| s.tasks.remove(&id)) else {
+    let Some(task) = with(|s| s.tasks.get_mut(id).and_then(Option::take)) else {
         return;
     };
+    poll_task(id, task, false);
+}
+
+/// Polls `task` (slot `id`, reserved for it) once: stores it when Pending, frees the slot and
+/// drops it when finished. `new` is its first poll.
+fn poll_task(id: TaskId, mut task: Task, new: bool) {
     let outer = with(|s| s.current.replace(id));
     let ready = task
         .as_mut()
         .poll(&mut Context::from_waker(Waker::noop()))
         .is_ready();
-    if ready {
-        with(|s| s.current = outer);
-        drop(task);
-    } else {
-        with(|s| {
-            s.current = outer;
-            s.tasks.insert(id, task);
-        });
-    }
+    let finished = with(|s| {
+        s.current = outer;
+        if ready {
+            s.free.push(id);
+            if !new {
+                s.pending -= 1;
+            }
+            Some(task)
+        } else {
+            if new {
+                s.pending += 1;
+            }
+            s.tasks[id] = Some(task);
+            None
+        }
+    });
+    // Dropped outside the state: its destructors may use the executor (an `Op` cancels).
+    drop(finished);
 }
 
 /// A pending host operation: resolves to its [`Completion`]. Dropping it before then cancels the
@@ -403,14 +474,24 @@ pub(crate) async fn borrow<A>(cell: &'static RefCell<A>) -> Ref<'static, A> {
 
 /// Answers reply handle `handle` with `value` encoded in `codec`.
 pub(crate) fn reply_value<T: Serialize>(handle: u32, codec: bunraku_abi::Codec, value: &T) {
-    let body = match codec::encode(codec, value) {
-        Ok(payload) => ReplyBody::Ok { codec, payload },
-        Err(e) => ReplyBody::Error {
-            code: ErrorCode::Internal,
-            message: format!("the reply does not encode as {}: {e}", codec::name(codec)),
-        },
+    // Encoded in place into the reused scratch buffer.
+    let sent = codec::with_scratch(|buf| {
+        bunraku_abi::view::encode_reply_ok_with(buf, codec, |b| codec::encode_into(codec, value, b))
+            .map(|()| sys::reply(handle, buf))
+    });
+    let raw = match sent {
+        Ok(raw) => raw,
+        Err(e) => {
+            let body = ReplyBody::Error {
+                code: ErrorCode::Internal,
+                message: format!("the reply does not encode as {}: {e}", codec::name(codec)),
+            };
+            sys::reply(handle, &bunraku_abi::encode(&body))
+        }
     };
-    reply_body(handle, &body);
+    if let Err(code) = decode_result(raw) {
+        log_line(level::WARN, &format!("could not reply: {code}"));
+    }
 }
 
 fn reply_body(handle: u32, body: &ReplyBody) {
@@ -439,6 +520,7 @@ pub(crate) fn trap(message: &str) -> ! {
 mod tests {
     use super::*;
     use crate::sys::native::{self, NativeHost};
+    use bunraku_abi::{Envelope, Event};
 
     /// Installs a fresh host and executor state for the duration of `f`.
     fn isolated<R>(host: NativeHost, f: impl FnOnce() -> R) -> (R, NativeHost) {
@@ -464,11 +546,11 @@ mod tests {
                 let r = Op::new(7).await;
                 *seen.borrow_mut() = Some(r);
             });
-            assert_eq!(with(|s| s.tasks.len()), 1, "waiting on op 7");
+            assert_eq!(with(|s| s.pending), 1, "waiting on op 7");
             complete(8, Completion::Done);
             assert!(result.borrow().is_none(), "another op does not resume it");
             complete(7, Completion::Failed(ErrorCode::Timeout));
-            assert_eq!(with(|s| (s.tasks.len(), s.ops.len())), (0, 0));
+            assert_eq!(with(|s| (s.pending, s.ops.len())), (0, 0));
         });
         assert_eq!(
             *result.borrow(),
@@ -517,9 +599,9 @@ mod tests {
             });
             spawn_test(async move { borrow_mut(cell).await.0.push("second") });
             spawn_test(async move { assert_eq!(borrow(cell).await.0.len(), 3) });
-            assert_eq!(with(|s| s.tasks.len()), 3);
+            assert_eq!(with(|s| s.pending), 3);
             complete(1, Completion::Done);
-            assert_eq!(with(|s| (s.tasks.len(), s.state_waiters.len())), (0, 0));
+            assert_eq!(with(|s| (s.pending, s.state_waiters.len())), (0, 0));
         });
         assert_eq!(cell.borrow().0, ["first holds", "first done", "second"]);
     }
@@ -532,7 +614,43 @@ mod tests {
             ..Default::default()
         };
         host.inbox.push_back(Event::Message(big.clone()));
-        let (event, _) = isolated(host, next_event);
-        assert_eq!(event, Some(Event::Message(big)));
+        let (event, _) = isolated(host, || {
+            let mut buf = Vec::new();
+            let len = next_event(&mut buf).unwrap();
+            EventView::decode(&buf[..len]).unwrap().to_event()
+        });
+        assert_eq!(event, Event::Message(big));
+    }
+
+    #[test]
+    fn finished_tasks_free_their_slot_for_the_next_task() {
+        isolated(NativeHost::default(), || {
+            spawn_test(async {});
+            spawn_test(async {});
+            assert_eq!(with(|s| (s.pending, s.tasks.len())), (0, 1));
+            spawn_test(async {
+                Op::new(3).await;
+            });
+            spawn_test(async {});
+            assert_eq!(with(|s| (s.pending, s.tasks.len())), (1, 2));
+            complete(3, Completion::Done);
+            assert_eq!(with(|s| (s.pending, s.free.len())), (0, 2));
+        });
+    }
+
+    #[test]
+    fn interned_names_are_shared_while_recent() {
+        isolated(NativeHost::default(), || {
+            let a = intern("a");
+            assert!(Rc::ptr_eq(&a, &intern("a")));
+            for i in 0..INTERNED {
+                intern(&i.to_string());
+            }
+            assert!(
+                !Rc::ptr_eq(&a, &intern("a")),
+                "evicted after {INTERNED} others"
+            );
+            assert_eq!(&*intern("a"), "a");
+        });
     }
 }

@@ -80,6 +80,8 @@
 //! - **Context** ([`Ctx`]): who sent the message and how, plus `send`, `request`, `publish`,
 //!   `subscribe` and logging. Everything that waits is `async` and fails with an [`Error`]
 //!   carrying an [`ErrorCode`].
+//! - **State** ([`Ctx::save`], [`Ctx::load`]): one postcard value per actor instance, kept in
+//!   the host's embedded store, so a restarted instance (or host) picks up where it left off.
 //! - **Executor** (internal): the host calls the module's `bunraku_run` export when the actor
 //!   has work; the executor pulls events (start, message, completion, stop) with the `next` host
 //!   function, runs each handler as a task, and parks a task whose `.await` waits on a host
@@ -112,7 +114,9 @@ mod ctx;
 mod error;
 mod executor;
 mod glue;
+mod lifecycle;
 mod message;
+mod state;
 mod sys;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod testing;
@@ -123,6 +127,7 @@ pub use bunraku_abi::{ErrorCode, Policy};
 pub use bunraku_sdk_macros::{Message, actor, handler};
 pub use ctx::{Ctx, Level, SubscriptionId};
 pub use error::Error;
+pub use lifecycle::{Down, DownReason, WatchId};
 pub use message::{Message, Request};
 
 /// Everything an actor crate usually needs: `use bunraku_sdk::prelude::*;`.

@@ -49,6 +49,7 @@ use std::rc::Rc;
 
 use bunraku_abi::{Codec, Envelope, ErrorCode, Event, Outbound, ReplyBody, Subscribe};
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 use crate::executor::{self, State};
 use crate::sys::native::{self, NativeHost, Responder};
@@ -179,6 +180,30 @@ impl<A: Actor> TestBuilder<A> {
     /// Marks an actor or subject as full (see [`TestActor::set_mailbox_full`]).
     pub fn mailbox_full(mut self, target: &str) -> Self {
         self.host.set_full(target, true);
+        self
+    }
+
+    /// Presets the actor's persisted state, as if it had saved `state` before (what
+    /// [`Ctx::load`](crate::Ctx::load) returns in `on_start`).
+    ///
+    /// # Panics
+    ///
+    /// When `state` does not encode with postcard.
+    pub fn saved_state<S: Serialize + ?Sized>(self, state: &S) -> Self {
+        let bytes = codec::encode(Codec::Postcard, state).expect("the state encodes");
+        self.saved_bytes(bytes)
+    }
+
+    /// Presets the actor's persisted state as raw bytes (for instance a state saved by an
+    /// older version of the actor).
+    pub fn saved_bytes(mut self, bytes: Vec<u8>) -> Self {
+        self.host.state = Some(bytes);
+        self
+    }
+
+    /// Makes the store unavailable (see [`TestActor::set_storage_unavailable`]).
+    pub fn storage_unavailable(mut self, unavailable: bool) -> Self {
+        self.host.storage_unavailable = unavailable;
         self
     }
 
@@ -411,6 +436,34 @@ impl<A: Actor> TestActor<A> {
     pub fn set_mailbox_full(&mut self, target: &str, full: bool) {
         self.host_mut().set_full(target, full);
         self.run();
+    }
+
+    /// Makes [`Ctx::load`](crate::Ctx::load) and [`Ctx::save`](crate::Ctx::save) fail with
+    /// [`ErrorCode::StorageUnavailable`] (as on a host whose disk is full), or work again.
+    pub fn set_storage_unavailable(&mut self, unavailable: bool) {
+        self.host_mut().storage_unavailable = unavailable;
+    }
+
+    /// The bytes the actor last saved with [`Ctx::save`](crate::Ctx::save) (or that were
+    /// preset), if any.
+    pub fn saved_bytes(&self) -> Option<&[u8]> {
+        self.host().state.as_deref()
+    }
+
+    /// The state the actor last saved (or that was preset), decoded as an `S`.
+    ///
+    /// # Panics
+    ///
+    /// When the saved bytes do not decode as an `S`.
+    pub fn saved_state<S: DeserializeOwned>(&self) -> Option<S> {
+        let bytes = self.saved_bytes()?;
+        let state = codec::decode(Codec::Postcard, bytes).unwrap_or_else(|e| {
+            panic!(
+                "the saved state does not decode as `{}`: {e}",
+                std::any::type_name::<S>()
+            )
+        });
+        Some(state)
     }
 
     /// How many handlers may run at once (the actor's `concurrency`; 1 by default).

@@ -260,6 +260,7 @@ fn cli_calls_lists_and_stops_a_running_host() {
     let header = out.stdout.lines().next().unwrap_or_default();
     for column in [
         "ACTOR",
+        "SUPERVISOR",
         "INSTANCE",
         "PHASE",
         "MAILBOX",
@@ -282,6 +283,14 @@ fn cli_calls_lists_and_stops_a_running_host() {
     assert!(
         echo_row.contains("running") && echo_row.contains("/1024"),
         "{echo_row}"
+    );
+
+    let out = host.expect(&["metrics"], 0);
+    assert!(
+        out.stdout.lines().any(|l| l
+            .starts_with("bunraku_actor_messages_handled_total{actor=\"echo\",instance=\"0\"} ")),
+        "{}",
+        out.stdout
     );
 
     let out = host.expect(&["ps", "--json"], 0);
@@ -440,7 +449,7 @@ fn cli_usage_errors_exit_2_and_every_command_shows_an_example() {
         assert_eq!(out.code(), Some(2), "bunraku {args:?}: {out:#?}");
     }
     for command in [
-        "new", "build", "run", "call", "send", "publish", "ps", "logs", "stop",
+        "new", "build", "run", "call", "send", "publish", "ps", "metrics", "logs", "stop",
     ] {
         let mut cmd = bunraku(&home);
         cmd.args([command, "--help"]);
@@ -538,4 +547,62 @@ fn cli_new_scaffolds_a_crate_that_tests_builds_and_runs() {
     assert_eq!(out.stdout.trim(), r#""hey, bo! (greeting #2)""#);
     host.expect(&["stop"], 0);
     assert!(host.guard.wait(Duration::from_secs(30)).status.success());
+}
+
+#[test]
+fn cli_restricted_by_its_manifest_grants_is_denied_with_a_hint() {
+    let manifest = tempfile::tempdir().unwrap();
+    let echo = repo().join("guests/echo");
+    let counter = repo().join("guests/counter");
+    fs::write(
+        manifest.path().join("bunraku.toml"),
+        format!(
+            "[[actor]]\nname = \"echo\"\nmodule = {:?}\n\n\
+             [[actor]]\nname = \"counter\"\nmodule = {:?}\n\n\
+             [principal.cli]\nsend = [\"echo\"]\n",
+            echo.display().to_string(),
+            counter.display().to_string()
+        ),
+    )
+    .unwrap();
+    let mut host = Host::start(manifest.path());
+
+    let out = host.expect(&["call", "echo", r#"{"text":"hi"}"#, "--type", "Echo"], 0);
+    assert_eq!(out.stdout.trim(), r#""hi""#);
+    let out = host.expect(&["call", "counter", "{}", "--type", "Get"], 1);
+    assert!(
+        out.stderr.contains(
+            "error: denied: principal `cli` holds no grant to call `counter` (see [principal.cli] in the manifest)"
+        ),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr
+            .contains("hint: grants are set in the host's manifest"),
+        "{}",
+        out.stderr
+    );
+    host.expect(&["send", "counter", r#"{"n":1}"#, "--type", "Add"], 1);
+    let out = host.expect(&["publish", "a.b", "{}", "--type", "Add"], 1);
+    assert!(
+        out.stderr.contains("no grant to publish to `a.b`"),
+        "{}",
+        out.stderr
+    );
+    // Managing the host needs no grant.
+    host.expect(&["ps"], 0);
+    host.expect(&["stop"], 0);
+    let Host {
+        guard, tmp: _tmp, ..
+    } = host;
+    let finished = guard.wait(Duration::from_secs(30));
+    assert!(finished.status.success(), "{finished:#?}");
+    assert!(
+        finished
+            .stdout
+            .contains("principal cli: may call and send to echo; may publish to nothing"),
+        "{}",
+        finished.stdout
+    );
 }

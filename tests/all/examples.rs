@@ -91,6 +91,31 @@ fn broken_smoke_check_exits_non_zero() {
 }
 
 #[test]
+fn a_top_level_supervisor_that_gives_up_stops_the_host_with_exit_1() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cmd = bunraku(&tmp.path().join("home"));
+    cmd.arg("run")
+        .arg(repo().join("tests/fixtures/crashloop"))
+        .arg("--data-dir")
+        .arg(tmp.path().join("data"));
+    let out = finish(cmd, tmp.path(), "crashloop");
+    assert_eq!(out.code(), Some(1), "{out:#?}");
+    assert!(
+        out.stderr
+            .contains("error: supervisor `app` gave up: more than 1 restarts within 60s"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stdout.contains(
+            "supervisor app (OneForAll, at most 1 restarts in 60000 ms): steady, crasher"
+        ),
+        "{}",
+        out.stdout
+    );
+}
+
+#[test]
 fn smoke_without_a_smoke_section_is_a_usage_error() {
     let tmp = tempfile::tempdir().unwrap();
     let echo = repo().join("guests/echo");

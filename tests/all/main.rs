@@ -3,12 +3,17 @@
 mod backpressure;
 mod bench_guests;
 mod cache;
+mod capabilities;
 mod cli;
 mod density;
 mod examples;
 mod failures;
 mod guests;
+mod limits;
 mod loading;
 mod messaging;
 mod pubsub;
+mod state;
+mod supervision;
+mod virtual_actors;
 mod wasi;

@@ -166,3 +166,33 @@ pub struct Gossip {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Message)]
 #[message(reply = Slots)]
 pub struct View {}
+
+/// What a stateful actor holds, and what it loaded when it started.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateStatus {
+    /// The counter now.
+    pub value: u64,
+    /// What `load` returned in `on_start`: `None` when nothing was saved.
+    pub loaded: Option<u64>,
+    /// The error `load` returned in `on_start`, if it failed (the error code's name).
+    pub load_error: Option<String>,
+    /// Which instance answered.
+    pub instance: u32,
+}
+
+/// Ask a stateful actor for its [`StateStatus`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Message)]
+#[message(reply = StateStatus)]
+pub struct GetStateStatus {}
+
+/// Save the actor's state padded with `pad` extra bytes (its value unchanged); replies with the
+/// save's error code name when it failed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Message)]
+#[message(reply = Result<(), String>)]
+pub struct SavePadded {
+    pub pad: u64,
+}
+
+/// Trap the instance (a panic in the handler), so the host restarts it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Message)]
+pub struct Crash {}

@@ -83,10 +83,42 @@ pub struct Grow {
     pub kib: u64,
 }
 
+/// Watch an actor; replies with the watch id, or the error.
+#[derive(Debug, Serialize, Deserialize, Message)]
+#[message(reply = Result<u64, String>)]
+pub struct Watch {
+    pub actor: String,
+}
+
+/// The `Down` messages received so far, as `actor/instance: reason`.
+#[derive(Debug, Serialize, Deserialize, Message)]
+#[message(reply = Vec<String>)]
+pub struct GetDowns {}
+
+/// Spawn an actor from a spawnable module with a JSON configuration; replies with the error.
+#[derive(Debug, Serialize, Deserialize, Message)]
+#[message(reply = Result<(), String>)]
+pub struct SpawnChild {
+    pub module: String,
+    pub name: String,
+    pub config: serde_json::Value,
+}
+
+/// Stop this instance normally (`Ctx::stop`).
+#[derive(Debug, Serialize, Deserialize, Message)]
+pub struct Quit {}
+
+/// A memory bomb: allocate and touch 64 KiB chunks until allocation fails (which aborts, so the
+/// instance traps at its memory limit). Never replies.
+#[derive(Debug, Serialize, Deserialize, Message)]
+#[message(reply = u64)]
+pub struct Bomb {}
+
 #[derive(Default)]
 pub struct Testbed {
     stats: Stats,
     held: Vec<Vec<u8>>,
+    downs: Vec<String>,
 }
 
 /// Settings from the manifest.
@@ -95,11 +127,18 @@ pub struct Config {
     /// KiB to reserve and hold at start (grows the heap once; only the first page is touched).
     #[serde(default)]
     pub grow_kib: u64,
+    /// Panic in `on_start` (a start-up crash loop, for supervision tests).
+    #[serde(default)]
+    pub panic_on_start: bool,
 }
 
 #[actor]
 impl Testbed {
-    async fn on_start(&mut self, _ctx: &Ctx, config: Config) {
+    async fn on_start(&mut self, ctx: &Ctx, config: Config) {
+        ctx.info(format_args!("testbed {} started", ctx.name()));
+        if config.panic_on_start {
+            panic!("testbed {} was configured to panic on start", ctx.name());
+        }
         self.stats.started += 1;
         self.stats.in_order = true;
         if config.grow_kib > 0 {
@@ -203,6 +242,61 @@ impl Testbed {
     #[handler]
     async fn get_stats(&mut self, _ctx: &Ctx, _msg: GetStats) -> Stats {
         self.stats.clone()
+    }
+
+    async fn on_stop(&mut self, ctx: &Ctx) {
+        ctx.info(format_args!(
+            "testbed {} stopping after {} noops",
+            ctx.name(),
+            self.stats.noops
+        ));
+    }
+
+    #[handler]
+    async fn watch(&mut self, ctx: &Ctx, msg: Watch) -> Result<u64, String> {
+        ctx.watch(&msg.actor)
+            .map(|id| id.get())
+            .map_err(|e| e.to_string())
+    }
+
+    #[handler]
+    async fn down(&mut self, _ctx: &Ctx, msg: bunraku_sdk::Down) {
+        let reason = match msg.reason {
+            bunraku_sdk::DownReason::Normal => "normal".to_owned(),
+            bunraku_sdk::DownReason::Stopped => "stopped".to_owned(),
+            bunraku_sdk::DownReason::Failed(why) => format!("failed: {why}"),
+            bunraku_sdk::DownReason::NoSuchActor => "no such actor".to_owned(),
+            _ => "other".to_owned(),
+        };
+        self.downs
+            .push(format!("{}/{}: {reason}", msg.actor, msg.instance));
+    }
+
+    #[handler]
+    async fn get_downs(&mut self, _ctx: &Ctx, _msg: GetDowns) -> Vec<String> {
+        self.downs.clone()
+    }
+
+    #[handler]
+    async fn spawn_child(&mut self, ctx: &Ctx, msg: SpawnChild) -> Result<(), String> {
+        ctx.spawn(&msg.module, &msg.name, &msg.config)
+            .map_err(|e| e.to_string())
+    }
+
+    #[handler]
+    async fn quit(&mut self, ctx: &Ctx, _msg: Quit) {
+        if let Err(e) = ctx.stop() {
+            ctx.error(format_args!("could not stop: {e}"));
+        }
+    }
+
+    #[handler]
+    async fn bomb(&mut self, _ctx: &Ctx, _msg: Bomb) -> u64 {
+        loop {
+            let chunk = vec![1u8; 64 * 1024];
+            self.stats.held_bytes += chunk.len() as u64;
+            self.held.push(chunk);
+        }
     }
 
     #[handler]

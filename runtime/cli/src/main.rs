@@ -72,6 +72,7 @@ enum Command {
     Send(SendArgs),
     Publish(PublishArgs),
     Ps(PsArgs),
+    Metrics(MetricsArgs),
     Logs(LogsArgs),
     Stop(StopArgs),
 }
@@ -226,6 +227,19 @@ pub(crate) struct PsArgs {
     pub host: HostArgs,
 }
 
+/// Print the running host's figures in the Prometheus text format: per actor instance, mailbox
+/// depth and bound, messages handled, restarts, failures, dead letters, memory, pending
+/// operations and phase.
+#[derive(Args)]
+#[command(after_help = "\
+Example:
+  bunraku metrics
+  bunraku metrics | grep bunraku_actor_restarts_total")]
+pub(crate) struct MetricsArgs {
+    #[command(flatten)]
+    pub host: HostArgs,
+}
+
 /// Print the actors' recent log lines.
 #[derive(Args)]
 #[command(after_help = "\
@@ -264,6 +278,7 @@ async fn main() -> ExitCode {
         Command::Send(args) => remote::send(args).await,
         Command::Publish(args) => remote::publish(args).await,
         Command::Ps(args) => remote::ps(args).await,
+        Command::Metrics(args) => remote::metrics(args).await,
         Command::Logs(args) => remote::logs(args).await,
         Command::Stop(args) => remote::stop(args).await,
     };

@@ -8,7 +8,7 @@ use bunraku_runtime::ActorStatus;
 use bunraku_runtime::control::{Client, ErrorReply, Request, Response};
 
 use crate::locate::{Located, connect};
-use crate::{CallArgs, LogsArgs, PsArgs, PublishArgs, SendArgs, StopArgs, usage};
+use crate::{CallArgs, LogsArgs, MetricsArgs, PsArgs, PublishArgs, SendArgs, StopArgs, usage};
 
 /// How long `bunraku stop` waits for the host to exit.
 const STOP_WAIT: Duration = Duration::from_secs(30);
@@ -26,6 +26,9 @@ fn typed_error(e: &ErrorReply) -> ExitCode {
     let hint = match e.code.as_str() {
         "no such actor" => "\nhint: `bunraku ps` lists the running actors",
         "timeout" => "\nhint: give the actor longer with --timeout-ms N",
+        "denied" => {
+            "\nhint: grants are set in the host's manifest: [principal.cli] for the CLI, [actor.grants] for an actor"
+        }
         _ => "",
     };
     if e.message.starts_with(&e.code) {
@@ -121,8 +124,21 @@ pub(crate) async fn ps(args: PsArgs) -> Result<ExitCode> {
     }
 }
 
-const COLUMNS: [&str; 9] = [
+pub(crate) async fn metrics(args: MetricsArgs) -> Result<ExitCode> {
+    let (mut client, _) = connect(&args.host).await?;
+    match ask(&mut client, &Request::Metrics).await? {
+        Response::Metrics(text) => {
+            out!("{}", text.trim_end())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Response::Error(e) => Ok(typed_error(&e)),
+        other => Err(unexpected("metrics", other)),
+    }
+}
+
+const COLUMNS: [&str; 10] = [
     "ACTOR",
+    "SUPERVISOR",
     "INSTANCE",
     "PHASE",
     "MAILBOX",
@@ -135,11 +151,12 @@ const COLUMNS: [&str; 9] = [
 
 /// `bunraku ps` as a table with aligned columns.
 fn table(actors: &[ActorStatus]) -> String {
-    let rows: Vec<[String; 9]> = actors
+    let rows: Vec<[String; 10]> = actors
         .iter()
         .map(|a| {
             [
                 a.name.clone(),
+                a.supervisor.clone().unwrap_or_else(|| "-".into()),
                 a.instance.to_string(),
                 a.phase.clone(),
                 format!("{}/{}", a.mailbox, a.mailbox_bound),
@@ -154,7 +171,7 @@ fn table(actors: &[ActorStatus]) -> String {
     render(&rows)
 }
 
-fn render(rows: &[[String; 9]]) -> String {
+fn render(rows: &[[String; 10]]) -> String {
     let header = COLUMNS;
     let mut widths = header.map(str::len);
     for row in rows {
@@ -286,6 +303,7 @@ mod tests {
     fn ps_table_aligns_columns() {
         let row = [
             "echo",
+            "app",
             "0",
             "running",
             "0/1024",
@@ -297,6 +315,7 @@ mod tests {
         ];
         let text = render(&[row.map(String::from)]);
         let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0].find("SUPERVISOR"), lines[1].find("app"));
         assert_eq!(lines[0].find("PHASE"), lines[1].find("running"));
         assert_eq!(lines[0].find("MEMORY"), lines[1].find("128.0 KiB"));
         assert!(lines[1].starts_with("echo "));

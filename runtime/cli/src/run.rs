@@ -16,7 +16,7 @@ use bunraku_runtime::build::{BuildOptions, build_guest, resolve_module};
 use bunraku_runtime::control::{self, ControlServer};
 use bunraku_runtime::engine::EngineConfig;
 use bunraku_runtime::manifest::{MANIFEST_FILE, Manifest, ModuleSource, SMOKE_MESSAGE};
-use bunraku_runtime::{ClientMessage, Host, HostConfig};
+use bunraku_runtime::{ClientMessage, Grants, Host, HostConfig};
 use serde::Deserialize;
 use tracing_subscriber::EnvFilter;
 
@@ -88,7 +88,8 @@ async fn build_modules(manifest: Manifest, opts: BuildOptions) -> Result<Vec<(St
     tokio::task::spawn_blocking(move || {
         let mut done: HashMap<ModuleSource, PathBuf> = HashMap::new();
         let mut out = Vec::new();
-        for spec in &manifest.actors {
+        // Actors first (in file order), then the `[[spawnable]]` modules.
+        for spec in manifest.actors.iter().chain(&manifest.spawnables) {
             let wasm = match done.get(&spec.module) {
                 Some(wasm) => wasm.clone(),
                 None => {
@@ -212,6 +213,8 @@ pub(crate) async fn run(args: RunArgs) -> Result<ExitCode> {
             cache_dir: Some(data_dir.join("module-cache")),
             ..EngineConfig::default()
         },
+        // The embedded store (`state.sqlite3`) is opened there when an actor first persists.
+        data_dir: Some(data_dir.clone()),
         ..HostConfig::default()
     };
     let host = Arc::new(Host::new(config).context("starting the host")?);
@@ -220,8 +223,19 @@ pub(crate) async fn run(args: RunArgs) -> Result<ExitCode> {
         server: None,
         socket: None,
     };
+    for (principal, grants) in &manifest.principals {
+        host.set_principal_grants(principal, grants.clone());
+        let _ = out!("principal {principal}: {}", describe_principal(grants));
+    }
 
-    for (spec, (_, wasm)) in manifest.actors.iter().zip(&modules) {
+    let (actor_modules, spawnable_modules) = modules.split_at(manifest.actors.len());
+    let wasm_of: HashMap<&str, &PathBuf> = actor_modules
+        .iter()
+        .map(|(name, wasm)| (name.as_str(), wasm))
+        .collect();
+    // Supervised actors start in their trees' order, each running before the next.
+    for spec in manifest.start_order() {
+        let wasm = wasm_of[spec.name.as_str()];
         if let Err(e) = host.deploy(spec, wasm) {
             running.shutdown().await;
             return Err(
@@ -251,6 +265,33 @@ pub(crate) async fn run(args: RunArgs) -> Result<ExitCode> {
         let _ = out!(
             "deployed {} ({instances}): handles {handles}{subscribes}",
             spec.name
+        );
+        if manifest.is_supervised(&spec.name) {
+            host.wait_started(&spec.name);
+        }
+    }
+    let supervised = host
+        .supervise(&manifest.supervisors)
+        .map_err(anyhow::Error::new)
+        .and_then(|()| {
+            for (spec, (_, wasm)) in manifest.spawnables.iter().zip(spawnable_modules) {
+                host.define_spawnable(&spec.name, spec, wasm)?;
+            }
+            Ok(())
+        });
+    if let Err(e) = supervised {
+        running.shutdown().await;
+        return Err(e.context(format!("deploying {}", manifest.path.display())));
+    }
+    for sup in &manifest.supervisors {
+        let children: Vec<&str> = sup.children.iter().map(|c| c.name.as_str()).collect();
+        let _ = out!(
+            "supervisor {} ({:?}, at most {} restarts in {} ms): {}",
+            sup.name,
+            sup.strategy,
+            sup.intensity.max_restarts,
+            sup.intensity.period.as_millis(),
+            children.join(", ")
         );
     }
 
@@ -291,6 +332,10 @@ pub(crate) async fn run(args: RunArgs) -> Result<ExitCode> {
                     .with_timeout(smoke.timeout);
             tokio::select! {
                 reply = host.request(msg) => report_smoke(&smoke.actor, reply),
+                reason = host.fatal() => {
+                    let _ = out!("smoke: FAILED: {reason}");
+                    ExitCode::FAILURE
+                }
                 signal = stop_signal() => {
                     let _ = out!("smoke: FAILED: interrupted ({signal}) before `{}` replied", smoke.actor);
                     ExitCode::FAILURE
@@ -299,16 +344,35 @@ pub(crate) async fn run(args: RunArgs) -> Result<ExitCode> {
         }
         None => {
             let _ = out!("stop with Ctrl-C or `bunraku stop`");
-            let why = tokio::select! {
-                signal = stop_signal() => signal,
-                () = shutdown_requested.notified() => "`bunraku stop`",
+            let (why, code) = tokio::select! {
+                signal = stop_signal() => (signal.to_owned(), ExitCode::SUCCESS),
+                () = shutdown_requested.notified() => ("`bunraku stop`".to_owned(), ExitCode::SUCCESS),
+                reason = host.fatal() => {
+                    eprintln!("error: {reason}; the host stops");
+                    (reason, ExitCode::FAILURE)
+                }
             };
             let _ = out!("shutting down ({why})");
-            ExitCode::SUCCESS
+            code
         }
     };
     running.shutdown().await;
     Ok(code)
+}
+
+/// What a principal's grants allow, for the start-up output: `may call and send to echo,
+/// client; may publish to nothing`.
+fn describe_principal(grants: &Grants) -> String {
+    let list = |items: Vec<String>| {
+        if items.is_empty() {
+            "nothing".to_owned()
+        } else {
+            items.join(", ")
+        }
+    };
+    let send = list(grants.send.clone());
+    let publish = list(grants.publish.iter().map(|p| p.to_string()).collect());
+    format!("may call and send to {send}; may publish to {publish}")
 }
 
 /// Resolves on Ctrl-C or SIGTERM, naming which.

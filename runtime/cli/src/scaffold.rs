@@ -125,6 +125,13 @@ const MANIFEST: &str = r#"# Run it:          bunraku run .
 name = "{name}"
 module = "."                     # this crate, built to wasm when stale
 config = { greeting = "hello" }
+
+# What the actor may do besides answering: nothing unless granted here.
+[actor.grants]
+send = []                        # actors it may send to or call, e.g. ["billing"]; "*" for all
+publish = []                     # subjects it may publish to, as patterns, e.g. ["greetings.>"]
+subscribe = []                   # patterns it may subscribe to at run time
+storage = false                  # whether it may save and load its state
 "#;
 
 const GITIGNORE: &str = "/target\n/.bunraku\n";
@@ -238,5 +245,20 @@ mod tests {
         assert!(!toml.contains('{') || toml.contains("bunraku-sdk = { path"));
         assert!(fill(LIB_RS, "greeter").contains("The `greeter` actor"));
         assert!(TOOLCHAIN.contains("wasm32-wasip1"));
+    }
+
+    #[test]
+    fn scaffold_manifest_is_valid_and_grants_nothing() {
+        let dir = std::env::temp_dir().join(format!("bunraku-scaffold-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("Cargo.toml"), fill(CARGO_TOML, "greeter")).unwrap();
+        let origin = dir.join("bunraku.toml");
+        let parsed =
+            bunraku_runtime::manifest::Manifest::parse(&fill(MANIFEST, "greeter"), &origin);
+        std::fs::remove_dir_all(&dir).unwrap();
+        let manifest = parsed.unwrap();
+        let greeter = manifest.actor("greeter").unwrap();
+        assert_eq!(greeter.grants, bunraku_runtime::Grants::none());
+        assert!(manifest.principals.is_empty());
     }
 }

@@ -27,7 +27,7 @@ pub(crate) fn next(
         };
         let mut buf = std::mem::take(&mut st.scratch);
         buf.clear();
-        let buf = postcard::to_extend(&event, buf).expect("encoding into a Vec cannot fail");
+        bunraku_abi::view::encode_event_into(&event, &mut buf);
         st.staged = Some(buf);
     }
     let len = st.staged.as_ref().map_or(0, Vec::len);
@@ -55,7 +55,7 @@ pub(crate) fn resolve(st: &mut ActorState, name: &str) -> Option<Arc<ActorGroup>
     if let Some(g) = st.resolved.get(name) {
         return Some(g.clone());
     }
-    let g = st.host.registry.lookup(name)?;
+    let g = st.host.resolve(name)?;
     st.resolved.insert(name.to_owned(), g.clone());
     Some(g)
 }
@@ -100,6 +100,9 @@ pub(crate) fn send(
         Err(code) => return fail(code),
     };
     let st = caller.data_mut();
+    if !crate::grants::permits(st, crate::grants::Act::Send(&out.target)) {
+        return fail(ErrorCode::Denied);
+    }
     let (group, env) = match prepare(st, out, Vec::new(), None) {
         Ok(x) => x,
         Err(code) => return fail(code),
@@ -135,6 +138,9 @@ pub(crate) fn request(mut caller: Caller<'_, ActorState>, ptr: u32, len: u32) ->
         Err(code) => return fail(code),
     };
     let st = caller.data_mut();
+    if !crate::grants::permits(st, crate::grants::Act::Request(&out.target)) {
+        return fail(ErrorCode::Denied);
+    }
     let timeout = out
         .timeout_ms
         .map(std::time::Duration::from_millis)

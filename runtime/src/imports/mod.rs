@@ -1,17 +1,21 @@
 //! The host functions a guest imports from the `bunraku` module.
 //!
 //! Registration is derived from the ABI's single table ([`bunraku_abi::for_each_host_fn!`]): every
-//! entry becomes one `func_wrap` that first checks the entry's capability and then calls the
-//! function of the same name in the entry's module here (`messaging`, `pubsub`, `logging`). A
-//! function missing here, or with another signature, does not compile.
+//! entry becomes one `func_wrap` that first checks the entry's capability against the actor's
+//! grants and then calls the function of the same name in the entry's module here (`messaging`,
+//! `pubsub`, `state`, `logging`). A function missing here, or with another signature, does not
+//! compile. Functions with a target (`send`, `request`, `publish`, `subscribe`) also check the
+//! target once decoded, through [`crate::grants::permits`]; deny by default.
 //!
 //! Conventions inside host functions: a guest pointer or length that is out of bounds is guest
 //! misbehaviour and traps (`Err`); every ordinary failure (unknown actor, full mailbox, timeout,
 //! denied) is a status code the guest's SDK turns into a typed error (`Ok(negative)`).
 
+pub(crate) mod lifecycle;
 pub(crate) mod logging;
 pub(crate) mod messaging;
 pub(crate) mod pubsub;
+pub(crate) mod state;
 
 use bunraku_abi::{Capability, ErrorCode, IMPORT_MODULE, encode_error};
 use serde::de::DeserializeOwned;
@@ -50,13 +54,19 @@ macro_rules! register_host_fns {
 }
 bunraku_abi::for_each_host_fn!(register_host_fns);
 
-/// The one capability check every host function passes through.
+/// The one capability check every host function passes through, before it decodes anything:
+/// the per-capability part of the actor's grants ([`Grants::allows`](crate::Grants::allows)).
+/// Functions that name a target check it once decoded ([`crate::grants::permits`]). A refusal is
+/// a warning in the actor's log.
 fn check(caller: &Caller<'_, ActorState>, cap: Capability, function: &str) -> bool {
     let st = caller.data();
     if st.group.grants.allows(cap) {
         return true;
     }
-    tracing::warn!(actor = %st.cell.name, function, ?cap, "denied: the actor holds no grant");
+    crate::grants::log_denial(
+        st,
+        &format!("denied: `{function}` needs a {cap:?} grant, and the actor holds none"),
+    );
     false
 }
 

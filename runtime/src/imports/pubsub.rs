@@ -1,10 +1,15 @@
 //! Publish-subscribe: `publish`, `subscribe`, `unsubscribe`.
+//!
+//! `publish` needs a granted pattern that matches the subject, `subscribe` a granted pattern that
+//! contains the requested one; `unsubscribe` takes a subscription id this instance holds (a
+//! made-up id is denied).
 
 use bunraku_abi::{Completion, ErrorCode, Subscribe, mode};
 use wasmtime::Caller;
 
 use super::{ENVELOPE_SLACK, HostResult, fail, read, read_outbound};
 use crate::actor::ActorState;
+use crate::grants::{Act, permits};
 use crate::host::Fanout;
 use crate::pubsub::SubTarget;
 use crate::subject::{Pattern, validate_subject};
@@ -22,6 +27,9 @@ pub(crate) fn publish(
     let st = caller.data_mut();
     if validate_subject(&out.target).is_err() {
         return fail(ErrorCode::Invalid);
+    }
+    if !permits(st, Act::Publish(&out.target)) {
+        return fail(ErrorCode::Denied);
     }
     if out.payload.len() > st.group.limits.max_message_bytes {
         return fail(ErrorCode::TooLarge);
@@ -60,6 +68,9 @@ pub(crate) fn subscribe(caller: Caller<'_, ActorState>, ptr: u32, len: u32) -> H
     let Ok(pattern) = Pattern::parse(&sub.pattern) else {
         return fail(ErrorCode::Invalid);
     };
+    if !permits(caller.data(), Act::Subscribe(&pattern)) {
+        return fail(ErrorCode::Denied);
+    }
     let st = caller.data_mut();
     let id = st
         .host

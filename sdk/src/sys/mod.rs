@@ -11,12 +11,18 @@
 #[cfg(target_arch = "wasm32")]
 mod wasm;
 #[cfg(target_arch = "wasm32")]
-pub(crate) use wasm::{cancel, log, next, publish, reply, request, send, subscribe, unsubscribe};
+pub(crate) use wasm::{
+    cancel, log, next, publish, reply, request, send, spawn, state_load, state_save, stop,
+    subscribe, unsubscribe, unwatch, watch,
+};
 
 #[cfg(not(target_arch = "wasm32"))]
 pub(crate) mod native;
 #[cfg(not(target_arch = "wasm32"))]
-pub(crate) use native::{cancel, log, next, publish, reply, request, send, subscribe, unsubscribe};
+pub(crate) use native::{
+    cancel, log, next, publish, reply, request, send, spawn, state_load, state_save, stop,
+    subscribe, unsubscribe, unwatch, watch,
+};
 
 /// Refers to one backend function per table entry, so a new host function is a compile error here
 /// until it is implemented.

@@ -48,6 +48,16 @@ pub(crate) struct NativeHost {
     pub(crate) logs: Vec<(u32, String)>,
     /// Operations the guest cancelled.
     pub(crate) cancelled: Vec<u32>,
+    /// Every `spawn` request, in order.
+    pub(crate) spawned: Vec<bunraku_abi::Spawn>,
+    /// Actors watched, by watch id.
+    pub(crate) watches: BTreeMap<u64, String>,
+    /// Whether the actor asked to stop (`Ctx::stop`).
+    pub(crate) stop_requested: bool,
+    /// The state the actor last saved, as `state_save` received it.
+    pub(crate) state: Option<Vec<u8>>,
+    /// Fail `state_load` and `state_save` with `StorageUnavailable`, as a host with a full disk.
+    pub(crate) storage_unavailable: bool,
     completions: VecDeque<(u32, Completion)>,
     staged: Option<Vec<u8>>,
     pending_ops: BTreeSet<u32>,
@@ -72,6 +82,11 @@ impl Default for NativeHost {
             subscriptions: BTreeMap::new(),
             logs: Vec::new(),
             cancelled: Vec::new(),
+            spawned: Vec::new(),
+            watches: BTreeMap::new(),
+            stop_requested: false,
+            state: None,
+            storage_unavailable: false,
             completions: VecDeque::new(),
             staged: None,
             pending_ops: BTreeSet::new(),
@@ -294,6 +309,71 @@ pub(crate) fn cancel(op: u32) -> i64 {
         h.held.retain(|held| held.op != op);
         h.completions.retain(|(o, _)| *o != op);
         h.cancelled.push(op);
+        0
+    })
+}
+
+pub(crate) fn state_load(buf: &mut [u8]) -> i64 {
+    with_or_fail(|h| match &h.state {
+        _ if h.storage_unavailable => encode_error(ErrorCode::StorageUnavailable),
+        None => encode_error(ErrorCode::NotFound),
+        Some(state) if state.len() > buf.len() => state.len() as i64,
+        Some(state) => {
+            buf[..state.len()].copy_from_slice(state);
+            state.len() as i64
+        }
+    })
+}
+
+pub(crate) fn state_save(state: &[u8]) -> i64 {
+    with_or_fail(|h| {
+        let op = h.new_op();
+        if h.storage_unavailable {
+            h.complete(op, Completion::Failed(ErrorCode::StorageUnavailable));
+        } else {
+            h.state = Some(state.to_vec());
+            // Durable at once: the completion is the next event.
+            h.complete(op, Completion::Done);
+        }
+        i64::from(op)
+    })
+}
+
+pub(crate) fn stop() -> i64 {
+    with_or_fail(|h| {
+        h.stop_requested = true;
+        0
+    })
+}
+
+pub(crate) fn watch(actor: &[u8]) -> i64 {
+    let Ok(actor) = std::str::from_utf8(actor) else {
+        return encode_error(ErrorCode::Malformed);
+    };
+    with_or_fail(|h| {
+        let id = h.watches.keys().next_back().map_or(1, |last| last + 1);
+        h.watches.insert(id, actor.to_owned());
+        id as i64
+    })
+}
+
+pub(crate) fn unwatch(id: u64) -> i64 {
+    with_or_fail(|h| match h.watches.remove(&id) {
+        Some(_) => 0,
+        None => encode_error(ErrorCode::Invalid),
+    })
+}
+
+pub(crate) fn spawn(req: &[u8]) -> i64 {
+    let req: bunraku_abi::Spawn = match decode(req) {
+        Ok(req) => req,
+        Err(code) => return encode_error(code),
+    };
+    with_or_fail(|h| {
+        if h.spawned.iter().any(|s| s.name == req.name) {
+            return encode_error(ErrorCode::AlreadyExists);
+        }
+        h.spawned.push(req);
         0
     })
 }

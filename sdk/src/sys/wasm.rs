@@ -70,6 +70,37 @@ pub(crate) fn cancel(op: u32) -> i64 {
     unsafe { imports::cancel(op) }
 }
 
+pub(crate) fn state_load(buf: &mut [u8]) -> i64 {
+    // SAFETY: the host writes at most `buf.len()` bytes into `buf`, which is exclusively
+    // borrowed for the call.
+    unsafe { imports::state_load(addr(buf.as_mut_ptr()), len(buf)) }
+}
+
+pub(crate) fn state_save(state: &[u8]) -> i64 {
+    // SAFETY: the host only reads `state`, which is borrowed for the call.
+    unsafe { imports::state_save(addr(state.as_ptr()), len(state)) }
+}
+
+pub(crate) fn stop() -> i64 {
+    // SAFETY: no memory is passed.
+    unsafe { imports::stop() }
+}
+
+pub(crate) fn watch(actor: &[u8]) -> i64 {
+    // SAFETY: the host only reads `actor`, which is borrowed for the call.
+    unsafe { imports::watch(addr(actor.as_ptr()), len(actor)) }
+}
+
+pub(crate) fn unwatch(id: u64) -> i64 {
+    // SAFETY: no memory is passed.
+    unsafe { imports::unwatch(id) }
+}
+
+pub(crate) fn spawn(req: &[u8]) -> i64 {
+    // SAFETY: the host only reads `req`, which is borrowed for the call.
+    unsafe { imports::spawn(addr(req.as_ptr()), len(req)) }
+}
+
 pub(crate) fn log(level: u32, line: &[u8]) -> i64 {
     // SAFETY: the host only reads `line`, which is borrowed for the call.
     unsafe { imports::log(level, addr(line.as_ptr()), len(line)) }

@@ -1,0 +1,871 @@
+//! Borrowed views of the wire types, for the per-message path.
+//!
+//! [`EventView`] decodes exactly the postcard bytes of an [`Event`] (same layout,
+//! same refusals, trailing bytes included), but its strings and byte strings borrow from the
+//! input and its lists (`chain`, `attachments`, `ext`) are validated in place and read through
+//! iterators: decoding allocates nothing. [`OutboundHead`] and [`encode_reply_ok_with`] go the
+//! other way: they append the bytes of an [`Outbound`](crate::Outbound) or a
+//! [`ReplyBody::Ok`] to a caller's buffer, with the payload written in
+//! place by a closure, so a guest can reuse one buffer for every send.
+//!
+//! The wire format is the one of the owned types; `abi/tests/wire.rs` holds both against the same
+//! golden bytes. postcard's rules, as mirrored here: integers are LEB128 varints (at most 5 bytes
+//! for a `u32`, 10 for a `u64`, with the unused high bits of the last byte zero; a length is a
+//! `usize`, so 5 bytes on 32-bit targets), an `Option` is a `0`/`1` byte, an enum is its variant
+//! index as a `u32` varint, a string or list is a length followed by its items, and a `[u8; N]`
+//! is `N` bytes.
+
+use alloc::borrow::ToOwned;
+use alloc::vec::Vec;
+use core::marker::PhantomData;
+
+use crate::{Codec, Completion, Envelope, ErrorCode, Event, Ext, ReplyBody, TraceContext};
+
+/// What a malformed input decodes to.
+const MALFORMED: ErrorCode = ErrorCode::Malformed;
+
+/// A cursor over postcard bytes.
+#[derive(Clone, Copy)]
+struct Reader<'a> {
+    bytes: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    #[inline(always)]
+    fn byte(&mut self) -> Result<u8, ErrorCode> {
+        let (&first, rest) = self.bytes.split_first().ok_or(MALFORMED)?;
+        self.bytes = rest;
+        Ok(first)
+    }
+
+    #[inline(always)]
+    fn take(&mut self, n: usize) -> Result<&'a [u8], ErrorCode> {
+        if n > self.bytes.len() {
+            return Err(MALFORMED);
+        }
+        let (head, rest) = self.bytes.split_at(n);
+        self.bytes = rest;
+        Ok(head)
+    }
+
+    /// A varint of at most `max_bytes` bytes whose last byte is at most `last_max`.
+    #[inline(always)]
+    fn varint(&mut self, max_bytes: u32, last_max: u8) -> Result<u64, ErrorCode> {
+        // Most integers on the wire (ids, lengths, tags) take one byte.
+        if let Some(&b) = self.bytes.first()
+            && b < 0x80
+        {
+            self.bytes = &self.bytes[1..];
+            return Ok(u64::from(b));
+        }
+        let mut out = 0u64;
+        for i in 0..max_bytes {
+            let b = self.byte()?;
+            out |= u64::from(b & 0x7f) << (7 * i);
+            if b & 0x80 == 0 {
+                if i == max_bytes - 1 && b > last_max {
+                    return Err(MALFORMED);
+                }
+                return Ok(out);
+            }
+        }
+        Err(MALFORMED)
+    }
+
+    #[inline(always)]
+    fn int<T: Varint>(&mut self) -> Result<T, ErrorCode> {
+        self.varint(T::MAX_BYTES, T::LAST_MAX).map(T::from_u64)
+    }
+
+    #[inline(always)]
+    fn u64(&mut self) -> Result<u64, ErrorCode> {
+        self.int()
+    }
+
+    #[inline(always)]
+    fn u32(&mut self) -> Result<u32, ErrorCode> {
+        self.int()
+    }
+
+    #[inline(always)]
+    fn usize(&mut self) -> Result<usize, ErrorCode> {
+        #[cfg(target_pointer_width = "64")]
+        let v = self.u64()?;
+        #[cfg(not(target_pointer_width = "64"))]
+        let v = u64::from(self.u32()?);
+        usize::try_from(v).map_err(|_| MALFORMED)
+    }
+
+    /// An enum's variant index.
+    #[inline(always)]
+    fn variant(&mut self) -> Result<u32, ErrorCode> {
+        self.u32()
+    }
+
+    /// An `Option`'s tag: whether a value follows.
+    #[inline(always)]
+    fn some(&mut self) -> Result<bool, ErrorCode> {
+        match self.byte()? {
+            0 => Ok(false),
+            1 => Ok(true),
+            _ => Err(MALFORMED),
+        }
+    }
+
+    #[inline(always)]
+    fn bytes(&mut self) -> Result<&'a [u8], ErrorCode> {
+        let n = self.usize()?;
+        self.take(n)
+    }
+
+    #[inline(always)]
+    fn str(&mut self) -> Result<&'a str, ErrorCode> {
+        core::str::from_utf8(self.bytes()?).map_err(|_| MALFORMED)
+    }
+
+    #[inline(always)]
+    fn opt_str(&mut self) -> Result<Option<&'a str>, ErrorCode> {
+        if self.some()? {
+            self.str().map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+
+    #[inline(always)]
+    fn opt_u32(&mut self) -> Result<Option<u32>, ErrorCode> {
+        if self.some()? {
+            self.u32().map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+
+    #[inline(always)]
+    fn opt_u64(&mut self) -> Result<Option<u64>, ErrorCode> {
+        if self.some()? {
+            self.u64().map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+
+    #[inline(always)]
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], ErrorCode> {
+        let mut out = [0; N];
+        out.copy_from_slice(self.take(N)?);
+        Ok(out)
+    }
+
+    #[inline(always)]
+    fn codec(&mut self) -> Result<Codec, ErrorCode> {
+        match self.variant()? {
+            0 => Ok(Codec::Postcard),
+            1 => Ok(Codec::Json),
+            _ => Err(MALFORMED),
+        }
+    }
+
+    #[inline(always)]
+    fn error_code(&mut self) -> Result<ErrorCode, ErrorCode> {
+        let index = usize::try_from(self.variant()?).map_err(|_| MALFORMED)?;
+        // serde numbers variants by declaration order, which `ErrorCode::ALL` follows.
+        ErrorCode::ALL.get(index).copied().ok_or(MALFORMED)
+    }
+
+    /// A list of varints, validated and kept as its bytes.
+    #[inline(always)]
+    fn varints<T: Varint>(&mut self) -> Result<VarintSeq<'a, T>, ErrorCode> {
+        let len = self.usize()?;
+        let start = self.bytes;
+        for _ in 0..len {
+            self.int::<T>()?;
+        }
+        Ok(VarintSeq {
+            bytes: &start[..start.len() - self.bytes.len()],
+            len,
+            _item: PhantomData,
+        })
+    }
+
+    #[inline(always)]
+    fn exts(&mut self) -> Result<ExtsView<'a>, ErrorCode> {
+        let len = self.usize()?;
+        let start = self.bytes;
+        for _ in 0..len {
+            self.str()?;
+            self.bytes()?;
+        }
+        Ok(ExtsView {
+            bytes: &start[..start.len() - self.bytes.len()],
+            len,
+        })
+    }
+
+    /// Fails unless every byte was read.
+    #[inline(always)]
+    fn end(self) -> Result<(), ErrorCode> {
+        if self.bytes.is_empty() {
+            Ok(())
+        } else {
+            Err(MALFORMED)
+        }
+    }
+}
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for u32 {}
+    impl Sealed for u64 {}
+}
+
+/// An integer type a [`VarintSeq`] holds (`u32` or `u64`), with postcard's varint limits.
+pub trait Varint: sealed::Sealed + Copy {
+    /// The most bytes its varint takes.
+    #[doc(hidden)]
+    const MAX_BYTES: u32;
+    /// The largest last byte of a varint of `MAX_BYTES` bytes (the value's top bits).
+    #[doc(hidden)]
+    const LAST_MAX: u8;
+    /// The value of a varint read within those limits (it fits).
+    #[doc(hidden)]
+    fn from_u64(v: u64) -> Self;
+}
+
+impl Varint for u32 {
+    const MAX_BYTES: u32 = 5;
+    const LAST_MAX: u8 = 0x0f;
+    fn from_u64(v: u64) -> Self {
+        v as u32
+    }
+}
+
+impl Varint for u64 {
+    const MAX_BYTES: u32 = 10;
+    const LAST_MAX: u8 = 0x01;
+    fn from_u64(v: u64) -> Self {
+        v
+    }
+}
+
+/// A list of integers as it lies on the wire (validated when it was decoded).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct VarintSeq<'a, T> {
+    bytes: &'a [u8],
+    len: usize,
+    _item: PhantomData<T>,
+}
+
+impl<'a, T: Varint> VarintSeq<'a, T> {
+    /// How many integers there are.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the list is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The integers, in order.
+    pub fn iter(&self) -> VarintIter<'a, T> {
+        VarintIter {
+            reader: Reader { bytes: self.bytes },
+            left: self.len,
+            _item: PhantomData,
+        }
+    }
+
+    /// The integers as a `Vec`.
+    pub fn to_vec(&self) -> Vec<T> {
+        self.iter().collect()
+    }
+}
+
+impl<T: Varint + core::fmt::Debug> core::fmt::Debug for VarintSeq<'_, T> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
+impl<'a, T: Varint> IntoIterator for VarintSeq<'a, T> {
+    type Item = T;
+    type IntoIter = VarintIter<'a, T>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.iter()
+    }
+}
+
+/// The iterator of a [`VarintSeq`].
+#[derive(Clone)]
+pub struct VarintIter<'a, T> {
+    reader: Reader<'a>,
+    left: usize,
+    _item: PhantomData<T>,
+}
+
+impl<T: Varint> Iterator for VarintIter<'_, T> {
+    type Item = T;
+
+    fn next(&mut self) -> Option<T> {
+        if self.left == 0 {
+            return None;
+        }
+        self.left -= 1;
+        // Validated when the list was decoded; a failure cannot happen and ends the list.
+        self.reader.int().ok()
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (0, Some(self.left))
+    }
+}
+
+/// One extension entry, borrowed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExtView<'a> {
+    /// The namespaced key.
+    pub key: &'a str,
+    /// The value.
+    pub value: &'a [u8],
+}
+
+/// An envelope's extension list as it lies on the wire (validated when it was decoded).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct ExtsView<'a> {
+    bytes: &'a [u8],
+    len: usize,
+}
+
+impl<'a> ExtsView<'a> {
+    /// How many entries there are.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The entries, in order.
+    pub fn iter(&self) -> ExtsIter<'a> {
+        ExtsIter {
+            reader: Reader { bytes: self.bytes },
+            left: self.len,
+        }
+    }
+
+    /// Owned copies of the entries.
+    pub fn to_vec(&self) -> Vec<Ext> {
+        self.iter()
+            .map(|e| Ext {
+                key: e.key.to_owned(),
+                value: e.value.to_vec(),
+            })
+            .collect()
+    }
+}
+
+impl core::fmt::Debug for ExtsView<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
+/// The iterator of an [`ExtsView`].
+#[derive(Clone)]
+pub struct ExtsIter<'a> {
+    reader: Reader<'a>,
+    left: usize,
+}
+
+impl<'a> Iterator for ExtsIter<'a> {
+    type Item = ExtView<'a>;
+
+    fn next(&mut self) -> Option<ExtView<'a>> {
+        if self.left == 0 {
+            return None;
+        }
+        self.left -= 1;
+        // Validated when the list was decoded; a failure cannot happen and ends the list.
+        let key = self.reader.str().ok()?;
+        let value = self.reader.bytes().ok()?;
+        Some(ExtView { key, value })
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (0, Some(self.left))
+    }
+}
+
+/// An [`Envelope`] whose strings, payload and lists borrow from the bytes it was decoded from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EnvelopeView<'a> {
+    /// Unique (per host) message id.
+    pub id: u64,
+    /// The stable wire name of the message type.
+    pub msg_type: &'a str,
+    /// How `payload` is encoded.
+    pub codec: Codec,
+    /// The reply handle, when the sender awaits a reply.
+    pub reply: Option<u32>,
+    /// The deadline in milliseconds since the Unix epoch on the host clock, if any.
+    pub deadline_ms: Option<u64>,
+    /// The actors waiting on this message, oldest first.
+    pub chain: VarintSeq<'a, u64>,
+    /// The trace this message belongs to.
+    pub trace: Option<TraceContext>,
+    /// Who sent it.
+    pub sender: Option<&'a str>,
+    /// The subject, for a message delivered through a subscription.
+    pub subject: Option<&'a str>,
+    /// An idempotency key set by the sender.
+    pub idempotency_key: Option<&'a str>,
+    /// Host-issued handles moved with the message.
+    pub attachments: VarintSeq<'a, u32>,
+    /// Extensions.
+    pub ext: ExtsView<'a>,
+    /// The encoded message.
+    pub payload: &'a [u8],
+}
+
+impl<'a> EnvelopeView<'a> {
+    /// Decodes the bytes of an [`Envelope`], refusing trailing bytes.
+    pub fn decode(bytes: &'a [u8]) -> Result<Self, ErrorCode> {
+        let mut r = Reader { bytes };
+        let env = Self::read(&mut r)?;
+        r.end()?;
+        Ok(env)
+    }
+
+    fn read(r: &mut Reader<'a>) -> Result<Self, ErrorCode> {
+        Ok(Self {
+            id: r.u64()?,
+            msg_type: r.str()?,
+            codec: r.codec()?,
+            reply: r.opt_u32()?,
+            deadline_ms: r.opt_u64()?,
+            chain: r.varints()?,
+            trace: if r.some()? {
+                Some(TraceContext {
+                    trace_id: r.array()?,
+                    span_id: r.array()?,
+                })
+            } else {
+                None
+            },
+            sender: r.opt_str()?,
+            subject: r.opt_str()?,
+            idempotency_key: r.opt_str()?,
+            attachments: r.varints()?,
+            ext: r.exts()?,
+            payload: r.bytes()?,
+        })
+    }
+
+    /// An owned copy.
+    pub fn to_envelope(&self) -> Envelope {
+        Envelope {
+            id: self.id,
+            msg_type: self.msg_type.to_owned(),
+            codec: self.codec,
+            reply: self.reply,
+            deadline_ms: self.deadline_ms,
+            chain: self.chain.to_vec(),
+            trace: self.trace,
+            sender: self.sender.map(ToOwned::to_owned),
+            subject: self.subject.map(ToOwned::to_owned),
+            idempotency_key: self.idempotency_key.map(ToOwned::to_owned),
+            attachments: self.attachments.to_vec(),
+            ext: self.ext.to_vec(),
+            payload: self.payload.to_vec(),
+        }
+    }
+}
+
+/// A [`ReplyBody`] borrowing its payload or message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplyView<'a> {
+    /// A successful reply.
+    Ok {
+        /// How `payload` is encoded.
+        codec: Codec,
+        /// The encoded reply value.
+        payload: &'a [u8],
+    },
+    /// A typed failure and a human-readable message.
+    Error {
+        /// What kind of failure.
+        code: ErrorCode,
+        /// Details for a person.
+        message: &'a str,
+    },
+}
+
+impl ReplyView<'_> {
+    /// An owned copy.
+    pub fn to_reply_body(&self) -> ReplyBody {
+        match *self {
+            Self::Ok { codec, payload } => ReplyBody::Ok {
+                codec,
+                payload: payload.to_vec(),
+            },
+            Self::Error { code, message } => ReplyBody::Error {
+                code,
+                message: message.to_owned(),
+            },
+        }
+    }
+}
+
+/// A [`Completion`] borrowing its reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CompletionView<'a> {
+    /// A send or publish that waited for room was delivered.
+    Done,
+    /// The reply to a request.
+    Reply(ReplyView<'a>),
+    /// The operation failed.
+    Failed(ErrorCode),
+}
+
+impl CompletionView<'_> {
+    /// An owned copy.
+    pub fn to_completion(&self) -> Completion {
+        match self {
+            Self::Done => Completion::Done,
+            Self::Reply(body) => Completion::Reply(body.to_reply_body()),
+            Self::Failed(code) => Completion::Failed(*code),
+        }
+    }
+}
+
+/// An [`Event`] borrowing from the bytes it was decoded from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventView<'a> {
+    /// The first event of every instance.
+    Start {
+        /// The actor's address.
+        name: &'a str,
+        /// Which instance of the actor this is.
+        instance: u32,
+        /// The actor's configuration, as JSON.
+        config: &'a [u8],
+    },
+    /// A message from the mailbox.
+    Message(EnvelopeView<'a>),
+    /// The outcome of an operation that returned an operation id.
+    Completion {
+        /// The operation id the host returned.
+        op: u32,
+        /// Its outcome.
+        result: CompletionView<'a>,
+    },
+    /// The instance is being stopped.
+    Stop,
+}
+
+impl<'a> EventView<'a> {
+    /// Decodes the bytes of an [`Event`] without allocating, refusing what
+    /// [`decode::<Event>`](crate::decode) refuses (trailing bytes included).
+    pub fn decode(bytes: &'a [u8]) -> Result<Self, ErrorCode> {
+        let mut r = Reader { bytes };
+        let event = match r.variant()? {
+            0 => Self::Start {
+                name: r.str()?,
+                instance: r.u32()?,
+                config: r.bytes()?,
+            },
+            1 => Self::Message(EnvelopeView::read(&mut r)?),
+            2 => Self::Completion {
+                op: r.u32()?,
+                result: match r.variant()? {
+                    0 => CompletionView::Done,
+                    1 => CompletionView::Reply(match r.variant()? {
+                        0 => ReplyView::Ok {
+                            codec: r.codec()?,
+                            payload: r.bytes()?,
+                        },
+                        1 => ReplyView::Error {
+                            code: r.error_code()?,
+                            message: r.str()?,
+                        },
+                        _ => return Err(MALFORMED),
+                    }),
+                    2 => CompletionView::Failed(r.error_code()?),
+                    _ => return Err(MALFORMED),
+                },
+            },
+            3 => Self::Stop,
+            _ => return Err(MALFORMED),
+        };
+        r.end()?;
+        Ok(event)
+    }
+
+    /// An owned copy.
+    pub fn to_event(&self) -> Event {
+        match *self {
+            Self::Start {
+                name,
+                instance,
+                config,
+            } => Event::Start {
+                name: name.to_owned(),
+                instance,
+                config: config.to_vec(),
+            },
+            Self::Message(env) => Event::Message(env.to_envelope()),
+            Self::Completion { op, result } => Event::Completion {
+                op,
+                result: result.to_completion(),
+            },
+            Self::Stop => Event::Stop,
+        }
+    }
+}
+
+/// Appends a varint.
+#[inline]
+fn put_varint(buf: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        buf.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    buf.push(v as u8);
+}
+
+/// Appends a length-prefixed byte string.
+#[inline]
+fn put_bytes(buf: &mut Vec<u8>, bytes: &[u8]) {
+    put_varint(buf, bytes.len() as u64);
+    buf.extend_from_slice(bytes);
+}
+
+/// Appends a codec (its variant index).
+#[inline]
+fn put_codec(buf: &mut Vec<u8>, codec: Codec) {
+    buf.push(match codec {
+        Codec::Postcard => 0,
+        Codec::Json => 1,
+    });
+}
+
+/// Appends the bytes `write` appends to `buf`, preceded by their length: the encoding of a byte
+/// string whose length is not known in advance. The bytes are written in place and moved once by
+/// the length prefix's size (one byte below 128 bytes).
+#[inline]
+fn put_bytes_with<E>(
+    buf: &mut Vec<u8>,
+    write: impl FnOnce(&mut Vec<u8>) -> Result<(), E>,
+) -> Result<(), E> {
+    let start = buf.len();
+    if let Err(e) = write(buf) {
+        buf.truncate(start);
+        return Err(e);
+    }
+    let len = buf.len() - start;
+    let mut prefix = [0u8; 10];
+    let mut n = 0;
+    let mut v = len as u64;
+    while v >= 0x80 {
+        prefix[n] = (v as u8) | 0x80;
+        v >>= 7;
+        n += 1;
+    }
+    prefix[n] = v as u8;
+    n += 1;
+    // Make room for the prefix and move the bytes behind it.
+    buf.extend_from_slice(&prefix[..n]);
+    buf.copy_within(start..start + len, start + n);
+    buf[start..start + n].copy_from_slice(&prefix[..n]);
+    Ok(())
+}
+
+/// The fields of an [`Outbound`](crate::Outbound) other than its payload, borrowed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutboundHead<'a> {
+    /// An actor name (send, request) or a subject (publish).
+    pub target: &'a str,
+    /// The stable wire name of the message type.
+    pub msg_type: &'a str,
+    /// How the payload is encoded.
+    pub codec: Codec,
+    /// For requests: how long to wait for the reply.
+    pub timeout_ms: Option<u64>,
+    /// An idempotency key for the receiver.
+    pub idempotency_key: Option<&'a str>,
+    /// Extensions.
+    pub ext: &'a [Ext],
+}
+
+impl OutboundHead<'_> {
+    /// Appends the bytes of the [`Outbound`](crate::Outbound) with these fields and `payload`.
+    pub fn encode_into(&self, payload: &[u8], buf: &mut Vec<u8>) {
+        let written: Result<(), core::convert::Infallible> = self.encode_with(buf, |b| {
+            b.extend_from_slice(payload);
+            Ok(())
+        });
+        let Ok(()) = written;
+    }
+
+    /// Appends the bytes of the [`Outbound`](crate::Outbound) with these fields and the payload
+    /// that `write_payload` appends to the buffer it is given. When `write_payload` fails,
+    /// `buf` is left as it was.
+    pub fn encode_with<E>(
+        &self,
+        buf: &mut Vec<u8>,
+        write_payload: impl FnOnce(&mut Vec<u8>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let start = buf.len();
+        put_bytes(buf, self.target.as_bytes());
+        put_bytes(buf, self.msg_type.as_bytes());
+        put_codec(buf, self.codec);
+        if let Err(e) = put_bytes_with(buf, write_payload) {
+            buf.truncate(start);
+            return Err(e);
+        }
+        match self.timeout_ms {
+            Some(ms) => {
+                buf.push(1);
+                put_varint(buf, ms);
+            }
+            None => buf.push(0),
+        }
+        match self.idempotency_key {
+            Some(key) => {
+                buf.push(1);
+                put_bytes(buf, key.as_bytes());
+            }
+            None => buf.push(0),
+        }
+        put_varint(buf, self.ext.len() as u64);
+        for ext in self.ext {
+            put_bytes(buf, ext.key.as_bytes());
+            put_bytes(buf, &ext.value);
+        }
+        Ok(())
+    }
+}
+
+/// Appends the bytes of a [`ReplyBody::Ok`] in `codec` with the payload that `write_payload`
+/// appends to the buffer it is given. When `write_payload` fails, `buf` is left as it was.
+pub fn encode_reply_ok_with<E>(
+    buf: &mut Vec<u8>,
+    codec: Codec,
+    write_payload: impl FnOnce(&mut Vec<u8>) -> Result<(), E>,
+) -> Result<(), E> {
+    let start = buf.len();
+    buf.push(0);
+    put_codec(buf, codec);
+    put_bytes_with(buf, write_payload).inspect_err(|_| buf.truncate(start))
+}
+
+/// Appends an optional string.
+#[inline]
+fn put_opt_str(buf: &mut Vec<u8>, s: Option<&str>) {
+    match s {
+        Some(s) => {
+            buf.push(1);
+            put_bytes(buf, s.as_bytes());
+        }
+        None => buf.push(0),
+    }
+}
+
+/// Appends an optional varint.
+#[inline]
+fn put_opt_varint(buf: &mut Vec<u8>, v: Option<u64>) {
+    match v {
+        Some(v) => {
+            buf.push(1);
+            put_varint(buf, v);
+        }
+        None => buf.push(0),
+    }
+}
+
+/// Appends an error code (its variant index).
+fn put_error_code(buf: &mut Vec<u8>, code: ErrorCode) {
+    let index = ErrorCode::ALL.iter().position(|c| *c == code).unwrap_or(0);
+    put_varint(buf, index as u64);
+}
+
+/// Appends the bytes of `env` (what [`encode`](crate::encode) gives, without serde).
+pub fn encode_envelope_into(env: &Envelope, buf: &mut Vec<u8>) {
+    put_varint(buf, env.id);
+    put_bytes(buf, env.msg_type.as_bytes());
+    put_codec(buf, env.codec);
+    put_opt_varint(buf, env.reply.map(u64::from));
+    put_opt_varint(buf, env.deadline_ms);
+    put_varint(buf, env.chain.len() as u64);
+    for &id in &env.chain {
+        put_varint(buf, id);
+    }
+    match &env.trace {
+        Some(trace) => {
+            buf.push(1);
+            buf.extend_from_slice(&trace.trace_id);
+            buf.extend_from_slice(&trace.span_id);
+        }
+        None => buf.push(0),
+    }
+    put_opt_str(buf, env.sender.as_deref());
+    put_opt_str(buf, env.subject.as_deref());
+    put_opt_str(buf, env.idempotency_key.as_deref());
+    put_varint(buf, env.attachments.len() as u64);
+    for &handle in &env.attachments {
+        put_varint(buf, u64::from(handle));
+    }
+    put_varint(buf, env.ext.len() as u64);
+    for ext in &env.ext {
+        put_bytes(buf, ext.key.as_bytes());
+        put_bytes(buf, &ext.value);
+    }
+    put_bytes(buf, &env.payload);
+}
+
+/// Appends the bytes of `event` (what [`encode`](crate::encode) gives, without serde): the host
+/// encodes one per event handed to a guest.
+pub fn encode_event_into(event: &Event, buf: &mut Vec<u8>) {
+    match event {
+        Event::Start {
+            name,
+            instance,
+            config,
+        } => {
+            buf.push(0);
+            put_bytes(buf, name.as_bytes());
+            put_varint(buf, u64::from(*instance));
+            put_bytes(buf, config);
+        }
+        Event::Message(env) => {
+            buf.push(1);
+            encode_envelope_into(env, buf);
+        }
+        Event::Completion { op, result } => {
+            buf.push(2);
+            put_varint(buf, u64::from(*op));
+            match result {
+                Completion::Done => buf.push(0),
+                Completion::Reply(ReplyBody::Ok { codec, payload }) => {
+                    buf.extend_from_slice(&[1, 0]);
+                    put_codec(buf, *codec);
+                    put_bytes(buf, payload);
+                }
+                Completion::Reply(ReplyBody::Error { code, message }) => {
+                    buf.extend_from_slice(&[1, 1]);
+                    put_error_code(buf, *code);
+                    put_bytes(buf, message.as_bytes());
+                }
+                Completion::Failed(code) => {
+                    buf.push(2);
+                    put_error_code(buf, *code);
+                }
+            }
+        }
+        Event::Stop => buf.push(3),
+    }
+}

@@ -1,0 +1,128 @@
+//! `stop`: an actor asking to end its own instance (a *normal* exit); `watch` and `unwatch`:
+//! a `Down` message when a watched actor's instance ends; `spawn`: a new actor at run time.
+
+use bunraku_abi::{Down, DownReason, ErrorCode, Spawn};
+use wasmtime::Caller;
+
+use super::{HostResult, fail};
+use crate::actor::{ActorState, deliver_down, next_watch_id};
+use crate::grants::{Act, permits};
+
+pub(crate) fn stop(caller: Caller<'_, ActorState>) -> HostResult {
+    caller.data().cell.request_normal_exit();
+    Ok(0)
+}
+
+/// Longest actor name `watch` reads.
+const MAX_NAME: u32 = 1024;
+
+pub(crate) fn watch(mut caller: Caller<'_, ActorState>, ptr: u32, len: u32) -> HostResult {
+    if len > MAX_NAME {
+        return fail(ErrorCode::TooLarge);
+    }
+    let name = super::messaging::read_str(&caller, ptr, len)?;
+    let st = caller.data_mut();
+    if !permits(st, Act::Watch(&name)) {
+        return fail(ErrorCode::Denied);
+    }
+    let id = next_watch_id();
+    match st.host.registry.lookup(&name) {
+        Some(group) => {
+            group.watch(id, st.cell.clone());
+            st.watches.push((id, group));
+        }
+        None => deliver_down(
+            &st.host,
+            &st.cell,
+            Down {
+                watch: id,
+                actor: name,
+                instance: 0,
+                reason: DownReason::NoSuchActor,
+            },
+        ),
+    }
+    Ok(id as i64)
+}
+
+pub(crate) fn unwatch(mut caller: Caller<'_, ActorState>, id: u64) -> HostResult {
+    let st = caller.data_mut();
+    let Some(at) = st.watches.iter().position(|(w, _)| *w == id) else {
+        return fail(ErrorCode::Invalid);
+    };
+    let (_, group) = st.watches.swap_remove(at);
+    group.unwatch(id);
+    Ok(0)
+}
+
+/// Largest `Spawn` accepted (name, module name and configuration).
+const MAX_SPAWN: u32 = 64 * 1024;
+
+pub(crate) fn spawn(caller: Caller<'_, ActorState>, ptr: u32, len: u32) -> HostResult {
+    let req: Spawn = match super::read(&caller, ptr, len, MAX_SPAWN as usize)? {
+        Ok(req) => req,
+        Err(code) => return fail(code),
+    };
+    let st = caller.data();
+    let refuse = |code: ErrorCode, why: &str| {
+        st.host.logs.emit(
+            &st.cell.name,
+            st.cell.instance,
+            bunraku_abi::level::WARN,
+            &format!(
+                "spawn of `{}` from `{}` refused: {why}",
+                req.name, req.module
+            ),
+        );
+        fail(code)
+    };
+    let Some((module, template)) = st
+        .host
+        .spawnable
+        .get(&req.module)
+        .map(|e| e.value().clone())
+    else {
+        return refuse(ErrorCode::NotFound, "no spawnable module has that name");
+    };
+    if let Err(why) = crate::manifest::validate_actor_name(&req.name) {
+        return refuse(ErrorCode::Invalid, &why);
+    }
+    let config = if req.config.is_empty() {
+        serde_json::Value::Null
+    } else {
+        match serde_json::from_slice(&req.config) {
+            Ok(config) => config,
+            Err(e) => return refuse(ErrorCode::Invalid, &format!("config is not JSON: {e}")),
+        }
+    };
+    let mut spec = template;
+    spec.name = req.name.clone();
+    spec.config = config;
+    let mut patterns = Vec::new();
+    for sub in &spec.subscriptions {
+        match crate::subject::Pattern::parse(&sub.pattern) {
+            Ok(p) => patterns.push((p, sub.policy)),
+            Err(e) => return refuse(ErrorCode::Invalid, &e.to_string()),
+        }
+    }
+    let handle = tokio::runtime::Handle::current();
+    let group = match st.host.start_group(&spec, module, patterns, &handle) {
+        Ok(group) => group,
+        Err(crate::DeployError::Duplicate(_)) => {
+            return refuse(ErrorCode::AlreadyExists, "the name is taken");
+        }
+        Err(e) => return refuse(ErrorCode::Invalid, &e.to_string()),
+    };
+    // Under the spawner's supervisor, with the spawnable's restart type.
+    if let Some(link) = st.group.supervisor.get() {
+        let child = crate::supervisor::ChildSpec {
+            name: req.name.clone(),
+            restart: spec.restart_type,
+        };
+        st.host
+            .supervisors
+            .add_child(link.supervisor(), child, group);
+    }
+    tracing::info!(actor = %st.cell.name, spawned = %req.name, module = %req.module, "spawned");
+    Ok(0)
+}

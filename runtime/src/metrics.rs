@@ -1,0 +1,234 @@
+//! The host's figures in the Prometheus text exposition format (version 0.0.4).
+//!
+//! The same numbers `bunraku ps` shows ([`ActorStatus`]), one sample per actor instance, labelled
+//! with `actor` and `instance`, plus host-wide counters. [`render`] produces the text; the control
+//! socket serves it (`bunraku metrics`), and an HTTP listener can serve it at `/metrics`.
+//!
+//! ```
+//! use bunraku_runtime::ActorStatus;
+//! let status = ActorStatus {
+//!     name: "echo".into(),
+//!     instance: 0,
+//!     phase: "running".into(),
+//!     mailbox: 2,
+//!     mailbox_bound: 1024,
+//!     handled: 10,
+//!     restarts: 0,
+//!     failures: 0,
+//!     dead_letters: 0,
+//!     memory: 131072,
+//!     pending: 0,
+//!     last_failure: None,
+//!     handles: vec!["Echo?".into()],
+//!     supervisor: None,
+//! };
+//! let text = bunraku_runtime::metrics::render(&[status], 0);
+//! assert!(text.contains("bunraku_actor_mailbox_depth{actor=\"echo\",instance=\"0\"} 2\n"));
+//! ```
+
+use std::fmt::Write;
+
+use crate::ActorStatus;
+
+/// The content type of [`render`]'s output, for an HTTP response.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// One per-instance metric: name, type, help, and how to read it from a status.
+struct Metric {
+    name: &'static str,
+    kind: &'static str,
+    help: &'static str,
+    value: fn(&ActorStatus) -> u64,
+}
+
+const METRICS: &[Metric] = &[
+    Metric {
+        name: "bunraku_actor_mailbox_depth",
+        kind: "gauge",
+        help: "Messages waiting in the instance's mailbox.",
+        value: |s| s.mailbox as u64,
+    },
+    Metric {
+        name: "bunraku_actor_mailbox_capacity",
+        kind: "gauge",
+        help: "The mailbox bound.",
+        value: |s| s.mailbox_bound as u64,
+    },
+    Metric {
+        name: "bunraku_actor_messages_handled_total",
+        kind: "counter",
+        help: "Messages handed to the guest.",
+        value: |s| s.handled,
+    },
+    Metric {
+        name: "bunraku_actor_restarts_total",
+        kind: "counter",
+        help: "Restarts after failures.",
+        value: |s| s.restarts,
+    },
+    Metric {
+        name: "bunraku_actor_failures_total",
+        kind: "counter",
+        help: "Traps and failed instantiations.",
+        value: |s| s.failures,
+    },
+    Metric {
+        name: "bunraku_actor_dead_letters_total",
+        kind: "counter",
+        help: "Messages that could not be delivered to or handled by the instance.",
+        value: |s| s.dead_letters,
+    },
+    Metric {
+        name: "bunraku_actor_memory_bytes",
+        kind: "gauge",
+        help: "Linear memory of the instance.",
+        value: |s| s.memory,
+    },
+    Metric {
+        name: "bunraku_actor_pending_operations",
+        kind: "gauge",
+        help: "Operations the instance is waiting on.",
+        value: |s| s.pending,
+    },
+];
+
+/// The phases an instance can be in, each exported as a 0/1 gauge.
+const PHASES: &[&str] = &["starting", "running", "restarting", "stopped"];
+
+/// Renders `actors` (as [`Host::actors`](crate::Host::actors) returns them) and the host's count
+/// of published messages that matched no subscription.
+pub fn render(actors: &[ActorStatus], unroutable: u64) -> String {
+    let mut out = String::new();
+    for m in METRICS {
+        header(&mut out, m.name, m.kind, m.help);
+        for s in actors {
+            sample(&mut out, m.name, s, None, (m.value)(s));
+        }
+    }
+    header(
+        &mut out,
+        "bunraku_actor_phase",
+        "gauge",
+        "1 for the instance's current phase, 0 for the others.",
+    );
+    for s in actors {
+        for phase in PHASES {
+            sample(
+                &mut out,
+                "bunraku_actor_phase",
+                s,
+                Some(("phase", phase)),
+                u64::from(s.phase == *phase),
+            );
+        }
+    }
+    header(
+        &mut out,
+        "bunraku_unroutable_total",
+        "counter",
+        "Published messages that matched no subscription.",
+    );
+    // Writing to a String cannot fail.
+    let _ = writeln!(out, "bunraku_unroutable_total {unroutable}");
+    out
+}
+
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+fn sample(out: &mut String, name: &str, s: &ActorStatus, extra: Option<(&str, &str)>, value: u64) {
+    let _ = write!(
+        out,
+        "{name}{{actor=\"{}\",instance=\"{}\"",
+        escape(&s.name),
+        s.instance
+    );
+    if let Some((key, v)) = extra {
+        let _ = write!(out, ",{key}=\"{}\"", escape(v));
+    }
+    let _ = writeln!(out, "}} {value}");
+}
+
+/// Escapes a label value: backslash, double quote and newline.
+fn escape(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(name: &str, instance: u32, phase: &str) -> ActorStatus {
+        ActorStatus {
+            name: name.into(),
+            instance,
+            phase: phase.into(),
+            mailbox: 3,
+            mailbox_bound: 8,
+            handled: 42,
+            restarts: 1,
+            failures: 2,
+            dead_letters: 4,
+            memory: 65536,
+            pending: 5,
+            last_failure: Some("trap".into()),
+            handles: Vec::new(),
+            supervisor: None,
+        }
+    }
+
+    #[test]
+    fn every_metric_has_help_type_and_one_sample_per_instance() {
+        let text = render(
+            &[status("a", 0, "running"), status("a", 1, "restarting")],
+            7,
+        );
+        for m in METRICS {
+            assert!(text.contains(&format!("# TYPE {} {}\n", m.name, m.kind)));
+            let samples = text
+                .lines()
+                .filter(|l| l.starts_with(&format!("{}{{", m.name)))
+                .count();
+            assert_eq!(samples, 2, "{}", m.name);
+        }
+        assert!(
+            text.contains("bunraku_actor_messages_handled_total{actor=\"a\",instance=\"1\"} 42\n")
+        );
+        assert!(
+            text.contains(
+                "bunraku_actor_phase{actor=\"a\",instance=\"1\",phase=\"restarting\"} 1\n"
+            )
+        );
+        assert!(
+            text.contains("bunraku_actor_phase{actor=\"a\",instance=\"1\",phase=\"running\"} 0\n")
+        );
+        assert!(text.ends_with("bunraku_unroutable_total 7\n"));
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        let text = render(&[status("we\"ird\\na\nme", 0, "running")], 0);
+        assert!(text.contains("actor=\"we\\\"ird\\\\na\\nme\""), "{text}");
+    }
+
+    #[test]
+    fn every_line_is_a_comment_or_a_sample_with_a_number() {
+        for line in render(&[status("a", 0, "stopped")], 0).lines() {
+            if line.starts_with('#') {
+                continue;
+            }
+            let (_, value) = line.rsplit_once(' ').expect("name and value");
+            value.parse::<u64>().expect("numeric value");
+        }
+    }
+}

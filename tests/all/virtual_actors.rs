@@ -1,0 +1,150 @@
+//! Virtual actors: addressed as `TYPE/KEY`, activated by their first message, deactivated when
+//! idle (only when they persist state) and activated again with their saved state; one
+//! activation per key, however many first messages race.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bunraku_runtime::{CallError, ClientMessage, Host};
+use bunraku_tests::*;
+use serde_json::{Value, json};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// A host with the `stateful` guest deployed as the virtual type `account`.
+fn accounts(idle: Duration) -> Arc<Host> {
+    let host = host();
+    let mut account = spec("account", "stateful");
+    account.virtual_idle = Some(idle);
+    deploy_spec(&host, &account);
+    host
+}
+
+async fn add(host: &Host, to: &str, n: u64) {
+    host.send(ClientMessage::json(to, Some("Add"), &json!({ "n": n })))
+        .await
+        .unwrap();
+}
+
+async fn status(host: &Host, to: &str) -> Value {
+    host.call_json(to, Some("GetStateStatus"), json!({}))
+        .await
+        .unwrap()
+}
+
+fn phase(host: &Host, name: &str) -> Option<String> {
+    host.actor(name).first().map(|s| s.phase.clone())
+}
+
+async fn until_phase(host: &Host, name: &str, want: &str) {
+    eventually(WAIT, || {
+        (phase(host, name).as_deref() == Some(want)).then_some(())
+    })
+    .await
+    .unwrap_or_else(|| panic!("{name} is {:?}, not {want}", phase(host, name)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_key_is_deactivated_and_its_next_message_reactivates_it_with_its_state() {
+    let host = accounts(Duration::from_millis(200));
+    assert!(
+        host.actor("account/alice").is_empty(),
+        "nothing runs before a message"
+    );
+
+    add(&host, "account/alice", 5).await;
+    add(&host, "account/alice", 2).await;
+    let first = status(&host, "account/alice").await;
+    assert_eq!(
+        (first["value"].clone(), first["loaded"].clone()),
+        (json!(7), Value::Null)
+    );
+
+    until_phase(&host, "account/alice", "idle").await;
+    let memory = host.actor("account/alice")[0].memory;
+    // The next message starts a new instance, which loads what the last one saved.
+    let again = status(&host, "account/alice").await;
+    assert_eq!(
+        (again["value"].clone(), again["loaded"].clone()),
+        (json!(7), json!(7))
+    );
+    let s = &host.actor("account/alice")[0];
+    assert_eq!(
+        (s.phase.as_str(), s.restarts, s.failures),
+        ("running", 0, 0)
+    );
+    assert!(memory > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_are_separate_activations_with_separate_state() {
+    let host = accounts(Duration::from_secs(60));
+    add(&host, "account/alice", 1).await;
+    add(&host, "account/bob", 10).await;
+    assert_eq!(status(&host, "account/alice").await["value"], json!(1));
+    assert_eq!(status(&host, "account/bob").await["value"], json!(10));
+    let names: Vec<String> = host.actors().into_iter().map(|s| s.name).collect();
+    assert_eq!(names, ["account/alice", "account/bob"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_first_messages_make_one_activation() {
+    let host = accounts(Duration::from_secs(60));
+    let sends: Vec<_> = (0..50)
+        .map(|_| {
+            let host = host.clone();
+            tokio::spawn(async move { add(&host, "account/carol", 1).await })
+        })
+        .collect();
+    for s in sends {
+        s.await.unwrap();
+    }
+    let carol = status(&host, "account/carol").await;
+    // One instance saw all 50, starting from nothing: one activation.
+    assert_eq!(
+        (carol["value"].clone(), carol["loaded"].clone()),
+        (json!(50), Value::Null)
+    );
+    assert_eq!(host.actor("account/carol").len(), 1);
+    assert_eq!(host.actor("account/carol")[0].restarts, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_that_never_persisted_state_stays_active() {
+    let host = accounts(Duration::from_millis(50));
+    // `GetStateStatus` loads nothing (the key has no state) and saves nothing.
+    assert_eq!(status(&host, "account/dave").await["loaded"], Value::Null);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(phase(&host, "account/dave").as_deref(), Some("running"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_types_and_bad_keys_are_no_such_actor() {
+    let host = accounts(Duration::from_secs(60));
+    for name in ["nope/x", "account/", "account/a b", "account"] {
+        let r = host.call_json(name, Some("Get"), json!({})).await;
+        assert!(matches!(r, Err(CallError::NoSuchActor(_))), "{name}: {r:?}");
+    }
+    assert!(host.actors().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grant_for_the_type_covers_its_keys() {
+    let host = accounts(Duration::from_secs(60));
+    let mut client = spec("client", "testbed");
+    client.grants = bunraku_runtime::Grants::none().send_to("account");
+    deploy_spec(&host, &client);
+    // `Relay` requests `Ping`, which the stateful guest does not handle: the typed error shows
+    // the request got through the grant and reached an activation.
+    let r = host
+        .call_json("client", Some("Relay"), json!({"to": "account/erin"}))
+        .await
+        .unwrap();
+    assert_eq!(r, json!({"Err": "unknown message type"}));
+    assert_eq!(host.actor("account/erin").len(), 1);
+    let r = host
+        .call_json("client", Some("Relay"), json!({"to": "other/erin"}))
+        .await
+        .unwrap();
+    assert_eq!(r, json!({"Err": "denied"}));
+}
