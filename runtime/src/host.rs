@@ -216,7 +216,6 @@ impl Shared {
         for (cell, io) in cells.into_iter().zip(ios) {
             handle.spawn(run_cell(self.clone(), group.clone(), cell, io));
         }
-        tracing::info!(actor = %spec.name, instances = spec.instances, "deployed");
         Ok(group)
     }
 
@@ -615,8 +614,9 @@ impl Host {
             return Ok(());
         }
         self.shared
-            .start_group(spec, module, patterns, &self.handle)
-            .map(drop)
+            .start_group(spec, module, patterns, &self.handle)?;
+        tracing::info!(actor = %spec.name, instances = spec.instances, "deployed");
+        Ok(())
     }
 
     fn load_module(&self, wasm: &[u8]) -> Result<Arc<ActorModule>, LoadError> {
