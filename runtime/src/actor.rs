@@ -229,6 +229,8 @@ pub(crate) struct ActorCell {
     persisted: AtomicBool,
     /// The instance is being deactivated (idle virtual actor): the slot waits for a message.
     deactivating: AtomicBool,
+    /// The current instance has been entered once: its `on_start` ran (or is awaiting).
+    pub(crate) booted: AtomicBool,
     pub(crate) stop: Notify,
     /// Ends the running instance at once, without `on_stop` (after a stop timed out).
     kill: Notify,
@@ -257,6 +259,7 @@ impl ActorCell {
             normal_exit: AtomicBool::new(false),
             persisted: AtomicBool::new(false),
             deactivating: AtomicBool::new(false),
+            booted: AtomicBool::new(false),
             stop: Notify::new(),
             kill: Notify::new(),
             gate: crate::supervision::Gate::default(),
@@ -564,6 +567,8 @@ pub(crate) async fn run_cell(
         }
         first = false;
         reactivating = false;
+        // Before un-parking: whoever sees the slot un-parked sees `booted` reset.
+        cell.booted.store(false, Ordering::SeqCst);
         cell.gate.set_parked(false);
         cell.set_phase(ActorPhase::Starting);
         let started = host.clock.now();
@@ -680,7 +685,11 @@ async fn run_instance(
         store.set_epoch_deadline(budget);
         store.data_mut().batch = 0;
         match run.call(&mut store, ()) {
-            Ok(in_flight) => store.data_mut().in_flight = in_flight.max(0) as u32,
+            Ok(in_flight) => {
+                store.data_mut().in_flight = in_flight.max(0) as u32;
+                // The first entry ran `on_start` (or started it, if it awaits something).
+                cell.booted.store(true, Ordering::SeqCst);
+            }
             Err(err) => {
                 let reason = describe_trap(&store, &err);
                 return finish(store, Err(reason));

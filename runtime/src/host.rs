@@ -549,8 +549,8 @@ impl Host {
         Ok(())
     }
 
-    /// Waits (up to 5 s) until every instance of actor `name` has been instantiated, or has
-    /// failed: how a manifest's supervised actors start one after the other.
+    /// Waits (up to 5 s) until every instance of actor `name` has run its first entry (its
+    /// `on_start`), or has failed: how a manifest's supervised actors start one after the other.
     pub fn wait_started(&self, name: &str) {
         let Some(group) = self.shared.registry.lookup(name) else {
             return;
@@ -558,7 +558,8 @@ impl Host {
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
         while std::time::Instant::now() < deadline
             && group.cells.iter().any(|c| {
-                c.phase() == crate::actor::ActorPhase::Starting
+                !c.booted.load(Ordering::SeqCst)
+                    && c.phase() != crate::actor::ActorPhase::Stopped
                     && c.stats.failures.load(Ordering::Relaxed) == 0
             })
         {

@@ -397,10 +397,12 @@ impl Node {
 /// Waits (bounded) until a released slot's new instance is up, so that start order holds.
 async fn wait_started(cell: &ActorCell) {
     let up = async {
-        // The slot un-parks when it starts an instance; it is up once instantiated.
+        // The slot un-parks when it starts an instance; it is up once its first entry (which
+        // runs `on_start`) returned.
         loop {
             let phase = cell.phase();
-            if !cell.gate.is_parked() && phase == ActorPhase::Running
+            let booted = cell.booted.load(std::sync::atomic::Ordering::SeqCst);
+            if !cell.gate.is_parked() && phase == ActorPhase::Running && booted
                 || phase == ActorPhase::Stopped
                 || cell.gate.is_parked() && cell.gate.is_held()
             {
