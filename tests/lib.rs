@@ -104,6 +104,18 @@ pub fn spec(name: &str, guest_crate: &str) -> ActorSpec {
     ActorSpec::new(name, ModuleSource::Wasm(guest(guest_crate))).with_grants(Grants::all())
 }
 
+/// `spec` with manifest subscriptions on `patterns` (policy `wait`).
+pub fn subscribed(mut spec: ActorSpec, patterns: &[&str]) -> ActorSpec {
+    spec.subscriptions = patterns
+        .iter()
+        .map(|p| bunraku_runtime::manifest::SubscriptionSpec {
+            pattern: (*p).into(),
+            policy: bunraku_abi::Policy::Wait,
+        })
+        .collect();
+    spec
+}
+
 /// Deploys `guest_crate` as `name` with default settings.
 pub fn deploy(host: &Host, name: &str, guest_crate: &str) {
     deploy_spec(host, &spec(name, guest_crate));

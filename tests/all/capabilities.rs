@@ -54,15 +54,8 @@ fn target_for(function: &str) -> &'static str {
 
 /// A subscriber named `name` on `patterns` (manifest subscriptions: the operator's, no grant).
 fn subscriber(host: &Host, name: &str, patterns: &[&str]) {
-    let mut s = spec(name, "pubsub-subscriber").with_grants(Grants::none());
-    s.subscriptions = patterns
-        .iter()
-        .map(|p| SubscriptionSpec {
-            pattern: (*p).into(),
-            policy: Policy::Wait,
-        })
-        .collect();
-    deploy_spec(host, &s);
+    let s = spec(name, "pubsub-subscriber").with_grants(Grants::none());
+    deploy_spec(host, &subscribed(s, patterns));
 }
 
 /// The subjects of the ticks `name` has seen (`Report`), in order.

@@ -9,15 +9,7 @@ use bunraku_tests::*;
 use serde_json::{Value, json};
 
 fn subscriber(host: &bunraku_runtime::Host, name: &str, patterns: &[&str]) {
-    let mut s = spec(name, "pubsub-subscriber");
-    s.subscriptions = patterns
-        .iter()
-        .map(|p| SubscriptionSpec {
-            pattern: (*p).into(),
-            policy: Policy::Wait,
-        })
-        .collect();
-    deploy_spec(host, &s);
+    deploy_spec(host, &subscribed(spec(name, "pubsub-subscriber"), patterns));
 }
 
 async fn seen(host: &bunraku_runtime::Host, name: &str) -> Vec<(String, u64)> {
