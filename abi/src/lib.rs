@@ -44,7 +44,7 @@ pub const IMPORT_MODULE: &str = "bunraku";
 
 /// The version of this contract. A guest exports it from [`exports::ABI_VERSION`]; the host
 /// refuses a module whose version differs.
-pub const ABI_VERSION: u32 = 1;
+pub const ABI_VERSION: u32 = 2;
 
 /// Names of the functions and memory a guest module exports.
 pub mod exports {
@@ -259,7 +259,8 @@ pub struct Envelope {
     pub subject: Option<String>,
     /// An idempotency key set by the sender.
     pub idempotency_key: Option<String>,
-    /// Host-issued handles moved with the message (capabilities, later issues).
+    /// Actor references that came with the message, as handles in the *receiver's* reference
+    /// table (see `actor_ref`): each is a capability to send to that actor.
     pub attachments: Vec<u32>,
     /// Extensions.
     pub ext: Vec<Ext>,
@@ -340,7 +341,22 @@ pub struct Outbound {
     pub idempotency_key: Option<String>,
     /// Extensions.
     pub ext: Vec<Ext>,
+    /// For `send` and `request`: address the actor through this handle of the sender's reference
+    /// table instead of `target` (the handle is the grant; `target` is ignored).
+    pub to_ref: Option<u32>,
+    /// Handles of the sender's reference table to pass on with the message (at most
+    /// [`MAX_ATTACHMENTS`]); the receiver gets its own handles to the same actors. Not for
+    /// `publish`.
+    pub attachments: Vec<u32>,
 }
+
+/// The most actor references one message may carry.
+pub const MAX_ATTACHMENTS: usize = 16;
+
+/// The most actor references one instance may hold; a reference that would exceed it is not
+/// issued ([`ErrorCode::TooManyPending`] for `actor_ref`, a warning and a dead letter for an
+/// attachment).
+pub const MAX_REFS: usize = 4096;
 
 /// What the guest passes to `subscribe`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -372,6 +388,25 @@ pub struct Spawn {
     /// Its configuration as JSON (what `on_start` receives); empty means `null`.
     pub config: Vec<u8>,
 }
+
+/// What the guest passes to `timer_set`: a message this instance sends itself after a delay, and
+/// then every period when one is given.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Timer {
+    /// The message's wire name (a type this actor handles).
+    pub msg_type: String,
+    /// How `payload` is encoded.
+    pub codec: Codec,
+    /// The encoded message, delivered on every firing.
+    pub payload: Vec<u8>,
+    /// Milliseconds until the first firing (`0`: as soon as the instance is free).
+    pub delay_ms: u64,
+    /// For a periodic timer, milliseconds from one firing to the next (at least 1).
+    pub period_ms: Option<u64>,
+}
+
+/// The most timers one instance may hold at once.
+pub const MAX_TIMERS: usize = 1024;
 
 /// The wire name of the message a watcher receives ([`Down`]).
 pub const DOWN_MESSAGE: &str = "bunraku.Down";
@@ -450,6 +485,8 @@ pub enum Capability {
     Storage,
     /// Starting actors at run time.
     Spawn,
+    /// Setting timers.
+    Timers,
 }
 
 /// A wasm value type in the host function table.
@@ -585,6 +622,41 @@ macro_rules! for_each_host_fn {
             /// [`ErrorCode::Invalid`](crate::ErrorCode::Invalid) for a bad name or configuration.
             fn spawn(ptr: u32, len: u32) -> i64,
                 capability = Spawn, module = lifecycle;
+            /// Returns a handle (`> 0`) in this instance's reference table to the actor named by
+            /// the UTF-8 name at `ptr..ptr+len`: a capability that can be attached to messages
+            /// ([`Outbound::attachments`](crate::Outbound::attachments)) and sent to
+            /// ([`Outbound::to_ref`](crate::Outbound::to_ref)) without a grant for the name.
+            /// Needs the grant to send to the name (checked per name, so an actor without grants
+            /// may still take a reference to itself, to hand out). Handles are per instance: a
+            /// handle this instance was not issued is
+            /// [`ErrorCode::Denied`](crate::ErrorCode::Denied) wherever it is used.
+            fn actor_ref(ptr: u32, len: u32) -> i64,
+                capability = None, module = refs;
+            /// Releases a handle of this instance's reference table;
+            /// [`ErrorCode::Invalid`](crate::ErrorCode::Invalid) for one it does not hold.
+            fn drop_ref(handle: u32) -> i64,
+                capability = None, module = refs;
+            /// Sets a [`Timer`](crate::Timer): this instance receives the timer's message, as an
+            /// ordinary message from itself, after the delay and then every period if it has one,
+            /// on the host's clock. Returns a timer id. Timers belong to the instance: they end
+            /// with it (stop, failure, deactivation), and their firings do not count as activity
+            /// for a virtual actor's idle timeout. A periodic timer has at most one firing waiting
+            /// to be handled: firings that come due meanwhile are merged into it.
+            /// [`ErrorCode::UnknownType`](crate::ErrorCode::UnknownType) for a message type the
+            /// actor does not handle, [`ErrorCode::TooManyPending`](crate::ErrorCode::TooManyPending)
+            /// past [`MAX_TIMERS`](crate::MAX_TIMERS).
+            fn timer_set(ptr: u32, len: u32) -> i64,
+                capability = Timers, module = timers;
+            /// Cancels timer `id`: it does not fire again (a firing already waiting is dropped).
+            /// [`ErrorCode::Invalid`](crate::ErrorCode::Invalid) for an id this instance does not
+            /// hold (a one-shot timer that fired is gone).
+            fn timer_cancel(id: u64) -> i64,
+                capability = Timers, module = timers;
+            /// Returns an operation id that completes with
+            /// [`Completion::Done`](crate::Completion::Done) after `ms` milliseconds on the
+            /// host's clock: a handler that waits, without holding a thread.
+            fn sleep(ms: u64) -> i64,
+                capability = Timers, module = timers;
             /// Writes a UTF-8 line to the actor's log at a [`level`](crate::level).
             fn log(level: u32, ptr: u32, len: u32) -> i64,
                 capability = None, module = logging;

@@ -699,6 +699,10 @@ pub struct OutboundHead<'a> {
     pub idempotency_key: Option<&'a str>,
     /// Extensions.
     pub ext: &'a [Ext],
+    /// Address the actor through this reference handle instead of `target`.
+    pub to_ref: Option<u32>,
+    /// Reference handles to pass on with the message.
+    pub attachments: &'a [u32],
 }
 
 impl OutboundHead<'_> {
@@ -745,6 +749,17 @@ impl OutboundHead<'_> {
         for ext in self.ext {
             put_bytes(buf, ext.key.as_bytes());
             put_bytes(buf, &ext.value);
+        }
+        match self.to_ref {
+            Some(handle) => {
+                buf.push(1);
+                put_varint(buf, u64::from(handle));
+            }
+            None => buf.push(0),
+        }
+        put_varint(buf, self.attachments.len() as u64);
+        for &handle in self.attachments {
+            put_varint(buf, u64::from(handle));
         }
         Ok(())
     }

@@ -120,8 +120,24 @@ fn reply_outbound_subscribe_descriptor_wire_bytes_are_stable() {
             timeout_ms: Some(1000),
             idempotency_key: None,
             ext: vec![],
+            to_ref: None,
+            attachments: vec![],
         },
-        &[1, b't', 1, b'M', 0, 1, 1, 1, 0xe8, 0x07, 0, 0],
+        &[1, b't', 1, b'M', 0, 1, 1, 1, 0xe8, 0x07, 0, 0, 0, 0],
+    );
+    golden(
+        Outbound {
+            target: String::new(),
+            msg_type: "M".into(),
+            codec: Codec::Postcard,
+            payload: vec![],
+            timeout_ms: None,
+            idempotency_key: None,
+            ext: vec![],
+            to_ref: Some(300),
+            attachments: vec![1, 128],
+        },
+        &[0, 1, b'M', 0, 0, 0, 0, 0, 1, 0xac, 0x02, 2, 1, 0x80, 0x01],
     );
     golden(
         Subscribe {
@@ -344,12 +360,12 @@ mod views {
             key: "x".into(),
             value: vec![9],
         }];
-        for (len, timeout_ms, key, ext) in [
-            (1, Some(1000), None, &[][..]),
-            (0, None, Some("k"), &ext[..]),
-            (127, None, None, &[]),
-            (128, Some(u64::MAX), None, &[]),
-            (16_384, None, None, &ext),
+        for (len, timeout_ms, key, ext, to_ref, attachments) in [
+            (1, Some(1000), None, &[][..], None, &[][..]),
+            (0, None, Some("k"), &ext[..], Some(7), &[1, u32::MAX][..]),
+            (127, None, None, &[], None, &[]),
+            (128, Some(u64::MAX), None, &[], Some(u32::MAX), &[]),
+            (16_384, None, None, &ext, None, &[3]),
         ] {
             let owned = Outbound {
                 target: "t".into(),
@@ -359,6 +375,8 @@ mod views {
                 timeout_ms,
                 idempotency_key: key.map(Into::into),
                 ext: ext.to_vec(),
+                to_ref,
+                attachments: attachments.to_vec(),
             };
             let head = OutboundHead {
                 target: "t",
@@ -367,6 +385,8 @@ mod views {
                 timeout_ms,
                 idempotency_key: key,
                 ext,
+                to_ref,
+                attachments,
             };
             let mut buf = vec![0xee];
             head.encode_into(&owned.payload, &mut buf);
@@ -383,6 +403,8 @@ mod views {
             timeout_ms: None,
             idempotency_key: None,
             ext: &[],
+            to_ref: None,
+            attachments: &[],
         };
         let mut buf = vec![3];
         let failed = head.encode_with(&mut buf, |b| {

@@ -147,6 +147,8 @@ fn main() {
             timeout_ms: None,
             idempotency_key: None,
             ext: &[],
+            to_ref: None,
+            attachments: &[],
         };
         let written: Result<(), postcard::Error> = head.encode_with(&mut out_buf, |b| {
             let mut payload = [0u8; 16];

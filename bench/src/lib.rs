@@ -113,6 +113,20 @@ pub fn deploy(host: &Host, spec: &ActorSpec) {
         .unwrap_or_else(|e| panic!("deploying {}: {e}", spec.name));
 }
 
+/// Sends `Add { n: 1 }` to the virtual keys `counter/k{i}` for every `i` in `keys`, all at
+/// once, and waits until each is in its mailbox (the `stateful` guest as the type `counter`).
+pub async fn add_one_to_keys(host: &Host, keys: &[usize]) {
+    let adds = keys.iter().map(|i| async move {
+        let add = bunraku_runtime::ClientMessage::json(
+            format!("counter/k{i}"),
+            Some("Add"),
+            &serde_json::json!({"n": 1}),
+        );
+        host.send(add).await.expect("add");
+    });
+    futures::future::join_all(adds).await;
+}
+
 /// The median of some values (the mean of the middle two for an even count).
 pub fn median(values: &[f64]) -> f64 {
     let mut v = values.to_vec();

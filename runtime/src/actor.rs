@@ -60,9 +60,15 @@ pub(crate) struct ActorGroup {
 }
 
 impl ActorGroup {
-    /// Registers a watch of this actor by `watcher` under `id`.
-    pub(crate) fn watch(&self, id: u64, watcher: Arc<ActorCell>) {
-        self.watchers.lock().unwrap().push((id, watcher));
+    /// Registers a watch of this actor by `watcher` under `id`; `false` when the actor's
+    /// mailboxes are closed (stopped, or an evicted activation: look the name up again).
+    pub(crate) fn watch(&self, id: u64, watcher: Arc<ActorCell>) -> bool {
+        let mut watchers = self.watchers.lock().unwrap();
+        if self.cells.iter().all(|c| c.tx.is_closed()) {
+            return false;
+        }
+        watchers.push((id, watcher));
+        true
     }
 
     /// Ends watch `id`; whether it existed.
@@ -121,10 +127,7 @@ pub(crate) fn deliver_down(host: &Shared, watcher: &ActorCell, down: bunraku_abi
         ..Default::default()
     };
     let env = host.envelope(out, Vec::new(), None, None, Some("bunraku".into()), None);
-    let delivery = Delivery {
-        env: Box::new(env),
-        reply: None,
-    };
+    let delivery = Delivery::new(env);
     if watcher.tx.try_send(delivery).is_err() {
         watcher.dead_letter();
     }
@@ -355,6 +358,162 @@ pub(crate) struct OpMeta {
     pub trace: Option<TraceContext>,
 }
 
+/// The timers of one instance: what each sends, which are armed, which fired and wait for the
+/// guest. The instance's task arms what [`Timers::take_armed`] returns on the host clock and
+/// calls [`Timers::fired`] when one comes due; [`ActorState::next_event`] hands due firings out
+/// like mailbox messages.
+#[derive(Default)]
+pub(crate) struct Timers {
+    live: HashMap<u64, TimerEntry>,
+    next_id: u64,
+    /// Timers to arm: id, when it comes due (host clock), and the generation of that arming.
+    to_arm: Vec<(u64, Duration, u64)>,
+    /// Firings waiting for the guest, by deadline and id (each timer at most once).
+    due: VecDeque<(Duration, u64)>,
+}
+
+struct TimerEntry {
+    timer: bunraku_abi::Timer,
+    /// When the current arming comes due (host clock).
+    at: Duration,
+    /// Bumped on every arming: a firing of an older arming is ignored.
+    generation: u64,
+    waiting: bool,
+    /// Ends the armed wake-up at once when the timer is cancelled (so cancelled timers hold no
+    /// sleeping future).
+    abort: Option<futures::future::AbortHandle>,
+}
+
+impl Drop for TimerEntry {
+    fn drop(&mut self) {
+        if let Some(abort) = &self.abort {
+            abort.abort();
+        }
+    }
+}
+
+/// A timer's wake-up: its id and the generation it was armed with; `None` when cancelled.
+pub(crate) type TimerWake = Pin<Box<dyn Future<Output = Option<(u64, u64)>> + Send>>;
+
+impl Timers {
+    /// Registers a timer that comes due at `at` (host clock); its id, or `None` past
+    /// [`bunraku_abi::MAX_TIMERS`].
+    pub(crate) fn set(&mut self, timer: bunraku_abi::Timer, at: Duration) -> Option<u64> {
+        if self.live.len() >= bunraku_abi::MAX_TIMERS {
+            return None;
+        }
+        self.next_id += 1;
+        let id = self.next_id;
+        self.live.insert(
+            id,
+            TimerEntry {
+                timer,
+                at,
+                generation: 0,
+                waiting: false,
+                abort: None,
+            },
+        );
+        self.to_arm.push((id, at, 0));
+        Some(id)
+    }
+
+    /// Cancels timer `id`; whether this instance held it.
+    pub(crate) fn cancel(&mut self, id: u64) -> bool {
+        let held = self.live.remove(&id).is_some();
+        if held {
+            self.due.retain(|(_, d)| *d != id);
+        }
+        held
+    }
+
+    /// Drops every timer (the instance is stopping).
+    pub(crate) fn clear(&mut self) {
+        self.live.clear();
+        self.due.clear();
+        self.to_arm.clear();
+    }
+
+    /// The wake-ups to arm now, as futures on `clock`.
+    pub(crate) fn take_armed(&mut self, clock: &Arc<dyn crate::clock::Clock>) -> Vec<TimerWake> {
+        let mut wakes = Vec::with_capacity(self.to_arm.len());
+        let now = clock.now();
+        for (id, at, generation) in self.to_arm.drain(..) {
+            let delay = at.saturating_sub(now);
+            let Some(entry) = self.live.get_mut(&id) else {
+                continue;
+            };
+            let (abort, registration) = futures::future::AbortHandle::new_pair();
+            entry.abort = Some(abort);
+            let sleep = clock.sleep(delay);
+            let wake = futures::future::Abortable::new(sleep, registration);
+            wakes.push(
+                Box::pin(async move { wake.await.ok().map(|()| (id, generation)) }) as TimerWake,
+            );
+        }
+        wakes
+    }
+
+    /// Timer `id` of `generation` came due at host time `now`: queues its firing (once) and
+    /// re-arms a periodic one for its next period after `now` (periods that passed meanwhile
+    /// are skipped: their firings merge into the one queued).
+    pub(crate) fn fired(&mut self, id: u64, generation: u64, now: Duration) {
+        let Some(entry) = self.live.get_mut(&id) else {
+            return;
+        };
+        if entry.generation != generation {
+            return;
+        }
+        let key = (entry.at, id);
+        let queue = !entry.waiting;
+        entry.waiting = true;
+        if let Some(ms) = entry.timer.period_ms {
+            let period = Duration::from_millis(ms);
+            let behind = now.saturating_sub(entry.at).as_nanos() / period.as_nanos();
+            let skipped = u32::try_from(behind).unwrap_or(u32::MAX).saturating_add(1);
+            entry.at += period.saturating_mul(skipped);
+            entry.generation += 1;
+            self.to_arm.push((id, entry.at, entry.generation));
+        }
+        // A one-shot timer is gone once its firing is handed out (see `take_due`).
+        if queue {
+            // Firings that came due together are handed out in deadline order (`due` holds the
+            // deadline each firing was queued for).
+            let at = self
+                .due
+                .iter()
+                .position(|d| *d > key)
+                .unwrap_or(self.due.len());
+            self.due.insert(at, key);
+        }
+    }
+
+    /// The next firing for the guest: the timer's message type, codec and payload.
+    fn take_due(&mut self) -> Option<(String, bunraku_abi::Codec, Vec<u8>)> {
+        while let Some((_, id)) = self.due.pop_front() {
+            let Some(entry) = self.live.get_mut(&id) else {
+                continue;
+            };
+            entry.waiting = false;
+            let fired = (
+                entry.timer.msg_type.clone(),
+                entry.timer.codec,
+                entry.timer.payload.clone(),
+            );
+            if entry.timer.period_ms.is_none() {
+                self.live.remove(&id);
+            }
+            return Some(fired);
+        }
+        None
+    }
+
+    /// Whether a firing waits for the guest.
+    pub(crate) fn has_due(&self) -> bool {
+        !self.due.is_empty()
+    }
+}
+
 /// Events ready for `next`, besides mailbox messages.
 pub(crate) enum Ready {
     Start,
@@ -376,12 +535,18 @@ pub(crate) struct ActorState {
     pub scratch: Vec<u8>,
     pub replies: HashMap<u32, ReplySlot>,
     next_handle: u32,
+    /// This instance's actor references: handle to the actor's name. Handles are issued by
+    /// `actor_ref` and on delivery of attachments; the guest only ever holds the numbers.
+    pub refs: HashMap<u32, Arc<str>>,
+    next_ref: u32,
     pub ops: HashMap<u32, OpMeta>,
     next_op: u32,
     pub new_ops: Vec<PendingOp>,
     pub current: TaskMeta,
     pub resolved: HashMap<String, Arc<ActorGroup>>,
     pub subscriptions: Vec<u64>,
+    /// Timers this instance set (they end with it).
+    pub timers: Timers,
     /// Watches this instance made, with the watched group (they end with the instance).
     pub watches: Vec<(u64, Arc<ActorGroup>)>,
     pub stdio: [Vec<u8>; 2],
@@ -416,12 +581,15 @@ impl ActorState {
             scratch: Vec::new(),
             replies: HashMap::new(),
             next_handle: 0,
+            refs: HashMap::new(),
+            next_ref: 0,
             ops: HashMap::new(),
             next_op: 0,
             new_ops: Vec::new(),
             current: TaskMeta::default(),
             resolved: HashMap::new(),
             subscriptions: Vec::new(),
+            timers: Timers::default(),
             watches: Vec::new(),
             stdio: [Vec::new(), Vec::new()],
             budget_ticks,
@@ -487,6 +655,12 @@ impl ActorState {
         {
             return None;
         }
+        if let Some((msg_type, codec, payload)) = self.timers.take_due() {
+            self.batch += 1;
+            return Some(Event::Message(
+                self.timer_envelope(msg_type, codec, payload),
+            ));
+        }
         let delivery = match self.io.peeked.take() {
             Some(d) => d,
             None => self.io.mailbox.try_recv().ok()?,
@@ -495,14 +669,62 @@ impl ActorState {
         Some(Event::Message(self.accept(delivery)))
     }
 
+    /// The envelope of a timer's firing: a message from this actor to itself. Not counted as
+    /// handled (timers are not activity).
+    fn timer_envelope(
+        &mut self,
+        msg_type: String,
+        codec: bunraku_abi::Codec,
+        payload: Vec<u8>,
+    ) -> Envelope {
+        let out = bunraku_abi::Outbound {
+            msg_type,
+            codec,
+            payload,
+            ..Default::default()
+        };
+        let env = self.host.envelope(
+            out,
+            Vec::new(),
+            None,
+            None,
+            Some(self.group.name.to_string()),
+            None,
+        );
+        self.current = TaskMeta {
+            chain: Vec::new(),
+            msg_type: env.msg_type.clone(),
+            msg_id: env.id,
+            trace: None,
+        };
+        env
+    }
+
     /// Turns a delivery into the envelope the guest sees, keeping its reply slot.
     fn accept(&mut self, delivery: Delivery) -> Envelope {
-        let Delivery { env, reply } = delivery;
+        let Delivery { env, reply, refs } = delivery;
         let mut env = *env;
         if let Some(slot) = reply {
             self.next_handle = self.next_handle.wrapping_add(1).max(1);
             self.replies.insert(self.next_handle, slot);
             env.reply = Some(self.next_handle);
+        }
+        for name in refs.into_iter().flat_map(|r| r.into_vec()) {
+            match self.issue_ref(name) {
+                Some(handle) => env.attachments.push(handle),
+                None => {
+                    crate::grants::log_denial(
+                        self,
+                        &format!(
+                            "an actor reference attached to `{}` was dropped: the instance \
+                             holds {} references already",
+                            env.msg_type,
+                            bunraku_abi::MAX_REFS
+                        ),
+                    );
+                    self.cell.dead_letter();
+                }
+            }
         }
         self.current.chain.clone_from(&env.chain);
         self.current.msg_type.clone_from(&env.msg_type);
@@ -510,6 +732,21 @@ impl ActorState {
         self.current.trace = env.trace;
         self.cell.stats.handled.fetch_add(1, Ordering::Relaxed);
         env
+    }
+
+    /// A new handle in this instance's reference table for the actor `name`; `None` when the
+    /// table is full.
+    pub(crate) fn issue_ref(&mut self, name: Arc<str>) -> Option<u32> {
+        if self.refs.len() >= bunraku_abi::MAX_REFS {
+            return None;
+        }
+        loop {
+            self.next_ref = self.next_ref.wrapping_add(1).max(1);
+            if let std::collections::hash_map::Entry::Vacant(v) = self.refs.entry(self.next_ref) {
+                v.insert(name);
+                return Some(self.next_ref);
+            }
+        }
     }
 
     pub(crate) fn push_completion(&mut self, op: u32, result: Completion) {
@@ -578,7 +815,12 @@ pub(crate) async fn run_cell(
             && matches!(exit, Exit::Stopped)
             && !cell.stop_requested()
         {
-            // Deactivated while idle: no instance until the next message arrives.
+            // Deactivated while idle: gone from the registry, or (watched) no instance until
+            // the next message arrives.
+            if host.evict(&group, &mut io) {
+                cell.set_phase(ActorPhase::Stopped);
+                return;
+            }
             cell.set_phase(ActorPhase::Idle);
             cell.gate.set_parked(true);
             cell.persisted.store(false, Ordering::Relaxed);
@@ -674,6 +916,7 @@ async fn run_instance(
     cell.set_phase(ActorPhase::Running);
     store.data_mut().ready.push_back(Ready::Start);
     let mut pending: FuturesUnordered<PendingOp> = FuturesUnordered::new();
+    let mut timers: FuturesUnordered<TimerWake> = FuturesUnordered::new();
     let mut stopping = false;
     let concurrency = group.limits.concurrency as u32;
     // One waiter for the stop signal, registered once: a fresh `notified()` per turn would take
@@ -697,6 +940,7 @@ async fn run_instance(
         }
         let st = store.data_mut();
         pending.extend(st.new_ops.drain(..));
+        timers.extend(st.timers.take_armed(&host.clock));
         cell.stats
             .pending
             .store(pending.len() as u64, Ordering::Relaxed);
@@ -708,6 +952,10 @@ async fn run_instance(
         if stopping && st.in_flight == 0 && st.ready.is_empty() {
             return finish(store, Ok(()));
         }
+        if st.timers.has_due() && st.in_flight < concurrency && !stopping {
+            // A firing is waiting and the guest can take it: enter again at once.
+            continue;
+        }
         let can_take = !stopping && st.in_flight < concurrency && st.io.peeked.is_none();
         let mut killed = false;
         tokio::select! {
@@ -715,7 +963,14 @@ async fn run_instance(
             _ = kill_signal.as_mut() => killed = true,
             _ = stop_signal.as_mut(), if !stopping => {
                 stopping = true;
+                st.timers.clear();
+                timers.clear();
                 st.ready.push_back(Ready::Stop);
+            }
+            Some(wake) = timers.next(), if !timers.is_empty() => {
+                if let Some((id, generation)) = wake {
+                    st.timers.fired(id, generation, host.clock.now());
+                }
             }
             Some((op, result)) = pending.next(), if !pending.is_empty() => {
                 st.push_completion(op, result);
@@ -724,6 +979,8 @@ async fn run_instance(
                 Some(d) => st.io.peeked = Some(d),
                 None => {
                     stopping = true;
+                    st.timers.clear();
+                    timers.clear();
                     st.ready.push_back(Ready::Stop);
                 }
             },
@@ -731,9 +988,14 @@ async fn run_instance(
         if killed {
             return finish(store, Ok(()));
         }
-        // Hand every completion that is already there to the same guest entry.
+        // Hand every completion and timer firing that is already there to the same guest entry.
         while let Some(Some((op, result))) = pending.next().now_or_never() {
             st.push_completion(op, result);
+        }
+        while let Some(Some(wake)) = timers.next().now_or_never() {
+            if let Some((id, generation)) = wake {
+                st.timers.fired(id, generation, host.clock.now());
+            }
         }
     }
 }

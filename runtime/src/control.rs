@@ -310,9 +310,7 @@ async fn handle(host: Arc<Host>, stream: UnixStream, shutdown: Arc<Notify>) {
                 }
             }
             Request::Ps => Response::Actors(host.actors()),
-            Request::Metrics => {
-                Response::Metrics(crate::metrics::render(&host.actors(), host.unroutable()))
-            }
+            Request::Metrics => Response::Metrics(host.metrics_text()),
             Request::Stop { actor } => match host.stop_actor(&actor) {
                 Ok(()) => Response::Done,
                 Err(e) => error_reply(&e),

@@ -69,7 +69,7 @@ pub struct Grants {
     pub storage: bool,
     /// Whether it may start actors at run time (the `spawn` host function).
     pub spawn: bool,
-    /// Whether it may use timers (for the timer host functions, once there are any).
+    /// Whether it may set timers (`ctx.after`, `ctx.every`).
     pub timers: bool,
 }
 
@@ -149,9 +149,9 @@ impl Grants {
 
     /// The per-capability part of the check, before a host function decodes its arguments:
     /// [`Capability::None`] is always allowed, [`Capability::Storage`] needs `storage`,
-    /// [`Capability::Spawn`] needs `spawn`, and `Send`, `Publish` and `Subscribe` need at least
-    /// one grant of their kind (the target itself is checked once decoded). A capability this
-    /// version does not know is refused.
+    /// [`Capability::Spawn`] needs `spawn`, [`Capability::Timers`] needs `timers`, and `Send`,
+    /// `Publish` and `Subscribe` need at least one grant of their kind (the target itself is
+    /// checked once decoded). A capability this version does not know is refused.
     pub fn allows(&self, cap: Capability) -> bool {
         match cap {
             Capability::None => true,
@@ -160,6 +160,7 @@ impl Grants {
             Capability::Subscribe => !self.subscribe.is_empty(),
             Capability::Storage => self.storage,
             Capability::Spawn => self.spawn,
+            Capability::Timers => self.timers,
             _ => false,
         }
     }

@@ -87,7 +87,7 @@ pub enum HostError {
 /// callers treat every lookup as fallible and cache what they resolved.
 #[derive(Default)]
 pub(crate) struct Registry {
-    actors: DashMap<String, Arc<ActorGroup>>,
+    pub(crate) actors: DashMap<String, Arc<ActorGroup>>,
 }
 
 impl Registry {
@@ -125,6 +125,10 @@ pub(crate) struct Shared {
     next_actor: AtomicU64,
     /// Published messages that matched no subscriber.
     pub unroutable: AtomicU64,
+    /// Activations of virtual actors made.
+    pub activations: AtomicU64,
+    /// Idle activations evicted.
+    pub evictions: AtomicU64,
     /// Loaded modules by the SHA-256 of their bytes: deploying the same module again (another
     /// actor, a thousand subscribers) reuses its compiled code and `InstancePre`.
     modules: Mutex<std::collections::HashMap<[u8; 32], Arc<ActorModule>>>,
@@ -172,6 +176,27 @@ impl Shared {
         patterns: Vec<(Pattern, Policy)>,
         handle: &tokio::runtime::Handle,
     ) -> Result<Arc<ActorGroup>, DeployError> {
+        let (group, ios) = self.new_group(spec, module);
+        match self.registry.actors.entry(spec.name.clone()) {
+            dashmap::Entry::Occupied(_) => return Err(DeployError::Duplicate(spec.name.clone())),
+            dashmap::Entry::Vacant(v) => {
+                v.insert(group.clone());
+            }
+        }
+        for (pattern, policy) in patterns {
+            self.pubsub
+                .subscribe(pattern, SubTarget::Group(group.cells.clone()), policy);
+        }
+        self.spawn_cells(&group, ios, handle);
+        Ok(group)
+    }
+
+    /// A group for `spec` with its cells and their mailboxes, neither registered nor running.
+    pub(crate) fn new_group(
+        &self,
+        spec: &ActorSpec,
+        module: Arc<ActorModule>,
+    ) -> (Arc<ActorGroup>, Vec<InstanceIo>) {
         let name: Arc<str> = Arc::from(spec.name.as_str());
         let mut cells = Vec::new();
         let mut ios = Vec::new();
@@ -192,8 +217,8 @@ impl Shared {
             });
         }
         let group = Arc::new(ActorGroup {
-            name: name.clone(),
-            cells: cells.clone(),
+            name,
+            cells,
             module,
             limits: spec.limits.clone(),
             restart: spec.restart.clone(),
@@ -203,20 +228,19 @@ impl Shared {
             watchers: Mutex::default(),
             idle_timeout: spec.virtual_idle,
         });
-        match self.registry.actors.entry(spec.name.clone()) {
-            dashmap::Entry::Occupied(_) => return Err(DeployError::Duplicate(spec.name.clone())),
-            dashmap::Entry::Vacant(v) => {
-                v.insert(group.clone());
-            }
+        (group, ios)
+    }
+
+    /// Starts one task per cell of `group` on `handle`.
+    pub(crate) fn spawn_cells(
+        self: &Arc<Self>,
+        group: &Arc<ActorGroup>,
+        ios: Vec<InstanceIo>,
+        handle: &tokio::runtime::Handle,
+    ) {
+        for (cell, io) in group.cells.iter().zip(ios) {
+            handle.spawn(run_cell(self.clone(), group.clone(), cell.clone(), io));
         }
-        for (pattern, policy) in patterns {
-            self.pubsub
-                .subscribe(pattern, SubTarget::Group(cells.clone()), policy);
-        }
-        for (cell, io) in cells.into_iter().zip(ios) {
-            handle.spawn(run_cell(self.clone(), group.clone(), cell, io));
-        }
-        Ok(group)
     }
 
     pub(crate) fn new_trace(&self) -> TraceContext {
@@ -296,10 +320,7 @@ impl Shared {
                 fanout.dropped += 1;
                 continue;
             }
-            let delivery = Delivery {
-                env: Box::new(template.clone()),
-                reply: None,
-            };
+            let delivery = Delivery::new(template.clone());
             match cell.tx.try_send(delivery) {
                 Ok(()) => fanout.delivered += 1,
                 Err(TrySendError::Full(d)) if wait && sub.policy == Policy::Wait => {
@@ -473,6 +494,8 @@ impl Host {
             next_msg: AtomicU64::new(0),
             next_actor: AtomicU64::new(0),
             unroutable: AtomicU64::new(0),
+            activations: AtomicU64::new(0),
+            evictions: AtomicU64::new(0),
             modules: Mutex::default(),
         });
         Ok(Self {
@@ -727,18 +750,21 @@ impl Host {
     pub async fn request(&self, msg: ClientMessage) -> Result<ClientReply, CallError> {
         let (group, msg_type) = self.target(&msg)?;
         let timeout = msg.timeout.unwrap_or(group.limits.request_timeout);
-        let cell = group.pick(hash_name(&msg.principal)).clone();
+        let hash = hash_name(&msg.principal);
+        let name = group.name.to_string();
         let deadline = self.shared.clock.unix_now() + timeout;
         let env = self.client_envelope(msg, msg_type, Some(deadline.as_millis() as u64));
         let (tx, rx) = oneshot::channel();
+        let delivery = Delivery {
+            reply: Some(tx),
+            ..Delivery::new(env)
+        };
         let exchange = async {
-            cell.tx
-                .send(Delivery {
-                    env: Box::new(env),
-                    reply: Some(tx),
-                })
+            self.shared
+                .clone()
+                .deliver_waiting(group, hash, delivery)
                 .await
-                .map_err(|_| CallError::NoSuchActor(cell.name.to_string()))?;
+                .map_err(|_| CallError::NoSuchActor(name))?;
             rx.await.map_err(|_| CallError::TargetFailed)
         };
         let body = tokio::select! {
@@ -756,15 +782,15 @@ impl Host {
     /// Sends a one-way message, waiting for room in the mailbox.
     pub async fn send(&self, msg: ClientMessage) -> Result<(), CallError> {
         let (group, msg_type) = self.target(&msg)?;
-        let cell = group.pick(hash_name(&msg.principal)).clone();
+        let hash = hash_name(&msg.principal);
+        let name = group.name.to_string();
         let env = self.client_envelope(msg, msg_type, None);
-        cell.tx
-            .send(Delivery {
-                env: Box::new(env),
-                reply: None,
-            })
+        let delivery = Delivery::new(env);
+        self.shared
+            .clone()
+            .deliver_waiting(group, hash, delivery)
             .await
-            .map_err(|_| CallError::NoSuchActor(cell.name.to_string()))
+            .map_err(|_| CallError::NoSuchActor(name))
     }
 
     /// Publishes to a subject (`msg.to`), waiting for room where the subscription says so.
@@ -910,6 +936,20 @@ impl Host {
     /// Published messages that matched no subscription.
     pub fn unroutable(&self) -> u64 {
         self.shared.unroutable.load(Ordering::Relaxed)
+    }
+
+    /// The host-wide counters that `bunraku metrics` exports.
+    pub fn totals(&self) -> crate::metrics::HostTotals {
+        crate::metrics::HostTotals {
+            unroutable: self.unroutable(),
+            activations: self.shared.activations.load(Ordering::Relaxed),
+            evictions: self.shared.evictions.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The host's figures in the Prometheus text format (what `bunraku metrics` prints).
+    pub fn metrics_text(&self) -> String {
+        crate::metrics::render(&self.actors(), &self.totals())
     }
 
     /// Stops the host in three steps, all within `grace`: drains (actors keep handling what is

@@ -6,6 +6,8 @@
 //! `limits.mailbox`; senders either fail fast (`try`) or wait for room (the waiting guest is
 //! suspended, the host holds at most the one message it is trying to deliver).
 
+use std::sync::Arc;
+
 use bunraku_abi::{Envelope, ReplyBody};
 use tokio::sync::{mpsc, oneshot};
 
@@ -22,6 +24,24 @@ pub(crate) struct Delivery {
     pub env: Box<Envelope>,
     /// Where the reply goes, when the sender waits for one.
     pub reply: Option<ReplySlot>,
+    /// Actor references moved with the message; the receiving instance issues its own handles
+    /// for them on delivery.
+    pub refs: Refs,
+}
+
+/// The actors a message's references stand for (the names the sender's handles stood for).
+/// A boxed slice: most messages carry none, and every mailbox slot pays for this field.
+pub(crate) type Refs = Option<Box<[Arc<str>]>>;
+
+impl Delivery {
+    /// A delivery without a reply slot or references.
+    pub(crate) fn new(env: Envelope) -> Self {
+        Self {
+            env: Box::new(env),
+            reply: None,
+            refs: None,
+        }
+    }
 }
 
 /// The sending side of a mailbox.

@@ -1,7 +1,7 @@
 //! The host's figures in the Prometheus text exposition format (version 0.0.4).
 //!
 //! The same numbers `bunraku ps` shows ([`ActorStatus`]), one sample per actor instance, labelled
-//! with `actor` and `instance`, plus host-wide counters. [`render`] produces the text; the control
+//! with `actor` and `instance`, plus host-wide counters ([`HostTotals`]). [`render`] produces the text; the control
 //! socket serves it (`bunraku metrics`), and an HTTP listener can serve it at `/metrics`.
 //!
 //! ```
@@ -22,7 +22,8 @@
 //!     handles: vec!["Echo?".into()],
 //!     supervisor: None,
 //! };
-//! let text = bunraku_runtime::metrics::render(&[status], 0);
+//! let totals = bunraku_runtime::metrics::HostTotals::default();
+//! let text = bunraku_runtime::metrics::render(&[status], &totals);
 //! assert!(text.contains("bunraku_actor_mailbox_depth{actor=\"echo\",instance=\"0\"} 2\n"));
 //! ```
 
@@ -93,11 +94,23 @@ const METRICS: &[Metric] = &[
 ];
 
 /// The phases an instance can be in, each exported as a 0/1 gauge.
-const PHASES: &[&str] = &["starting", "running", "restarting", "stopped"];
+const PHASES: &[&str] = &["starting", "running", "restarting", "stopped", "idle"];
 
-/// Renders `actors` (as [`Host::actors`](crate::Host::actors) returns them) and the host's count
-/// of published messages that matched no subscription.
-pub fn render(actors: &[ActorStatus], unroutable: u64) -> String {
+/// Host-wide counters, as [`Host::totals`](crate::Host::totals) returns them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HostTotals {
+    /// Published messages that matched no subscription.
+    pub unroutable: u64,
+    /// Activations of virtual actors made (a key's first message, or its first after an
+    /// eviction).
+    pub activations: u64,
+    /// Idle activations evicted: deactivated and removed, their state kept in the store.
+    pub evictions: u64,
+}
+
+/// Renders `actors` (as [`Host::actors`](crate::Host::actors) returns them) and the host's
+/// counters.
+pub fn render(actors: &[ActorStatus], totals: &HostTotals) -> String {
     let mut out = String::new();
     for m in METRICS {
         header(&mut out, m.name, m.kind, m.help);
@@ -122,14 +135,28 @@ pub fn render(actors: &[ActorStatus], unroutable: u64) -> String {
             );
         }
     }
-    header(
-        &mut out,
-        "bunraku_unroutable_total",
-        "counter",
-        "Published messages that matched no subscription.",
-    );
-    // Writing to a String cannot fail.
-    let _ = writeln!(out, "bunraku_unroutable_total {unroutable}");
+    let counters = [
+        (
+            "bunraku_unroutable_total",
+            "Published messages that matched no subscription.",
+            totals.unroutable,
+        ),
+        (
+            "bunraku_activations_total",
+            "Activations of virtual actors.",
+            totals.activations,
+        ),
+        (
+            "bunraku_activations_evicted_total",
+            "Idle activations of virtual actors evicted (their state stays in the store).",
+            totals.evictions,
+        ),
+    ];
+    for (name, help, value) in counters {
+        header(&mut out, name, "counter", help);
+        // Writing to a String cannot fail.
+        let _ = writeln!(out, "{name} {value}");
+    }
     out
 }
 
@@ -191,7 +218,11 @@ mod tests {
     fn every_metric_has_help_type_and_one_sample_per_instance() {
         let text = render(
             &[status("a", 0, "running"), status("a", 1, "restarting")],
-            7,
+            &HostTotals {
+                unroutable: 7,
+                activations: 3,
+                evictions: 2,
+            },
         );
         for m in METRICS {
             assert!(text.contains(&format!("# TYPE {} {}\n", m.name, m.kind)));
@@ -212,18 +243,23 @@ mod tests {
         assert!(
             text.contains("bunraku_actor_phase{actor=\"a\",instance=\"1\",phase=\"running\"} 0\n")
         );
-        assert!(text.ends_with("bunraku_unroutable_total 7\n"));
+        assert!(text.contains("\nbunraku_unroutable_total 7\n"));
+        assert!(text.contains("\nbunraku_activations_total 3\n"));
+        assert!(text.ends_with("\nbunraku_activations_evicted_total 2\n"));
     }
 
     #[test]
     fn label_values_are_escaped() {
-        let text = render(&[status("we\"ird\\na\nme", 0, "running")], 0);
+        let text = render(
+            &[status("we\"ird\\na\nme", 0, "running")],
+            &HostTotals::default(),
+        );
         assert!(text.contains("actor=\"we\\\"ird\\\\na\\nme\""), "{text}");
     }
 
     #[test]
     fn every_line_is_a_comment_or_a_sample_with_a_number() {
-        for line in render(&[status("a", 0, "stopped")], 0).lines() {
+        for line in render(&[status("a", 0, "stopped")], &HostTotals::default()).lines() {
             if line.starts_with('#') {
                 continue;
             }

@@ -10,6 +10,7 @@ use bunraku_abi::{
 };
 
 use crate::executor::{Identity, Op, intern, log_line};
+use crate::refs::{ActorRef, Address};
 use crate::{Error, Message, Request, codec, sys};
 
 /// The context of one handler call (or of `on_start`/`on_stop`): who this actor is, the metadata
@@ -80,6 +81,8 @@ struct MessageMeta {
     subject: Option<Rc<str>>,
     idempotency_key: Option<Box<str>>,
     deadline_ms: Option<u64>,
+    /// Actor references that came with the message (empty: no allocation).
+    attachments: Box<[ActorRef]>,
 }
 
 impl Ctx {
@@ -102,6 +105,7 @@ impl Ctx {
             subject: env.subject.map(intern),
             idempotency_key: env.idempotency_key.map(Box::from),
             deadline_ms: env.deadline_ms,
+            attachments: env.attachments.iter().map(ActorRef).collect(),
         };
         Self {
             identity,
@@ -154,22 +158,30 @@ impl Ctx {
         self.message.as_ref()?.deadline_ms
     }
 
+    /// The actor references that came with the message, in the order the sender attached them
+    /// (empty outside handlers). See [`ActorRef`].
+    pub fn attachments(&self) -> &[ActorRef] {
+        self.message.as_ref().map_or(&[], |m| &m.attachments)
+    }
+
     /// Sends `msg` to actor `to`, waiting while its mailbox is full.
     pub async fn send<M: Message>(&self, to: &str, msg: &M) -> Result<(), Error> {
-        let raw = outbound(to, msg, None, |out| sys::send(out, mode::WAIT))?;
+        let raw = outbound(to.into(), msg, None, &[], |out| sys::send(out, mode::WAIT))?;
         delivered(raw).await
     }
 
     /// Sends `msg` to actor `to`, failing with [`ErrorCode::MailboxFull`] instead of waiting.
     pub fn try_send<M: Message>(&self, to: &str, msg: &M) -> Result<(), Error> {
-        decode_result(outbound(to, msg, None, |out| sys::send(out, mode::TRY))?)?;
+        decode_result(outbound(to.into(), msg, None, &[], |out| {
+            sys::send(out, mode::TRY)
+        })?)?;
         Ok(())
     }
 
     /// Sends request `msg` to actor `to` and waits for its reply, up to the host's default
     /// timeout ([`ErrorCode::Timeout`]). A reply that is an error comes back as `Err`.
     pub async fn request<R: Request>(&self, to: &str, msg: &R) -> Result<R::Reply, Error> {
-        self.request_inner(to, msg, None).await
+        self.request_inner(to.into(), msg, None, &[]).await
     }
 
     /// Like [`request`](Ctx::request), waiting at most `timeout` (rounded up to milliseconds).
@@ -183,16 +195,17 @@ impl Ctx {
         if Duration::from_millis(ms) < timeout {
             ms = ms.saturating_add(1);
         }
-        self.request_inner(to, msg, Some(ms)).await
+        self.request_inner(to.into(), msg, Some(ms), &[]).await
     }
 
-    async fn request_inner<R: Request>(
+    pub(crate) async fn request_inner<R: Request>(
         &self,
-        to: &str,
+        to: Address<'_>,
         msg: &R,
         timeout_ms: Option<u64>,
+        attachments: &[ActorRef],
     ) -> Result<R::Reply, Error> {
-        let raw = outbound(to, msg, timeout_ms, sys::request)?;
+        let raw = outbound(to, msg, timeout_ms, attachments, sys::request)?;
         let op = op_id(decode_result(raw)?)?;
         match Op::new(op).await {
             Completion::Reply(ReplyBody::Ok { codec, payload }) => codec::decode(codec, &payload)
@@ -212,13 +225,15 @@ impl Ctx {
     /// Publishes `msg` on `subject`, waiting while a subscriber with the
     /// [`Policy::Wait`] policy has a full mailbox.
     pub async fn publish<M: Message>(&self, subject: &str, msg: &M) -> Result<(), Error> {
-        let raw = outbound(subject, msg, None, |out| sys::publish(out, mode::WAIT))?;
+        let raw = outbound(subject.into(), msg, None, &[], |out| {
+            sys::publish(out, mode::WAIT)
+        })?;
         delivered(raw).await
     }
 
     /// Publishes `msg` on `subject`, failing with [`ErrorCode::MailboxFull`] instead of waiting.
     pub fn try_publish<M: Message>(&self, subject: &str, msg: &M) -> Result<(), Error> {
-        decode_result(outbound(subject, msg, None, |out| {
+        decode_result(outbound(subject.into(), msg, None, &[], |out| {
             sys::publish(out, mode::TRY)
         })?)?;
         Ok(())
@@ -276,12 +291,32 @@ impl Ctx {
 
 /// Encodes an [`Outbound`](bunraku_abi::Outbound) for `msg` (postcard) into the reused scratch
 /// buffer and hands its bytes to `call` (a host function).
-fn outbound<M: Message>(
-    target: &str,
+pub(crate) fn outbound<M: Message>(
+    to: Address<'_>,
     msg: &M,
     timeout_ms: Option<u64>,
+    attachments: &[ActorRef],
     call: impl FnOnce(&[u8]) -> i64,
 ) -> Result<i64, Error> {
+    let (target, to_ref) = match to {
+        Address::Name(name) => (name, None),
+        Address::Ref(r) => ("", Some(r.handle())),
+    };
+    if attachments.len() > bunraku_abi::MAX_ATTACHMENTS {
+        return Err(Error::new(
+            ErrorCode::Invalid,
+            format!(
+                "{} references attached; a message carries at most {}",
+                attachments.len(),
+                bunraku_abi::MAX_ATTACHMENTS
+            ),
+        ));
+    }
+    let mut handles = [0u32; bunraku_abi::MAX_ATTACHMENTS];
+    for (h, r) in handles.iter_mut().zip(attachments) {
+        *h = r.handle();
+    }
+    let handles = &handles[..attachments.len()];
     let head = OutboundHead {
         target,
         msg_type: M::NAME,
@@ -289,6 +324,8 @@ fn outbound<M: Message>(
         timeout_ms,
         idempotency_key: None,
         ext: &[],
+        to_ref,
+        attachments: handles,
     };
     codec::with_scratch(|buf| {
         match head.encode_with(buf, |b| codec::encode_into(Codec::Postcard, msg, b)) {
@@ -313,7 +350,7 @@ fn op_id(raw: u64) -> Result<u32, Error> {
 }
 
 /// The outcome of a `send`/`publish` in `WAIT` mode: `0` is delivered, an id is an operation.
-async fn delivered(raw: i64) -> Result<(), Error> {
+pub(crate) async fn delivered(raw: i64) -> Result<(), Error> {
     let op = match decode_result(raw)? {
         0 => return Ok(()),
         op => op_id(op)?,

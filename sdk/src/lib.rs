@@ -109,6 +109,7 @@
 extern crate self as bunraku_sdk;
 
 mod actor;
+pub mod batch;
 mod codec;
 mod ctx;
 mod error;
@@ -116,10 +117,12 @@ mod executor;
 mod glue;
 mod lifecycle;
 mod message;
+mod refs;
 mod state;
 mod sys;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod testing;
+mod timers;
 
 pub use actor::Actor;
 pub use bunraku_abi as abi;
@@ -129,12 +132,14 @@ pub use ctx::{Ctx, Level, SubscriptionId};
 pub use error::Error;
 pub use lifecycle::{Down, DownReason, WatchId};
 pub use message::{Message, Request};
+pub use refs::{ActorRef, Address};
+pub use timers::TimerId;
 
 /// Everything an actor crate usually needs: `use bunraku_sdk::prelude::*;`.
 pub mod prelude {
     pub use crate::{
-        Actor, Ctx, Error, ErrorCode, Level, Message, Policy, Request, SubscriptionId, actor,
-        handler,
+        Actor, ActorRef, Ctx, Error, ErrorCode, Level, Message, Policy, Request, SubscriptionId,
+        TimerId, actor, handler,
     };
     pub use serde::{Deserialize, Serialize};
     pub use std::time::Duration;

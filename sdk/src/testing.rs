@@ -63,6 +63,8 @@ use crate::{Actor, Error, Level, Message, Request, codec};
 pub struct TestActor<A: Actor> {
     parked: Option<Parked>,
     next_message: u64,
+    /// Actors the next message carries references to ([`TestActor::attach`]).
+    attach: Vec<String>,
     _actor: PhantomData<A>,
 }
 
@@ -70,6 +72,17 @@ pub struct TestActor<A: Actor> {
 struct Parked {
     state: State,
     host: NativeHost,
+}
+
+/// How a timer was set ([`TestActor::timers`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TimerSet {
+    /// The wire name of the message it sends.
+    pub msg_type: String,
+    /// The delay before the first firing.
+    pub delay: std::time::Duration,
+    /// The period, for a periodic timer.
+    pub period: Option<std::time::Duration>,
 }
 
 /// A line the actor logged.
@@ -227,6 +240,7 @@ impl<A: Actor> TestBuilder<A> {
                 host,
             }),
             next_message: 0,
+            attach: Vec::new(),
             _actor: PhantomData,
         };
         actor.run();
@@ -334,8 +348,10 @@ impl<A: Actor> TestActor<A> {
     ) -> (u64, Option<u32>) {
         self.next_message += 1;
         let id = self.next_message;
+        let attach = std::mem::take(&mut self.attach);
         let host = self.host_mut();
         let reply = reply.then(|| host.reply_handle());
+        let attachments = attach.iter().map(|name| host.issue_ref(name)).collect();
         host.inbox.push_back(Event::Message(Envelope {
             id,
             msg_type: msg_type.to_owned(),
@@ -344,6 +360,7 @@ impl<A: Actor> TestActor<A> {
             sender: Some("test".to_owned()),
             subject: subject.map(str::to_owned),
             payload,
+            attachments,
             ..Envelope::default()
         }));
         self.run();
@@ -409,6 +426,54 @@ impl<A: Actor> TestActor<A> {
         let payload = encode(msg)?;
         let (id, _) = self.push(M::NAME, Codec::Postcard, payload, false, Some(subject));
         self.outcome(id)
+    }
+
+    /// The timers the actor holds, oldest first, with how they were set.
+    pub fn timers(&self) -> Vec<(crate::TimerId, TimerSet)> {
+        self.host()
+            .timers
+            .iter()
+            .map(|(id, t)| {
+                let set = TimerSet {
+                    msg_type: t.msg_type.clone(),
+                    delay: std::time::Duration::from_millis(t.delay_ms),
+                    period: t.period_ms.map(std::time::Duration::from_millis),
+                };
+                (crate::TimerId(*id), set)
+            })
+            .collect()
+    }
+
+    /// Fires a timer now: its message is delivered and handled, and a one-shot timer is gone.
+    /// The test decides when time passes; nothing fires on its own.
+    ///
+    /// # Panics
+    ///
+    /// When the actor holds no such timer.
+    pub fn fire_timer(&mut self, timer: crate::TimerId) {
+        let host = self.host_mut();
+        let t = host
+            .timers
+            .get(&timer.get())
+            .cloned()
+            .unwrap_or_else(|| panic!("the actor holds no timer {}", timer.get()));
+        if t.period_ms.is_none() {
+            host.timers.remove(&timer.get());
+        }
+        let (id, _) = self.push(&t.msg_type, t.codec, t.payload, false, None);
+        if let Err(e) = self.outcome(id) {
+            panic!(
+                "timer {} fired a message the actor refused: {e}",
+                timer.get()
+            );
+        }
+    }
+
+    /// Attaches references to `actors` to the next message (`send`, `call`, `deliver`): the
+    /// handler finds them in [`Ctx::attachments`](crate::Ctx::attachments), in this order.
+    pub fn attach(&mut self, actors: &[&str]) -> &mut Self {
+        self.attach = actors.iter().map(|a| (*a).to_owned()).collect();
+        self
     }
 
     /// Answers the actor's requests of type `R` to actor `target` with `f`.

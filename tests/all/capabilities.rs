@@ -48,6 +48,8 @@ fn target_for(function: &str) -> &'static str {
         "watch" => "echo",
         // A module name: spawning is refused before the module is looked up.
         "spawn" => "echo",
+        // A timer id the host never issued to the intruder.
+        "timer_cancel" => "1",
         _ => "",
     }
 }
@@ -322,6 +324,45 @@ async fn a_handle_the_host_never_issued_is_denied_even_with_every_grant() {
     assert_eq!(attempt(&host, "unsubscribe", "4242").await, "denied");
     assert_eq!(attempt(&host, "subscribe", "a.b").await, "ok");
     assert_eq!(attempt(&host, "unsubscribe", "").await, "ok");
+    // Actor references: a number the instance was not issued neither addresses a message nor
+    // travels with one, and cannot be released.
+    assert_eq!(attempt(&host, "send_ref", "77").await, "denied");
+    assert_eq!(attempt(&host, "attach", "77").await, "denied");
+    assert_eq!(attempt(&host, "drop_ref", "77").await, "invalid argument");
+    // The handle the host issues does all three.
+    assert_eq!(attempt(&host, "actor_ref", "intruder").await, "ok");
+    assert_eq!(attempt(&host, "send_ref", "1").await, "ok");
+    assert_eq!(attempt(&host, "attach", "1").await, "ok");
+    assert_eq!(attempt(&host, "drop_ref", "1").await, "ok");
+    assert_eq!(attempt(&host, "send_ref", "1").await, "denied");
+    let logged = denials(&host);
+    assert!(
+        logged
+            .iter()
+            .any(|m| m.contains("actor reference 77 was never issued")),
+        "{logged:?}"
+    );
+    never_restarted(&host);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reference_needs_the_grant_for_its_name_except_to_oneself() {
+    let _load = shared().await;
+    let host = host();
+    deploy(&host, "echo", "echo");
+    deploy_spec(&host, &intruder_spec(Grants::none()));
+    assert_eq!(attempt(&host, "actor_ref", "echo").await, "denied");
+    // Its own reference needs no grant, and sending through it needs none either.
+    assert_eq!(attempt(&host, "actor_ref", "intruder").await, "ok");
+    assert_eq!(attempt(&host, "send_ref", "1").await, "ok");
+    // With the grant for a name, a reference to it; to an actor that is not there, none.
+    host.stop_actor("intruder").unwrap();
+    deploy_spec(
+        &host,
+        &intruder_spec(Grants::none().send_to(bunraku_runtime::ANY_ACTOR)),
+    );
+    assert_eq!(attempt(&host, "actor_ref", "echo").await, "ok");
+    assert_eq!(attempt(&host, "actor_ref", "nobody").await, "no such actor");
     never_restarted(&host);
 }
 

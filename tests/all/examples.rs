@@ -14,6 +14,7 @@ const EXAMPLES: &[(&str, &str)] = &[
     ("request-response", "request-response: ok, 4 facts checked"),
     ("pubsub", "pubsub: ok, 6 facts checked"),
     ("p2p", "p2p: ok, 5 facts checked"),
+    ("batching", "batching: ok, 4 facts checked"),
 ];
 
 /// Runs `bunraku run DIR --smoke` with a data directory and home of its own.
@@ -64,6 +65,24 @@ fn pubsub_example_passes_its_smoke_check() {
 #[test]
 fn p2p_example_passes_its_smoke_check() {
     passes_its_smoke_check("p2p");
+}
+
+#[test]
+fn batching_example_passes_its_smoke_check_and_prints_both_throughputs() {
+    passes_its_smoke_check("batching");
+    let out = smoke(&repo().join("examples/batching"));
+    let all = format!("{}{}", out.stdout, out.stderr);
+    let line = all
+        .lines()
+        .find(|l| l.contains("throughput:"))
+        .unwrap_or_else(|| panic!("no throughput line:\n{all}"));
+    assert!(
+        line.contains("one commit per write:")
+            && line.contains("(2000 commits)")
+            && line.contains("batched:")
+            && line.contains("(8 commits)"),
+        "{line}"
+    );
 }
 
 #[test]

@@ -61,3 +61,37 @@ fn every_guest_crate_is_exercised_by_a_host_test() {
         "guest crates without a host test: {missing:?}"
     );
 }
+
+/// The guests' own unit tests (the SDK's native backend, `bunraku_sdk::testing`) run here, so
+/// the one test command covers them: the guest workspace is a separate cargo workspace that
+/// `cargo test --workspace` does not enter.
+#[tokio::test]
+async fn guest_crates_pass_their_native_unit_tests() {
+    // Compiling the guest workspace natively loads both cores for a minute: not while host
+    // tests run.
+    let _alone = bunraku_tests::exclusive().await;
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let out = std::process::Command::new(cargo)
+        .args(["test", "--workspace", "--quiet"])
+        .current_dir(repo().join("guests"))
+        // The guest workspace has its own target directory and toolchain file; flags meant for
+        // the host build must not leak into it.
+        .env_remove("CARGO_TARGET_DIR")
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .env_remove("RUSTC_WORKSPACE_WRAPPER")
+        .env_remove("CARGO_BUILD_TARGET")
+        .output()
+        .expect("cargo runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let passed: u64 = stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("test result: ok. "))
+        .filter_map(|l| l.split(' ').next()?.parse::<u64>().ok())
+        .sum();
+    // stateful, batch-writer, batch-producer and the others' tests: a run that found none would
+    // pass vacuously.
+    assert!(passed >= 5, "only {passed} guest tests ran:\n{stdout}");
+}

@@ -58,7 +58,7 @@ fn a_module_built_for_another_abi_version_is_refused() {
             err,
             LoadError::AbiMismatch {
                 found: 999,
-                expected: 1
+                expected: bunraku_abi::ABI_VERSION
             }
         ),
         "{err:?}"

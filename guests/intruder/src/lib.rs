@@ -20,8 +20,11 @@ use protocol::{Add, Echo, Report, Seen, Tick};
 /// Try host function `function` on `target`: an actor name (`send`, `request`, `watch`), a
 /// subject (`publish`), a pattern (`subscribe`), a handle number the host never issued (`reply`,
 /// `unsubscribe`; an empty target unsubscribes the latest subscription this actor holds), a
-/// spawnable module (`spawn`, as `MODULE-child`), nothing (`state_load`, `state_save`). Answered
-/// with `"ok"` or the error code's name.
+/// spawnable module (`spawn`, as `MODULE-child`), nothing (`state_load`, `state_save`), an actor
+/// name (`actor_ref`), a reference handle the host may never have issued (`send_ref`: send an
+/// `Echo` through it; `attach`: send an `Echo` to this actor with it attached), nothing
+/// (`timer_set`: an `Echo` to itself in an hour; `sleep`: a millisecond), a timer id the host may never have issued
+/// (`timer_cancel`). Answered with `"ok"` or the error code's name.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Message)]
 #[message(reply = String)]
 pub struct Attempt {
@@ -89,6 +92,29 @@ impl Intruder {
             "state_load" => outcome(ctx.load::<String>()),
             "watch" => outcome(ctx.watch(target)),
             "spawn" => raw::outcome(raw::spawn(target)),
+            "actor_ref" => outcome(ctx.actor_ref(target)),
+            "sleep" => outcome(ctx.sleep(Duration::from_millis(1)).await),
+            "timer_set" => outcome(ctx.after(
+                Duration::from_secs(3600),
+                &Echo {
+                    text: "later".into(),
+                },
+            )),
+            "timer_cancel" => match target.parse::<u64>() {
+                Ok(id) => raw::outcome(raw::timer_cancel(id)),
+                Err(_) => format!("`{target}` is not a timer id"),
+            },
+            "drop_ref" => match target.parse::<u32>() {
+                Ok(handle) => raw::outcome(raw::drop_ref(handle)),
+                Err(_) => format!("`{target}` is not a reference handle"),
+            },
+            "send_ref" | "attach" => match target.parse::<u32>() {
+                Ok(handle) if msg.function == "send_ref" => {
+                    raw::outcome(raw::send_echo("", Some(handle), &[]))
+                }
+                Ok(handle) => raw::outcome(raw::send_echo(ctx.name(), None, &[handle])),
+                Err(_) => format!("`{target}` is not a reference handle"),
+            },
             other => format!("{UNCOVERED}: {other}"),
         }
     }
@@ -116,10 +142,18 @@ impl Intruder {
 /// The raw `bunraku` imports, for handles the SDK cannot forge.
 #[cfg(target_arch = "wasm32")]
 mod raw {
-    use bunraku_sdk::abi::{Codec, ReplyBody, Spawn, decode_result, encode};
+    use bunraku_sdk::Message;
+    use bunraku_sdk::abi::{Codec, Outbound, ReplyBody, Spawn, decode_result, encode, mode};
+    use protocol::Echo;
 
     #[link(wasm_import_module = "bunraku")]
     unsafe extern "C" {
+        #[link_name = "send"]
+        fn bunraku_send(ptr: u32, len: u32, mode: u32) -> i64;
+        #[link_name = "drop_ref"]
+        fn bunraku_drop_ref(handle: u32) -> i64;
+        #[link_name = "timer_cancel"]
+        fn bunraku_timer_cancel(id: u64) -> i64;
         #[link_name = "unsubscribe"]
         fn bunraku_unsubscribe(id: u64) -> i64;
         #[link_name = "reply"]
@@ -138,6 +172,38 @@ mod raw {
         // SAFETY: the host only reads `spawn`, which lives for the call; wasm32 addresses and
         // lengths fit in u32.
         Ok(unsafe { bunraku_spawn(spawn.as_ptr().addr() as u32, spawn.len() as u32) })
+    }
+
+    /// Sends an `Echo` to `target`, or through reference `to_ref`, with `attachments`: handles
+    /// the host may never have issued.
+    pub fn send_echo(
+        target: &str,
+        to_ref: Option<u32>,
+        attachments: &[u32],
+    ) -> Result<i64, &'static str> {
+        let out = encode(&Outbound {
+            target: target.to_owned(),
+            msg_type: Echo::NAME.to_owned(),
+            payload: encode(&Echo { text: "hi".into() }),
+            to_ref,
+            attachments: attachments.to_vec(),
+            ..Outbound::default()
+        });
+        // SAFETY: the host only reads `out`, which lives for the call; wasm32 addresses and
+        // lengths fit in u32.
+        Ok(unsafe { bunraku_send(out.as_ptr().addr() as u32, out.len() as u32, mode::TRY) })
+    }
+
+    /// Cancels timer `id`, which the host may never have issued.
+    pub fn timer_cancel(id: u64) -> Result<i64, &'static str> {
+        // SAFETY: takes only an integer.
+        Ok(unsafe { bunraku_timer_cancel(id) })
+    }
+
+    /// Releases reference `handle`, which the host may never have issued.
+    pub fn drop_ref(handle: u32) -> Result<i64, &'static str> {
+        // SAFETY: takes only an integer.
+        Ok(unsafe { bunraku_drop_ref(handle) })
     }
 
     /// Drops subscription `id`, which the host may never have issued.
@@ -184,6 +250,22 @@ mod raw {
     }
 
     pub fn spawn(_module: &str) -> Result<i64, &'static str> {
+        Err(NATIVE)
+    }
+
+    pub fn send_echo(
+        _target: &str,
+        _to_ref: Option<u32>,
+        _attachments: &[u32],
+    ) -> Result<i64, &'static str> {
+        Err(NATIVE)
+    }
+
+    pub fn drop_ref(_handle: u32) -> Result<i64, &'static str> {
+        Err(NATIVE)
+    }
+
+    pub fn timer_cancel(_id: u64) -> Result<i64, &'static str> {
         Err(NATIVE)
     }
 

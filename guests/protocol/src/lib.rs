@@ -196,3 +196,75 @@ pub struct SavePadded {
 /// Trap the instance (a panic in the handler), so the host restarts it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Message)]
 pub struct Crash {}
+
+/// One small write from a producer (batching example).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Message)]
+pub struct Write {
+    pub producer: String,
+    /// 1, 2, 3, ... per producer and round.
+    pub seq: u64,
+    pub value: u64,
+}
+
+/// Send `count` writes to `to`, waiting for room; replies with the number sent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Message)]
+#[message(reply = u64)]
+pub struct Produce {
+    pub to: String,
+    pub count: u64,
+}
+
+/// What a writer has made durable, as of its last committed save.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Message)]
+#[message(reply = Ledger)]
+pub struct GetLedger {}
+
+/// A writer's durable tallies: per producer, and how the writes were committed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Ledger {
+    pub tallies: Vec<Tally>,
+    /// Writes committed.
+    pub writes: u64,
+    /// Saves committed (each one durable transaction).
+    pub commits: u64,
+    /// Batches handed out because they were full.
+    pub flushed_by_size: u64,
+    /// Batches handed out because their first write had waited long enough.
+    pub flushed_by_time: u64,
+}
+
+/// One producer's committed writes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Tally {
+    pub producer: String,
+    pub count: u64,
+    pub value_sum: u64,
+    pub last_seq: u64,
+    /// Every write came with the next sequence number (a new round starts again at 1).
+    pub in_order: bool,
+}
+
+impl Ledger {
+    /// Adds one write.
+    pub fn apply(&mut self, w: &Write) {
+        let at = match self.tallies.iter().position(|t| t.producer == w.producer) {
+            Some(at) => at,
+            None => {
+                self.tallies.push(Tally {
+                    producer: w.producer.clone(),
+                    in_order: true,
+                    ..Tally::default()
+                });
+                self.tallies.len() - 1
+            }
+        };
+        let t = &mut self.tallies[at];
+        if w.seq != t.last_seq + 1 && w.seq != 1 {
+            t.in_order = false;
+        }
+        t.last_seq = w.seq;
+        t.count += 1;
+        t.value_sum += w.value;
+        self.writes += 1;
+    }
+}

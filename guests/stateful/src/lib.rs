@@ -1,9 +1,21 @@
 //! A counter that persists itself: `on_start` loads the saved value, `Add` saves after each
 //! change, `Get` reads it, `GetStateStatus` tells what `on_start` found, `SavePadded` saves a
-//! state of a chosen size (to hit the limit), and `Crash` traps so the host restarts it.
+//! state of a chosen size (to hit the limit), `Crash` traps so the host restarts it, and
+//! `StartBeating` sets a periodic timer whose `Beat`s are counted (not saved).
 
 use bunraku_sdk::prelude::*;
 use protocol::{Add, Crash, Get, GetStateStatus, SavePadded, StateStatus};
+
+/// Set a periodic timer sending `Beat` every `period_ms`; replies with the error's code name.
+#[derive(Debug, Serialize, Deserialize, Message)]
+#[message(reply = Result<(), String>)]
+pub struct StartBeating {
+    pub period_ms: u64,
+}
+
+/// What the timer sends.
+#[derive(Debug, Serialize, Deserialize, Message)]
+pub struct Beat {}
 
 /// What the counter saves.
 #[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
@@ -19,6 +31,7 @@ pub struct Stateful {
     loaded: Option<u64>,
     load_error: Option<String>,
     instance: u32,
+    beats: u64,
 }
 
 #[actor]
@@ -71,6 +84,18 @@ impl Stateful {
             pad: vec![0xab; msg.pad as usize],
         };
         ctx.save(&saved).await.map_err(|e| e.code().to_string())
+    }
+
+    #[handler]
+    async fn start_beating(&mut self, ctx: &Ctx, msg: StartBeating) -> Result<(), String> {
+        ctx.every(Duration::from_millis(msg.period_ms), &Beat {})
+            .map(|_| ())
+            .map_err(|e| e.code().as_str().to_owned())
+    }
+
+    #[handler]
+    async fn beat(&mut self, _ctx: &Ctx, _msg: Beat) {
+        self.beats += 1;
     }
 
     #[handler]

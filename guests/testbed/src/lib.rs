@@ -104,6 +104,66 @@ pub struct SpawnChild {
     pub config: serde_json::Value,
 }
 
+/// Send `protocol::Add { n }` to `to` (a counter); replies with the error's code name.
+#[derive(Debug, Serialize, Deserialize, Message)]
+#[message(reply = Result<(), String>)]
+pub struct AddTo {
+    pub to: String,
+    pub n: u64,
+}
+
+/// Take a reference to `target` and ask `to` to use it (`CallAttached`, with the reference
+/// attached); replies with what `to` answered, or the error's code name.
+#[derive(Debug, Serialize, Deserialize, Message)]
+#[message(reply = Result<Result<String, String>, String>)]
+pub struct Introduce {
+    pub target: String,
+    pub to: String,
+    /// Passed on as `CallAttached::by_name`.
+    pub by_name: Option<String>,
+}
+
+/// Keep the first attached reference and `Ping` through it; with `by_name`, `Ping` that name
+/// instead (a name is no reference). Replies with the answer or the error's code name.
+#[derive(Debug, Serialize, Deserialize, Message)]
+#[message(reply = Result<String, String>)]
+pub struct CallAttached {
+    pub by_name: Option<String>,
+}
+
+/// `Ping` through the reference kept by the last `CallAttached`.
+#[derive(Debug, Serialize, Deserialize, Message)]
+#[message(reply = Result<String, String>)]
+pub struct CallKept {}
+
+/// Set a timer that sends this actor `Fired { tag }` after `delay_ms`, then every `period_ms`
+/// when given; replies with the timer id or the error's code name.
+#[derive(Debug, Serialize, Deserialize, Message)]
+#[message(reply = Result<u64, String>)]
+pub struct StartTimer {
+    pub tag: String,
+    pub delay_ms: u64,
+    pub period_ms: Option<u64>,
+}
+
+/// Cancel timer `id`; replies with the error's code name.
+#[derive(Debug, Serialize, Deserialize, Message)]
+#[message(reply = Result<(), String>)]
+pub struct CancelTimer {
+    pub id: u64,
+}
+
+/// What a timer sends.
+#[derive(Debug, Serialize, Deserialize, Message)]
+pub struct Fired {
+    pub tag: String,
+}
+
+/// The tags of the timer firings handled so far, in order.
+#[derive(Debug, Serialize, Deserialize, Message)]
+#[message(reply = Vec<String>)]
+pub struct GetFired {}
+
 /// Stop this instance normally (`Ctx::stop`).
 #[derive(Debug, Serialize, Deserialize, Message)]
 pub struct Quit {}
@@ -119,6 +179,11 @@ pub struct Testbed {
     stats: Stats,
     held: Vec<Vec<u8>>,
     downs: Vec<String>,
+    /// The reference kept by `CallAttached`.
+    kept: Option<ActorRef>,
+    /// Timers set by `StartTimer`, by id.
+    timers: Vec<TimerId>,
+    fired: Vec<String>,
 }
 
 /// Settings from the manifest.
@@ -275,6 +340,82 @@ impl Testbed {
     #[handler]
     async fn get_downs(&mut self, _ctx: &Ctx, _msg: GetDowns) -> Vec<String> {
         self.downs.clone()
+    }
+
+    #[handler]
+    async fn introduce(
+        &mut self,
+        ctx: &Ctx,
+        msg: Introduce,
+    ) -> Result<Result<String, String>, String> {
+        let code = |e: Error| e.code().as_str().to_owned();
+        let target = ctx.actor_ref(&msg.target).map_err(code)?;
+        let call = CallAttached {
+            by_name: msg.by_name,
+        };
+        ctx.request_attached(&msg.to, &call, &[target])
+            .await
+            .map_err(code)
+    }
+
+    #[handler]
+    async fn call_attached(&mut self, ctx: &Ctx, msg: CallAttached) -> Result<String, String> {
+        let code = |e: Error| e.code().as_str().to_owned();
+        let target = *ctx.attachments().first().ok_or("no reference attached")?;
+        self.kept = Some(target);
+        match msg.by_name {
+            Some(name) => ctx.request(&name, &Ping {}).await.map_err(code),
+            None => ctx.request_ref(target, &Ping {}).await.map_err(code),
+        }
+    }
+
+    #[handler]
+    async fn call_kept(&mut self, ctx: &Ctx, _msg: CallKept) -> Result<String, String> {
+        let target = self.kept.ok_or("no reference kept")?;
+        ctx.request_ref(target, &Ping {})
+            .await
+            .map_err(|e| e.code().as_str().to_owned())
+    }
+
+    #[handler]
+    async fn start_timer(&mut self, ctx: &Ctx, msg: StartTimer) -> Result<u64, String> {
+        let fired = Fired { tag: msg.tag };
+        let timer = match msg.period_ms {
+            Some(ms) => ctx.every(Duration::from_millis(ms), &fired),
+            None => ctx.after(Duration::from_millis(msg.delay_ms), &fired),
+        }
+        .map_err(|e| e.code().as_str().to_owned())?;
+        self.timers.push(timer);
+        Ok(timer.get())
+    }
+
+    #[handler]
+    async fn cancel_timer(&mut self, ctx: &Ctx, msg: CancelTimer) -> Result<(), String> {
+        let timer = self
+            .timers
+            .iter()
+            .copied()
+            .find(|t| t.get() == msg.id)
+            .ok_or("not a timer of this actor")?;
+        ctx.cancel_timer(timer)
+            .map_err(|e| e.code().as_str().to_owned())
+    }
+
+    #[handler]
+    async fn fired(&mut self, _ctx: &Ctx, msg: Fired) {
+        self.fired.push(msg.tag);
+    }
+
+    #[handler]
+    async fn get_fired(&mut self, _ctx: &Ctx, _msg: GetFired) -> Vec<String> {
+        self.fired.clone()
+    }
+
+    #[handler]
+    async fn add_to(&mut self, ctx: &Ctx, msg: AddTo) -> Result<(), String> {
+        ctx.send(&msg.to, &protocol::Add { n: msg.n })
+            .await
+            .map_err(|e| e.code().as_str().to_owned())
     }
 
     #[handler]

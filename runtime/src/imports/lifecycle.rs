@@ -1,6 +1,8 @@
 //! `stop`: an actor asking to end its own instance (a *normal* exit); `watch` and `unwatch`:
 //! a `Down` message when a watched actor's instance ends; `spawn`: a new actor at run time.
 
+use std::sync::Arc;
+
 use bunraku_abi::{Down, DownReason, ErrorCode, Spawn};
 use wasmtime::Caller;
 
@@ -13,35 +15,44 @@ pub(crate) fn stop(caller: Caller<'_, ActorState>) -> HostResult {
     Ok(0)
 }
 
-/// Longest actor name `watch` reads.
-const MAX_NAME: u32 = 1024;
-
 pub(crate) fn watch(mut caller: Caller<'_, ActorState>, ptr: u32, len: u32) -> HostResult {
-    if len > MAX_NAME {
-        return fail(ErrorCode::TooLarge);
-    }
-    let name = super::messaging::read_str(&caller, ptr, len)?;
+    let name = match super::read_name(&caller, ptr, len)? {
+        Ok(name) => name,
+        Err(code) => return fail(code),
+    };
     let st = caller.data_mut();
     if !permits(st, Act::Watch(&name)) {
         return fail(ErrorCode::Denied);
     }
     let id = next_watch_id();
-    match st.host.registry.lookup(&name) {
-        Some(group) => {
-            group.watch(id, st.cell.clone());
-            st.watches.push((id, group));
+    let mut found = st.host.registry.lookup(&name);
+    // An evicted activation refuses the watch: its successor, if any, takes it.
+    for _ in 0..8 {
+        match found.take() {
+            Some(group) if group.watch(id, st.cell.clone()) => {
+                st.watches.push((id, group));
+                return Ok(id as i64);
+            }
+            Some(group) => {
+                found = st
+                    .host
+                    .registry
+                    .lookup(&name)
+                    .filter(|next| !Arc::ptr_eq(next, &group));
+            }
+            None => break,
         }
-        None => deliver_down(
-            &st.host,
-            &st.cell,
-            Down {
-                watch: id,
-                actor: name,
-                instance: 0,
-                reason: DownReason::NoSuchActor,
-            },
-        ),
     }
+    deliver_down(
+        &st.host,
+        &st.cell,
+        Down {
+            watch: id,
+            actor: name,
+            instance: 0,
+            reason: DownReason::NoSuchActor,
+        },
+    );
     Ok(id as i64)
 }
 

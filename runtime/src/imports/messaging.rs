@@ -9,7 +9,7 @@ use wasmtime::{AsContextMut, Caller};
 
 use super::{ENVELOPE_SLACK, HostResult, fail, guest_bytes, read, read_outbound};
 use crate::actor::{ActorGroup, ActorState};
-use crate::mailbox::Delivery;
+use crate::mailbox::{Delivery, Refs};
 
 pub(crate) fn next(
     mut caller: Caller<'_, ActorState>,
@@ -60,6 +60,44 @@ pub(crate) fn resolve(st: &mut ActorState, name: &str) -> Option<Arc<ActorGroup>
     Some(g)
 }
 
+/// Where an outbound message goes and what it carries: through `to_ref`, a handle of this
+/// instance's reference table (the handle is the grant), or by name, which needs the grant `act`
+/// names; and the actors its `attachments` stand for. A handle this instance does not hold is
+/// `denied`.
+fn address(
+    st: &ActorState,
+    mut out: Outbound,
+    act: fn(&str) -> crate::grants::Act<'_>,
+) -> Result<(Outbound, Refs), ErrorCode> {
+    let forged = |handle: u32| {
+        crate::grants::log_denial(
+            st,
+            &format!("denied: actor reference {handle} was never issued to this instance"),
+        );
+        ErrorCode::Denied
+    };
+    match out.to_ref {
+        Some(handle) => {
+            let name = st.refs.get(&handle).ok_or_else(|| forged(handle))?;
+            out.target = name.to_string();
+        }
+        None if crate::grants::permits(st, act(&out.target)) => {}
+        None => return Err(ErrorCode::Denied),
+    }
+    if out.attachments.is_empty() {
+        return Ok((out, None));
+    }
+    if out.attachments.len() > bunraku_abi::MAX_ATTACHMENTS {
+        return Err(ErrorCode::Invalid);
+    }
+    let refs = out
+        .attachments
+        .iter()
+        .map(|h| st.refs.get(h).cloned().ok_or_else(|| forged(*h)))
+        .collect::<Result<Box<[_]>, _>>()?;
+    Ok((out, Some(refs)))
+}
+
 /// Checks an outbound message against the target and builds its envelope.
 fn prepare(
     st: &mut ActorState,
@@ -100,24 +138,33 @@ pub(crate) fn send(
         Err(code) => return fail(code),
     };
     let st = caller.data_mut();
-    if !crate::grants::permits(st, crate::grants::Act::Send(&out.target)) {
-        return fail(ErrorCode::Denied);
-    }
+    let (out, refs) = match address(st, out, |t| crate::grants::Act::Send(t)) {
+        Ok(x) => x,
+        Err(code) => return fail(code),
+    };
     let (group, env) = match prepare(st, out, Vec::new(), None) {
         Ok(x) => x,
         Err(code) => return fail(code),
     };
-    let cell = group.pick(st.sender_hash);
-    match cell.tx.try_send(Delivery {
-        env: Box::new(env),
-        reply: None,
-    }) {
+    let name = group.name.clone();
+    let mut target = group.clone();
+    let delivery = Delivery {
+        refs,
+        ..Delivery::new(env)
+    };
+    let sent = st.host.try_deliver(&mut target, st.sender_hash, delivery);
+    if !Arc::ptr_eq(&target, &group) {
+        // An evicted activation was followed to the next one: remember that one.
+        st.resolved.insert(name.to_string(), target.clone());
+    }
+    match sent {
         Ok(()) => Ok(0),
         Err(TrySendError::Full(_)) if mode == mode::TRY => fail(ErrorCode::MailboxFull),
         Err(TrySendError::Full(delivery)) => {
-            let tx = cell.tx.clone();
+            let host = st.host.clone();
+            let hash = st.sender_hash;
             let op = st.start_op(async move {
-                match tx.send(delivery).await {
+                match host.deliver_waiting(target, hash, delivery).await {
                     Ok(()) => Completion::Done,
                     Err(_) => Completion::Failed(ErrorCode::NoSuchActor),
                 }
@@ -126,7 +173,7 @@ pub(crate) fn send(
         }
         Err(TrySendError::Closed(_)) => {
             // The name was stopped: forget the cached group (cached under its own name).
-            st.resolved.remove(&*group.name);
+            st.resolved.remove(&*name);
             fail(ErrorCode::NoSuchActor)
         }
     }
@@ -138,9 +185,10 @@ pub(crate) fn request(mut caller: Caller<'_, ActorState>, ptr: u32, len: u32) ->
         Err(code) => return fail(code),
     };
     let st = caller.data_mut();
-    if !crate::grants::permits(st, crate::grants::Act::Request(&out.target)) {
-        return fail(ErrorCode::Denied);
-    }
+    let (out, refs) = match address(st, out, |t| crate::grants::Act::Request(t)) {
+        Ok(x) => x,
+        Err(code) => return fail(code),
+    };
     let timeout = out
         .timeout_ms
         .map(std::time::Duration::from_millis)
@@ -158,22 +206,30 @@ pub(crate) fn request(mut caller: Caller<'_, ActorState>, ptr: u32, len: u32) ->
         return fail(ErrorCode::Deadlock);
     }
     let (reply_tx, reply_rx) = oneshot::channel();
-    let waiting = match cell.tx.try_send(Delivery {
-        env: Box::new(env),
+    let delivery = Delivery {
         reply: Some(reply_tx),
-    }) {
+        refs,
+        ..Delivery::new(env)
+    };
+    let mut target = group.clone();
+    let sent = st.host.try_deliver(&mut target, st.sender_hash, delivery);
+    if !Arc::ptr_eq(&target, &group) {
+        st.resolved.insert(group.name.to_string(), target.clone());
+    }
+    let waiting = match sent {
         Ok(()) => None,
-        Err(TrySendError::Full(delivery)) => Some((cell.tx.clone(), delivery)),
+        Err(TrySendError::Full(delivery)) => Some((st.host.clone(), target, delivery)),
         Err(TrySendError::Closed(_)) => {
             st.resolved.remove(&*group.name);
             return fail(ErrorCode::NoSuchActor);
         }
     };
+    let hash = st.sender_hash;
     let sleep = st.host.clock.sleep(timeout);
     let op = st.start_op(async move {
         let exchange = async move {
-            if let Some((tx, delivery)) = waiting
-                && tx.send(delivery).await.is_err()
+            if let Some((host, target, delivery)) = waiting
+                && host.deliver_waiting(target, hash, delivery).await.is_err()
             {
                 return Completion::Failed(ErrorCode::NoSuchActor);
             }

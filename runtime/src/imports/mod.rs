@@ -15,7 +15,9 @@ pub(crate) mod lifecycle;
 pub(crate) mod logging;
 pub(crate) mod messaging;
 pub(crate) mod pubsub;
+pub(crate) mod refs;
 pub(crate) mod state;
+pub(crate) mod timers;
 
 use bunraku_abi::{Capability, ErrorCode, IMPORT_MODULE, encode_error};
 use serde::de::DeserializeOwned;
@@ -61,6 +63,11 @@ bunraku_abi::for_each_host_fn!(register_host_fns);
 fn check(caller: &Caller<'_, ActorState>, cap: Capability, function: &str) -> bool {
     let st = caller.data();
     if st.group.grants.allows(cap) {
+        return true;
+    }
+    // An actor reference is a grant of its own: an actor that holds one may send through it
+    // (the function checks the handle, or the grant for a name, once it has decoded the target).
+    if cap == Capability::Send && !st.refs.is_empty() {
         return true;
     }
     crate::grants::log_denial(
@@ -113,6 +120,22 @@ pub(crate) fn read_outbound(
 ) -> wasmtime::Result<Result<bunraku_abi::Outbound, ErrorCode>> {
     let limit = caller.data().group.limits.max_message_bytes + ENVELOPE_SLACK;
     read(caller, ptr, len, limit)
+}
+
+/// Longest actor name a host function reads (`watch`, `actor_ref`).
+const MAX_NAME: u32 = 1024;
+
+/// Reads an actor name argument (UTF-8, lossy): `Ok(Err(TooLarge))` past [`MAX_NAME`] bytes, a
+/// trap for an out-of-bounds buffer.
+pub(crate) fn read_name(
+    caller: &Caller<'_, ActorState>,
+    ptr: u32,
+    len: u32,
+) -> wasmtime::Result<Result<String, ErrorCode>> {
+    if len > MAX_NAME {
+        return Ok(Err(ErrorCode::TooLarge));
+    }
+    messaging::read_str(caller, ptr, len).map(Ok)
 }
 
 /// Room for the envelope fields around a payload when checking raw buffer sizes.

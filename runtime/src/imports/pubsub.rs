@@ -25,7 +25,9 @@ pub(crate) fn publish(
         Err(code) => return fail(code),
     };
     let st = caller.data_mut();
-    if validate_subject(&out.target).is_err() {
+    // References go to one actor at a time, never to whoever subscribes.
+    if validate_subject(&out.target).is_err() || out.to_ref.is_some() || !out.attachments.is_empty()
+    {
         return fail(ErrorCode::Invalid);
     }
     if !permits(st, Act::Publish(&out.target)) {

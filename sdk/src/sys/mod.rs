@@ -12,16 +12,16 @@
 mod wasm;
 #[cfg(target_arch = "wasm32")]
 pub(crate) use wasm::{
-    cancel, log, next, publish, reply, request, send, spawn, state_load, state_save, stop,
-    subscribe, unsubscribe, unwatch, watch,
+    actor_ref, cancel, drop_ref, log, next, publish, reply, request, send, sleep, spawn,
+    state_load, state_save, stop, subscribe, timer_cancel, timer_set, unsubscribe, unwatch, watch,
 };
 
 #[cfg(not(target_arch = "wasm32"))]
 pub(crate) mod native;
 #[cfg(not(target_arch = "wasm32"))]
 pub(crate) use native::{
-    cancel, log, next, publish, reply, request, send, spawn, state_load, state_save, stop,
-    subscribe, unsubscribe, unwatch, watch,
+    actor_ref, cancel, drop_ref, log, next, publish, reply, request, send, sleep, spawn,
+    state_load, state_save, stop, subscribe, timer_cancel, timer_set, unsubscribe, unwatch, watch,
 };
 
 /// Refers to one backend function per table entry, so a new host function is a compile error here

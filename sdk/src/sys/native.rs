@@ -7,7 +7,9 @@
 //! handle the host issued; `cancel` and `unsubscribe` refuse ids they do not know. Instead of other
 //! actors there are records (what was sent, published, requested) and responders (closures that
 //! answer requests). A target marked full makes `send`/`publish` wait (mode `WAIT`) or fail with
-//! `MailboxFull` (mode `TRY`).
+//! `MailboxFull` (mode `TRY`). Actor references work as on the host: `actor_ref` issues handles
+//! (it grants every name), a message sent through a handle is recorded under the actor's name,
+//! and a handle that was never issued is `denied`.
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -52,6 +54,12 @@ pub(crate) struct NativeHost {
     pub(crate) spawned: Vec<bunraku_abi::Spawn>,
     /// Actors watched, by watch id.
     pub(crate) watches: BTreeMap<u64, String>,
+    /// Live timers by id.
+    pub(crate) timers: BTreeMap<u64, bunraku_abi::Timer>,
+    next_timer: u64,
+    /// Actor references by handle.
+    pub(crate) refs: BTreeMap<u32, String>,
+    next_ref: u32,
     /// Whether the actor asked to stop (`Ctx::stop`).
     pub(crate) stop_requested: bool,
     /// The state the actor last saved, as `state_save` received it.
@@ -84,6 +92,10 @@ impl Default for NativeHost {
             cancelled: Vec::new(),
             spawned: Vec::new(),
             watches: BTreeMap::new(),
+            refs: BTreeMap::new(),
+            next_ref: 0,
+            timers: BTreeMap::new(),
+            next_timer: 0,
             stop_requested: false,
             state: None,
             storage_unavailable: false,
@@ -134,6 +146,28 @@ impl NativeHost {
                 self.sent.push(h.out);
             }
             self.complete(h.op, Completion::Done);
+        }
+    }
+
+    /// Issues a reference handle to actor `name`.
+    pub(crate) fn issue_ref(&mut self, name: &str) -> u32 {
+        self.next_ref += 1;
+        self.refs.insert(self.next_ref, name.to_owned());
+        self.next_ref
+    }
+
+    /// Resolves `to_ref` into `target` and checks the attachments: `Denied` for a handle that
+    /// was never issued (or was dropped).
+    fn address(&self, out: &mut Outbound) -> Result<(), ErrorCode> {
+        if let Some(handle) = out.to_ref {
+            out.target = self.refs.get(&handle).ok_or(ErrorCode::Denied)?.clone();
+        }
+        if out.attachments.len() > bunraku_abi::MAX_ATTACHMENTS {
+            return Err(ErrorCode::Invalid);
+        }
+        match out.attachments.iter().all(|h| self.refs.contains_key(h)) {
+            true => Ok(()),
+            false => Err(ErrorCode::Denied),
         }
     }
 
@@ -206,14 +240,22 @@ pub(crate) fn next(buf: &mut [u8], in_flight: u32) -> i64 {
 
 /// `send` and `publish`: deliver, wait for room, or fail when the target is full.
 fn deliver(bytes: &[u8], mode: u32, publish: bool) -> i64 {
-    let out: Outbound = match decode(bytes) {
+    let mut out: Outbound = match decode(bytes) {
         Ok(out) => out,
         Err(code) => return encode_error(code),
     };
-    if publish && (out.target.is_empty() || out.target.split('.').any(str::is_empty)) {
+    if publish
+        && (out.target.is_empty()
+            || out.target.split('.').any(str::is_empty)
+            || out.to_ref.is_some()
+            || !out.attachments.is_empty())
+    {
         return encode_error(ErrorCode::Invalid);
     }
     with_or_fail(|h| {
+        if let Err(code) = h.address(&mut out) {
+            return encode_error(code);
+        }
         if !h.full.contains(&out.target) {
             if publish {
                 h.published.push(out)
@@ -240,10 +282,15 @@ pub(crate) fn publish(outbound: &[u8], mode: u32) -> i64 {
 }
 
 pub(crate) fn request(outbound: &[u8]) -> i64 {
-    let out: Outbound = match decode(outbound) {
+    let mut out: Outbound = match decode(outbound) {
         Ok(out) => out,
         Err(code) => return encode_error(code),
     };
+    match with(|h| h.address(&mut out)) {
+        Some(Ok(())) => {}
+        Some(Err(code)) => return encode_error(code),
+        None => return encode_error(ErrorCode::Internal),
+    }
     let Some((op, responder)) = with(|h| {
         let op = h.new_op();
         h.requests.push(out.clone());
@@ -375,6 +422,54 @@ pub(crate) fn spawn(req: &[u8]) -> i64 {
         }
         h.spawned.push(req);
         0
+    })
+}
+
+pub(crate) fn actor_ref(name: &[u8]) -> i64 {
+    let Ok(name) = std::str::from_utf8(name) else {
+        return encode_error(ErrorCode::Malformed);
+    };
+    with_or_fail(|h| i64::from(h.issue_ref(name)))
+}
+
+pub(crate) fn drop_ref(handle: u32) -> i64 {
+    with_or_fail(|h| match h.refs.remove(&handle) {
+        Some(_) => 0,
+        None => encode_error(ErrorCode::Invalid),
+    })
+}
+
+pub(crate) fn timer_set(timer: &[u8]) -> i64 {
+    let timer: bunraku_abi::Timer = match decode(timer) {
+        Ok(timer) => timer,
+        Err(code) => return encode_error(code),
+    };
+    if timer.period_ms == Some(0) {
+        return encode_error(ErrorCode::Invalid);
+    }
+    with_or_fail(|h| {
+        if h.timers.len() >= bunraku_abi::MAX_TIMERS {
+            return encode_error(ErrorCode::TooManyPending);
+        }
+        h.next_timer += 1;
+        h.timers.insert(h.next_timer, timer);
+        h.next_timer as i64
+    })
+}
+
+/// Natively a sleep is over at once: the test decides when time passes.
+pub(crate) fn sleep(_ms: u64) -> i64 {
+    with_or_fail(|h| {
+        let op = h.new_op();
+        h.complete(op, Completion::Done);
+        i64::from(op)
+    })
+}
+
+pub(crate) fn timer_cancel(id: u64) -> i64 {
+    with_or_fail(|h| match h.timers.remove(&id) {
+        Some(_) => 0,
+        None => encode_error(ErrorCode::Invalid),
     })
 }
 

@@ -101,6 +101,31 @@ pub(crate) fn spawn(req: &[u8]) -> i64 {
     unsafe { imports::spawn(addr(req.as_ptr()), len(req)) }
 }
 
+pub(crate) fn actor_ref(name: &[u8]) -> i64 {
+    // SAFETY: the host only reads `name`, which is borrowed for the call.
+    unsafe { imports::actor_ref(addr(name.as_ptr()), len(name)) }
+}
+
+pub(crate) fn drop_ref(handle: u32) -> i64 {
+    // SAFETY: no memory is passed.
+    unsafe { imports::drop_ref(handle) }
+}
+
+pub(crate) fn timer_set(timer: &[u8]) -> i64 {
+    // SAFETY: the host only reads `timer`, which is borrowed for the call.
+    unsafe { imports::timer_set(addr(timer.as_ptr()), len(timer)) }
+}
+
+pub(crate) fn sleep(ms: u64) -> i64 {
+    // SAFETY: no memory is passed.
+    unsafe { imports::sleep(ms) }
+}
+
+pub(crate) fn timer_cancel(id: u64) -> i64 {
+    // SAFETY: no memory is passed.
+    unsafe { imports::timer_cancel(id) }
+}
+
 pub(crate) fn log(level: u32, line: &[u8]) -> i64 {
     // SAFETY: the host only reads `line`, which is borrowed for the call.
     unsafe { imports::log(level, addr(line.as_ptr()), len(line)) }
