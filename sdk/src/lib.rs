@@ -123,6 +123,7 @@ mod sys;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod testing;
 mod timers;
+pub mod window;
 
 pub use actor::Actor;
 pub use bunraku_abi as abi;
