@@ -143,7 +143,7 @@ impl Windows {
         let last = t - t % slide_ms;
         let first = (t + 1).saturating_sub(size_ms).div_ceil(slide_ms) * slide_ms;
         (first..=last)
-            .step_by(slide_ms as usize)
+            .step_by(usize::try_from(slide_ms).unwrap_or(usize::MAX))
             .map(move |start| Window {
                 start_ms: start,
                 end_ms: start + size_ms,
