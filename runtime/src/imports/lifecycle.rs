@@ -116,8 +116,8 @@ pub(crate) fn spawn(caller: Caller<'_, ActorState>, ptr: u32, len: u32) -> HostR
             Err(e) => return refuse(ErrorCode::Invalid, &e.to_string()),
         }
     }
-    let handle = tokio::runtime::Handle::current();
-    let group = match st.host.start_group(&spec, module, patterns, &handle) {
+    let host = st.host.clone();
+    let group = match host.start_group(&spec, module, patterns, &host.guest) {
         Ok(group) => group,
         Err(crate::DeployError::Duplicate(_)) => {
             return refuse(ErrorCode::AlreadyExists, "the name is taken");
