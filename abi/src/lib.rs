@@ -105,6 +105,13 @@ pub enum ErrorCode {
     StorageUnavailable = 16,
     /// The name is already taken (for instance by `spawn`).
     AlreadyExists = 17,
+    /// The stream ended: for a reader, the writer closed it and every item was read; for a
+    /// writer, the reader stopped reading.
+    Closed = 18,
+    /// The writer aborted the stream.
+    Aborted = 19,
+    /// The other side's instance ended (trapped, stopped or deactivated) without closing.
+    PeerFailed = 20,
 }
 
 impl ErrorCode {
@@ -127,6 +134,9 @@ impl ErrorCode {
         Self::NotFound,
         Self::StorageUnavailable,
         Self::AlreadyExists,
+        Self::Closed,
+        Self::Aborted,
+        Self::PeerFailed,
     ];
 
     /// The code for a raw number, if it is one.
@@ -154,6 +164,9 @@ impl ErrorCode {
             Self::NotFound => "not found",
             Self::StorageUnavailable => "storage unavailable",
             Self::AlreadyExists => "already exists",
+            Self::Closed => "closed",
+            Self::Aborted => "aborted",
+            Self::PeerFailed => "peer failed",
         }
     }
 }
@@ -194,6 +207,14 @@ pub enum Codec {
     Postcard,
     /// JSON, from the CLI and (later) HTTP. The guest SDK decodes it into the same typed message.
     Json,
+}
+
+/// `how` argument of `stream_end`.
+pub mod stream_end {
+    /// The writer is done: the reader gets the items written, then the end.
+    pub const CLOSE: u32 = 0;
+    /// The writer gives up: the reader gets the items written, then `aborted`.
+    pub const ABORT: u32 = 1;
 }
 
 /// `mode` argument of `send` and `publish`.
@@ -266,6 +287,8 @@ pub struct Envelope {
     pub ext: Vec<Ext>,
     /// The encoded message.
     pub payload: Vec<u8>,
+    /// When this message opens a stream (`stream_open`): the receiver's handle to read it.
+    pub stream: Option<u32>,
 }
 
 /// What `next` hands the guest.
@@ -657,6 +680,43 @@ macro_rules! for_each_host_fn {
             /// host's clock: a handler that waits, without holding a thread.
             fn sleep(ms: u64) -> i64,
                 capability = Timers, module = timers;
+            /// Opens a stream to an actor with an [`Outbound`](crate::Outbound) (a name or
+            /// `to_ref`, and the opening message, which the receiver handles like any other; its
+            /// [`Envelope::stream`](crate::Envelope::stream) is the reader's handle). Needs the
+            /// same grant as sending to the actor. Returns the writer's stream handle; the writer
+            /// starts with the receiver's `stream_window` of credit.
+            fn stream_open(ptr: u32, len: u32) -> i64,
+                capability = Send, module = streams;
+            /// Writes a batch of items (postcard `Vec<Vec<u8>>`, each at most the receiver's
+            /// `max_message_bytes`) to a stream this instance writes. The batch must fit in the
+            /// credit ([`ErrorCode::Invalid`](crate::ErrorCode::Invalid) otherwise); returns the
+            /// credit left. [`ErrorCode::Closed`](crate::ErrorCode::Closed) or
+            /// [`ErrorCode::PeerFailed`](crate::ErrorCode::PeerFailed) when the reader is gone.
+            fn stream_write(stream: u32, ptr: u32, len: u32) -> i64,
+                capability = None, module = streams;
+            /// The credit of a stream this instance writes: how many items it may write now.
+            fn stream_credit(stream: u32) -> i64,
+                capability = None, module = streams;
+            /// Returns an operation id that completes with
+            /// [`Completion::Done`](crate::Completion::Done) when the stream has something for
+            /// this side: credit for the writer; items or the end for the reader.
+            fn stream_wait(stream: u32) -> i64,
+                capability = None, module = streams;
+            /// Moves queued items of a stream this instance reads into `buf_ptr..+buf_cap`
+            /// (postcard `Vec<Vec<u8>>`, as many whole items as fit) and returns the length; `0`
+            /// when none is queued yet (wait with `stream_wait`); a length larger than `buf_cap`
+            /// when the first item does not fit (grow the buffer). After the last item:
+            /// [`ErrorCode::Closed`](crate::ErrorCode::Closed) when the writer closed it,
+            /// [`ErrorCode::Aborted`](crate::ErrorCode::Aborted) or
+            /// [`ErrorCode::PeerFailed`](crate::ErrorCode::PeerFailed). Reading frees credit.
+            fn stream_read(stream: u32, buf_ptr: u32, buf_cap: u32) -> i64,
+                capability = None, module = streams;
+            /// Ends this side of a stream and releases the handle: a writer closes it
+            /// (`how` = 0: the reader gets the items written, then the end) or aborts it (1); a
+            /// reader stops reading (the writer gets `Closed`). A handle this instance does not
+            /// hold is [`ErrorCode::Denied`](crate::ErrorCode::Denied) for every stream function.
+            fn stream_end(stream: u32, how: u32) -> i64,
+                capability = None, module = streams;
             /// Writes a UTF-8 line to the actor's log at a [`level`](crate::level).
             fn log(level: u32, ptr: u32, len: u32) -> i64,
                 capability = None, module = logging;

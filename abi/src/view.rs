@@ -429,6 +429,8 @@ pub struct EnvelopeView<'a> {
     pub ext: ExtsView<'a>,
     /// The encoded message.
     pub payload: &'a [u8],
+    /// The reader's handle of the stream this message opens.
+    pub stream: Option<u32>,
 }
 
 impl<'a> EnvelopeView<'a> {
@@ -462,6 +464,7 @@ impl<'a> EnvelopeView<'a> {
             attachments: r.varints()?,
             ext: r.exts()?,
             payload: r.bytes()?,
+            stream: r.opt_u32()?,
         })
     }
 
@@ -481,6 +484,7 @@ impl<'a> EnvelopeView<'a> {
             attachments: self.attachments.to_vec(),
             ext: self.ext.to_vec(),
             payload: self.payload.to_vec(),
+            stream: self.stream,
         }
     }
 }
@@ -840,6 +844,7 @@ pub fn encode_envelope_into(env: &Envelope, buf: &mut Vec<u8>) {
         put_bytes(buf, &ext.value);
     }
     put_bytes(buf, &env.payload);
+    put_opt_varint(buf, env.stream.map(u64::from));
 }
 
 /// Appends the bytes of `event` (what [`encode`](crate::encode) gives, without serde): the host

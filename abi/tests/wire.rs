@@ -37,6 +37,7 @@ fn envelope() -> Envelope {
             value: vec![9],
         }],
         payload: vec![0xAA, 0xBB],
+        stream: Some(3),
     }
 }
 
@@ -58,6 +59,7 @@ fn envelope_wire_bytes_are_stable() {
         0,                            // attachments []
         1, 1, b'x', 1, 9,             // ext [{x: [9]}]
         2, 0xAA, 0xBB,                // payload
+        1, 3,                         // stream Some(3)
     ];
     golden(envelope(), &bytes);
 }
@@ -290,8 +292,13 @@ mod views {
         let ext: Vec<_> = env.ext.iter().map(|e| (e.key, e.value)).collect();
         assert_eq!(ext, [("x", &[9u8][..])]);
         assert_eq!(env.payload, [0xAA, 0xBB]);
-        let payload_at = bytes.len() - 2;
-        assert!(std::ptr::eq(env.payload, &bytes[payload_at..]), "borrowed");
+        // The payload, then `stream: Some(3)` (2 bytes).
+        let payload_at = bytes.len() - 4;
+        assert!(
+            std::ptr::eq(env.payload, &bytes[payload_at..payload_at + 2]),
+            "borrowed"
+        );
+        assert_eq!(env.stream, Some(3));
         assert_eq!(env.to_envelope(), super::envelope());
     }
 

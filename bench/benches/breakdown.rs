@@ -78,6 +78,7 @@ fn envelope(out: Outbound, id: u64, sender: &str) -> Envelope {
         attachments: Vec::new(),
         ext: out.ext,
         payload: out.payload,
+        stream: None,
     }
 }
 

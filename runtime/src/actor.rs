@@ -539,6 +539,10 @@ pub(crate) struct ActorState {
     /// `actor_ref` and on delivery of attachments; the guest only ever holds the numbers.
     pub refs: HashMap<u32, Arc<str>>,
     next_ref: u32,
+    /// Streams this instance writes or reads, by handle. Dropped with the instance, which ends
+    /// each for the other side (`peer failed`).
+    pub streams: HashMap<u32, crate::streams::Endpoint>,
+    next_stream: u32,
     pub ops: HashMap<u32, OpMeta>,
     next_op: u32,
     pub new_ops: Vec<PendingOp>,
@@ -583,6 +587,8 @@ impl ActorState {
             next_handle: 0,
             refs: HashMap::new(),
             next_ref: 0,
+            streams: HashMap::new(),
+            next_stream: 0,
             ops: HashMap::new(),
             next_op: 0,
             new_ops: Vec::new(),
@@ -702,7 +708,12 @@ impl ActorState {
 
     /// Turns a delivery into the envelope the guest sees, keeping its reply slot.
     fn accept(&mut self, delivery: Delivery) -> Envelope {
-        let Delivery { env, reply, refs } = delivery;
+        let Delivery {
+            env,
+            reply,
+            refs,
+            stream,
+        } = delivery;
         let mut env = *env;
         if let Some(slot) = reply {
             self.next_handle = self.next_handle.wrapping_add(1).max(1);
@@ -726,12 +737,36 @@ impl ActorState {
                 }
             }
         }
+        if let Some(stream) = stream {
+            // Refused past the table's size: the writer's next call gets `peer failed`.
+            env.stream = self.add_stream(crate::streams::Endpoint {
+                stream,
+                writer: false,
+            });
+        }
         self.current.chain.clone_from(&env.chain);
         self.current.msg_type.clone_from(&env.msg_type);
         self.current.msg_id = env.id;
         self.current.trace = env.trace;
         self.cell.stats.handled.fetch_add(1, Ordering::Relaxed);
         env
+    }
+
+    /// A new handle in this instance's stream table; `None` when it is full (the endpoint is
+    /// dropped, which fails the stream for the other side).
+    pub(crate) fn add_stream(&mut self, endpoint: crate::streams::Endpoint) -> Option<u32> {
+        if self.streams.len() >= crate::imports::streams::MAX_STREAMS {
+            return None;
+        }
+        loop {
+            self.next_stream = self.next_stream.wrapping_add(1).max(1);
+            if let std::collections::hash_map::Entry::Vacant(v) =
+                self.streams.entry(self.next_stream)
+            {
+                v.insert(endpoint);
+                return Some(self.next_stream);
+            }
+        }
     }
 
     /// A new handle in this instance's reference table for the actor `name`; `None` when the

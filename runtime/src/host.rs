@@ -279,6 +279,7 @@ impl Shared {
             attachments: Vec::new(),
             ext: out.ext,
             payload: out.payload,
+            stream: None,
         }
     }
 

@@ -53,6 +53,7 @@ pub mod metrics;
 mod module;
 mod pubsub;
 pub mod store;
+mod streams;
 pub mod subject;
 pub mod supervision;
 pub mod supervisor;

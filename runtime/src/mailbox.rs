@@ -27,6 +27,8 @@ pub(crate) struct Delivery {
     /// Actor references moved with the message; the receiving instance issues its own handles
     /// for them on delivery.
     pub refs: Refs,
+    /// The stream this message opens: the receiving instance issues its reader handle.
+    pub stream: Option<Arc<crate::streams::Stream>>,
 }
 
 /// The actors a message's references stand for (the names the sender's handles stood for).
@@ -40,6 +42,7 @@ impl Delivery {
             env: Box::new(env),
             reply: None,
             refs: None,
+            stream: None,
         }
     }
 }

@@ -247,6 +247,9 @@ pub struct Limits {
     /// Most messages handed to the guest in one entry (`max_batch`, default 256). The guest is
     /// entered once per batch, not per message; a smaller batch lets other actors in sooner.
     pub max_batch: usize,
+    /// Most stream items a writer may have in flight to this actor before it waits for it to
+    /// read (`stream_window`, default 256): the credit window of every stream opened to it.
+    pub stream_window: usize,
 }
 
 impl Default for Limits {
@@ -259,6 +262,7 @@ impl Default for Limits {
             concurrency: 1,
             request_timeout: Duration::from_millis(5000),
             max_batch: 256,
+            stream_window: 256,
         }
     }
 }
@@ -873,6 +877,7 @@ struct RawLimits {
     concurrency: Option<usize>,
     request_timeout_ms: Option<u64>,
     max_batch: Option<usize>,
+    stream_window: Option<usize>,
 }
 
 #[derive(serde::Deserialize, Default)]
@@ -1193,6 +1198,11 @@ fn validate(raw: RawManifest, path: PathBuf, dir: PathBuf) -> (Manifest, Vec<Pro
             a.limits.max_batch.map(|v| v as u64),
             d.max_batch.to_string(),
         );
+        let stream_window = nonzero(
+            "limits.stream_window",
+            a.limits.stream_window.map(|v| v as u64),
+            d.stream_window.to_string(),
+        );
         let backoff_initial = nonzero(
             "restart.backoff_initial_ms",
             a.restart.backoff_initial_ms,
@@ -1229,6 +1239,7 @@ fn validate(raw: RawManifest, path: PathBuf, dir: PathBuf) -> (Manifest, Vec<Pro
             concurrency: concurrency.map_or(d.concurrency, |v| v as usize),
             request_timeout: request_timeout.map_or(d.request_timeout, Duration::from_millis),
             max_batch: max_batch.map_or(d.max_batch, |v| v as usize),
+            stream_window: stream_window.map_or(d.stream_window, |v| v as usize),
         };
 
         let r = RestartPolicy::default();
@@ -2038,6 +2049,7 @@ mod tests {
                 concurrency: 4,
                 request_timeout: Duration::from_millis(750),
                 max_batch: 256,
+                stream_window: 256,
             }
         );
         assert_eq!(

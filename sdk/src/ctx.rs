@@ -83,6 +83,8 @@ struct MessageMeta {
     deadline_ms: Option<u64>,
     /// Actor references that came with the message (empty: no allocation).
     attachments: Box<[ActorRef]>,
+    /// The reader handle of the stream the message opens, until taken.
+    stream: std::cell::Cell<Option<u32>>,
 }
 
 impl Ctx {
@@ -106,6 +108,7 @@ impl Ctx {
             idempotency_key: env.idempotency_key.map(Box::from),
             deadline_ms: env.deadline_ms,
             attachments: env.attachments.iter().map(ActorRef).collect(),
+            stream: std::cell::Cell::new(env.stream),
         };
         Self {
             identity,
@@ -116,6 +119,11 @@ impl Ctx {
     /// The codec of the message being handled (postcard outside handlers).
     pub(crate) fn codec(&self) -> Codec {
         self.message.as_ref().map_or(Codec::Postcard, |m| m.codec)
+    }
+
+    /// The reader handle of the stream the message being handled opens, once.
+    pub(crate) fn take_stream_handle(&self) -> Option<u32> {
+        self.message.as_ref()?.stream.take()
     }
 
     /// The reply handle of the message being handled, when its sender waits for a reply.
@@ -286,6 +294,15 @@ impl Ctx {
     /// Logs at [`Level::Debug`].
     pub fn debug(&self, message: impl fmt::Display) {
         self.log(Level::Debug, message);
+    }
+}
+
+impl Drop for Ctx {
+    fn drop(&mut self) {
+        // A stream the handler did not take is refused, so its writer does not wait forever.
+        if let Some(stream) = self.take_stream_handle() {
+            let _ = sys::stream_end(stream, bunraku_abi::stream_end::CLOSE);
+        }
     }
 }
 

@@ -165,6 +165,8 @@ pub(crate) fn run<A: Actor>() -> i32 {
             EventView::Stop => stop::<A>(),
         }
     }
+    // The turn ends: items written to streams go to the host now.
+    crate::streams::flush_all();
     if buf.len() > KEPT_BUFFER {
         buf = Vec::new();
     }

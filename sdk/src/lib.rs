@@ -119,6 +119,7 @@ mod lifecycle;
 mod message;
 mod refs;
 mod state;
+pub mod streams;
 mod sys;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod testing;

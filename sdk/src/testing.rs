@@ -52,7 +52,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::executor::{self, State};
-use crate::sys::native::{self, NativeHost, Responder};
+use crate::sys::native::{self, InStream, NativeHost, Responder};
 use crate::{Actor, Error, Level, Message, Request, codec};
 
 /// One actor instance under test, with the host it talks to.
@@ -65,6 +65,8 @@ pub struct TestActor<A: Actor> {
     next_message: u64,
     /// Actors the next message carries references to ([`TestActor::attach`]).
     attach: Vec<String>,
+    /// The stream the next message opens ([`TestActor::send_stream`]).
+    next_stream: Option<u32>,
     _actor: PhantomData<A>,
 }
 
@@ -241,6 +243,7 @@ impl<A: Actor> TestBuilder<A> {
             }),
             next_message: 0,
             attach: Vec::new(),
+            next_stream: None,
             _actor: PhantomData,
         };
         actor.run();
@@ -349,6 +352,7 @@ impl<A: Actor> TestActor<A> {
         self.next_message += 1;
         let id = self.next_message;
         let attach = std::mem::take(&mut self.attach);
+        let stream = self.next_stream.take();
         let host = self.host_mut();
         let reply = reply.then(|| host.reply_handle());
         let attachments = attach.iter().map(|name| host.issue_ref(name)).collect();
@@ -361,6 +365,7 @@ impl<A: Actor> TestActor<A> {
             subject: subject.map(str::to_owned),
             payload,
             attachments,
+            stream,
             ..Envelope::default()
         }));
         self.run();
@@ -426,6 +431,67 @@ impl<A: Actor> TestActor<A> {
         let payload = encode(msg)?;
         let (id, _) = self.push(M::NAME, Codec::Postcard, payload, false, Some(subject));
         self.outcome(id)
+    }
+
+    /// Opens a stream to the actor, as another actor would: `open` is delivered (its handler
+    /// takes the reader with [`Ctx::take_stream`](crate::Ctx::take_stream)), followed by `items`
+    /// and then `end`: [`ErrorCode::Closed`] for a normal end, [`ErrorCode::Aborted`] or
+    /// [`ErrorCode::PeerFailed`]. Errors like [`send`](Self::send).
+    pub fn send_stream<M: Message, T: Serialize>(
+        &mut self,
+        open: &M,
+        items: &[T],
+        end: ErrorCode,
+    ) -> Result<(), Error> {
+        let items = items
+            .iter()
+            .map(|i| {
+                codec::encode(Codec::Postcard, i).map_err(|e| Error::new(ErrorCode::Malformed, e))
+            })
+            .collect::<Result<_, _>>()?;
+        let stream = self.host_mut().open_in_stream(InStream {
+            items,
+            end: Some(end),
+            cancelled: false,
+        });
+        self.next_stream = Some(stream);
+        let payload = encode(open)?;
+        let (id, _) = self.push(M::NAME, Codec::Postcard, payload, false, None);
+        self.outcome(id)
+    }
+
+    /// The items of the streams the actor opened to `target`, in the order written.
+    pub fn stream_items<T: serde::de::DeserializeOwned>(&self, target: &str) -> Vec<T> {
+        self.host()
+            .streams_out
+            .values()
+            .filter(|s| s.open.target == target)
+            .flat_map(|s| &s.items)
+            .map(|b| {
+                codec::decode(Codec::Postcard, b)
+                    .unwrap_or_else(|e| panic!("a stream item to `{target}` does not decode: {e}"))
+            })
+            .collect()
+    }
+
+    /// How each stream the actor opened to `target` ended, in the order opened: `None` while
+    /// open, `Some(false)` closed, `Some(true)` aborted.
+    pub fn stream_endings(&self, target: &str) -> Vec<Option<bool>> {
+        self.host()
+            .streams_out
+            .values()
+            .filter(|s| s.open.target == target)
+            .map(|s| s.ended)
+            .collect()
+    }
+
+    /// Whether the actor stopped reading the streams opened to it before their end.
+    pub fn streams_cancelled(&self) -> usize {
+        self.host()
+            .streams_in
+            .values()
+            .filter(|s| s.cancelled)
+            .count()
     }
 
     /// The timers the actor holds, oldest first, with how they were set.

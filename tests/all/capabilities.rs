@@ -50,6 +50,7 @@ fn target_for(function: &str) -> &'static str {
         "spawn" => "echo",
         // A timer id the host never issued to the intruder.
         "timer_cancel" => "1",
+        "stream_open" => "echo",
         _ => "",
     }
 }
@@ -335,6 +336,8 @@ async fn a_handle_the_host_never_issued_is_denied_even_with_every_grant() {
     assert_eq!(attempt(&host, "attach", "1").await, "ok");
     assert_eq!(attempt(&host, "drop_ref", "1").await, "ok");
     assert_eq!(attempt(&host, "send_ref", "1").await, "denied");
+    // A stream handle it was never issued.
+    assert_eq!(attempt(&host, "stream_credit", "5").await, "denied");
     let logged = denials(&host);
     assert!(
         logged

@@ -15,6 +15,7 @@ const EXAMPLES: &[(&str, &str)] = &[
     ("pubsub", "pubsub: ok, 6 facts checked"),
     ("p2p", "p2p: ok, 5 facts checked"),
     ("batching", "batching: ok, 4 facts checked"),
+    ("streaming", "streaming: ok, 5 facts checked"),
 ];
 
 /// Runs `bunraku run DIR --smoke` with a data directory and home of its own.
@@ -83,6 +84,11 @@ fn batching_example_passes_its_smoke_check_and_prints_both_throughputs() {
             && line.contains("(8 commits)"),
         "{line}"
     );
+}
+
+#[test]
+fn streaming_example_passes_its_smoke_check() {
+    passes_its_smoke_check("streaming");
 }
 
 #[test]

@@ -15,6 +15,7 @@ mod messaging;
 mod pubsub;
 mod refs;
 mod state;
+mod streams;
 mod supervision;
 mod timers;
 mod virtual_actors;

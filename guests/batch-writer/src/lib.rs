@@ -171,6 +171,24 @@ mod tests {
     }
 
     #[test]
+    fn stopping_commits_what_the_batcher_holds() {
+        let mut writer = TestActor::<Writer>::start(Config {
+            batched: true,
+            max_items: 100,
+            max_wait_ms: 60_000,
+        });
+        for seq in 1..=3 {
+            writer.send(&write(seq)).unwrap();
+        }
+        assert_eq!(writer.call(&GetLedger {}).unwrap().writes, 0);
+        writer.stop();
+        // The state `on_stop` saved holds the three writes, in one commit.
+        let saved: Ledger = writer.saved_state().expect("a saved ledger");
+        assert_eq!((saved.writes, saved.commits), (3, 1));
+        assert!(writer.timers().is_empty(), "the flush timer is cancelled");
+    }
+
+    #[test]
     fn unbatched_every_write_is_a_commit() {
         let mut writer = TestActor::<Writer>::start(Config {
             batched: false,

@@ -24,7 +24,9 @@ use protocol::{Add, Echo, Report, Seen, Tick};
 /// name (`actor_ref`), a reference handle the host may never have issued (`send_ref`: send an
 /// `Echo` through it; `attach`: send an `Echo` to this actor with it attached), nothing
 /// (`timer_set`: an `Echo` to itself in an hour; `sleep`: a millisecond), a timer id the host may never have issued
-/// (`timer_cancel`). Answered with `"ok"` or the error code's name.
+/// (`timer_cancel`), an actor name (`stream_open`: a stream of `u64` opened with an `Echo`), a
+/// stream handle the host may never have issued (`stream_credit`). Answered with `"ok"` or the
+/// error code's name.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Message)]
 #[message(reply = String)]
 pub struct Attempt {
@@ -94,6 +96,16 @@ impl Intruder {
             "spawn" => raw::outcome(raw::spawn(target)),
             "actor_ref" => outcome(ctx.actor_ref(target)),
             "sleep" => outcome(ctx.sleep(Duration::from_millis(1)).await),
+            "stream_open" => {
+                let open = Echo {
+                    text: "stream".into(),
+                };
+                outcome(ctx.open_stream::<u64, _>(target, &open))
+            }
+            "stream_credit" => match target.parse::<u32>() {
+                Ok(id) => raw::outcome(raw::stream_credit(id)),
+                Err(_) => format!("`{target}` is not a stream handle"),
+            },
             "timer_set" => outcome(ctx.after(
                 Duration::from_secs(3600),
                 &Echo {
@@ -154,6 +166,8 @@ mod raw {
         fn bunraku_drop_ref(handle: u32) -> i64;
         #[link_name = "timer_cancel"]
         fn bunraku_timer_cancel(id: u64) -> i64;
+        #[link_name = "stream_credit"]
+        fn bunraku_stream_credit(stream: u32) -> i64;
         #[link_name = "unsubscribe"]
         fn bunraku_unsubscribe(id: u64) -> i64;
         #[link_name = "reply"]
@@ -192,6 +206,12 @@ mod raw {
         // SAFETY: the host only reads `out`, which lives for the call; wasm32 addresses and
         // lengths fit in u32.
         Ok(unsafe { bunraku_send(out.as_ptr().addr() as u32, out.len() as u32, mode::TRY) })
+    }
+
+    /// Asks for the credit of stream `id`, which the host may never have issued.
+    pub fn stream_credit(id: u32) -> Result<i64, &'static str> {
+        // SAFETY: takes only an integer.
+        Ok(unsafe { bunraku_stream_credit(id) })
     }
 
     /// Cancels timer `id`, which the host may never have issued.
@@ -266,6 +286,10 @@ mod raw {
     }
 
     pub fn timer_cancel(_id: u64) -> Result<i64, &'static str> {
+        Err(NATIVE)
+    }
+
+    pub fn stream_credit(_id: u32) -> Result<i64, &'static str> {
         Err(NATIVE)
     }
 

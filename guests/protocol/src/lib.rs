@@ -268,3 +268,139 @@ impl Ledger {
         self.writes += 1;
     }
 }
+
+/// One sensor reading (streaming example): an item of the source's stream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Reading {
+    pub sensor: String,
+    /// Event time: when the reading was taken.
+    pub time_ms: u64,
+    pub value: f64,
+}
+
+/// Opens the stream of `Reading`s from the source to the processor.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Message)]
+pub struct Readings {}
+
+/// Stream the generated readings for `seed` to `to`; replies with the number sent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Message)]
+#[message(reply = Result<u64, String>)]
+pub struct Emit {
+    pub to: String,
+    pub seed: u64,
+    pub sensors: u64,
+    pub count: u64,
+}
+
+/// A window's average for one sensor (the processor to the sink). `update`: a late reading
+/// changed a window that had been reported; this replaces that report.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Message)]
+pub struct WindowAverage {
+    pub sensor: String,
+    pub start_ms: u64,
+    pub end_ms: u64,
+    pub average: f64,
+    pub count: u64,
+    pub update: bool,
+}
+
+/// A window whose average crossed the threshold.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Message)]
+pub struct Alert {
+    pub sensor: String,
+    pub start_ms: u64,
+    pub end_ms: u64,
+    pub average: f64,
+}
+
+/// A reading that came after its window's allowed lateness (the side output).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Message)]
+pub struct LateReading {
+    pub reading: Reading,
+}
+
+/// The stream ended and every window was reported.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Message)]
+pub struct EndOfReadings {
+    pub late_items: u64,
+}
+
+/// What the sink received.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Message)]
+#[message(reply = SinkResults)]
+pub struct GetResults {}
+
+/// The sink's record: the latest average per sensor and window, alerts, late readings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct SinkResults {
+    pub averages: Vec<WindowAverage>,
+    pub alerts: Vec<Alert>,
+    pub late: Vec<Reading>,
+    pub done: bool,
+}
+
+/// The streaming example's seeded readings, in the order the source sends them: one every
+/// 250 ms of event time, each taken up to 1.5 s earlier than its slot (out of order, within the
+/// processor's 2 s bound), from `sensors` sensors; sensor `s0` runs hot in every third 10 s
+/// window. Two readings are inserted on purpose, as `late_within` and `late_beyond` below.
+pub struct Generated {
+    pub readings: Vec<Reading>,
+    /// Index of a reading for a window that has fired but is within the allowed lateness
+    /// (5 s): it must update that window.
+    pub late_within: usize,
+    /// Index of a reading for a window past its allowed lateness: it must go to the side output.
+    pub late_beyond: usize,
+}
+
+/// See [`Generated`]. Deterministic for a seed.
+pub fn generate_readings(seed: u64, sensors: u64, count: u64) -> Generated {
+    let mut state = seed | 1;
+    let mut next = move || {
+        // xorshift64*
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        state.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    };
+    let sensors = sensors.max(1);
+    let mut readings = Vec::new();
+    let (mut late_within, mut late_beyond) = (usize::MAX, usize::MAX);
+    let mut max_time = 0u64;
+    for k in 0..count {
+        let time_ms = (k * 250 + 1500).saturating_sub(next() % 1500);
+        let sensor = next() % sensors;
+        let hot = sensor == 0 && (time_ms / 10_000) % 3 == 0;
+        let value = 20.0 + (next() % 1000) as f64 / 100.0 + if hot { 8.0 } else { 0.0 };
+        readings.push(Reading {
+            sensor: format!("s{sensor}"),
+            time_ms,
+            value,
+        });
+        max_time = max_time.max(time_ms);
+        // Past the first minute, once the watermark (max − 2 s) is less than 5 s past the
+        // latest window end: a reading for the window that just fired is late but within the
+        // lateness; then one for the window before it is beyond.
+        let watermark = max_time.saturating_sub(2_000);
+        let end = watermark / 10_000 * 10_000;
+        if late_within == usize::MAX && k > 240 && watermark - end < 4_000 && end >= 20_000 {
+            late_within = readings.len();
+            readings.push(Reading {
+                sensor: "s1".into(),
+                time_ms: end - 500,
+                value: 99.0,
+            });
+        } else if late_within != usize::MAX && late_beyond == usize::MAX {
+            late_beyond = readings.len();
+            readings.push(Reading {
+                sensor: "s1".into(),
+                time_ms: end - 10_500,
+                value: 77.0,
+            });
+        }
+    }
+    Generated {
+        readings,
+        late_within,
+        late_beyond,
+    }
+}

@@ -164,6 +164,62 @@ pub struct Fired {
 #[message(reply = Vec<String>)]
 pub struct GetFired {}
 
+/// Open a stream to `to` (opening message `Consume`) and write `0..count` into it; trap before
+/// writing item `trap_at`; end with `abort` instead of `close`. Replies with the number of
+/// completed sends, or the error's code name.
+#[derive(Debug, Serialize, Deserialize, Message)]
+#[message(reply = Result<u64, String>)]
+pub struct StreamTo {
+    pub to: String,
+    pub count: u64,
+    pub consume: Consume,
+    pub trap_at: Option<u64>,
+    #[serde(default)]
+    pub abort: bool,
+}
+
+/// Opens a stream of `u64`s: read it to the end, sleeping `sleep_ms` after every `every` items
+/// (a slow consumer) and trapping on item `trap_at`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, Message)]
+pub struct Consume {
+    #[serde(default)]
+    pub every: Option<u64>,
+    #[serde(default)]
+    pub sleep_ms: u64,
+    #[serde(default)]
+    pub trap_at: Option<u64>,
+}
+
+/// What this instance's streams did so far.
+#[derive(Debug, Serialize, Deserialize, Message)]
+#[message(reply = StreamStats)]
+pub struct GetStreamStats {}
+
+/// Counters of this instance's streams.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StreamStats {
+    /// Completed `send().await`s of the stream being written.
+    pub sent: u64,
+    /// Items read from the stream being read.
+    pub consumed: u64,
+    /// Every item read was the next number.
+    pub in_order: bool,
+    /// How the stream being read ended: `closed`, or the error's code name; empty while open.
+    pub ending: String,
+}
+
+thread_local! {
+    /// Shared by the handlers of one instance (a handler writing a stream holds `&mut self`).
+    static STREAM_STATS: std::cell::RefCell<StreamStats> = std::cell::RefCell::new(StreamStats {
+        in_order: true,
+        ..StreamStats::default()
+    });
+}
+
+fn stream_stats(f: impl FnOnce(&mut StreamStats)) {
+    STREAM_STATS.with(|s| f(&mut s.borrow_mut()));
+}
+
 /// Stop this instance normally (`Ctx::stop`).
 #[derive(Debug, Serialize, Deserialize, Message)]
 pub struct Quit {}
@@ -375,6 +431,64 @@ impl Testbed {
         ctx.request_ref(target, &Ping {})
             .await
             .map_err(|e| e.code().as_str().to_owned())
+    }
+
+    #[handler]
+    async fn stream_to(&mut self, ctx: &Ctx, msg: StreamTo) -> Result<u64, String> {
+        let code = |e: Error| e.code().as_str().to_owned();
+        let mut out = ctx
+            .open_stream::<u64, _>(msg.to.as_str(), &msg.consume)
+            .map_err(code)?;
+        for i in 0..msg.count {
+            if msg.trap_at == Some(i) {
+                panic!("asked to trap while writing item {i}");
+            }
+            out.send(&i).await.map_err(code)?;
+            stream_stats(|s| s.sent += 1);
+        }
+        if msg.abort {
+            out.abort();
+        } else {
+            out.close().await.map_err(code)?;
+        }
+        Ok(msg.count)
+    }
+
+    #[handler]
+    async fn consume(&mut self, ctx: &Ctx, msg: Consume) {
+        let Some(mut items) = ctx.take_stream::<u64>() else {
+            return ctx.warn("`Consume` without a stream");
+        };
+        let mut expected = 0;
+        loop {
+            match items.next().await {
+                Some(Ok(i)) => {
+                    if msg.trap_at == Some(i) {
+                        panic!("asked to trap on item {i}");
+                    }
+                    stream_stats(|s| {
+                        s.in_order &= i == expected;
+                        s.consumed += 1;
+                    });
+                    expected = i + 1;
+                    if let Some(every) = msg.every
+                        && expected % every.max(1) == 0
+                    {
+                        let _ = ctx.sleep(Duration::from_millis(msg.sleep_ms)).await;
+                    }
+                }
+                Some(Err(e)) => {
+                    let ending = e.code().as_str().to_owned();
+                    return stream_stats(|s| s.ending = ending);
+                }
+                None => return stream_stats(|s| s.ending = "closed".into()),
+            }
+        }
+    }
+
+    #[handler]
+    async fn get_stream_stats(&mut self, _ctx: &Ctx, _msg: GetStreamStats) -> StreamStats {
+        STREAM_STATS.with(|s| s.borrow().clone())
     }
 
     #[handler]

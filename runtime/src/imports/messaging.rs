@@ -64,7 +64,7 @@ pub(crate) fn resolve(st: &mut ActorState, name: &str) -> Option<Arc<ActorGroup>
 /// instance's reference table (the handle is the grant), or by name, which needs the grant `act`
 /// names; and the actors its `attachments` stand for. A handle this instance does not hold is
 /// `denied`.
-fn address(
+pub(crate) fn address(
     st: &ActorState,
     mut out: Outbound,
     act: fn(&str) -> crate::grants::Act<'_>,
@@ -99,7 +99,7 @@ fn address(
 }
 
 /// Checks an outbound message against the target and builds its envelope.
-fn prepare(
+pub(crate) fn prepare(
     st: &mut ActorState,
     out: Outbound,
     chain: Vec<u64>,

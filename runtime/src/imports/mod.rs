@@ -17,6 +17,7 @@ pub(crate) mod messaging;
 pub(crate) mod pubsub;
 pub(crate) mod refs;
 pub(crate) mod state;
+pub(crate) mod streams;
 pub(crate) mod timers;
 
 use bunraku_abi::{Capability, ErrorCode, IMPORT_MODULE, encode_error};
@@ -94,6 +95,31 @@ pub(crate) fn guest_bytes<'a>(
         .ok_or_else(|| {
             wasmtime::format_err!("guest passed an out-of-bounds buffer {ptr}+{len} to the host")
         })
+}
+
+/// Copies `bytes` into guest memory at `ptr`; traps (naming `function`) when out of bounds.
+pub(crate) fn write_guest(
+    caller: &mut Caller<'_, ActorState>,
+    ptr: u32,
+    bytes: &[u8],
+    function: &str,
+) -> wasmtime::Result<()> {
+    let memory = caller
+        .data()
+        .memory
+        .ok_or_else(|| wasmtime::format_err!("no memory"))?;
+    let len = bytes.len();
+    memory
+        .data_mut(&mut *caller)
+        .get_mut(ptr as usize..)
+        .and_then(|s| s.get_mut(..len))
+        .ok_or_else(|| {
+            wasmtime::format_err!(
+                "guest passed an out-of-bounds buffer {ptr}+{len} to `{function}`"
+            )
+        })?
+        .copy_from_slice(bytes);
+    Ok(())
 }
 
 /// Decodes a postcard value from guest memory: `Ok(Err(code))` for bytes that do not decode or

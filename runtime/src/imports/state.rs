@@ -48,19 +48,7 @@ pub(crate) fn state_load(
     if len > buf_cap as usize {
         return Ok(len as i64);
     }
-    let memory = st
-        .memory
-        .ok_or_else(|| wasmtime::format_err!("no memory"))?;
-    let dest = memory
-        .data_mut(&mut caller)
-        .get_mut(buf_ptr as usize..)
-        .and_then(|s| s.get_mut(..len))
-        .ok_or_else(|| {
-            wasmtime::format_err!(
-                "guest passed an out-of-bounds buffer {buf_ptr}+{len} to `state_load`"
-            )
-        })?;
-    dest.copy_from_slice(&state);
+    super::write_guest(&mut caller, buf_ptr, &state, "state_load")?;
     Ok(len as i64)
 }
 

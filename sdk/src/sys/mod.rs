@@ -13,7 +13,8 @@ mod wasm;
 #[cfg(target_arch = "wasm32")]
 pub(crate) use wasm::{
     actor_ref, cancel, drop_ref, log, next, publish, reply, request, send, sleep, spawn,
-    state_load, state_save, stop, subscribe, timer_cancel, timer_set, unsubscribe, unwatch, watch,
+    state_load, state_save, stop, stream_credit, stream_end, stream_open, stream_read, stream_wait,
+    stream_write, subscribe, timer_cancel, timer_set, unsubscribe, unwatch, watch,
 };
 
 #[cfg(not(target_arch = "wasm32"))]
@@ -21,7 +22,8 @@ pub(crate) mod native;
 #[cfg(not(target_arch = "wasm32"))]
 pub(crate) use native::{
     actor_ref, cancel, drop_ref, log, next, publish, reply, request, send, sleep, spawn,
-    state_load, state_save, stop, subscribe, timer_cancel, timer_set, unsubscribe, unwatch, watch,
+    state_load, state_save, stop, stream_credit, stream_end, stream_open, stream_read, stream_wait,
+    stream_write, subscribe, timer_cancel, timer_set, unsubscribe, unwatch, watch,
 };
 
 /// Refers to one backend function per table entry, so a new host function is a compile error here

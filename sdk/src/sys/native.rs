@@ -23,6 +23,28 @@ use bunraku_abi::{
 /// Answers a request: gets the request, returns the reply.
 pub(crate) type Responder = Rc<RefCell<dyn FnMut(&Outbound) -> ReplyBody>>;
 
+/// A stream the actor opened: what it was opened with, what was written, how it ended.
+#[derive(Debug, Clone)]
+pub(crate) struct OutStream {
+    pub(crate) open: Outbound,
+    pub(crate) items: Vec<Vec<u8>>,
+    /// `Some(abort)` once ended.
+    pub(crate) ended: Option<bool>,
+}
+
+/// A stream opened to the actor by the test: items to read, then its end.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct InStream {
+    pub(crate) items: VecDeque<Vec<u8>>,
+    /// How it ends once the items are read (`Closed`, `Aborted`, `PeerFailed`); `None`: open.
+    pub(crate) end: Option<ErrorCode>,
+    /// The actor stopped reading.
+    pub(crate) cancelled: bool,
+}
+
+/// The credit a native writer has: the test reads whatever is written.
+const NATIVE_CREDIT: i64 = 1 << 20;
+
 /// A send or publish waiting for room.
 struct Held {
     op: u32,
@@ -54,6 +76,13 @@ pub(crate) struct NativeHost {
     pub(crate) spawned: Vec<bunraku_abi::Spawn>,
     /// Actors watched, by watch id.
     pub(crate) watches: BTreeMap<u64, String>,
+    /// Streams the actor opened, by handle.
+    pub(crate) streams_out: BTreeMap<u32, OutStream>,
+    /// Streams the test opened to the actor, by handle.
+    pub(crate) streams_in: BTreeMap<u32, InStream>,
+    next_stream: u32,
+    /// Operations waiting on an incoming stream, by handle.
+    stream_waits: BTreeMap<u32, Vec<u32>>,
     /// Live timers by id.
     pub(crate) timers: BTreeMap<u64, bunraku_abi::Timer>,
     next_timer: u64,
@@ -96,6 +125,10 @@ impl Default for NativeHost {
             next_ref: 0,
             timers: BTreeMap::new(),
             next_timer: 0,
+            streams_out: BTreeMap::new(),
+            streams_in: BTreeMap::new(),
+            next_stream: 0,
+            stream_waits: BTreeMap::new(),
             stop_requested: false,
             state: None,
             storage_unavailable: false,
@@ -147,6 +180,13 @@ impl NativeHost {
             }
             self.complete(h.op, Completion::Done);
         }
+    }
+
+    /// Registers a stream opened to the actor; its handle.
+    pub(crate) fn open_in_stream(&mut self, stream: InStream) -> u32 {
+        self.next_stream += 1;
+        self.streams_in.insert(self.next_stream, stream);
+        self.next_stream
     }
 
     /// Issues a reference handle to actor `name`.
@@ -454,6 +494,115 @@ pub(crate) fn timer_set(timer: &[u8]) -> i64 {
         h.next_timer += 1;
         h.timers.insert(h.next_timer, timer);
         h.next_timer as i64
+    })
+}
+
+pub(crate) fn stream_open(outbound: &[u8]) -> i64 {
+    let mut out: Outbound = match decode(outbound) {
+        Ok(out) => out,
+        Err(code) => return encode_error(code),
+    };
+    with_or_fail(|h| {
+        if let Err(code) = h.address(&mut out) {
+            return encode_error(code);
+        }
+        h.next_stream += 1;
+        let id = h.next_stream;
+        h.streams_out.insert(
+            id,
+            OutStream {
+                open: out,
+                items: Vec::new(),
+                ended: None,
+            },
+        );
+        i64::from(id)
+    })
+}
+
+pub(crate) fn stream_write(stream: u32, batch: &[u8]) -> i64 {
+    let items: Vec<Vec<u8>> = match decode(batch) {
+        Ok(items) => items,
+        Err(code) => return encode_error(code),
+    };
+    with_or_fail(|h| match h.streams_out.get_mut(&stream) {
+        Some(s) if s.ended.is_none() => {
+            s.items.extend(items);
+            NATIVE_CREDIT
+        }
+        _ => encode_error(ErrorCode::Denied),
+    })
+}
+
+pub(crate) fn stream_credit(stream: u32) -> i64 {
+    with_or_fail(|h| match h.streams_out.get(&stream) {
+        Some(s) if s.ended.is_none() => NATIVE_CREDIT,
+        _ => encode_error(ErrorCode::Denied),
+    })
+}
+
+pub(crate) fn stream_wait(stream: u32) -> i64 {
+    with_or_fail(|h| {
+        let ready = match (h.streams_out.get(&stream), h.streams_in.get(&stream)) {
+            (Some(_), _) => true,
+            (None, Some(s)) => !s.items.is_empty() || s.end.is_some(),
+            (None, None) => return encode_error(ErrorCode::Denied),
+        };
+        let op = h.new_op();
+        if ready {
+            h.complete(op, Completion::Done);
+        } else {
+            // A stream the test left open without items: the reader waits as on a quiet host.
+            h.stream_waits.entry(stream).or_default().push(op);
+        }
+        i64::from(op)
+    })
+}
+
+pub(crate) fn stream_read(stream: u32, buf: &mut [u8]) -> i64 {
+    with_or_fail(|h| {
+        let Some(s) = h.streams_in.get_mut(&stream).filter(|s| !s.cancelled) else {
+            return encode_error(ErrorCode::Denied);
+        };
+        if s.items.is_empty() {
+            return s.end.map_or(0, encode_error);
+        }
+        let mut taken = Vec::new();
+        let mut out = Vec::new();
+        while let Some(item) = s.items.pop_front() {
+            taken.push(item);
+            let encoded = encode(&taken);
+            if encoded.len() > buf.len() {
+                let item = taken.pop().expect("pushed above");
+                s.items.push_front(item);
+                if taken.is_empty() {
+                    return encoded.len() as i64;
+                }
+                break;
+            }
+            out = encoded;
+        }
+        buf[..out.len()].copy_from_slice(&out);
+        out.len() as i64
+    })
+}
+
+pub(crate) fn stream_end(stream: u32, how: u32) -> i64 {
+    with_or_fail(|h| {
+        if let Some(s) = h.streams_out.get_mut(&stream) {
+            if s.ended.is_some() {
+                return encode_error(ErrorCode::Denied);
+            }
+            s.ended = Some(how == bunraku_abi::stream_end::ABORT);
+            return 0;
+        }
+        match h.streams_in.get_mut(&stream) {
+            Some(s) if !s.cancelled => {
+                s.cancelled = true;
+                0
+            }
+            _ => encode_error(ErrorCode::Denied),
+        }
     })
 }
 

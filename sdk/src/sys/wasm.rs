@@ -116,6 +116,36 @@ pub(crate) fn timer_set(timer: &[u8]) -> i64 {
     unsafe { imports::timer_set(addr(timer.as_ptr()), len(timer)) }
 }
 
+pub(crate) fn stream_open(outbound: &[u8]) -> i64 {
+    // SAFETY: the host only reads `outbound`, which is borrowed for the call.
+    unsafe { imports::stream_open(addr(outbound.as_ptr()), len(outbound)) }
+}
+
+pub(crate) fn stream_write(stream: u32, batch: &[u8]) -> i64 {
+    // SAFETY: the host only reads `batch`, which is borrowed for the call.
+    unsafe { imports::stream_write(stream, addr(batch.as_ptr()), len(batch)) }
+}
+
+pub(crate) fn stream_credit(stream: u32) -> i64 {
+    // SAFETY: no memory is passed.
+    unsafe { imports::stream_credit(stream) }
+}
+
+pub(crate) fn stream_wait(stream: u32) -> i64 {
+    // SAFETY: no memory is passed.
+    unsafe { imports::stream_wait(stream) }
+}
+
+pub(crate) fn stream_read(stream: u32, buf: &mut [u8]) -> i64 {
+    // SAFETY: the host writes at most `buf.len()` bytes into `buf`, borrowed mutably for the call.
+    unsafe { imports::stream_read(stream, addr(buf.as_ptr()), len(buf)) }
+}
+
+pub(crate) fn stream_end(stream: u32, how: u32) -> i64 {
+    // SAFETY: no memory is passed.
+    unsafe { imports::stream_end(stream, how) }
+}
+
 pub(crate) fn sleep(ms: u64) -> i64 {
     // SAFETY: no memory is passed.
     unsafe { imports::sleep(ms) }
