@@ -137,3 +137,43 @@ async fn an_aborted_stream_delivers_its_items_then_aborted() {
         (json!(300), json!("aborted"))
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_writer_keeps_several_streams_open_at_once() {
+    let host = host();
+    deploy(&host, "producer", "testbed");
+    for c in ["c1", "c2", "c3"] {
+        let mut consumer = spec(c, "testbed");
+        consumer.limits.stream_window = 8;
+        deploy_spec(&host, &consumer);
+    }
+    // Small windows: the writer waits on each stream's credit in turn, with all three open.
+    let r = host
+        .call_json(
+            "producer",
+            Some("StreamToMany"),
+            json!({"to": ["c1", "c2", "c3"], "count": 3_000}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r, json!({"Ok": 9_000}));
+    for c in ["c1", "c2", "c3"] {
+        let mut s = stats(&host, c).await;
+        for _ in 0..6000 {
+            if s["ending"] != json!("") {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            s = stats(&host, c).await;
+        }
+        assert_eq!(
+            (
+                s["consumed"].clone(),
+                s["in_order"].clone(),
+                s["ending"].clone()
+            ),
+            (json!(3_000), json!(true), json!("closed")),
+            "{c}"
+        );
+    }
+}

@@ -178,6 +178,15 @@ pub struct StreamTo {
     pub abort: bool,
 }
 
+/// Open a stream to each of `to` at once and write `0..count` into each, one item to each in
+/// turn, then close them all; replies with the items written, or the error's code name.
+#[derive(Debug, Serialize, Deserialize, Message)]
+#[message(reply = Result<u64, String>)]
+pub struct StreamToMany {
+    pub to: Vec<String>,
+    pub count: u64,
+}
+
 /// Opens a stream of `u64`s: read it to the end, sleeping `sleep_ms` after every `every` items
 /// (a slow consumer) and trapping on item `trap_at`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, Message)]
@@ -452,6 +461,28 @@ impl Testbed {
             out.close().await.map_err(code)?;
         }
         Ok(msg.count)
+    }
+
+    #[handler]
+    async fn stream_to_many(&mut self, ctx: &Ctx, msg: StreamToMany) -> Result<u64, String> {
+        let code = |e: Error| e.code().as_str().to_owned();
+        let mut outs = Vec::new();
+        for to in &msg.to {
+            let consume = Consume::default();
+            outs.push(
+                ctx.open_stream::<u64, _>(to.as_str(), &consume)
+                    .map_err(code)?,
+            );
+        }
+        for i in 0..msg.count {
+            for out in &mut outs {
+                out.send(&i).await.map_err(code)?;
+            }
+        }
+        for out in outs {
+            out.close().await.map_err(code)?;
+        }
+        Ok(msg.count * msg.to.len() as u64)
     }
 
     #[handler]
