@@ -232,7 +232,20 @@ pub struct StreamReader<T> {
     buf: Vec<u8>,
     /// How the stream ended, once it has.
     end: Option<Result<(), ErrorCode>>,
+    /// The host's handle was released (at the end, or when the reader is dropped).
+    released: bool,
     _items: PhantomData<fn() -> T>,
+}
+
+impl<T> StreamReader<T> {
+    /// Releases the host's handle: after the end it only frees the table entry; before it,
+    /// it tells the writer the reader stopped (`closed`).
+    fn release(&mut self) {
+        if !self.released {
+            self.released = true;
+            let _ = sys::stream_end(self.id, stream_end::CLOSE);
+        }
+    }
 }
 
 impl<T: DeserializeOwned> StreamReader<T> {
@@ -270,6 +283,10 @@ impl<T: DeserializeOwned> StreamReader<T> {
                 Err(ErrorCode::Closed) => self.end = Some(Ok(())),
                 Err(code) => self.end = Some(Err(code)),
             }
+            if self.end.is_some() {
+                // Over: the handle goes, so a long-lived reader does not run out of them.
+                self.release();
+            }
         }
     }
 
@@ -300,10 +317,8 @@ impl<T: DeserializeOwned> StreamReader<T> {
 
 impl<T> Drop for StreamReader<T> {
     fn drop(&mut self) {
-        if self.end.is_none() {
-            // Stops reading: the writer's next call gets `closed`.
-            let _ = sys::stream_end(self.id, stream_end::CLOSE);
-        }
+        // Before the end, this stops reading: the writer's next call gets `closed`.
+        self.release();
     }
 }
 
@@ -336,6 +351,7 @@ impl Ctx {
             items: VecDeque::new(),
             buf: Vec::new(),
             end: None,
+            released: false,
             _items: PhantomData,
         })
     }

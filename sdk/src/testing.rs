@@ -452,7 +452,7 @@ impl<A: Actor> TestActor<A> {
         let stream = self.host_mut().open_in_stream(InStream {
             items,
             end: Some(end),
-            cancelled: false,
+            ..InStream::default()
         });
         self.next_stream = Some(stream);
         let payload = encode(open)?;

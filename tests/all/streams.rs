@@ -177,3 +177,26 @@ async fn one_writer_keeps_several_streams_open_at_once() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_that_finished_a_stream_releases_its_handle() {
+    // More streams, one after the other, than an instance may hold at once (1,024): each
+    // finished stream must give its handle back on both sides.
+    let host = pair(4);
+    for n in 0..1_100 {
+        let r = stream(&host, 1, json!({}), json!({})).await;
+        assert_eq!(r, json!({"Ok": 1}), "stream {n}");
+    }
+    let mut s = stats(&host, "consumer").await;
+    for _ in 0..6000 {
+        if s["consumed"] == json!(1_100) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        s = stats(&host, "consumer").await;
+    }
+    assert_eq!(
+        (s["consumed"].clone(), s["ending"].clone()),
+        (json!(1_100), json!("closed"))
+    );
+}

@@ -38,8 +38,10 @@ pub(crate) struct InStream {
     pub(crate) items: VecDeque<Vec<u8>>,
     /// How it ends once the items are read (`Closed`, `Aborted`, `PeerFailed`); `None`: open.
     pub(crate) end: Option<ErrorCode>,
-    /// The actor stopped reading.
+    /// The actor stopped reading before the end.
     pub(crate) cancelled: bool,
+    /// The actor released its handle (at the end, or by stopping early).
+    pub(crate) released: bool,
 }
 
 /// The credit a native writer has: the test reads whatever is written.
@@ -561,7 +563,7 @@ pub(crate) fn stream_wait(stream: u32) -> i64 {
 
 pub(crate) fn stream_read(stream: u32, buf: &mut [u8]) -> i64 {
     with_or_fail(|h| {
-        let Some(s) = h.streams_in.get_mut(&stream).filter(|s| !s.cancelled) else {
+        let Some(s) = h.streams_in.get_mut(&stream).filter(|s| !s.released) else {
             return encode_error(ErrorCode::Denied);
         };
         if s.items.is_empty() {
@@ -597,8 +599,9 @@ pub(crate) fn stream_end(stream: u32, how: u32) -> i64 {
             return 0;
         }
         match h.streams_in.get_mut(&stream) {
-            Some(s) if !s.cancelled => {
-                s.cancelled = true;
+            Some(s) if !s.released => {
+                s.released = true;
+                s.cancelled = !(s.items.is_empty() && s.end.is_some());
                 0
             }
             _ => encode_error(ErrorCode::Denied),
