@@ -169,26 +169,29 @@ impl Shared {
     }
 
     /// `try_send`s to the instance of `group` for `sender_hash`, following an evicted activation
-    /// to its successor (and updating `group` to it).
+    /// to its successor (and updating `group` to it); the outcome, and whether `group` moved
+    /// (so that callers caching the old address replace it).
     pub(crate) fn try_deliver(
         self: &Arc<Self>,
         group: &mut Arc<ActorGroup>,
         sender_hash: u64,
         mut delivery: Delivery,
-    ) -> Result<(), TrySendError<Delivery>> {
+    ) -> (Result<(), TrySendError<Delivery>>, bool) {
+        let mut moved = false;
         for _ in 0..MAX_REDIRECTS {
             match group.pick(sender_hash).tx.try_send(delivery) {
                 Err(TrySendError::Closed(d)) => match self.successor(group) {
                     Some(next) => {
                         *group = next;
+                        moved = true;
                         delivery = d;
                     }
-                    None => return Err(TrySendError::Closed(d)),
+                    None => return (Err(TrySendError::Closed(d)), moved),
                 },
-                other => return other,
+                other => return (other, moved),
             }
         }
-        Err(TrySendError::Closed(delivery))
+        (Err(TrySendError::Closed(delivery)), moved)
     }
 
     /// Sends to the instance of `group` for `sender_hash`, waiting for room, following an

@@ -83,6 +83,22 @@ impl Writer {
     }
 }
 
+impl Writer {
+    /// Commits what the batcher handed out, if anything.
+    async fn commit_handed(
+        &mut self,
+        ctx: &Ctx,
+        handed: Result<Option<Vec<Write>>, Error>,
+        why: Why,
+    ) {
+        match handed {
+            Ok(Some(batch)) => self.commit(ctx, batch, why).await,
+            Ok(None) => {}
+            Err(e) => ctx.error(format_args!("no flush timer: {e}")),
+        }
+    }
+}
+
 #[actor]
 impl Writer {
     async fn on_start(&mut self, ctx: &Ctx, config: Config) {
@@ -101,11 +117,8 @@ impl Writer {
         let Some(batcher) = &mut self.batcher else {
             return self.commit(ctx, vec![msg], Why::Single).await;
         };
-        match batcher.push(ctx, msg, &FlushDue {}) {
-            Ok(Some(batch)) => self.commit(ctx, batch, Why::Full).await,
-            Ok(None) => {}
-            Err(e) => ctx.error(format_args!("no flush timer: {e}")),
-        }
+        let handed = batcher.push(ctx, msg, &FlushDue {});
+        self.commit_handed(ctx, handed, Why::Full).await;
     }
 
     #[handler]
@@ -113,11 +126,8 @@ impl Writer {
         let Some(batcher) = &mut self.batcher else {
             return;
         };
-        match batcher.on_tick(ctx, &FlushDue {}) {
-            Ok(Some(batch)) => self.commit(ctx, batch, Why::Waited).await,
-            Ok(None) => {}
-            Err(e) => ctx.error(format_args!("no flush timer: {e}")),
-        }
+        let handed = batcher.on_tick(ctx, &FlushDue {});
+        self.commit_handed(ctx, handed, Why::Waited).await;
     }
 
     #[handler]

@@ -142,20 +142,18 @@ pub(crate) fn send(
         Ok(x) => x,
         Err(code) => return fail(code),
     };
-    let (group, env) = match prepare(st, out, Vec::new(), None) {
+    let (mut group, env) = match prepare(st, out, Vec::new(), None) {
         Ok(x) => x,
         Err(code) => return fail(code),
     };
-    let name = group.name.clone();
-    let mut target = group.clone();
     let delivery = Delivery {
         refs,
         ..Delivery::new(env)
     };
-    let sent = st.host.try_deliver(&mut target, st.sender_hash, delivery);
-    if !Arc::ptr_eq(&target, &group) {
+    let (sent, moved) = st.host.try_deliver(&mut group, st.sender_hash, delivery);
+    if moved {
         // An evicted activation was followed to the next one: remember that one.
-        st.resolved.insert(name.to_string(), target.clone());
+        st.resolved.insert(group.name.to_string(), group.clone());
     }
     match sent {
         Ok(()) => Ok(0),
@@ -164,7 +162,7 @@ pub(crate) fn send(
             let host = st.host.clone();
             let hash = st.sender_hash;
             let op = st.start_op(async move {
-                match host.deliver_waiting(target, hash, delivery).await {
+                match host.deliver_waiting(group, hash, delivery).await {
                     Ok(()) => Completion::Done,
                     Err(_) => Completion::Failed(ErrorCode::NoSuchActor),
                 }
@@ -173,7 +171,7 @@ pub(crate) fn send(
         }
         Err(TrySendError::Closed(_)) => {
             // The name was stopped: forget the cached group (cached under its own name).
-            st.resolved.remove(&*name);
+            st.resolved.remove(&*group.name);
             fail(ErrorCode::NoSuchActor)
         }
     }
@@ -196,7 +194,7 @@ pub(crate) fn request(mut caller: Caller<'_, ActorState>, ptr: u32, len: u32) ->
     let deadline = st.host.clock.unix_now() + timeout;
     let mut chain = st.current.chain.clone();
     chain.push(st.cell.id);
-    let (group, env) = match prepare(st, out, chain, Some(deadline.as_millis() as u64)) {
+    let (mut group, env) = match prepare(st, out, chain, Some(deadline.as_millis() as u64)) {
         Ok(x) => x,
         Err(code) => return fail(code),
     };
@@ -211,14 +209,13 @@ pub(crate) fn request(mut caller: Caller<'_, ActorState>, ptr: u32, len: u32) ->
         refs,
         ..Delivery::new(env)
     };
-    let mut target = group.clone();
-    let sent = st.host.try_deliver(&mut target, st.sender_hash, delivery);
-    if !Arc::ptr_eq(&target, &group) {
-        st.resolved.insert(group.name.to_string(), target.clone());
+    let (sent, moved) = st.host.try_deliver(&mut group, st.sender_hash, delivery);
+    if moved {
+        st.resolved.insert(group.name.to_string(), group.clone());
     }
     let waiting = match sent {
         Ok(()) => None,
-        Err(TrySendError::Full(delivery)) => Some((st.host.clone(), target, delivery)),
+        Err(TrySendError::Full(delivery)) => Some((st.host.clone(), group, delivery)),
         Err(TrySendError::Closed(_)) => {
             st.resolved.remove(&*group.name);
             return fail(ErrorCode::NoSuchActor);

@@ -25,7 +25,7 @@ pub(crate) fn stream_open(mut caller: Caller<'_, ActorState>, ptr: u32, len: u32
         Ok(x) => x,
         Err(code) => return fail(code),
     };
-    let (group, env) = match super::messaging::prepare(st, out, Vec::new(), None) {
+    let (mut group, env) = match super::messaging::prepare(st, out, Vec::new(), None) {
         Ok(x) => x,
         Err(code) => return fail(code),
     };
@@ -35,9 +35,8 @@ pub(crate) fn stream_open(mut caller: Caller<'_, ActorState>, ptr: u32, len: u32
         stream: Some(stream.clone()),
         ..Delivery::new(env)
     };
-    let mut target = group.clone();
     // Opening does not wait for room: a full mailbox is `mailbox full`, as for `try_send`.
-    match st.host.try_deliver(&mut target, st.sender_hash, delivery) {
+    match st.host.try_deliver(&mut group, st.sender_hash, delivery).0 {
         Ok(()) => {}
         Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => {
             return fail(ErrorCode::MailboxFull);
