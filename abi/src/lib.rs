@@ -44,7 +44,7 @@ pub const IMPORT_MODULE: &str = "bunraku";
 
 /// The version of this contract. A guest exports it from [`exports::ABI_VERSION`]; the host
 /// refuses a module whose version differs.
-pub const ABI_VERSION: u32 = 2;
+pub const ABI_VERSION: u32 = 3;
 
 /// Names of the functions and memory a guest module exports.
 pub mod exports {
@@ -112,6 +112,10 @@ pub enum ErrorCode {
     Aborted = 19,
     /// The other side's instance ended (trapped, stopped or deactivated) without closing.
     PeerFailed = 20,
+    /// An append expected another sequence number: the log moved on since the actor read it.
+    Conflict = 21,
+    /// A stored row failed its checksum: it is never served, and nothing was deleted.
+    Corrupt = 22,
 }
 
 impl ErrorCode {
@@ -137,6 +141,8 @@ impl ErrorCode {
         Self::Closed,
         Self::Aborted,
         Self::PeerFailed,
+        Self::Conflict,
+        Self::Corrupt,
     ];
 
     /// The code for a raw number, if it is one.
@@ -167,6 +173,8 @@ impl ErrorCode {
             Self::Closed => "closed",
             Self::Aborted => "aborted",
             Self::PeerFailed => "peer failed",
+            Self::Conflict => "conflict",
+            Self::Corrupt => "corrupt",
         }
     }
 }
@@ -428,6 +436,137 @@ pub struct Timer {
     pub period_ms: Option<u64>,
 }
 
+/// One event for `events_append`: opaque bytes the SDK encoded, and the version of the code that
+/// wrote them (so a later version of the actor can upcast them on replay).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewEvent {
+    /// The schema version of `payload`, as the writing code declares it. Version `0` is reserved
+    /// for records the SDK writes for itself (deduplication markers).
+    pub version: u32,
+    /// The encoded event.
+    pub payload: Vec<u8>,
+}
+
+/// What the guest passes to `events_append`: events to add to the end of its own log, all or
+/// none, if the log still ends at `expected`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Append {
+    /// The sequence number of the last event the actor knows (`0` for an empty log). The append
+    /// fails with [`ErrorCode::Conflict`] when the log ends elsewhere.
+    pub expected: u64,
+    /// The events, numbered `expected + 1, expected + 2, ...` (at least one).
+    pub events: Vec<NewEvent>,
+}
+
+/// Which log `events_read` reads.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Log {
+    /// The calling actor's own log; `from` and the result's positions are sequence numbers.
+    Own,
+    /// Another actor's log, by address (`account/alice`); needs a `read_events` grant for it.
+    Actor(String),
+    /// Every actor of a type (the address up to its `/`: `account` for `account/alice`), in the
+    /// order their events were committed; `from` and the result's positions are the store's
+    /// global positions. Needs a `read_events` grant for the type.
+    Type(String),
+}
+
+/// Where `events_read` stops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Until {
+    /// The end of the log.
+    Latest,
+    /// The event with this sequence number, included (an actor log only).
+    Seq(u64),
+    /// The last event committed at or before this time, in milliseconds since the Unix epoch on
+    /// the host's clock (an actor log only).
+    Time(u64),
+}
+
+/// What the guest passes to `events_read`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadEvents {
+    /// Which log.
+    pub log: Log,
+    /// Read events after this position (a sequence number, or a global position for
+    /// [`Log::Type`]); `0` reads from the start.
+    pub from: u64,
+    /// Where to stop.
+    pub until: Until,
+    /// Start from the latest snapshot at or before `until` when there is one (the events then
+    /// start after it, whatever `from` says). Actor logs only.
+    pub snapshot: bool,
+    /// Most bytes of events in the answer (at least one event is returned when there is one; the
+    /// host also caps it at the reader's `max_message_bytes`).
+    pub max_bytes: u32,
+    /// For [`Log::Type`]: when nothing comes after `from`, complete only once something does.
+    pub wait: bool,
+}
+
+/// A stored event, as `events_read` returns it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredEvent {
+    /// The store's global position: increases with every committed event, across actors.
+    pub pos: u64,
+    /// The actor whose log holds it (empty when reading [`Log::Own`]).
+    pub actor: String,
+    /// Its sequence number in that log: `1, 2, 3, ...` without gaps.
+    pub seq: u64,
+    /// When it was committed, in milliseconds since the Unix epoch on the host's clock.
+    pub time_ms: u64,
+    /// The schema version it was written with ([`NewEvent::version`]).
+    pub version: u32,
+    /// The encoded event.
+    pub payload: Vec<u8>,
+}
+
+/// A snapshot of an actor's state after event `seq`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// The sequence number of the last event the state includes.
+    pub seq: u64,
+    /// The schema version of `state`.
+    pub version: u32,
+    /// The encoded state.
+    pub state: Vec<u8>,
+}
+
+/// What `events_read` completes with (postcard, in a [`ReplyBody::Ok`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventBatch {
+    /// The snapshot the events follow, when one was asked for and exists.
+    pub snapshot: Option<Snapshot>,
+    /// Events in order; empty when there are none in the range.
+    pub events: Vec<StoredEvent>,
+    /// For an actor log: its last sequence number (where the next append must expect). For
+    /// [`Log::Type`]: the last global position the answer covers.
+    pub last: u64,
+    /// Whether the range was read to its end (`false`: ask again from the last event returned).
+    pub complete: bool,
+}
+
+/// What the guest passes to `reminder_set`: a durable timer. The host stores it and delivers its
+/// message to this actor's address when it is due, activating a virtual actor and surviving a
+/// host restart; a reminder with the same name replaces the earlier one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reminder {
+    /// The reminder's name, unique per actor.
+    pub name: String,
+    /// The message's wire name (a type this actor handles).
+    pub msg_type: String,
+    /// How `payload` is encoded.
+    pub codec: Codec,
+    /// The encoded message.
+    pub payload: Vec<u8>,
+    /// Milliseconds until the first firing.
+    pub delay_ms: u64,
+    /// For a periodic reminder, milliseconds from one firing to the next (at least 1000).
+    pub period_ms: Option<u64>,
+}
+
+/// The longest status an actor may show in `bunraku ps` (`set_status`), in bytes.
+pub const MAX_STATUS_BYTES: usize = 256;
+
 /// The most timers one instance may hold at once.
 pub const MAX_TIMERS: usize = 1024;
 
@@ -508,7 +647,7 @@ pub enum Capability {
     Storage,
     /// Starting actors at run time.
     Spawn,
-    /// Setting timers.
+    /// Setting timers and durable reminders.
     Timers,
 }
 
@@ -717,6 +856,49 @@ macro_rules! for_each_host_fn {
             /// hold is [`ErrorCode::Denied`](crate::ErrorCode::Denied) for every stream function.
             fn stream_end(stream: u32, how: u32) -> i64,
                 capability = None, module = streams;
+            /// Appends events to this actor's own log: an [`Append`](crate::Append), all or none.
+            /// Returns an operation id that completes, once the events are committed to disk,
+            /// with a [`Completion::Reply`](crate::Completion::Reply) holding the new last sequence
+            /// number (postcard `u64`), or fails with
+            /// [`ErrorCode::Conflict`](crate::ErrorCode::Conflict) (the log does not end at
+            /// `expected`; nothing was written and other actors' appends are not affected),
+            /// [`ErrorCode::StorageUnavailable`](crate::ErrorCode::StorageUnavailable) (nothing was
+            /// acknowledged that was not committed) or
+            /// [`ErrorCode::TooLarge`](crate::ErrorCode::TooLarge).
+            fn events_append(ptr: u32, len: u32) -> i64,
+                capability = Storage, module = events;
+            /// Reads a log with a [`ReadEvents`](crate::ReadEvents). Returns an operation id that
+            /// completes with a [`Completion::Reply`](crate::Completion::Reply) holding an
+            /// [`EventBatch`](crate::EventBatch), or fails with
+            /// [`ErrorCode::Corrupt`](crate::ErrorCode::Corrupt) (a row failed its checksum; it is
+            /// not served), [`ErrorCode::Denied`](crate::ErrorCode::Denied) or
+            /// [`ErrorCode::StorageUnavailable`](crate::ErrorCode::StorageUnavailable). Each call is
+            /// its own guest turn, so a long replay reads in chunks within the time budget.
+            fn events_read(ptr: u32, len: u32) -> i64,
+                capability = Storage, module = events;
+            /// Stores a [`Snapshot`](crate::Snapshot) of this actor's state, at most its
+            /// `max_message_bytes`. Returns an operation id completing with
+            /// [`Completion::Done`](crate::Completion::Done) once committed;
+            /// [`ErrorCode::Invalid`](crate::ErrorCode::Invalid) for a sequence number past the
+            /// end of the log.
+            fn events_snapshot(ptr: u32, len: u32) -> i64,
+                capability = Storage, module = events;
+            /// Sets a durable [`Reminder`](crate::Reminder) for this actor's address. Returns an
+            /// operation id completing with [`Completion::Done`](crate::Completion::Done) once it is
+            /// stored. The message arrives from the sender `bunraku.reminder`.
+            fn reminder_set(ptr: u32, len: u32) -> i64,
+                capability = Timers, module = events;
+            /// Cancels the reminder named by the UTF-8 string at `ptr..ptr+len`. Returns an
+            /// operation id completing with [`Completion::Done`](crate::Completion::Done) once the
+            /// cancellation is stored, or failing with
+            /// [`ErrorCode::NotFound`](crate::ErrorCode::NotFound).
+            fn reminder_cancel(ptr: u32, len: u32) -> i64,
+                capability = Timers, module = events;
+            /// Sets the status this actor shows in `bunraku ps` (UTF-8, at most
+            /// [`MAX_STATUS_BYTES`](crate::MAX_STATUS_BYTES); empty clears it). An actor with a
+            /// status is not deactivated for being idle.
+            fn set_status(ptr: u32, len: u32) -> i64,
+                capability = None, module = lifecycle;
             /// Writes a UTF-8 line to the actor's log at a [`level`](crate::level).
             fn log(level: u32, ptr: u32, len: u32) -> i64,
                 capability = None, module = logging;

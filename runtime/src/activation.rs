@@ -279,7 +279,11 @@ pub(crate) async fn deactivate_idle(shared: Weak<Shared>) {
                         .pending
                         .load(std::sync::atomic::Ordering::Relaxed)
                         == 0;
-                if quiet && cell.persisted() && now.saturating_sub(s.since) >= idle {
+                if quiet
+                    && cell.persisted()
+                    && cell.status().is_none()
+                    && now.saturating_sub(s.since) >= idle
+                {
                     tracing::debug!(actor = %cell.name, "deactivating after {idle:?} idle");
                     cell.deactivate();
                     s.since = now;

@@ -239,6 +239,10 @@ pub(crate) struct ActorCell {
     kill: Notify,
     /// The supervisor's hold on this instance slot.
     pub(crate) gate: crate::supervision::Gate,
+    /// What the actor last said about itself (`set_status`), shown in `bunraku ps`.
+    status: std::sync::Mutex<Option<Box<str>>>,
+    /// Why the current instance cannot rebuild its state: its own event log failed a checksum.
+    corrupt: std::sync::Mutex<Option<String>>,
 }
 
 impl ActorCell {
@@ -261,6 +265,8 @@ impl ActorCell {
             stop_requested: AtomicBool::new(false),
             normal_exit: AtomicBool::new(false),
             persisted: AtomicBool::new(false),
+            status: std::sync::Mutex::new(None),
+            corrupt: std::sync::Mutex::new(None),
             deactivating: AtomicBool::new(false),
             booted: AtomicBool::new(false),
             stop: Notify::new(),
@@ -283,6 +289,33 @@ impl ActorCell {
     /// Whether the instance has state in the store.
     pub(crate) fn persisted(&self) -> bool {
         self.persisted.load(Ordering::Relaxed)
+    }
+
+    /// Sets (or with an empty string clears) the status the actor shows in `bunraku ps`.
+    pub(crate) fn set_status(&self, status: &str) {
+        let status = (!status.is_empty()).then(|| Box::from(status));
+        *self.status.lock().unwrap_or_else(|e| e.into_inner()) = status;
+    }
+
+    /// Records that the instance's own event log is corrupt (`error`, naming the actor and the
+    /// sequence number): if the instance then fails, the messages waiting for it are refused
+    /// with [`ErrorCode::Corrupt`](bunraku_abi::ErrorCode::Corrupt) instead of waiting through
+    /// restarts that cannot succeed until the log is repaired.
+    pub(crate) fn mark_corrupt(&self, error: String) {
+        *self.corrupt.lock().unwrap_or_else(|e| e.into_inner()) = Some(error);
+    }
+
+    fn take_corrupt(&self) -> Option<String> {
+        self.corrupt
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+    }
+
+    /// The status the actor set, if any.
+    pub(crate) fn status(&self) -> Option<String> {
+        let status = self.status.lock().unwrap_or_else(|e| e.into_inner());
+        status.as_deref().map(str::to_owned)
     }
 
     /// Deactivates an idle virtual actor: its instance stops (running `on_stop`) and the slot
@@ -846,6 +879,9 @@ pub(crate) async fn run_cell(
         let started = host.clock.now();
         let (exit, returned) = run_instance(&host, &group, &cell, io).await;
         io = returned;
+        if let (Exit::Failed, Some(reason)) = (&exit, cell.take_corrupt()) {
+            refuse_queued(&cell, &mut io, &reason);
+        }
         if cell.deactivating.swap(false, Ordering::SeqCst)
             && matches!(exit, Exit::Stopped)
             && !cell.stop_requested()
@@ -917,6 +953,27 @@ pub(crate) async fn run_cell(
     cell.stats
         .dead_letters
         .fetch_add(dropped, Ordering::Relaxed);
+}
+
+/// Answers every message waiting for `cell` with a `corrupt` error (its instance cannot rebuild
+/// its state), counting them as dead letters, and makes `reason` its last failure.
+fn refuse_queued(cell: &ActorCell, io: &mut InstanceIo, reason: &str) {
+    tracing::error!(actor = %cell.name, instance = cell.instance, "{reason}");
+    *cell.stats.last_failure.lock().unwrap() = Some(reason.to_owned());
+    let mut refused = 0;
+    let queued = io.peeked.take().into_iter();
+    for delivery in queued.chain(std::iter::from_fn(|| io.mailbox.try_recv().ok())) {
+        refused += 1;
+        if let Some(reply) = delivery.reply {
+            let _ = reply.send(bunraku_abi::ReplyBody::Error {
+                code: bunraku_abi::ErrorCode::Corrupt,
+                message: reason.to_owned(),
+            });
+        }
+    }
+    cell.stats
+        .dead_letters
+        .fetch_add(refused, Ordering::Relaxed);
 }
 
 /// The delay before restart number `attempt` (0-based): exponential from the initial delay,

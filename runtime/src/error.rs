@@ -193,10 +193,15 @@ impl CallError {
     }
 }
 
-/// Why the embedded store ([`crate::store`]) could not open, read or make a write durable.
+/// Why the embedded store ([`crate::store`]) could not open, read or make a write durable, or
+/// refused one request.
 ///
-/// Guests see every one of these as [`ErrorCode::StorageUnavailable`]; the host logs the detail.
-/// A write that failed was not acknowledged, and nothing else in its batch was either.
+/// Guests see [`Conflict`](Self::Conflict) as [`ErrorCode::Conflict`],
+/// [`Corrupt`](Self::Corrupt) as [`ErrorCode::Corrupt`], [`Invalid`](Self::Invalid) as
+/// [`ErrorCode::Invalid`] and every other one as [`ErrorCode::StorageUnavailable`]; the host logs
+/// the detail. A write that failed with a batch error ([`Full`](Self::Full),
+/// [`Write`](Self::Write)) was not acknowledged, and nothing else in its batch was either; the
+/// refusals of one request (`Conflict`, `Invalid`) fail that request alone.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
@@ -270,4 +275,33 @@ pub enum StoreError {
     /// The store's writer has stopped (the host is shutting down).
     #[error("the store is closed")]
     Closed,
+    /// An append expected the actor's event log to end at another sequence number (another
+    /// append came first). Nothing of it was written; the other writes of its batch were.
+    #[error("append to `{actor}` expected the log to end at {expected}, it ends at {last}")]
+    Conflict {
+        /// The actor whose log it is.
+        actor: String,
+        /// The last sequence number the append expected.
+        expected: u64,
+        /// The log's actual last sequence number.
+        last: u64,
+    },
+    /// A stored event (or the snapshot at that sequence number) fails its checksum: it was not
+    /// served, and it is left in place for inspection.
+    #[error(
+        "event log of `{actor}` is corrupt at sequence {seq}: the row fails its checksum; nothing was served or deleted"
+    )]
+    Corrupt {
+        /// The actor whose log it is.
+        actor: String,
+        /// The sequence number of the row (an event, or a snapshot taken after that event).
+        seq: u64,
+    },
+    /// The request itself is invalid (an empty append, a snapshot past the end of the log, a
+    /// number out of range); nothing was written.
+    #[error("invalid store request: {message}")]
+    Invalid {
+        /// What is wrong.
+        message: String,
+    },
 }

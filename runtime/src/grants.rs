@@ -69,8 +69,12 @@ pub struct Grants {
     pub storage: bool,
     /// Whether it may start actors at run time (the `spawn` host function).
     pub spawn: bool,
-    /// Whether it may set timers (`ctx.after`, `ctx.every`).
+    /// Whether it may set timers (`ctx.after`, `ctx.every`) and durable reminders.
     pub timers: bool,
+    /// Event logs of other actors it may read (temporal queries, projections): actor names,
+    /// virtual actor types (`account` covers `account/alice` and the type's combined stream), or
+    /// [`ANY_ACTOR`]. An actor always reads its own log with the storage grant.
+    pub read_events: Vec<String>,
 }
 
 impl Grants {
@@ -89,6 +93,7 @@ impl Grants {
             storage: true,
             spawn: true,
             timers: true,
+            read_events: vec![ANY_ACTOR.to_owned()],
         }
     }
 
@@ -135,6 +140,25 @@ impl Grants {
         self.send
             .iter()
             .any(|g| g == ANY_ACTOR || g == name || kind == Some(g.as_str()))
+    }
+
+    /// The same grants, also allowing reading the event logs of `actor_or_type`.
+    pub fn read_events_of(mut self, actor_or_type: impl Into<String>) -> Self {
+        self.read_events.push(actor_or_type.into());
+        self
+    }
+
+    /// Whether it may read the event log of the actor `name`, or with `whole_type`, the combined
+    /// stream of every actor of type `name`.
+    pub fn may_read_events(&self, name: &str, whole_type: bool) -> bool {
+        let kind = if whole_type {
+            Some(name)
+        } else {
+            name.split_once('/').map(|(kind, _)| kind)
+        };
+        self.read_events
+            .iter()
+            .any(|g| g == ANY_ACTOR || (!whole_type && g == name) || kind == Some(g.as_str()))
     }
 
     /// Whether it may publish to the concrete `subject` (a malformed subject is never allowed).

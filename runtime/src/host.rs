@@ -121,6 +121,8 @@ pub(crate) struct Shared {
     pub guest: tokio::runtime::Handle,
     /// The embedded store, opened on first use.
     pub store: LazyStore,
+    /// The durable reminder task's handle.
+    pub reminders: crate::reminders::Reminders,
     next_msg: AtomicU64,
     next_actor: AtomicU64,
     /// Published messages that matched no subscriber.
@@ -448,6 +450,9 @@ pub struct ActorStatus {
     /// The supervisor it is placed under, if any.
     #[serde(default)]
     pub supervisor: Option<String>,
+    /// What the actor says about itself (`ctx.set_status`), such as a saga's `stuck: ...`.
+    #[serde(default)]
+    pub status: Option<String>,
 }
 
 /// A running host. Dropping it stops every actor.
@@ -479,6 +484,7 @@ impl Host {
             .build()
             .map_err(HostError::Runtime)?;
         let handle = runtime.handle().clone();
+        let (reminders, reminder_changes) = crate::reminders::Reminders::new();
         let shared = Arc::new(Shared {
             engine,
             linker,
@@ -492,6 +498,7 @@ impl Host {
             clock: config.clock,
             entropy: config.entropy,
             store: LazyStore::new(config.data_dir, config.store),
+            reminders,
             next_msg: AtomicU64::new(0),
             next_actor: AtomicU64::new(0),
             unroutable: AtomicU64::new(0),
@@ -499,6 +506,10 @@ impl Host {
             evictions: AtomicU64::new(0),
             modules: Mutex::default(),
         });
+        handle.spawn(crate::reminders::run(
+            Arc::downgrade(&shared),
+            reminder_changes,
+        ));
         Ok(Self {
             shared,
             runtime: Mutex::new(Some(runtime)),
@@ -570,7 +581,17 @@ impl Host {
             let path = build(spec)?;
             self.define_spawnable(&spec.name, spec, &path)?;
         }
+        self.start_reminders();
         Ok(())
+    }
+
+    /// Lets durable reminders fire. Until then the host keeps them (those set meanwhile too),
+    /// so that a reminder that came due while the host was down finds its actor, and the
+    /// actors that one talks to, deployed. [`deploy_manifest`](Self::deploy_manifest) calls it
+    /// once everything is deployed; a program that deploys actors one by one calls it after the
+    /// last. Calling it again does nothing.
+    pub fn start_reminders(&self) {
+        self.shared.reminders.open();
     }
 
     /// Waits (up to 5 s) until every instance of actor `name` has run its first entry (its
@@ -919,6 +940,7 @@ impl Host {
                     last_failure: s.last_failure.lock().unwrap().clone(),
                     handles: handles.clone(),
                     supervisor: group.supervisor.get().map(|l| l.supervisor().to_owned()),
+                    status: cell.status(),
                 });
             }
         }

@@ -18,7 +18,9 @@
 //!   time and randomness, so tests (and later simulation) can drive it.
 //! - [`control`] serves the CLI over a Unix socket (mode 0600) on a runtime of its own.
 //! - [`store`] is the embedded SQLite store in the host's data directory: actors' persisted
-//!   state, written by one thread that commits many actors' writes per transaction.
+//!   state, their event logs (append-only, checksummed, with snapshots) and durable
+//!   [`reminders`], written by one thread that commits many actors' writes per transaction.
+//!   The host functions of event-sourced actors reach it through the [`eventstore`] trait.
 //!
 //! # Example
 //!
@@ -42,6 +44,7 @@ pub mod clock;
 pub mod control;
 pub mod engine;
 pub mod error;
+pub mod eventstore;
 mod grants;
 mod host;
 mod imports;
@@ -52,6 +55,7 @@ pub mod memory;
 pub mod metrics;
 mod module;
 mod pubsub;
+pub mod reminders;
 pub mod store;
 mod streams;
 pub mod subject;

@@ -835,6 +835,8 @@ struct RawGrants {
     spawn: bool,
     #[serde(default)]
     timers: bool,
+    #[serde(default)]
+    read_events: Vec<String>,
 }
 
 #[derive(serde::Deserialize)]
@@ -1275,6 +1277,7 @@ fn validate(raw: RawManifest, path: PathBuf, dir: PathBuf) -> (Manifest, Vec<Pro
             storage: a.grants.storage,
             spawn: a.grants.spawn,
             timers: a.grants.timers,
+            read_events: a.grants.read_events.clone(),
         };
 
         let spec = ActorSpec {
@@ -2100,6 +2103,7 @@ mod tests {
                 storage: true,
                 spawn: true,
                 timers: true,
+                read_events: vec![],
             }
         );
         assert_eq!(m.actor("quiet").unwrap().grants, Grants::none());

@@ -21,6 +21,7 @@
 //!     last_failure: None,
 //!     handles: vec!["Echo?".into()],
 //!     supervisor: None,
+//!     status: None,
 //! };
 //! let totals = bunraku_runtime::metrics::HostTotals::default();
 //! let text = bunraku_runtime::metrics::render(&[status], &totals);
@@ -211,6 +212,7 @@ mod tests {
             last_failure: Some("trap".into()),
             handles: Vec::new(),
             supervisor: None,
+            status: None,
         }
     }
 

@@ -174,13 +174,15 @@ impl Ctx {
 
     /// Sends `msg` to actor `to`, waiting while its mailbox is full.
     pub async fn send<M: Message>(&self, to: &str, msg: &M) -> Result<(), Error> {
-        let raw = outbound(to.into(), msg, None, &[], |out| sys::send(out, mode::WAIT))?;
+        let raw = outbound(to.into(), msg, None, &[], None, |out| {
+            sys::send(out, mode::WAIT)
+        })?;
         delivered(raw).await
     }
 
     /// Sends `msg` to actor `to`, failing with [`ErrorCode::MailboxFull`] instead of waiting.
     pub fn try_send<M: Message>(&self, to: &str, msg: &M) -> Result<(), Error> {
-        decode_result(outbound(to.into(), msg, None, &[], |out| {
+        decode_result(outbound(to.into(), msg, None, &[], None, |out| {
             sys::send(out, mode::TRY)
         })?)?;
         Ok(())
@@ -189,7 +191,7 @@ impl Ctx {
     /// Sends request `msg` to actor `to` and waits for its reply, up to the host's default
     /// timeout ([`ErrorCode::Timeout`]). A reply that is an error comes back as `Err`.
     pub async fn request<R: Request>(&self, to: &str, msg: &R) -> Result<R::Reply, Error> {
-        self.request_inner(to.into(), msg, None, &[]).await
+        self.request_inner(to.into(), msg, None, &[], None).await
     }
 
     /// Like [`request`](Ctx::request), waiting at most `timeout` (rounded up to milliseconds).
@@ -203,7 +205,31 @@ impl Ctx {
         if Duration::from_millis(ms) < timeout {
             ms = ms.saturating_add(1);
         }
-        self.request_inner(to.into(), msg, Some(ms), &[]).await
+        self.request_inner(to.into(), msg, Some(ms), &[], None)
+            .await
+    }
+
+    /// Like [`request`](Ctx::request), carrying idempotency key `key` (the receiver reads it
+    /// with [`idempotency_key`](Ctx::idempotency_key)) and waiting at most `timeout` when one is
+    /// given. Sending the same request again with the same key lets a receiver that deduplicates
+    /// (see [`Dedup`](crate::dedup::Dedup)) answer it without applying it twice: this is how a
+    /// retry after an unknown outcome (a timeout, a failed target) stays safe.
+    pub async fn request_keyed<R: Request>(
+        &self,
+        to: &str,
+        msg: &R,
+        key: &str,
+        timeout: Option<Duration>,
+    ) -> Result<R::Reply, Error> {
+        let ms = timeout.map(|t| {
+            let ms = u64::try_from(t.as_millis()).unwrap_or(u64::MAX);
+            if Duration::from_millis(ms) < t {
+                ms.saturating_add(1)
+            } else {
+                ms
+            }
+        });
+        self.request_inner(to.into(), msg, ms, &[], Some(key)).await
     }
 
     pub(crate) async fn request_inner<R: Request>(
@@ -212,8 +238,9 @@ impl Ctx {
         msg: &R,
         timeout_ms: Option<u64>,
         attachments: &[ActorRef],
+        key: Option<&str>,
     ) -> Result<R::Reply, Error> {
-        let raw = outbound(to, msg, timeout_ms, attachments, sys::request)?;
+        let raw = outbound(to, msg, timeout_ms, attachments, key, sys::request)?;
         let op = op_id(decode_result(raw)?)?;
         match Op::new(op).await {
             Completion::Reply(ReplyBody::Ok { codec, payload }) => codec::decode(codec, &payload)
@@ -233,7 +260,7 @@ impl Ctx {
     /// Publishes `msg` on `subject`, waiting while a subscriber with the
     /// [`Policy::Wait`] policy has a full mailbox.
     pub async fn publish<M: Message>(&self, subject: &str, msg: &M) -> Result<(), Error> {
-        let raw = outbound(subject.into(), msg, None, &[], |out| {
+        let raw = outbound(subject.into(), msg, None, &[], None, |out| {
             sys::publish(out, mode::WAIT)
         })?;
         delivered(raw).await
@@ -241,7 +268,7 @@ impl Ctx {
 
     /// Publishes `msg` on `subject`, failing with [`ErrorCode::MailboxFull`] instead of waiting.
     pub fn try_publish<M: Message>(&self, subject: &str, msg: &M) -> Result<(), Error> {
-        decode_result(outbound(subject.into(), msg, None, &[], |out| {
+        decode_result(outbound(subject.into(), msg, None, &[], None, |out| {
             sys::publish(out, mode::TRY)
         })?)?;
         Ok(())
@@ -313,6 +340,7 @@ pub(crate) fn outbound<M: Message>(
     msg: &M,
     timeout_ms: Option<u64>,
     attachments: &[ActorRef],
+    key: Option<&str>,
     call: impl FnOnce(&[u8]) -> i64,
 ) -> Result<i64, Error> {
     let (target, to_ref) = match to {
@@ -339,7 +367,7 @@ pub(crate) fn outbound<M: Message>(
         msg_type: M::NAME,
         codec: Codec::Postcard,
         timeout_ms,
-        idempotency_key: None,
+        idempotency_key: key,
         ext: &[],
         to_ref,
         attachments: handles,

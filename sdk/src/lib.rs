@@ -112,12 +112,16 @@ mod actor;
 pub mod batch;
 mod codec;
 mod ctx;
+pub mod dedup;
 mod error;
 mod executor;
 mod glue;
+pub mod journal;
 mod lifecycle;
 mod message;
 mod refs;
+mod reminders;
+pub mod saga;
 mod state;
 pub mod streams;
 mod sys;
@@ -135,6 +139,7 @@ pub use error::Error;
 pub use lifecycle::{Down, DownReason, WatchId};
 pub use message::{Message, Request};
 pub use refs::{ActorRef, Address};
+pub use reminders::REMINDER_SENDER;
 pub use timers::TimerId;
 
 /// Everything an actor crate usually needs: `use bunraku_sdk::prelude::*;`.

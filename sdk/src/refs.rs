@@ -125,7 +125,7 @@ impl Ctx {
     /// Sends request `msg` to the actor `to` stands for and waits for its reply, as
     /// [`Ctx::request`] does.
     pub async fn request_ref<R: Request>(&self, to: ActorRef, msg: &R) -> Result<R::Reply, Error> {
-        self.request_inner(to.into(), msg, None, &[]).await
+        self.request_inner(to.into(), msg, None, &[], None).await
     }
 
     /// Sends `msg` to `to` (a name or a reference) with references attached (at most
@@ -137,7 +137,7 @@ impl Ctx {
         msg: &M,
         refs: &[ActorRef],
     ) -> Result<(), Error> {
-        let raw = outbound(to.into(), msg, None, refs, |out| {
+        let raw = outbound(to.into(), msg, None, refs, None, |out| {
             sys::send(out, bunraku_abi::mode::WAIT)
         })?;
         delivered(raw).await
@@ -151,6 +151,6 @@ impl Ctx {
         msg: &R,
         refs: &[ActorRef],
     ) -> Result<R::Reply, Error> {
-        self.request_inner(to.into(), msg, None, refs).await
+        self.request_inner(to.into(), msg, None, refs, None).await
     }
 }

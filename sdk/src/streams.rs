@@ -331,7 +331,14 @@ impl Ctx {
         to: impl Into<Address<'a>>,
         open: &M,
     ) -> Result<StreamWriter<T>, Error> {
-        let id = decode_result(outbound(to.into(), open, None, &[], sys::stream_open)?)?;
+        let id = decode_result(outbound(
+            to.into(),
+            open,
+            None,
+            &[],
+            None,
+            sys::stream_open,
+        )?)?;
         let id = u32::try_from(id)
             .map_err(|_| Error::new(ErrorCode::Internal, format!("bad stream handle {id}")))?;
         Ok(StreamWriter {

@@ -12,6 +12,15 @@
 //! `stop` returns, the handler has finished (or is waiting on something the test controls, such
 //! as a mailbox marked full; see [`in_flight`](TestActor::in_flight)).
 //!
+//! Event logs, snapshots and durable reminders ([`journal`](crate::journal),
+//! [`Ctx::remind`](crate::Ctx::remind)) live in an [`EventLog`], which several actors of a test
+//! can share: to replay what an earlier actor wrote, to preload history written by an older
+//! version of an actor, or to follow several actors' logs with a
+//! [`Projection`](crate::journal::Projection). Nothing fires or waits on its own: the test fires
+//! reminders ([`fire_reminder`](TestActor::fire_reminder)), moves the store's clock
+//! ([`EventLog::advance`]) and lets an actor waiting for new events see them
+//! ([`poll`](TestActor::poll)).
+//!
 //! ```
 //! use bunraku_sdk::prelude::*;
 //! use bunraku_sdk::testing::TestActor;
@@ -47,12 +56,15 @@ use std::cell::{Ref, RefCell};
 use std::marker::PhantomData;
 use std::rc::Rc;
 
-use bunraku_abi::{Codec, Envelope, ErrorCode, Event, Outbound, ReplyBody, Subscribe};
+use bunraku_abi::{
+    Append, Codec, Envelope, ErrorCode, Event, NewEvent, Outbound, ReplyBody, Snapshot,
+    StoredEvent, Subscribe,
+};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::executor::{self, State};
-use crate::sys::native::{self, InStream, NativeHost, Responder};
+use crate::sys::native::{self, InStream, NativeHost, Responder, SharedEvents};
 use crate::{Actor, Error, Level, Message, Request, codec};
 
 /// One actor instance under test, with the host it talks to.
@@ -85,6 +97,199 @@ pub struct TimerSet {
     pub delay: std::time::Duration,
     /// The period, for a periodic timer.
     pub period: Option<std::time::Duration>,
+}
+
+/// How a durable reminder was set ([`TestActor::reminders`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReminderSet {
+    /// Its name.
+    pub name: String,
+    /// The wire name of the message it sends.
+    pub msg_type: String,
+    /// The delay before the first firing.
+    pub delay: std::time::Duration,
+    /// The period, for a periodic reminder.
+    pub period: Option<std::time::Duration>,
+}
+
+/// The native event store: every actor's event log, snapshots and durable reminders, and the
+/// clock events are stamped with.
+///
+/// Each [`TestActor`] has one (empty at first); [`TestActor::event_log`] hands out a shared
+/// handle to it and [`TestBuilder::events`] starts another actor on the same store, as a host
+/// restart (or a second actor of the same host) would see it. A handle also preloads events and
+/// snapshots (for instance ones written by an older version of an actor) and marks rows corrupt.
+/// The clock starts at 2024-01-01T00:00:00Z and only moves when the test moves it.
+///
+/// ```
+/// use bunraku_sdk::testing::EventLog;
+///
+/// let log = EventLog::new();
+/// assert_eq!(log.append("account/ann", 1, &5u64), 1);
+/// log.advance(std::time::Duration::from_secs(60));
+/// assert_eq!(log.append("account/ann", 1, &7u64), 2);
+/// let events = log.events_of("account/ann");
+/// assert_eq!(events[1].time_ms - events[0].time_ms, 60_000);
+/// assert_eq!(log.decoded::<u64>("account/ann"), [5, 7]);
+/// ```
+#[derive(Clone, Default)]
+pub struct EventLog(SharedEvents);
+
+impl std::fmt::Debug for EventLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let store = self.0.borrow();
+        f.debug_struct("EventLog")
+            .field("events", &store.rows.len())
+            .field("actors", &store.logs.len())
+            .field("now_ms", &store.now_ms)
+            .finish()
+    }
+}
+
+impl EventLog {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Appends `event` (postcard) to `actor`'s log as written by code of schema `version`, at
+    /// the store's current time; returns its sequence number.
+    ///
+    /// # Panics
+    ///
+    /// When `event` does not encode.
+    pub fn append<E: Serialize + ?Sized>(&self, actor: &str, version: u32, event: &E) -> u64 {
+        let payload = codec::encode(Codec::Postcard, event).expect("the event encodes");
+        self.append_bytes(actor, version, payload)
+    }
+
+    /// Appends raw bytes to `actor`'s log (see [`append`](Self::append)).
+    ///
+    /// # Panics
+    ///
+    /// When the payload is over the native size limit (1 MiB).
+    pub fn append_bytes(&self, actor: &str, version: u32, payload: Vec<u8>) -> u64 {
+        let mut store = self.0.borrow_mut();
+        let expected = store.last_seq(actor);
+        let events = vec![NewEvent { version, payload }];
+        store
+            .append(actor, Append { expected, events })
+            .unwrap_or_else(|code| panic!("could not append to `{actor}`: {code}"))
+    }
+
+    /// Stores a snapshot of `actor`'s state after event `seq`, of schema `version`.
+    ///
+    /// # Panics
+    ///
+    /// When `state` does not encode, or `seq` is past the end of the log.
+    pub fn snapshot<S: Serialize + ?Sized>(&self, actor: &str, seq: u64, version: u32, state: &S) {
+        let state = codec::encode(Codec::Postcard, state).expect("the state encodes");
+        self.snapshot_bytes(actor, seq, version, state);
+    }
+
+    /// Stores a snapshot as raw bytes (see [`snapshot`](Self::snapshot)).
+    ///
+    /// # Panics
+    ///
+    /// When `seq` is past the end of the log.
+    pub fn snapshot_bytes(&self, actor: &str, seq: u64, version: u32, state: Vec<u8>) {
+        let snapshot = Snapshot {
+            seq,
+            version,
+            state,
+        };
+        self.0
+            .borrow_mut()
+            .snapshot(actor, snapshot)
+            .unwrap_or_else(|code| panic!("could not snapshot `{actor}` at {seq}: {code}"));
+    }
+
+    /// Every event of `actor`'s log, in order, SDK markers (version 0) included.
+    pub fn events_of(&self, actor: &str) -> Vec<StoredEvent> {
+        let store = self.0.borrow();
+        let log = store.logs.get(actor).map_or(&[][..], Vec::as_slice);
+        log.iter().map(|&i| store.rows[i].event.clone()).collect()
+    }
+
+    /// The events of `actor`'s log decoded as `E`, in order, leaving out SDK markers (version
+    /// 0).
+    ///
+    /// # Panics
+    ///
+    /// When one of them does not decode as an `E`.
+    pub fn decoded<E: DeserializeOwned>(&self, actor: &str) -> Vec<E> {
+        self.events_of(actor)
+            .iter()
+            .filter(|e| e.version != 0)
+            .map(|e| {
+                codec::decode(Codec::Postcard, &e.payload).unwrap_or_else(|err| {
+                    panic!("event {} of `{actor}` does not decode: {err}", e.seq)
+                })
+            })
+            .collect()
+    }
+
+    /// The snapshots of `actor`, oldest first.
+    pub fn snapshots_of(&self, actor: &str) -> Vec<Snapshot> {
+        let store = self.0.borrow();
+        store
+            .snapshots
+            .get(actor)
+            .map(|snaps| snaps.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Marks event `seq` of `actor`'s log as failing its checksum: every read that reaches it
+    /// fails with [`ErrorCode::Corrupt`], as on a host whose disk flipped a bit.
+    ///
+    /// # Panics
+    ///
+    /// When there is no such event.
+    pub fn corrupt(&self, actor: &str, seq: u64) {
+        let mut store = self.0.borrow_mut();
+        let index = store
+            .logs
+            .get(actor)
+            .and_then(|log| log.get(usize::try_from(seq).ok()?.checked_sub(1)?))
+            .copied()
+            .unwrap_or_else(|| panic!("`{actor}` has no event {seq}"));
+        store.rows[index].corrupt = true;
+    }
+
+    /// The store's clock, in milliseconds since the Unix epoch: the time the next append is
+    /// stamped with.
+    pub fn now_ms(&self) -> u64 {
+        self.0.borrow().now_ms
+    }
+
+    /// Sets the store's clock.
+    ///
+    /// # Panics
+    ///
+    /// When `ms` is earlier than the clock: committed events never go back in time.
+    pub fn set_now_ms(&self, ms: u64) {
+        let mut store = self.0.borrow_mut();
+        assert!(ms >= store.now_ms, "the clock does not go back");
+        store.now_ms = ms;
+    }
+
+    /// Moves the store's clock forward by `by` (whole milliseconds).
+    pub fn advance(&self, by: std::time::Duration) {
+        let ms = u64::try_from(by.as_millis()).unwrap_or(u64::MAX);
+        let mut store = self.0.borrow_mut();
+        store.now_ms = store.now_ms.saturating_add(ms);
+    }
+}
+
+/// What a message looks like to the actor besides its payload.
+#[derive(Default)]
+struct Meta<'a> {
+    /// The sender waits for a reply.
+    reply: bool,
+    subject: Option<&'a str>,
+    /// `None`: `test`.
+    sender: Option<&'a str>,
+    idempotency_key: Option<&'a str>,
 }
 
 /// A line the actor logged.
@@ -147,7 +352,15 @@ pub struct TestBuilder<A: Actor> {
     host: NativeHost,
     name: String,
     instance: u32,
+    /// Events and snapshots for the actor's own log, written at start.
+    preload: Vec<Preload>,
     _actor: PhantomData<A>,
+}
+
+/// An event or snapshot [`TestBuilder`] writes to the actor's log before it starts.
+enum Preload {
+    Event(u32, Vec<u8>),
+    Snapshot(u64, u32, Vec<u8>),
 }
 
 impl<A: Actor> TestBuilder<A> {
@@ -222,6 +435,56 @@ impl<A: Actor> TestBuilder<A> {
         self
     }
 
+    /// Starts the actor on `log`, a store shared with other actors (typically
+    /// [`TestActor::event_log`] of an earlier actor): its own log and snapshots are those
+    /// stored under its [`name`](Self::name) (`NAME#K` for [`instance`](Self::instance) `K >
+    /// 0`, as on the host), and its reminders those of the name, so an actor with the same name
+    /// replays what the earlier one wrote.
+    ///
+    /// ```
+    /// use bunraku_sdk::prelude::*;
+    /// use bunraku_sdk::testing::{EventLog, TestActor};
+    ///
+    /// #[derive(Default)]
+    /// struct Quiet;
+    ///
+    /// #[actor]
+    /// impl Quiet {}
+    ///
+    /// let log = EventLog::new();
+    /// log.append("quiet", 1, &"written before");
+    /// let first = TestActor::<Quiet>::builder().name("quiet").events(log.clone()).start_default();
+    /// assert_eq!(first.events().len(), 1);
+    /// ```
+    pub fn events(mut self, log: EventLog) -> Self {
+        self.host.events = log.0;
+        self
+    }
+
+    /// Writes `event` (postcard) to the actor's own log before it starts, as code of schema
+    /// `version` wrote it: an actor restarting with history, possibly an older version's.
+    ///
+    /// # Panics
+    ///
+    /// When `event` does not encode.
+    pub fn event<E: Serialize + ?Sized>(mut self, version: u32, event: &E) -> Self {
+        let payload = codec::encode(Codec::Postcard, event).expect("the event encodes");
+        self.preload.push(Preload::Event(version, payload));
+        self
+    }
+
+    /// Writes a snapshot of the actor's state after event `seq` (of schema `version`) before
+    /// it starts; `seq` must be among the events written before.
+    ///
+    /// # Panics
+    ///
+    /// When `state` does not encode; at start, when `seq` is past the end of the log.
+    pub fn snapshot<S: Serialize + ?Sized>(mut self, seq: u64, version: u32, state: &S) -> Self {
+        let state = codec::encode(Codec::Postcard, state).expect("the state encodes");
+        self.preload.push(Preload::Snapshot(seq, version, state));
+        self
+    }
+
     /// Starts the actor with `config` as its JSON configuration (`serde_json::json!(..)` or any
     /// serializable value) and runs `on_start`.
     ///
@@ -231,6 +494,22 @@ impl<A: Actor> TestBuilder<A> {
     pub fn start(self, config: impl Serialize) -> TestActor<A> {
         let config = serde_json::to_vec(&config).expect("the configuration serializes to JSON");
         let mut host = self.host;
+        host.address.clone_from(&self.name);
+        host.log = match self.instance {
+            0 => self.name.clone(),
+            k => format!("{}#{k}", self.name),
+        };
+        let log = EventLog(host.events.clone());
+        for preload in self.preload {
+            match preload {
+                Preload::Event(version, payload) => {
+                    log.append_bytes(&host.log, version, payload);
+                }
+                Preload::Snapshot(seq, version, state) => {
+                    log.snapshot_bytes(&host.log, seq, version, state);
+                }
+            }
+        }
         host.inbox.push_back(Event::Start {
             name: self.name,
             instance: self.instance,
@@ -267,6 +546,7 @@ impl<A: Actor> TestActor<A> {
             host: NativeHost::default(),
             name: A::NAME.to_owned(),
             instance: 0,
+            preload: Vec::new(),
             _actor: PhantomData,
         }
     }
@@ -346,23 +626,23 @@ impl<A: Actor> TestActor<A> {
         msg_type: &str,
         codec: Codec,
         payload: Vec<u8>,
-        reply: bool,
-        subject: Option<&str>,
+        meta: Meta<'_>,
     ) -> (u64, Option<u32>) {
         self.next_message += 1;
         let id = self.next_message;
         let attach = std::mem::take(&mut self.attach);
         let stream = self.next_stream.take();
         let host = self.host_mut();
-        let reply = reply.then(|| host.reply_handle());
+        let reply = meta.reply.then(|| host.reply_handle());
         let attachments = attach.iter().map(|name| host.issue_ref(name)).collect();
         host.inbox.push_back(Event::Message(Envelope {
             id,
             msg_type: msg_type.to_owned(),
             codec,
             reply,
-            sender: Some("test".to_owned()),
-            subject: subject.map(str::to_owned),
+            sender: Some(meta.sender.unwrap_or("test").to_owned()),
+            subject: meta.subject.map(str::to_owned),
+            idempotency_key: meta.idempotency_key.map(str::to_owned),
             payload,
             attachments,
             stream,
@@ -400,8 +680,25 @@ impl<A: Actor> TestActor<A> {
     /// Errors: the actor refused the message ([`ErrorCode::UnknownType`],
     /// [`ErrorCode::Malformed`]), or the handler has not replied yet ([`ErrorCode::Timeout`]).
     pub fn call<R: Request>(&mut self, msg: &R) -> Result<R::Reply, Error> {
+        self.call_meta(msg, Meta::default())
+    }
+
+    /// Like [`call`](Self::call), with idempotency key `key`
+    /// ([`Ctx::idempotency_key`](crate::Ctx::idempotency_key)), as
+    /// [`Ctx::request_keyed`](crate::Ctx::request_keyed) sends it: call again with the same key
+    /// to play a requester retrying after a timeout.
+    pub fn call_keyed<R: Request>(&mut self, msg: &R, key: &str) -> Result<R::Reply, Error> {
+        let meta = Meta {
+            idempotency_key: Some(key),
+            ..Meta::default()
+        };
+        self.call_meta(msg, meta)
+    }
+
+    fn call_meta<R: Request>(&mut self, msg: &R, mut meta: Meta<'_>) -> Result<R::Reply, Error> {
         let payload = encode(msg)?;
-        let (_, handle) = self.push(R::NAME, Codec::Postcard, payload, true, None);
+        meta.reply = true;
+        let (_, handle) = self.push(R::NAME, Codec::Postcard, payload, meta);
         let (codec, payload) = self.reply(handle)?;
         codec::decode(codec, &payload).map_err(|e| Error::new(ErrorCode::Malformed, e))
     }
@@ -410,7 +707,11 @@ impl<A: Actor> TestActor<A> {
     /// for a one-way message).
     pub fn call_json(&mut self, msg_type: &str, json: &str) -> Result<serde_json::Value, Error> {
         let payload = json.as_bytes().to_vec();
-        let (_, handle) = self.push(msg_type, Codec::Json, payload, true, None);
+        let meta = Meta {
+            reply: true,
+            ..Meta::default()
+        };
+        let (_, handle) = self.push(msg_type, Codec::Json, payload, meta);
         let (codec, payload) = self.reply(handle)?;
         codec::decode(codec, &payload).map_err(|e| Error::new(ErrorCode::Malformed, e))
     }
@@ -420,8 +721,22 @@ impl<A: Actor> TestActor<A> {
     /// Errors only when the actor refused the message ([`ErrorCode::UnknownType`],
     /// [`ErrorCode::Malformed`]).
     pub fn send<M: Message>(&mut self, msg: &M) -> Result<(), Error> {
+        self.send_meta(msg, Meta::default())
+    }
+
+    /// Like [`send`](Self::send), with idempotency key `key`
+    /// ([`Ctx::idempotency_key`](crate::Ctx::idempotency_key)).
+    pub fn send_keyed<M: Message>(&mut self, msg: &M, key: &str) -> Result<(), Error> {
+        let meta = Meta {
+            idempotency_key: Some(key),
+            ..Meta::default()
+        };
+        self.send_meta(msg, meta)
+    }
+
+    fn send_meta<M: Message>(&mut self, msg: &M, meta: Meta<'_>) -> Result<(), Error> {
         let payload = encode(msg)?;
-        let (id, _) = self.push(M::NAME, Codec::Postcard, payload, false, None);
+        let (id, _) = self.push(M::NAME, Codec::Postcard, payload, meta);
         self.outcome(id)
     }
 
@@ -429,7 +744,11 @@ impl<A: Actor> TestActor<A> {
     /// ([`Ctx::subject`](crate::Ctx::subject) is `subject`). Errors like [`send`](Self::send).
     pub fn deliver<M: Message>(&mut self, subject: &str, msg: &M) -> Result<(), Error> {
         let payload = encode(msg)?;
-        let (id, _) = self.push(M::NAME, Codec::Postcard, payload, false, Some(subject));
+        let meta = Meta {
+            subject: Some(subject),
+            ..Meta::default()
+        };
+        let (id, _) = self.push(M::NAME, Codec::Postcard, payload, meta);
         self.outcome(id)
     }
 
@@ -456,7 +775,7 @@ impl<A: Actor> TestActor<A> {
         });
         self.next_stream = Some(stream);
         let payload = encode(open)?;
-        let (id, _) = self.push(M::NAME, Codec::Postcard, payload, false, None);
+        let (id, _) = self.push(M::NAME, Codec::Postcard, payload, Meta::default());
         self.outcome(id)
     }
 
@@ -526,13 +845,90 @@ impl<A: Actor> TestActor<A> {
         if t.period_ms.is_none() {
             host.timers.remove(&timer.get());
         }
-        let (id, _) = self.push(&t.msg_type, t.codec, t.payload, false, None);
+        let (id, _) = self.push(&t.msg_type, t.codec, t.payload, Meta::default());
         if let Err(e) = self.outcome(id) {
             panic!(
                 "timer {} fired a message the actor refused: {e}",
                 timer.get()
             );
         }
+    }
+
+    /// The durable reminders the actor holds, by name, with how they were set.
+    pub fn reminders(&self) -> Vec<ReminderSet> {
+        let host = self.host();
+        let store = host.events.borrow();
+        let Some(reminders) = store.reminders.get(&host.address) else {
+            return Vec::new();
+        };
+        reminders
+            .values()
+            .map(|r| ReminderSet {
+                name: r.name.clone(),
+                msg_type: r.msg_type.clone(),
+                delay: std::time::Duration::from_millis(r.delay_ms),
+                period: r.period_ms.map(std::time::Duration::from_millis),
+            })
+            .collect()
+    }
+
+    /// Fires reminder `name` now: its message is delivered from the sender `bunraku.reminder`
+    /// and handled, and a one-shot reminder is gone. Nothing fires on its own.
+    ///
+    /// # Panics
+    ///
+    /// When the actor holds no such reminder, or refuses its message.
+    pub fn fire_reminder(&mut self, name: &str) {
+        let host = self.host_mut();
+        let r = {
+            let mut store = host.events.borrow_mut();
+            let reminders = store.reminders.entry(host.address.clone()).or_default();
+            let r = reminders
+                .get(name)
+                .cloned()
+                .unwrap_or_else(|| panic!("the actor holds no reminder `{name}`"));
+            if r.period_ms.is_none() {
+                reminders.remove(name);
+            }
+            r
+        };
+        let meta = Meta {
+            sender: Some(crate::reminders::REMINDER_SENDER),
+            ..Meta::default()
+        };
+        let (id, _) = self.push(&r.msg_type, r.codec, r.payload, meta);
+        if let Err(e) = self.outcome(id) {
+            panic!("reminder `{name}` fired a message the actor refused: {e}");
+        }
+    }
+
+    /// The status the actor set with [`Ctx::set_status`](crate::Ctx::set_status) (empty when
+    /// none).
+    pub fn status(&self) -> &str {
+        &self.host().status
+    }
+
+    /// A shared handle to the event store this actor reads and appends to (see [`EventLog`]):
+    /// give it to [`TestBuilder::events`] to start another actor on the same logs.
+    pub fn event_log(&self) -> EventLog {
+        EventLog(self.host().events.clone())
+    }
+
+    /// Every event of this actor's own log, in order (SDK markers, version 0, included).
+    pub fn events(&self) -> Vec<StoredEvent> {
+        self.events_of(&self.host().log)
+    }
+
+    /// Every event of `actor`'s log in this actor's store, in order.
+    pub fn events_of(&self, actor: &str) -> Vec<StoredEvent> {
+        self.event_log().events_of(actor)
+    }
+
+    /// Runs the actor with whatever its host has for it now, without a new message: for
+    /// instance a read of a type's log that waited for new events, after another actor sharing
+    /// the store appended some.
+    pub fn poll(&mut self) {
+        self.run();
     }
 
     /// Attaches references to `actors` to the next message (`send`, `call`, `deliver`): the
@@ -570,7 +966,8 @@ impl<A: Actor> TestActor<A> {
     }
 
     /// Makes [`Ctx::load`](crate::Ctx::load) and [`Ctx::save`](crate::Ctx::save) fail with
-    /// [`ErrorCode::StorageUnavailable`] (as on a host whose disk is full), or work again.
+    /// [`ErrorCode::StorageUnavailable`] (as on a host whose disk is full), or work again. Event
+    /// logs ([`journal`](crate::journal)) and durable reminders fail the same way.
     pub fn set_storage_unavailable(&mut self, unavailable: bool) {
         self.host_mut().storage_unavailable = unavailable;
     }

@@ -132,6 +132,13 @@ impl Guard {
         }
     }
 
+    /// Kills it with SIGKILL (`kill -9`: no shutdown, no flush) and reaps it.
+    pub(crate) fn kill_9(mut self) -> (String, String) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.output()
+    }
+
     /// Panics with its output, for a failed expectation about a running host.
     pub(crate) fn fail(&mut self, why: &str) -> ! {
         let _ = self.child.kill();
@@ -156,7 +163,7 @@ pub(crate) fn finish(cmd: Command, dir: &Path, name: &str) -> Finished {
 }
 
 /// A `bunraku run` in the background with its own data directory and home.
-struct Host {
+pub(crate) struct Host {
     guard: Guard,
     tmp: TempDir,
     socket: PathBuf,
@@ -164,7 +171,7 @@ struct Host {
 
 impl Host {
     /// Starts `bunraku run manifest` and waits until its control socket answers.
-    fn start(manifest: &Path) -> Self {
+    pub(crate) fn start(manifest: &Path) -> Self {
         let tmp = tempfile::tempdir().unwrap();
         let data = tmp.path().join("data");
         let mut cmd = bunraku(&tmp.path().join("home"));
@@ -191,7 +198,7 @@ impl Host {
     }
 
     /// Runs `bunraku ARGS --socket SOCKET`.
-    fn cli(&self, args: &[&str]) -> Finished {
+    pub(crate) fn cli(&self, args: &[&str]) -> Finished {
         let mut cmd = bunraku(&self.home());
         cmd.args(args).arg("--socket").arg(&self.socket);
         finish(cmd, self.tmp.path(), args[0])
@@ -199,7 +206,7 @@ impl Host {
 
     /// Like [`Host::cli`], and fails the test with the host's output unless it exits with
     /// `code`.
-    fn expect(&mut self, args: &[&str], code: i32) -> Finished {
+    pub(crate) fn expect(&mut self, args: &[&str], code: i32) -> Finished {
         let out = self.cli(args);
         if out.code() != Some(code) {
             self.guard.fail(&format!(

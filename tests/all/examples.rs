@@ -16,6 +16,8 @@ const EXAMPLES: &[(&str, &str)] = &[
     ("p2p", "p2p: ok, 5 facts checked"),
     ("batching", "batching: ok, 4 facts checked"),
     ("streaming", "streaming: ok, 5 facts checked"),
+    ("event-sourcing", "event-sourcing: ok, 14 facts checked"),
+    ("orchestration", "orchestration: ok, 6 facts checked"),
 ];
 
 /// Runs `bunraku run DIR --smoke` with a data directory and home of its own.
@@ -89,6 +91,16 @@ fn batching_example_passes_its_smoke_check_and_prints_both_throughputs() {
 #[test]
 fn streaming_example_passes_its_smoke_check() {
     passes_its_smoke_check("streaming");
+}
+
+#[test]
+fn event_sourcing_example_passes_its_smoke_check() {
+    passes_its_smoke_check("event-sourcing");
+}
+
+#[test]
+fn orchestration_example_passes_its_smoke_check() {
+    passes_its_smoke_check("orchestration");
 }
 
 #[test]

@@ -6,6 +6,7 @@ mod cache;
 mod capabilities;
 mod cli;
 mod density;
+mod events;
 mod examples;
 mod failures;
 mod guests;

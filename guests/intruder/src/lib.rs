@@ -7,9 +7,9 @@
 //! It goes through the SDK (`ctx.send`, `ctx.request`, `ctx.publish`, `ctx.subscribe`,
 //! `ctx.save`, `ctx.load`) wherever the SDK can express the attempt, so the outcome is the typed
 //! error a real actor sees. Handles it makes up (a subscription id, a reply handle) cannot be
-//! expressed through the SDK, which only passes on handles the host issued; those attempts, and
-//! `spawn` (which the SDK does not offer yet), call the raw `bunraku` imports, which exist only in
-//! wasm.
+//! expressed through the SDK, which only passes on handles the host issued; those attempts,
+//! `spawn` (which the SDK does not offer yet) and the event-log functions (which the SDK reaches
+//! only through a whole `Journal`), call the raw `bunraku` imports, which exist only in wasm.
 //!
 //! It also records the ticks its own subscriptions deliver (`Report`), and answers `Echo`, to show
 //! it keeps working after a denial.
@@ -106,6 +106,20 @@ impl Intruder {
                 Ok(id) => raw::outcome(raw::stream_credit(id)),
                 Err(_) => format!("`{target}` is not a stream handle"),
             },
+            "events_append" => raw::outcome(raw::events_append()),
+            "events_read" => raw::outcome(raw::events_read()),
+            "events_snapshot" => raw::outcome(raw::events_snapshot()),
+            "reminder_set" => outcome(
+                ctx.remind(
+                    "intruder",
+                    Duration::from_secs(3600),
+                    &Echo {
+                        text: "later".into(),
+                    },
+                )
+                .await,
+            ),
+            "reminder_cancel" => outcome(ctx.cancel_reminder("intruder").await),
             "timer_set" => outcome(ctx.after(
                 Duration::from_secs(3600),
                 &Echo {
@@ -174,6 +188,55 @@ mod raw {
         fn bunraku_reply(handle: u32, ptr: u32, len: u32) -> i64;
         #[link_name = "spawn"]
         fn bunraku_spawn(ptr: u32, len: u32) -> i64;
+        #[link_name = "events_append"]
+        fn bunraku_events_append(ptr: u32, len: u32) -> i64;
+        #[link_name = "events_read"]
+        fn bunraku_events_read(ptr: u32, len: u32) -> i64;
+        #[link_name = "events_snapshot"]
+        fn bunraku_events_snapshot(ptr: u32, len: u32) -> i64;
+    }
+
+    /// Calls an import that reads `bytes` and answers an operation id (its completion, if the
+    /// host starts it, is dropped by the SDK as unknown).
+    fn with_bytes(bytes: &[u8], import: unsafe extern "C" fn(u32, u32) -> i64) -> i64 {
+        // SAFETY: the host only reads `bytes`, which lives for the call; wasm32 addresses and
+        // lengths fit in u32.
+        unsafe { import(bytes.as_ptr().addr() as u32, bytes.len() as u32) }
+    }
+
+    /// Appends one event to the intruder's own log.
+    pub fn events_append() -> Result<i64, &'static str> {
+        let append = encode(&bunraku_sdk::abi::Append {
+            expected: 0,
+            events: vec![bunraku_sdk::abi::NewEvent {
+                version: 1,
+                payload: vec![1],
+            }],
+        });
+        Ok(with_bytes(&append, bunraku_events_append))
+    }
+
+    /// Reads the intruder's own log.
+    pub fn events_read() -> Result<i64, &'static str> {
+        let read = encode(&bunraku_sdk::abi::ReadEvents {
+            log: bunraku_sdk::abi::Log::Own,
+            from: 0,
+            until: bunraku_sdk::abi::Until::Latest,
+            snapshot: false,
+            max_bytes: 4096,
+            wait: false,
+        });
+        Ok(with_bytes(&read, bunraku_events_read))
+    }
+
+    /// Stores a snapshot of the intruder's (empty) log.
+    pub fn events_snapshot() -> Result<i64, &'static str> {
+        let snapshot = encode(&bunraku_sdk::abi::Snapshot {
+            seq: 0,
+            version: 1,
+            state: Vec::new(),
+        });
+        Ok(with_bytes(&snapshot, bunraku_events_snapshot))
     }
 
     /// Spawns an actor from `module` under the name `MODULE-child`.
@@ -270,6 +333,18 @@ mod raw {
     }
 
     pub fn spawn(_module: &str) -> Result<i64, &'static str> {
+        Err(NATIVE)
+    }
+
+    pub fn events_append() -> Result<i64, &'static str> {
+        Err(NATIVE)
+    }
+
+    pub fn events_read() -> Result<i64, &'static str> {
+        Err(NATIVE)
+    }
+
+    pub fn events_snapshot() -> Result<i64, &'static str> {
         Err(NATIVE)
     }
 

@@ -1,6 +1,9 @@
 //! Message types shared by the guests in this workspace. Types with the same wire name and layout
 //! are the same message to every actor; keeping them in one crate keeps them the same.
 
+pub mod bank;
+pub mod orders;
+
 use bunraku_sdk::prelude::*;
 
 /// Echo the text back.

@@ -164,6 +164,41 @@ pub struct Fired {
 #[message(reply = Vec<String>)]
 pub struct GetFired {}
 
+/// Set a durable reminder named `tag` that sends this actor's address `Reminded { tag }` after
+/// `delay_ms`, then every `period_ms` when given; replies with the error's code name.
+#[derive(Debug, Serialize, Deserialize, Message)]
+#[message(reply = Result<(), String>)]
+pub struct SetReminder {
+    pub tag: String,
+    pub delay_ms: u64,
+    pub period_ms: Option<u64>,
+}
+
+/// Cancel reminder `tag`: whether there was one, or the error's code name.
+#[derive(Debug, Serialize, Deserialize, Message)]
+#[message(reply = Result<bool, String>)]
+pub struct CancelReminder {
+    pub tag: String,
+}
+
+/// What a reminder sends; the handler appends `tag` (and the sender) to the persisted list.
+#[derive(Debug, Serialize, Deserialize, Message)]
+pub struct Reminded {
+    pub tag: String,
+}
+
+/// The persisted list of reminders handled (`TAG from SENDER`), oldest first.
+#[derive(Debug, Serialize, Deserialize, Message)]
+#[message(reply = Result<Vec<String>, String>)]
+pub struct GetReminded {}
+
+/// Set the status `bunraku ps` shows (empty clears it).
+#[derive(Debug, Serialize, Deserialize, Message)]
+#[message(reply = Result<(), String>)]
+pub struct SetStatus {
+    pub status: String,
+}
+
 /// Open a stream to `to` (opening message `Consume`) and write `0..count` into it; trap before
 /// writing item `trap_at`; end with `abort` instead of `close`. Replies with the number of
 /// completed sends, or the error's code name.
@@ -554,6 +589,53 @@ impl Testbed {
     #[handler]
     async fn get_fired(&mut self, _ctx: &Ctx, _msg: GetFired) -> Vec<String> {
         self.fired.clone()
+    }
+
+    #[handler]
+    async fn set_reminder(&mut self, ctx: &Ctx, msg: SetReminder) -> Result<(), String> {
+        let reminded = Reminded {
+            tag: msg.tag.clone(),
+        };
+        match msg.period_ms {
+            Some(ms) => {
+                ctx.remind_every(&msg.tag, Duration::from_millis(ms), &reminded)
+                    .await
+            }
+            None => {
+                ctx.remind(&msg.tag, Duration::from_millis(msg.delay_ms), &reminded)
+                    .await
+            }
+        }
+        .map_err(|e| e.code().as_str().to_owned())
+    }
+
+    #[handler]
+    async fn cancel_reminder(&mut self, ctx: &Ctx, msg: CancelReminder) -> Result<bool, String> {
+        ctx.cancel_reminder(&msg.tag)
+            .await
+            .map_err(|e| e.code().as_str().to_owned())
+    }
+
+    #[handler]
+    async fn reminded(&mut self, ctx: &Ctx, msg: Reminded) {
+        let mut list: Vec<String> = ctx.load().ok().flatten().unwrap_or_default();
+        list.push(format!("{} from {}", msg.tag, ctx.sender().unwrap_or("?")));
+        if let Err(e) = ctx.save(&list).await {
+            ctx.error(format_args!("reminder not recorded: {e}"));
+        }
+    }
+
+    #[handler]
+    async fn get_reminded(&mut self, ctx: &Ctx, _msg: GetReminded) -> Result<Vec<String>, String> {
+        ctx.load()
+            .map(Option::unwrap_or_default)
+            .map_err(|e| e.code().as_str().to_owned())
+    }
+
+    #[handler]
+    async fn set_status(&mut self, ctx: &Ctx, msg: SetStatus) -> Result<(), String> {
+        ctx.set_status(&msg.status)
+            .map_err(|e| e.code().as_str().to_owned())
     }
 
     #[handler]

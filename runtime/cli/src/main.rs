@@ -72,6 +72,8 @@ enum Command {
     Send(SendArgs),
     Publish(PublishArgs),
     Ps(PsArgs),
+    Events(EventsArgs),
+    State(StateArgs),
     Metrics(MetricsArgs),
     Logs(LogsArgs),
     Stop(StopArgs),
@@ -213,7 +215,7 @@ pub(crate) struct PublishArgs {
     pub host: HostArgs,
 }
 
-/// List every actor instance with its phase, mailbox, counters and last failure.
+/// List every actor instance with its phase, mailbox, counters, status and last failure.
 #[derive(Args)]
 #[command(after_help = "\
 Example:
@@ -223,6 +225,42 @@ pub(crate) struct PsArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub host: HostArgs,
+}
+
+/// Print an event-sourced actor's events as JSON lines, oldest first.
+///
+/// The actor renders its own events (only its code knows their schema), upcast to its current
+/// version; a virtual actor is activated to answer.
+#[derive(Args)]
+#[command(after_help = "\
+Example:
+  bunraku events account/alice
+  bunraku events account/alice --from 10   # events after sequence number 10")]
+pub(crate) struct EventsArgs {
+    /// The actor's name (for a virtual actor, TYPE/KEY).
+    pub actor: String,
+    /// Print the events after this sequence number.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub from: u64,
+    #[command(flatten)]
+    pub host: HostArgs,
+}
+
+/// Print an event-sourced actor's state as JSON: now, or as of a sequence number.
+#[derive(Args)]
+#[command(after_help = "\
+Example:
+  bunraku state account/alice
+  bunraku state account/alice --at 3       # the state after its third event")]
+pub(crate) struct StateArgs {
+    /// The actor's name (for a virtual actor, TYPE/KEY).
+    pub actor: String,
+    /// The state after the event with this sequence number (replayed from the latest snapshot
+    /// before it).
+    #[arg(long, value_name = "N")]
+    pub at: Option<u64>,
     #[command(flatten)]
     pub host: HostArgs,
 }
@@ -278,6 +316,8 @@ async fn main() -> ExitCode {
         Command::Send(args) => remote::send(args).await,
         Command::Publish(args) => remote::publish(args).await,
         Command::Ps(args) => remote::ps(args).await,
+        Command::Events(args) => remote::events(args).await,
+        Command::State(args) => remote::state(args).await,
         Command::Metrics(args) => remote::metrics(args).await,
         Command::Logs(args) => remote::logs(args).await,
         Command::Stop(args) => remote::stop(args).await,

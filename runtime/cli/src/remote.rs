@@ -8,7 +8,10 @@ use bunraku_runtime::ActorStatus;
 use bunraku_runtime::control::{Client, ErrorReply, Request, Response};
 
 use crate::locate::{Located, connect};
-use crate::{CallArgs, LogsArgs, MetricsArgs, PsArgs, PublishArgs, SendArgs, StopArgs, usage};
+use crate::{
+    CallArgs, EventsArgs, LogsArgs, MetricsArgs, PsArgs, PublishArgs, SendArgs, StateArgs,
+    StopArgs, usage,
+};
 
 /// How long `bunraku stop` waits for the host to exit.
 const STOP_WAIT: Duration = Duration::from_secs(30);
@@ -63,6 +66,99 @@ pub(crate) async fn call(args: CallArgs) -> Result<ExitCode> {
         }
         Response::Error(e) => Ok(typed_error(&e)),
         other => Err(unexpected("call", other)),
+    }
+}
+
+/// The wire names of the queries an event-sourced actor answers (`bunraku_sdk::journal`).
+const EVENTS_QUERY: &str = "bunraku.events";
+const STATE_QUERY: &str = "bunraku.state";
+
+/// Asks an event-sourced actor one of its queries; `Ok(Err(code))` for a typed error already
+/// printed.
+async fn query(
+    client: &mut Client,
+    actor: &str,
+    msg_type: &str,
+    payload: serde_json::Value,
+) -> Result<Result<serde_json::Value, ExitCode>> {
+    let request = Request::Call {
+        to: actor.to_owned(),
+        msg_type: Some(msg_type.to_owned()),
+        payload,
+        timeout_ms: None,
+    };
+    match ask(client, &request).await? {
+        // The SDK answers `Result<T, String>`, which is `{"Ok": T}` or `{"Err": "..."}` in JSON.
+        Response::Reply(serde_json::Value::Object(mut reply)) if reply.contains_key("Ok") => {
+            Ok(Ok(reply.remove("Ok").unwrap_or_default()))
+        }
+        Response::Reply(serde_json::Value::Object(reply)) if reply.contains_key("Err") => {
+            eprintln!(
+                "error: {actor}: {}",
+                reply["Err"].as_str().unwrap_or_default()
+            );
+            Ok(Err(ExitCode::FAILURE))
+        }
+        Response::Error(e) if e.code == "unknown message type" => {
+            eprintln!(
+                "error: `{actor}` does not answer `{msg_type}`: it is not an event-sourced actor\n\
+                 hint: actors built on bunraku_sdk::journal answer it with `Journal::answer_events` and `Journal::answer_state`"
+            );
+            Ok(Err(ExitCode::FAILURE))
+        }
+        Response::Error(e) => Ok(Err(typed_error(&e))),
+        other => Err(unexpected(msg_type, other)),
+    }
+}
+
+pub(crate) async fn events(args: EventsArgs) -> Result<ExitCode> {
+    let (mut client, _) = connect(&args.host).await?;
+    let mut from = args.from;
+    loop {
+        let payload = serde_json::json!({ "from": from });
+        let lines = match query(&mut client, &args.actor, EVENTS_QUERY, payload).await? {
+            Ok(lines) => lines,
+            Err(code) => return Ok(code),
+        };
+        let lines: Vec<String> = serde_json::from_value(lines).map_err(|e| {
+            anyhow!(
+                "`{}` answered {EVENTS_QUERY} with no lines: {e}",
+                args.actor
+            )
+        })?;
+        let Some(last) = lines.last() else {
+            return Ok(ExitCode::SUCCESS);
+        };
+        // Each answer is a page: go on after its last event.
+        let seq = serde_json::from_str::<serde_json::Value>(last)
+            .ok()
+            .and_then(|v| v["seq"].as_u64())
+            .ok_or_else(|| anyhow!("an event line without a sequence number: {last}"))?;
+        for line in &lines {
+            out!("{line}")?;
+        }
+        if seq <= from {
+            return Ok(ExitCode::SUCCESS);
+        }
+        from = seq;
+    }
+}
+
+pub(crate) async fn state(args: StateArgs) -> Result<ExitCode> {
+    let (mut client, _) = connect(&args.host).await?;
+    let payload = serde_json::json!({ "at": args.at });
+    match query(&mut client, &args.actor, STATE_QUERY, payload).await? {
+        Ok(serde_json::Value::String(json)) => {
+            let value: serde_json::Value = serde_json::from_str(&json)
+                .map_err(|e| anyhow!("`{}` answered a state that is not JSON: {e}", args.actor))?;
+            out!("{}", serde_json::to_string_pretty(&value)?)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Ok(other) => Err(anyhow!(
+            "`{}` answered {STATE_QUERY} with {other}",
+            args.actor
+        )),
+        Err(code) => Ok(code),
     }
 }
 
@@ -136,7 +232,7 @@ pub(crate) async fn metrics(args: MetricsArgs) -> Result<ExitCode> {
     }
 }
 
-const COLUMNS: [&str; 10] = [
+const COLUMNS: [&str; 11] = [
     "ACTOR",
     "SUPERVISOR",
     "INSTANCE",
@@ -146,12 +242,13 @@ const COLUMNS: [&str; 10] = [
     "RESTARTS",
     "DEAD",
     "MEMORY",
+    "STATUS",
     "LAST FAILURE",
 ];
 
 /// `bunraku ps` as a table with aligned columns.
 fn table(actors: &[ActorStatus]) -> String {
-    let rows: Vec<[String; 10]> = actors
+    let rows: Vec<[String; 11]> = actors
         .iter()
         .map(|a| {
             [
@@ -164,6 +261,7 @@ fn table(actors: &[ActorStatus]) -> String {
                 a.restarts.to_string(),
                 a.dead_letters.to_string(),
                 human_bytes(a.memory),
+                a.status.clone().unwrap_or_else(|| "-".into()),
                 a.last_failure.clone().unwrap_or_else(|| "-".into()),
             ]
         })
@@ -171,7 +269,7 @@ fn table(actors: &[ActorStatus]) -> String {
     render(&rows)
 }
 
-fn render(rows: &[[String; 10]]) -> String {
+fn render(rows: &[[String; 11]]) -> String {
     let header = COLUMNS;
     let mut widths = header.map(str::len);
     for row in rows {
@@ -311,6 +409,7 @@ mod tests {
             "0",
             "0",
             "128.0 KiB",
+            "stuck: refund",
             "-",
         ];
         let text = render(&[row.map(String::from)]);
@@ -318,6 +417,7 @@ mod tests {
         assert_eq!(lines[0].find("SUPERVISOR"), lines[1].find("app"));
         assert_eq!(lines[0].find("PHASE"), lines[1].find("running"));
         assert_eq!(lines[0].find("MEMORY"), lines[1].find("128.0 KiB"));
+        assert_eq!(lines[0].find("STATUS"), lines[1].find("stuck: refund"));
         assert!(lines[1].starts_with("echo "));
         assert!(lines[1].ends_with('-'));
         assert_eq!(render(&[]).lines().nth(1), Some("(no actors)"));

@@ -137,3 +137,16 @@ pub(crate) fn spawn(caller: Caller<'_, ActorState>, ptr: u32, len: u32) -> HostR
     tracing::info!(actor = %st.cell.name, spawned = %req.name, module = %req.module, "spawned");
     Ok(0)
 }
+
+pub(crate) fn set_status(caller: Caller<'_, ActorState>, ptr: u32, len: u32) -> HostResult {
+    if len as usize > bunraku_abi::MAX_STATUS_BYTES {
+        return fail(ErrorCode::TooLarge);
+    }
+    let status = super::messaging::read_str(&caller, ptr, len)?;
+    let cell = &caller.data().cell;
+    if cell.status().as_deref() != Some(status.as_str()) && !status.is_empty() {
+        tracing::info!(actor = %cell.name, instance = cell.instance, "status: {status}");
+    }
+    cell.set_status(&status);
+    Ok(0)
+}

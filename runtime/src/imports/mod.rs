@@ -3,7 +3,7 @@
 //! Registration is derived from the ABI's single table ([`bunraku_abi::for_each_host_fn!`]): every
 //! entry becomes one `func_wrap` that first checks the entry's capability against the actor's
 //! grants and then calls the function of the same name in the entry's module here (`messaging`,
-//! `pubsub`, `state`, `logging`). A function missing here, or with another signature, does not
+//! `pubsub`, `state`, `events`, `lifecycle`, `refs`, `timers`, `streams`, `logging`). A function missing here, or with another signature, does not
 //! compile. Functions with a target (`send`, `request`, `publish`, `subscribe`) also check the
 //! target once decoded, through [`crate::grants::permits`]; deny by default.
 //!
@@ -11,6 +11,7 @@
 //! misbehaviour and traps (`Err`); every ordinary failure (unknown actor, full mailbox, timeout,
 //! denied) is a status code the guest's SDK turns into a typed error (`Ok(negative)`).
 
+pub(crate) mod events;
 pub(crate) mod lifecycle;
 pub(crate) mod logging;
 pub(crate) mod messaging;

@@ -12,8 +12,9 @@
 mod wasm;
 #[cfg(target_arch = "wasm32")]
 pub(crate) use wasm::{
-    actor_ref, cancel, drop_ref, log, next, publish, reply, request, send, sleep, spawn,
-    state_load, state_save, stop, stream_credit, stream_end, stream_open, stream_read, stream_wait,
+    actor_ref, cancel, drop_ref, events_append, events_read, events_snapshot, log, next, publish,
+    reminder_cancel, reminder_set, reply, request, send, set_status, sleep, spawn, state_load,
+    state_save, stop, stream_credit, stream_end, stream_open, stream_read, stream_wait,
     stream_write, subscribe, timer_cancel, timer_set, unsubscribe, unwatch, watch,
 };
 
@@ -21,8 +22,9 @@ pub(crate) use wasm::{
 pub(crate) mod native;
 #[cfg(not(target_arch = "wasm32"))]
 pub(crate) use native::{
-    actor_ref, cancel, drop_ref, log, next, publish, reply, request, send, sleep, spawn,
-    state_load, state_save, stop, stream_credit, stream_end, stream_open, stream_read, stream_wait,
+    actor_ref, cancel, drop_ref, events_append, events_read, events_snapshot, log, next, publish,
+    reminder_cancel, reminder_set, reply, request, send, set_status, sleep, spawn, state_load,
+    state_save, stop, stream_credit, stream_end, stream_open, stream_read, stream_wait,
     stream_write, subscribe, timer_cancel, timer_set, unsubscribe, unwatch, watch,
 };
 

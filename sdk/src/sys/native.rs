@@ -10,14 +10,22 @@
 //! `MailboxFull` (mode `TRY`). Actor references work as on the host: `actor_ref` issues handles
 //! (it grants every name), a message sent through a handle is recorded under the actor's name,
 //! and a handle that was never issued is `denied`.
+//!
+//! Event logs live in an [`EventStore`] that several hosts may share (one per `TestActor`, all
+//! reading and appending to the same logs): appends check the expected sequence number, reads
+//! honour `Until`, snapshots, `max_bytes` and `complete` as the runtime does, and a read of a
+//! type's log with `wait` stays pending until an append (by any host sharing the store) gives it
+//! something, checked whenever its own host runs. Its clock is the test's: events are stamped
+//! with [`EventStore::now_ms`], which only the test moves. Durable reminders are kept there too,
+//! by actor address, so they outlive the `TestActor` that set them.
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::rc::Rc;
 
 use bunraku_abi::{
-    Completion, ErrorCode, Event, Outbound, ReplyBody, Subscribe, decode, encode, encode_error,
-    mode,
+    Append, Codec, Completion, ErrorCode, Event, EventBatch, Log, Outbound, ReadEvents, Reminder,
+    ReplyBody, Snapshot, StoredEvent, Subscribe, Until, decode, encode, encode_error, mode,
 };
 
 /// Answers a request: gets the request, returns the reply.
@@ -46,6 +54,206 @@ pub(crate) struct InStream {
 
 /// The credit a native writer has: the test reads whatever is written.
 const NATIVE_CREDIT: i64 = 1 << 20;
+
+/// The most bytes one native message, append, read answer or snapshot may hold: the runtime's
+/// default `max_message_bytes`.
+pub(crate) const NATIVE_MAX_MESSAGE: usize = 1 << 20;
+
+/// The clock of a fresh [`EventStore`]: 2024-01-01T00:00:00Z, in milliseconds since the epoch.
+pub(crate) const NATIVE_EPOCH_MS: u64 = 1_704_067_200_000;
+
+/// A committed event and whether the test marked it as failing its checksum.
+#[derive(Debug, Clone)]
+pub(crate) struct Row {
+    /// The event as a read of another actor's log returns it (its `actor` filled in).
+    pub(crate) event: StoredEvent,
+    /// Reads that reach it fail with `Corrupt`.
+    pub(crate) corrupt: bool,
+}
+
+/// The event logs, snapshots and reminders of every actor, shared by the hosts of a test.
+#[derive(Debug)]
+pub(crate) struct EventStore {
+    /// Every event in commit order: the event at global position `p` is `rows[p - 1]`.
+    pub(crate) rows: Vec<Row>,
+    /// Each actor's log, by address: indices into `rows`, in sequence order.
+    pub(crate) logs: BTreeMap<String, Vec<usize>>,
+    /// Each actor's snapshots, by address and sequence number.
+    pub(crate) snapshots: BTreeMap<String, BTreeMap<u64, Snapshot>>,
+    /// Each actor's reminders, by address and name.
+    pub(crate) reminders: BTreeMap<String, BTreeMap<String, Reminder>>,
+    /// The clock events are stamped with (milliseconds since the epoch).
+    pub(crate) now_ms: u64,
+}
+
+impl Default for EventStore {
+    fn default() -> Self {
+        Self {
+            rows: Vec::new(),
+            logs: BTreeMap::new(),
+            snapshots: BTreeMap::new(),
+            reminders: BTreeMap::new(),
+            now_ms: NATIVE_EPOCH_MS,
+        }
+    }
+}
+
+/// An [`EventStore`] shared by several hosts.
+pub(crate) type SharedEvents = Rc<RefCell<EventStore>>;
+
+/// The type of an address: what comes before its `/` (the whole address when it has none).
+pub(crate) fn kind_of(address: &str) -> &str {
+    address.split_once('/').map_or(address, |(kind, _)| kind)
+}
+
+impl EventStore {
+    /// The last sequence number of `actor`'s log (`0` when it has none).
+    pub(crate) fn last_seq(&self, actor: &str) -> u64 {
+        self.logs.get(actor).map_or(0, |log| log.len() as u64)
+    }
+
+    /// Appends to `actor`'s log if it ends at `append.expected`; the new last sequence number.
+    pub(crate) fn append(&mut self, actor: &str, append: Append) -> Result<u64, ErrorCode> {
+        let bytes: usize = append.events.iter().map(|e| e.payload.len()).sum();
+        if bytes > NATIVE_MAX_MESSAGE {
+            return Err(ErrorCode::TooLarge);
+        }
+        if append.expected != self.last_seq(actor) {
+            return Err(ErrorCode::Conflict);
+        }
+        let log = self.logs.entry(actor.to_owned()).or_default();
+        for new in append.events {
+            let index = self.rows.len();
+            log.push(index);
+            self.rows.push(Row {
+                event: StoredEvent {
+                    pos: index as u64 + 1,
+                    actor: actor.to_owned(),
+                    seq: log.len() as u64,
+                    time_ms: self.now_ms,
+                    version: new.version,
+                    payload: new.payload,
+                },
+                corrupt: false,
+            });
+        }
+        Ok(log.len() as u64)
+    }
+
+    /// Stores a snapshot of `actor`'s state; `Invalid` past the end of its log.
+    pub(crate) fn snapshot(&mut self, actor: &str, snapshot: Snapshot) -> Result<(), ErrorCode> {
+        if snapshot.seq > self.last_seq(actor) {
+            return Err(ErrorCode::Invalid);
+        }
+        if snapshot.state.len() > NATIVE_MAX_MESSAGE {
+            return Err(ErrorCode::TooLarge);
+        }
+        self.snapshots
+            .entry(actor.to_owned())
+            .or_default()
+            .insert(snapshot.seq, snapshot);
+        Ok(())
+    }
+
+    /// Answers a read by actor `own`; `Ok(None)` when a waiting read of a type's log has nothing
+    /// to return yet.
+    pub(crate) fn read(
+        &self,
+        own: &str,
+        req: &ReadEvents,
+    ) -> Result<Option<EventBatch>, ErrorCode> {
+        let max_bytes = (req.max_bytes as usize).min(NATIVE_MAX_MESSAGE);
+        let (actor, own_log) = match &req.log {
+            Log::Own => (own, true),
+            Log::Actor(actor) => (actor.as_str(), false),
+            Log::Type(kind) => return self.read_type(kind, req, max_bytes),
+        };
+        let log = self.logs.get(actor).map_or(&[][..], Vec::as_slice);
+        let last = log.len() as u64;
+        let end = match req.until {
+            Until::Latest => last,
+            Until::Seq(seq) => seq.min(last),
+            Until::Time(ms) => log
+                .iter()
+                .take_while(|&&i| self.rows[i].event.time_ms <= ms)
+                .count() as u64,
+        };
+        let mut from = req.from;
+        let mut snapshot = None;
+        if req.snapshot
+            && let Some((_, snap)) = self
+                .snapshots
+                .get(actor)
+                .and_then(|snaps| snaps.range(..=end).next_back())
+        {
+            from = snap.seq;
+            snapshot = Some(snap.clone());
+        }
+        let mut events = Vec::new();
+        let mut bytes = 0;
+        let mut seq = from;
+        while seq < end {
+            let row = &self.rows[log[seq as usize]];
+            if !events.is_empty() && bytes + row.event.payload.len() > max_bytes {
+                break;
+            }
+            if row.corrupt {
+                return Err(ErrorCode::Corrupt);
+            }
+            bytes += row.event.payload.len();
+            let mut event = row.event.clone();
+            if own_log {
+                event.actor.clear();
+            }
+            events.push(event);
+            seq += 1;
+        }
+        Ok(Some(EventBatch {
+            snapshot,
+            events,
+            last,
+            complete: seq >= end,
+        }))
+    }
+
+    fn read_type(
+        &self,
+        kind: &str,
+        req: &ReadEvents,
+        max_bytes: usize,
+    ) -> Result<Option<EventBatch>, ErrorCode> {
+        if req.snapshot || req.until != Until::Latest {
+            return Err(ErrorCode::Invalid);
+        }
+        let start = usize::try_from(req.from).unwrap_or(usize::MAX);
+        let mut events: Vec<StoredEvent> = Vec::new();
+        let mut bytes = 0;
+        let mut complete = true;
+        for row in self.rows.iter().skip(start) {
+            if kind_of(&row.event.actor) != kind {
+                continue;
+            }
+            if !events.is_empty() && bytes + row.event.payload.len() > max_bytes {
+                complete = false;
+                break;
+            }
+            if row.corrupt {
+                return Err(ErrorCode::Corrupt);
+            }
+            bytes += row.event.payload.len();
+            events.push(row.event.clone());
+        }
+        if events.is_empty() && req.wait {
+            return Ok(None);
+        }
+        Ok(Some(EventBatch {
+            snapshot: None,
+            last: events.last().map_or(req.from, |e| e.pos),
+            events,
+            complete,
+        }))
+    }
+}
 
 /// A send or publish waiting for room.
 struct Held {
@@ -96,7 +304,19 @@ pub(crate) struct NativeHost {
     /// The state the actor last saved, as `state_save` received it.
     pub(crate) state: Option<Vec<u8>>,
     /// Fail `state_load` and `state_save` with `StorageUnavailable`, as a host with a full disk.
+    /// The event functions and reminders fail the same way.
     pub(crate) storage_unavailable: bool,
+    /// The actor's address (from its `Start` event): whose reminders these are.
+    pub(crate) address: String,
+    /// The name of its own log (`Log::Own`): the address for instance 0, `ADDRESS#K` for
+    /// instance `K`, as on the host.
+    pub(crate) log: String,
+    /// Event logs, snapshots and reminders, possibly shared with other hosts.
+    pub(crate) events: SharedEvents,
+    /// Reads of a type's log waiting for an append, by operation id.
+    event_waits: Vec<(u32, ReadEvents)>,
+    /// The status the actor set (`set_status`).
+    pub(crate) status: String,
     completions: VecDeque<(u32, Completion)>,
     staged: Option<Vec<u8>>,
     pending_ops: BTreeSet<u32>,
@@ -134,6 +354,11 @@ impl Default for NativeHost {
             stop_requested: false,
             state: None,
             storage_unavailable: false,
+            address: String::new(),
+            log: String::new(),
+            events: SharedEvents::default(),
+            event_waits: Vec::new(),
+            status: String::new(),
             completions: VecDeque::new(),
             staged: None,
             pending_ops: BTreeSet::new(),
@@ -213,7 +438,24 @@ impl NativeHost {
         }
     }
 
+    /// Completes the waiting reads that an append gave something to.
+    fn poll_event_waits(&mut self) {
+        if self.event_waits.is_empty() {
+            return;
+        }
+        let waits = std::mem::take(&mut self.event_waits);
+        for (op, req) in waits {
+            let answer = self.events.borrow().read(&self.log, &req);
+            match answer {
+                Ok(None) => self.event_waits.push((op, req)),
+                Ok(Some(batch)) => self.complete(op, batch_completion(&batch)),
+                Err(code) => self.complete(op, Completion::Failed(code)),
+            }
+        }
+    }
+
     fn take_event(&mut self, in_flight: u32) -> Option<Event> {
+        self.poll_event_waits();
         if let Some((op, result)) = self.completions.pop_front() {
             self.pending_ops.remove(&op);
             return Some(Event::Completion { op, result });
@@ -396,6 +638,7 @@ pub(crate) fn cancel(op: u32) -> i64 {
             return encode_error(ErrorCode::Invalid);
         }
         h.held.retain(|held| held.op != op);
+        h.event_waits.retain(|(o, _)| *o != op);
         h.completions.retain(|(o, _)| *o != op);
         h.cancelled.push(op);
         0
@@ -622,6 +865,140 @@ pub(crate) fn timer_cancel(id: u64) -> i64 {
     with_or_fail(|h| match h.timers.remove(&id) {
         Some(_) => 0,
         None => encode_error(ErrorCode::Invalid),
+    })
+}
+
+/// A postcard value as the reply an operation completes with.
+fn reply_completion<T: serde::Serialize>(value: &T) -> Completion {
+    Completion::Reply(ReplyBody::Ok {
+        codec: Codec::Postcard,
+        payload: encode(value),
+    })
+}
+
+fn batch_completion(batch: &EventBatch) -> Completion {
+    reply_completion(batch)
+}
+
+/// Starts an operation whose outcome `f` decides now; the completion is the next event.
+fn operation(f: impl FnOnce(&mut NativeHost) -> Completion) -> i64 {
+    with_or_fail(|h| {
+        let op = h.new_op();
+        let result = if h.storage_unavailable {
+            Completion::Failed(ErrorCode::StorageUnavailable)
+        } else {
+            f(h)
+        };
+        h.complete(op, result);
+        i64::from(op)
+    })
+}
+
+pub(crate) fn events_append(append: &[u8]) -> i64 {
+    let append: Append = match decode(append) {
+        Ok(append) => append,
+        Err(code) => return encode_error(code),
+    };
+    if append.events.is_empty() {
+        return encode_error(ErrorCode::Invalid);
+    }
+    operation(|h| {
+        let appended = h.events.borrow_mut().append(&h.log, append);
+        match appended {
+            Ok(last) => reply_completion(&last),
+            Err(code) => Completion::Failed(code),
+        }
+    })
+}
+
+pub(crate) fn events_read(read: &[u8]) -> i64 {
+    let req: ReadEvents = match decode(read) {
+        Ok(req) => req,
+        Err(code) => return encode_error(code),
+    };
+    with_or_fail(|h| {
+        let op = h.new_op();
+        if h.storage_unavailable {
+            h.complete(op, Completion::Failed(ErrorCode::StorageUnavailable));
+            return i64::from(op);
+        }
+        let answer = h.events.borrow().read(&h.log, &req);
+        match answer {
+            Ok(Some(batch)) => h.complete(op, batch_completion(&batch)),
+            // Completed by a later turn of this host, once an append gives it something.
+            Ok(None) => h.event_waits.push((op, req)),
+            Err(code) => h.complete(op, Completion::Failed(code)),
+        }
+        i64::from(op)
+    })
+}
+
+pub(crate) fn events_snapshot(snapshot: &[u8]) -> i64 {
+    let snapshot: Snapshot = match decode(snapshot) {
+        Ok(snapshot) => snapshot,
+        Err(code) => return encode_error(code),
+    };
+    let past_end = with(|h| snapshot.seq > h.events.borrow().last_seq(&h.log));
+    match past_end {
+        None => return encode_error(ErrorCode::Internal),
+        Some(true) => return encode_error(ErrorCode::Invalid),
+        Some(false) => {}
+    }
+    operation(|h| {
+        let stored = h.events.borrow_mut().snapshot(&h.log, snapshot);
+        match stored {
+            Ok(()) => Completion::Done,
+            Err(code) => Completion::Failed(code),
+        }
+    })
+}
+
+pub(crate) fn reminder_set(reminder: &[u8]) -> i64 {
+    let reminder: Reminder = match decode(reminder) {
+        Ok(reminder) => reminder,
+        Err(code) => return encode_error(code),
+    };
+    if reminder.name.is_empty()
+        || reminder.name.len() > 256
+        || reminder.period_ms.is_some_and(|p| p < 1000)
+    {
+        return encode_error(ErrorCode::Invalid);
+    }
+    operation(|h| {
+        let mut events = h.events.borrow_mut();
+        let reminders = events.reminders.entry(h.address.clone()).or_default();
+        reminders.insert(reminder.name.clone(), reminder);
+        Completion::Done
+    })
+}
+
+pub(crate) fn reminder_cancel(name: &[u8]) -> i64 {
+    let Ok(name) = std::str::from_utf8(name) else {
+        return encode_error(ErrorCode::Malformed);
+    };
+    operation(|h| {
+        let mut events = h.events.borrow_mut();
+        let removed = events
+            .reminders
+            .get_mut(&h.address)
+            .and_then(|reminders| reminders.remove(name));
+        match removed {
+            Some(_) => Completion::Done,
+            None => Completion::Failed(ErrorCode::NotFound),
+        }
+    })
+}
+
+pub(crate) fn set_status(status: &[u8]) -> i64 {
+    if status.len() > bunraku_abi::MAX_STATUS_BYTES {
+        return encode_error(ErrorCode::TooLarge);
+    }
+    let Ok(status) = std::str::from_utf8(status) else {
+        return encode_error(ErrorCode::Malformed);
+    };
+    with_or_fail(|h| {
+        status.clone_into(&mut h.status);
+        0
     })
 }
 

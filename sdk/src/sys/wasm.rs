@@ -156,6 +156,36 @@ pub(crate) fn timer_cancel(id: u64) -> i64 {
     unsafe { imports::timer_cancel(id) }
 }
 
+pub(crate) fn events_append(append: &[u8]) -> i64 {
+    // SAFETY: the host only reads `append`, which is borrowed for the call.
+    unsafe { imports::events_append(addr(append.as_ptr()), len(append)) }
+}
+
+pub(crate) fn events_read(read: &[u8]) -> i64 {
+    // SAFETY: the host only reads `read`, which is borrowed for the call.
+    unsafe { imports::events_read(addr(read.as_ptr()), len(read)) }
+}
+
+pub(crate) fn events_snapshot(snapshot: &[u8]) -> i64 {
+    // SAFETY: the host only reads `snapshot`, which is borrowed for the call.
+    unsafe { imports::events_snapshot(addr(snapshot.as_ptr()), len(snapshot)) }
+}
+
+pub(crate) fn reminder_set(reminder: &[u8]) -> i64 {
+    // SAFETY: the host only reads `reminder`, which is borrowed for the call.
+    unsafe { imports::reminder_set(addr(reminder.as_ptr()), len(reminder)) }
+}
+
+pub(crate) fn reminder_cancel(name: &[u8]) -> i64 {
+    // SAFETY: the host only reads `name`, which is borrowed for the call.
+    unsafe { imports::reminder_cancel(addr(name.as_ptr()), len(name)) }
+}
+
+pub(crate) fn set_status(status: &[u8]) -> i64 {
+    // SAFETY: the host only reads `status`, which is borrowed for the call.
+    unsafe { imports::set_status(addr(status.as_ptr()), len(status)) }
+}
+
 pub(crate) fn log(level: u32, line: &[u8]) -> i64 {
     // SAFETY: the host only reads `line`, which is borrowed for the call.
     unsafe { imports::log(level, addr(line.as_ptr()), len(line)) }
