@@ -199,6 +199,9 @@ pub(crate) struct ActorStats {
     pub memory: AtomicU64,
     /// Operations the instance waits on (requests, sends waiting for room).
     pub pending: AtomicU64,
+    /// Of those, operations that only wait for someone else's commit (a projection waiting
+    /// for new events): no work the host has to drain before it stops.
+    pub waiting_for_events: AtomicU64,
     pub phase: AtomicU8,
     pub last_failure: Mutex<Option<String>>,
 }

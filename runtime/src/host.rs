@@ -127,6 +127,8 @@ pub(crate) struct Shared {
     next_actor: AtomicU64,
     /// Published messages that matched no subscriber.
     pub unroutable: AtomicU64,
+    /// The round-robin counter of client messages spread over instances.
+    pub next_spread: AtomicU64,
     /// Activations of virtual actors made.
     pub activations: AtomicU64,
     /// Idle activations evicted.
@@ -356,6 +358,15 @@ pub struct ClientMessage {
     pub payload: Vec<u8>,
     /// How long a request waits (the actor's `request_timeout` when `None`).
     pub timeout: Option<Duration>,
+    /// Metadata for the envelope's extension list, such as the principal the HTTP gateway
+    /// authenticated (`bunraku.principal.subject`) or HTTP headers it passes along.
+    #[serde(default)]
+    pub ext: Vec<bunraku_abi::Ext>,
+    /// Spread messages over the actor's instances (round-robin) instead of sending every message
+    /// of this principal to the same instance: load balancing for stateless actors, at the cost
+    /// of the per-sender order. The HTTP gateway spreads.
+    #[serde(default)]
+    pub spread: bool,
 }
 
 impl ClientMessage {
@@ -368,6 +379,8 @@ impl ClientMessage {
             codec: Codec::Json,
             payload: value.to_string().into_bytes(),
             timeout: None,
+            ext: Vec::new(),
+            spread: false,
         }
     }
 
@@ -378,6 +391,7 @@ impl ClientMessage {
             msg_type,
             codec: self.codec,
             payload: self.payload,
+            ext: self.ext,
             ..Outbound::default()
         };
         (out, self.principal)
@@ -502,6 +516,7 @@ impl Host {
             next_msg: AtomicU64::new(0),
             next_actor: AtomicU64::new(0),
             unroutable: AtomicU64::new(0),
+            next_spread: AtomicU64::new(0),
             activations: AtomicU64::new(0),
             evictions: AtomicU64::new(0),
             modules: Mutex::default(),
@@ -768,11 +783,21 @@ impl Host {
             .envelope(out, Vec::new(), deadline_ms, trace, Some(principal), None)
     }
 
+    /// Which instance a client message goes to: the principal's (per-sender order), or the
+    /// next one round-robin when the message asks to be spread.
+    fn sender_hash(&self, msg: &ClientMessage) -> u64 {
+        if msg.spread {
+            self.shared.next_spread.fetch_add(1, Ordering::Relaxed)
+        } else {
+            hash_name(&msg.principal)
+        }
+    }
+
     /// Sends a request and waits for the reply or the deadline.
     pub async fn request(&self, msg: ClientMessage) -> Result<ClientReply, CallError> {
         let (group, msg_type) = self.target(&msg)?;
         let timeout = msg.timeout.unwrap_or(group.limits.request_timeout);
-        let hash = hash_name(&msg.principal);
+        let hash = self.sender_hash(&msg);
         let name = group.name.to_string();
         let deadline = self.shared.clock.unix_now() + timeout;
         let env = self.client_envelope(msg, msg_type, Some(deadline.as_millis() as u64));
@@ -804,7 +829,7 @@ impl Host {
     /// Sends a one-way message, waiting for room in the mailbox.
     pub async fn send(&self, msg: ClientMessage) -> Result<(), CallError> {
         let (group, msg_type) = self.target(&msg)?;
-        let hash = hash_name(&msg.principal);
+        let hash = self.sender_hash(&msg);
         let name = group.name.to_string();
         let env = self.client_envelope(msg, msg_type, None);
         let delivery = Delivery::new(env);
@@ -987,7 +1012,9 @@ impl Host {
             self.shared.registry.actors.iter().any(|g| {
                 g.cells.iter().any(|c| {
                     c.phase() != crate::actor::ActorPhase::Stopped
-                        && (c.mailbox_depth() > 0 || c.stats.pending.load(Ordering::Relaxed) > 0)
+                        && (c.mailbox_depth() > 0
+                            || c.stats.pending.load(Ordering::Relaxed)
+                                > c.stats.waiting_for_events.load(Ordering::Relaxed))
                 })
             })
         };

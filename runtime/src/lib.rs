@@ -17,6 +17,12 @@
 //! - [`subject`] implements NATS-style subjects for pub-sub; [`clock`] is the single source of
 //!   time and randomness, so tests (and later simulation) can drive it.
 //! - [`control`] serves the CLI over a Unix socket (mode 0600) on a runtime of its own.
+//! - [`gateway`] is the HTTP entry point for outside clients: routes from the manifest's
+//!   `[gateway]` table map requests to actors (request and reply) or subjects (publish), after
+//!   authentication (API keys, JWTs), rate limits and request limits; it acts as the principal
+//!   `gateway` through the same client API as the CLI, spreads requests over an actor's
+//!   instances, and serves `/healthz`, `/readyz` and `/metrics`. Like the control socket it runs
+//!   on an I/O runtime of the caller's, never on the guest runtime.
 //! - [`store`] is the embedded SQLite store in the host's data directory: actors' persisted
 //!   state, their event logs (append-only, checksummed, with snapshots) and durable
 //!   [`reminders`], written by one thread that commits many actors' writes per transaction.
@@ -45,6 +51,7 @@ pub mod control;
 pub mod engine;
 pub mod error;
 pub mod eventstore;
+pub mod gateway;
 mod grants;
 mod host;
 mod imports;

@@ -96,16 +96,30 @@ pub struct Manifest {
     /// The `[[spawnable]]` tables: modules actors may start with `ctx.spawn(name, ..)`, and the
     /// settings spawned actors get (their `name` is what `spawn` names).
     pub spawnables: Vec<ActorSpec>,
+    /// The `[gateway]` table: the HTTP gateway `bunraku run` starts, when the manifest has one.
+    /// Its checks ([`GatewayConfig::problems`]) and that its routes name the manifest's actors
+    /// are part of loading; a JWT key's relative `public_key_file` is resolved against the
+    /// manifest's directory.
+    ///
+    /// [`GatewayConfig::problems`]: crate::gateway::GatewayConfig::problems
+    pub gateway: Option<crate::gateway::GatewayConfig>,
 }
 
-/// The `[smoke]` section: which actor checks the deployment when `bunraku run --smoke` runs.
+/// The `[smoke]` section: how `bunraku run --smoke` checks the deployment: an actor that checks
+/// it, an HTTP script run against the gateway, or both.
 ///
-/// The CLI sends that actor the JSON request `{}` of message type [`SMOKE_MESSAGE`] and expects
-/// a JSON reply `{"ok": bool, "summary": string, "facts": [{"name", "ok", "detail"}]}`.
+/// The CLI sends the `actor` the JSON request `{}` of message type [`SMOKE_MESSAGE`] and expects
+/// a JSON reply `{"ok": bool, "summary": string, "facts": [{"name", "ok", "detail"}]}`. It runs
+/// the `http` script ([`crate::gateway::script`]) itself, over loopback against the manifest's
+/// gateway.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SmokeSection {
-    /// The actor that runs the self-check (`actor`); one of the manifest's actors.
-    pub actor: String,
+    /// The actor that runs the self-check (`actor`); one of the manifest's actors. At least one
+    /// of `actor` and `http` is set.
+    pub actor: Option<String>,
+    /// The HTTP smoke script (`http`, a path relative to the manifest), absolute; needs a
+    /// `[gateway]`.
+    pub http: Option<PathBuf>,
     /// How long the self-check may take (`timeout_ms`, default 60 000 ms).
     pub timeout: Duration,
 }
@@ -551,6 +565,18 @@ pub enum ProblemKind {
         /// The supervisor.
         name: String,
     },
+    /// A `[gateway]` setting or route breaks a rule (see `docs/manifest.md`, `[gateway]`).
+    #[error("{reason}")]
+    Gateway {
+        /// What is wrong, and the fix.
+        reason: String,
+    },
+    /// A `[smoke]` section that cannot run.
+    #[error("{reason}")]
+    Smoke {
+        /// What is wrong, and the fix.
+        reason: String,
+    },
 }
 
 fn unknown_actor_message(name: &str, known: &[String]) -> String {
@@ -761,6 +787,7 @@ struct RawManifest {
     spawnable: Vec<RawActor>,
     #[serde(default)]
     supervisor: Vec<RawSupervisor>,
+    gateway: Option<crate::gateway::GatewayConfig>,
 }
 
 #[derive(serde::Deserialize)]
@@ -841,7 +868,8 @@ struct RawGrants {
 
 #[derive(serde::Deserialize)]
 struct RawSmoke {
-    actor: String,
+    actor: Option<String>,
+    http: Option<PathBuf>,
     timeout_ms: Option<u64>,
 }
 
@@ -997,7 +1025,7 @@ impl<'de> Deserialize<'de> for Size {
     }
 }
 
-fn parse_size(text: &str) -> Result<u64, String> {
+pub(crate) fn parse_size(text: &str) -> Result<u64, String> {
     let t = text.trim();
     let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (number, unit) = t.split_at(digits);
@@ -1359,16 +1387,52 @@ fn validate(raw: RawManifest, path: PathBuf, dir: PathBuf) -> (Manifest, Vec<Pro
         principals.insert(crate::control::CLI_PRINCIPAL.to_owned(), grants);
     }
 
+    let gateway = raw
+        .gateway
+        .map(|config| validate_gateway(config, &actors, &dir, &mut problems));
+
     let smoke = raw.smoke.map(|s| {
-        if actors.iter().all(|a| a.name != s.actor) {
+        if let Some(actor) = &s.actor
+            && actors.iter().all(|a| a.name != *actor)
+        {
             problems.push(Problem {
                 key: "smoke.actor".into(),
                 actor: None,
                 kind: ProblemKind::UnknownActor {
-                    name: s.actor.clone(),
+                    name: actor.clone(),
                     known: actors.iter().map(|a| a.name.clone()).collect(),
                 },
             });
+        }
+        if s.actor.is_none() && s.http.is_none() {
+            problems.push(Problem {
+                key: "smoke".into(),
+                actor: None,
+                kind: ProblemKind::Smoke {
+                    reason: "name the checker `actor`, or an `http` script to run against the gateway (or both)".into(),
+                },
+            });
+        }
+        let http = s.http.map(|p| normalize(&dir.join(p)));
+        if let Some(script) = &http {
+            if gateway.is_none() {
+                problems.push(Problem {
+                    key: "smoke.http".into(),
+                    actor: None,
+                    kind: ProblemKind::Smoke {
+                        reason: "an HTTP smoke script runs against the gateway: add a [gateway] table".into(),
+                    },
+                });
+            }
+            if let Err(e) = crate::gateway::script::Script::load(script) {
+                problems.push(Problem {
+                    key: "smoke.http".into(),
+                    actor: None,
+                    kind: ProblemKind::Smoke {
+                        reason: e.to_string(),
+                    },
+                });
+            }
         }
         let timeout = match s.timeout_ms {
             Some(0) => {
@@ -1385,17 +1449,20 @@ fn validate(raw: RawManifest, path: PathBuf, dir: PathBuf) -> (Manifest, Vec<Pro
             None => DEFAULT_SMOKE_TIMEOUT,
         };
         let cli = principals.get(crate::control::CLI_PRINCIPAL);
-        if cli.is_some_and(|g| !g.may_send(&s.actor)) {
+        if let Some(actor) = &s.actor
+            && cli.is_some_and(|g| !g.may_send(actor))
+        {
             problems.push(Problem {
                 key: "smoke.actor".into(),
                 actor: None,
                 kind: ProblemKind::SmokeDenied {
-                    actor: s.actor.clone(),
+                    actor: actor.clone(),
                 },
             });
         }
         SmokeSection {
             actor: s.actor,
+            http,
             timeout,
         }
     });
@@ -1409,8 +1476,68 @@ fn validate(raw: RawManifest, path: PathBuf, dir: PathBuf) -> (Manifest, Vec<Pro
         principals,
         supervisors,
         spawnables,
+        gateway,
     };
     (manifest, problems)
+}
+
+/// Checks the `[gateway]` table: its own rules ([`GatewayConfig::problems`]) and that each
+/// route's actor is one of the manifest's actors (a virtual actor by its type); resolves JWT
+/// key files against the manifest's directory.
+///
+/// [`GatewayConfig::problems`]: crate::gateway::GatewayConfig::problems
+fn validate_gateway(
+    mut config: crate::gateway::GatewayConfig,
+    actors: &[ActorSpec],
+    dir: &Path,
+    problems: &mut Vec<Problem>,
+) -> crate::gateway::GatewayConfig {
+    let problem = |key: String, reason: String| Problem {
+        key: format!("gateway.{key}"),
+        actor: None,
+        kind: ProblemKind::Gateway { reason },
+    };
+    for p in config.problems() {
+        problems.push(problem(p.key, p.reason));
+    }
+    for (i, route) in config.routes.iter().enumerate() {
+        let Some(target) = &route.actor else {
+            continue;
+        };
+        let name = target.split('/').next().unwrap_or(target);
+        let Some(actor) = actors.iter().find(|a| a.name == name) else {
+            problems.push(Problem {
+                key: format!("gateway.route[{i}].actor"),
+                actor: None,
+                kind: ProblemKind::UnknownActor {
+                    name: name.to_owned(),
+                    known: actors.iter().map(|a| a.name.clone()).collect(),
+                },
+            });
+            continue;
+        };
+        let keyed = target.contains('/');
+        if keyed != actor.virtual_idle.is_some() {
+            let reason = if keyed {
+                format!(
+                    "`{name}` is not a virtual actor, so it has no keys: write `actor = \"{name}\"`"
+                )
+            } else {
+                format!(
+                    "`{name}` is a virtual actor type: address one of its actors, such as `actor = \"{name}/{{id}}\"` with `{{id}}` in the path"
+                )
+            };
+            problems.push(problem(format!("route[{i}].actor"), reason));
+        }
+    }
+    for jwt in &mut config.jwt_keys {
+        if let Some(file) = &mut jwt.public_key_file
+            && file.is_relative()
+        {
+            *file = normalize(&dir.join(&*file));
+        }
+    }
+    config
 }
 
 /// Checks the `[[supervisor]]` tables against each other and the actors: unique names, known
@@ -1773,8 +1900,25 @@ fn known_keys(parent: &[Segment]) -> KnownKeys {
                 ("host", fields::<RawHost>()),
                 ("smoke", fields::<RawSmoke>()),
                 ("principal", fields::<RawPrincipals>()),
+                ("gateway", fields::<crate::gateway::GatewayConfig>()),
             ],
         ),
+        [Key(g)] if g == "gateway" => (
+            fields::<crate::gateway::GatewayConfig>(),
+            vec![
+                ("cors", fields::<crate::gateway::CorsConfig>()),
+                ("grants", fields::<crate::gateway::GrantsTable>()),
+            ],
+        ),
+        [Key(g), Key(c)] if g == "gateway" && c == "cors" => {
+            (fields::<crate::gateway::CorsConfig>(), vec![])
+        }
+        [Key(g), Key(c)] if g == "gateway" && c == "grants" => {
+            (fields::<crate::gateway::GrantsTable>(), vec![])
+        }
+        [Key(g), Key(r), Index(_)] if g == "gateway" && r == "route" => {
+            (fields::<crate::gateway::RouteConfig>(), vec![])
+        }
         [Key(s), Index(_)] if s == "supervisor" => (fields::<RawSupervisor>(), vec![]),
         [Key(h)] if h == "host" => (fields::<RawHost>(), vec![]),
         [Key(s)] if s == "smoke" => (fields::<RawSmoke>(), vec![]),
@@ -2710,7 +2854,8 @@ mod tests {
         assert_eq!(
             m.smoke,
             Some(SmokeSection {
-                actor: "echo".into(),
+                actor: Some("echo".into()),
+                http: None,
                 timeout: DEFAULT_SMOKE_TIMEOUT
             })
         );
@@ -2745,9 +2890,95 @@ mod tests {
             )),
             "<dir>/bunraku.toml: timeout_ms: unknown key; did you mean `smoke.timeout_ms`?"
         );
+        assert_eq!(
+            f.error(&format!("{ECHO}[smoke]\n")),
+            "<dir>/bunraku.toml: smoke: name the checker `actor`, or an `http` script to run against the gateway (or both)"
+        );
+    }
+
+    const GATEWAY: &str = "[gateway]\nlisten = \"127.0.0.1:0\"\n[[gateway.route]]\nmethod = \"GET\"\npath = \"/echo/{text}\"\nactor = \"echo\"\nmessage = \"Echo\"\n";
+
+    #[test]
+    fn gateway_section_is_read() {
+        let f = Fixture::new();
+        assert_eq!(f.parse(ECHO).unwrap().gateway, None);
+        let m = f
+            .parse(&format!(
+                "{ECHO}{GATEWAY}[[gateway.jwt]]\nkid = \"rs\"\nalg = \"RS256\"\npublic_key_file = \"keys/public.pem\"\n"
+            ))
+            .unwrap();
+        let g = m.gateway.unwrap();
+        assert_eq!(g.listen, "127.0.0.1:0".parse().unwrap());
+        assert_eq!(g.routes[0].label(), "GET /echo/{text}");
+        assert_eq!(g.max_body_bytes, 1 << 20);
+        // Relative key files resolve against the manifest's directory.
+        assert_eq!(
+            g.jwt_keys[0].public_key_file.as_deref(),
+            Some(m.dir.join("keys/public.pem").as_path())
+        );
+    }
+
+    #[test]
+    fn gateway_problems_name_the_key() {
+        let f = Fixture::new();
+        assert_eq!(
+            f.error(&format!("{ECHO}[gateway]\nmax_hedaers = 3\n")),
+            "<dir>/bunraku.toml: gateway.max_hedaers: unknown key; did you mean `max_headers`?"
+        );
+        assert_eq!(
+            f.error(&format!("listen = \"x\"\n{ECHO}")),
+            "<dir>/bunraku.toml: listen: unknown key; did you mean `gateway.listen`?"
+        );
+        assert_eq!(
+            f.error(&format!("{ECHO}{GATEWAY}[[gateway.route]]\nmethod = \"GET\"\npath = \"/a\"\nactor = \"echo\"\nmesage = \"Echo\"\n")),
+            "<dir>/bunraku.toml: gateway.route[1].mesage: unknown key; did you mean `message`?"
+        );
+        assert_eq!(
+            f.error(&format!("{ECHO}{GATEWAY}[[gateway.route]]\nmethod = \"GET\"\npath = \"a\"\nactor = \"nobody\"\n")),
+            "<dir>/bunraku.toml: 2 problems:\n  gateway.route[1].path: `a` does not start with `/`\n  gateway.route[1].actor: no actor is named `nobody`: use the name of one of the [[actor]] tables (echo)"
+        );
+        assert_eq!(
+            f.error(&format!("{ECHO}{GATEWAY}[[gateway.route]]\nmethod = \"GET\"\npath = \"/a/{{id}}\"\nactor = \"echo/{{id}}\"\n")),
+            "<dir>/bunraku.toml: gateway.route[1].actor: `echo` is not a virtual actor, so it has no keys: write `actor = \"echo\"`"
+        );
+        assert_eq!(
+            f.error(&format!(
+                "{ECHO}{}",
+                GATEWAY.replace(
+                    "[gateway]\n",
+                    "[gateway]\ngrants = { send = [\"other\"] }\n"
+                )
+            )),
+            "<dir>/bunraku.toml: gateway.route[0].actor: the gateway's grants do not allow calling `echo`: add \"echo\" to gateway.grants.send"
+        );
+        let e = f.error(&format!("{ECHO}{GATEWAY}[[gateway.route]]\nmethod = \"GET\"\npath = \"/b\"\nactor = \"echo\"\nauth = \"basic\"\n"));
+        assert!(e.contains("unknown variant `basic`"), "{e}");
+    }
+
+    #[test]
+    fn smoke_http_names_a_script_and_needs_a_gateway() {
+        let f = Fixture::new();
+        fs::write(
+            f.dir.path().join("smoke.toml"),
+            "[[request]]\npath = \"/echo/hi\"\nexpect_json = \"hi\"\n",
+        )
+        .unwrap();
+        let m = f
+            .parse(&format!("{ECHO}{GATEWAY}[smoke]\nhttp = \"smoke.toml\"\n"))
+            .unwrap();
+        let smoke = m.smoke.unwrap();
+        assert_eq!(smoke.actor, None);
+        assert_eq!(smoke.http, Some(m.dir.join("smoke.toml")));
+        assert_eq!(
+            f.error(&format!("{ECHO}[smoke]\nhttp = \"smoke.toml\"\n")),
+            "<dir>/bunraku.toml: smoke.http: an HTTP smoke script runs against the gateway: add a [gateway] table"
+        );
+        let e = f.error(&format!(
+            "{ECHO}{GATEWAY}[smoke]\nhttp = \"missing.toml\"\n"
+        ));
         assert!(
-            f.error(&format!("{ECHO}[smoke]\n"))
-                .contains("missing field `actor`")
+            e.starts_with("<dir>/bunraku.toml: smoke.http: cannot read the HTTP smoke script <dir>/missing.toml"),
+            "{e}"
         );
     }
 }

@@ -85,6 +85,28 @@ struct MessageMeta {
     attachments: Box<[ActorRef]>,
     /// The reader handle of the stream the message opens, until taken.
     stream: std::cell::Cell<Option<u32>>,
+    /// The envelope's extension entries (empty: no allocation).
+    ext: Box<[ExtEntry]>,
+}
+
+/// One extension entry of a message: its key and value.
+type ExtEntry = (Box<str>, Box<[u8]>);
+
+/// The extension key of the authenticated subject the gateway adds to a message.
+pub const PRINCIPAL_SUBJECT: &str = "bunraku.principal.subject";
+/// The extension key of the key id (API key id or JWT `kid`) the gateway adds to a message.
+pub const PRINCIPAL_KEY_ID: &str = "bunraku.principal.key_id";
+/// The prefix of the extension keys of HTTP headers the gateway passes along.
+pub const HTTP_HEADER_PREFIX: &str = "http.header.";
+
+/// Who sent a message through the HTTP gateway, as the gateway authenticated it
+/// ([`Ctx::principal`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Principal<'a> {
+    /// The API key's subject, or the JWT's `sub` claim.
+    pub subject: &'a str,
+    /// The API key's id, or the `kid` of the JWT's key.
+    pub key_id: Option<&'a str>,
 }
 
 impl Ctx {
@@ -109,6 +131,11 @@ impl Ctx {
             deadline_ms: env.deadline_ms,
             attachments: env.attachments.iter().map(ActorRef).collect(),
             stream: std::cell::Cell::new(env.stream),
+            ext: env
+                .ext
+                .iter()
+                .map(|e| (Box::from(e.key), Box::from(e.value)))
+                .collect(),
         };
         Self {
             identity,
@@ -154,6 +181,43 @@ impl Ctx {
     /// The host-issued id of the message (`None` in `on_start` and `on_stop`).
     pub fn message_id(&self) -> Option<u64> {
         self.message.as_ref().map(|m| m.id)
+    }
+
+    /// The value of extension entry `key` of the message being handled: metadata the host adds
+    /// to an envelope, such as [`PRINCIPAL_SUBJECT`] or an HTTP header the gateway passes along
+    /// ([`HTTP_HEADER_PREFIX`] and the header's lowercase name).
+    pub fn ext(&self, key: &str) -> Option<&[u8]> {
+        let message = self.message.as_ref()?;
+        message
+            .ext
+            .iter()
+            .find(|(k, _)| &**k == key)
+            .map(|(_, v)| &**v)
+    }
+
+    /// Who the HTTP gateway authenticated for this message: the API key's subject or the JWT's
+    /// `sub`, and the key id (the API key's id, or the JWT key's `kid`). `None` for a message
+    /// that did not come through an authenticated route.
+    pub fn principal(&self) -> Option<Principal<'_>> {
+        let text = |key| self.ext(key).and_then(|v| std::str::from_utf8(v).ok());
+        Some(Principal {
+            subject: text(PRINCIPAL_SUBJECT)?,
+            key_id: text(PRINCIPAL_KEY_ID),
+        })
+    }
+
+    /// An HTTP request header the gateway passed along (the route's `headers` list), by
+    /// lowercase name.
+    pub fn http_header(&self, name: &str) -> Option<&str> {
+        let message = self.message.as_ref()?;
+        message
+            .ext
+            .iter()
+            .find(|(k, _)| {
+                k.strip_prefix(HTTP_HEADER_PREFIX)
+                    .is_some_and(|n| n.eq_ignore_ascii_case(name))
+            })
+            .and_then(|(_, v)| std::str::from_utf8(v).ok())
     }
 
     /// The idempotency key the sender set, if any.

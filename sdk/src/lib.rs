@@ -116,6 +116,7 @@ pub mod dedup;
 mod error;
 mod executor;
 mod glue;
+pub mod http;
 pub mod journal;
 mod lifecycle;
 mod message;
@@ -134,7 +135,9 @@ pub use actor::Actor;
 pub use bunraku_abi as abi;
 pub use bunraku_abi::{ErrorCode, Policy};
 pub use bunraku_sdk_macros::{Message, actor, handler};
-pub use ctx::{Ctx, Level, SubscriptionId};
+pub use ctx::{
+    Ctx, HTTP_HEADER_PREFIX, Level, PRINCIPAL_KEY_ID, PRINCIPAL_SUBJECT, Principal, SubscriptionId,
+};
 pub use error::Error;
 pub use lifecycle::{Down, DownReason, WatchId};
 pub use message::{Message, Request};

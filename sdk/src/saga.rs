@@ -3,9 +3,8 @@
 //! ([`journal`](crate::journal)) and resumes where it was after a crash or a host restart.
 //!
 //! ```
-//! use bunraku_sdk::journal::Journal;
 //! use bunraku_sdk::prelude::*;
-//! use bunraku_sdk::saga::{Call, Saga, SagaLog, SagaOutcome, Step};
+//! use bunraku_sdk::saga::{Call, Durable, Saga, SagaOutcome, Step};
 //! use bunraku_sdk::testing::TestActor;
 //!
 //! /// The saga's input.
@@ -42,41 +41,33 @@
 //! #[message(reply = Result<SagaOutcome, String>)]
 //! pub struct Place(Order);
 //!
+//! /// What the saga's reminder delivers.
 //! #[derive(Serialize, Deserialize, Message)]
 //! pub struct Resume {}
 //!
 //! /// One per order (a virtual actor `order/<id>`): its event log is the saga's log.
 //! #[derive(Default)]
 //! pub struct Orchestrator {
-//!     saga: Saga<Order>,
-//!     journal: Journal<SagaLog>,
+//!     order: Durable<Order>,
 //! }
 //!
 //! #[actor]
 //! impl Orchestrator {
 //!     async fn on_start(&mut self, ctx: &Ctx) -> Result<(), Error> {
-//!         self.saga = order_saga();
-//!         self.journal = Journal::recover(ctx).await?;
-//!         Ok(())
+//!         self.order = Durable::new(order_saga(), Resume {});
+//!         self.order.recover(ctx).await
 //!     }
 //!
 //!     #[handler]
 //!     async fn place(&mut self, ctx: &Ctx, msg: Place) -> Result<SagaOutcome, String> {
-//!         // Set before the saga starts: after a crash or a host restart, it resumes the saga.
-//!         let every = Duration::from_secs(1);
-//!         ctx.remind_every("resume", every, &Resume {}).await.map_err(|e| e.to_string())?;
-//!         let outcome = self.saga.start(ctx, &mut self.journal, &msg.0).await;
-//!         let outcome = outcome.map_err(|e| e.to_string())?;
-//!         let _ = ctx.cancel_reminder("resume").await;
-//!         Ok(outcome)
+//!         // Sets the reminder, runs the saga, and cancels the reminder once it is over.
+//!         self.order.start(ctx, &msg.0).await.map_err(|e| e.to_string())
 //!     }
 //!
+//!     /// After a crash or a host restart, the reminder activates `order/<id>` again.
 //!     #[handler]
 //!     async fn resume(&mut self, ctx: &Ctx, _msg: Resume) {
-//!         // `Ok(None)`: no saga started; `Ok(Some(..))`: it is over.
-//!         if self.saga.resume(ctx, &mut self.journal).await.is_ok() {
-//!             let _ = ctx.cancel_reminder("resume").await;
-//!         }
+//!         let _ = self.order.resume(ctx).await;
 //!     }
 //! }
 //!
@@ -133,9 +124,31 @@
 //! ([`Journal::recover`]) and calls `resume`, which carries on from the log: a step attempted
 //! with no outcome recorded (the orchestrator crashed between sending and recording) is sent
 //! again with the same key, as a next attempt; a terminal saga returns its outcome at once.
-//! Nothing calls `resume` by itself: an orchestrator sets a durable reminder
-//! ([`Ctx::remind_every`]) before it starts the saga, resumes from its handler, and cancels it
-//! once the saga is over (`guests/order-saga` does exactly this).
+//! Nothing calls `resume` by itself: see [Running it durably](#running-it-durably).
+//!
+//! # Running it durably
+//!
+//! A saga's log says where it is, but a log does not run anything: after its actor crashed, or
+//! the whole host restarted, something has to activate the actor again and call `resume`. That
+//! something is a durable **reminder** ([`Ctx::remind_every`]): the host keeps it in its store,
+//! so it outlives the instance and the host process, and when it fires it activates the
+//! (virtual) actor and delivers its message, whose handler resumes the saga. [`Durable`] owns
+//! the saga, the actor's [`Journal<SagaLog>`](Journal) and that reminder, and keeps to the
+//! rules that make it work:
+//!
+//! - **The reminder first.** [`Durable::start`] sets it (every second by default,
+//!   [`Durable::every`]) *before* the saga records its start: there is no moment when the saga
+//!   has begun and nothing would resume it. If it cannot be set, the saga does not start.
+//! - **Resume on every firing.** The handler of the reminder's message calls
+//!   [`Durable::resume`]: a saga that is over answers at once, one that is not carries on from
+//!   its log (a step in doubt is sent again with the same key).
+//! - **Settle at the end.** Once the saga finished or was compensated, the reminder is
+//!   cancelled. A stuck saga sets the actor's status (`stuck: <reason>`) and keeps a slow
+//!   reminder (every minute by default, [`Durable::while_stuck`]), so that after a host restart
+//!   the actor is activated again and shows its status in `bunraku ps` again.
+//! - **Recover after an error.** When the saga stops because its progress could not be
+//!   recorded, the log may be ahead of the journal in memory (an append whose acknowledgement
+//!   was lost): the journal is read again, and the reminder carries the saga on.
 //!
 //! # Guarantees, and what participants must do
 //!
@@ -175,7 +188,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::journal::{Aggregate, Journal};
-use crate::{Ctx, Error, Request};
+use crate::{Ctx, Error, Message, Request};
 
 /// What a participant's reply came to: its `Ok` value as JSON or its `Err` reason; `Err(Error)`
 /// when the request itself failed.
@@ -663,6 +676,285 @@ impl<I: Serialize + DeserializeOwned + 'static> Saga<I> {
             }
         };
         record(ctx, journal, event).await
+    }
+}
+
+/// The default name of a [`Durable`] saga's reminder.
+pub const RESUME_REMINDER: &str = "resume";
+
+/// How often a [`Durable`] saga's reminder fires while the saga runs, unless told otherwise.
+pub const RESUME_EVERY: Duration = Duration::from_secs(1);
+
+/// How often a stuck [`Durable`] saga's reminder fires, unless told otherwise.
+pub const STUCK_EVERY: Duration = Duration::from_secs(60);
+
+/// The shortest period of a reminder.
+const MIN_REMINDER_PERIOD: Duration = Duration::from_secs(1);
+
+/// Sets the resume reminder: `(ctx, name, period)`.
+type SetReminder = Box<
+    dyn for<'a> Fn(
+        &'a Ctx,
+        &'a str,
+        Duration,
+    ) -> Pin<Box<dyn Future<Output = Result<(), Error>> + 'a>>,
+>;
+
+/// A [`Saga`] that survives crashes and host restarts: the saga, the orchestrating actor's
+/// [`Journal<SagaLog>`](Journal), and the durable reminder that activates the actor again to
+/// resume it. See [Running it durably](self#running-it-durably).
+///
+/// Build it in `on_start` with [`new`](Durable::new) (the saga and the message the reminder
+/// delivers) and [`recover`](Durable::recover) it; start the saga from a handler with
+/// [`start`](Durable::start), and call [`resume`](Durable::resume) from the handler of the
+/// reminder's message. The `Default` value, for the actor's `Default`, has no steps and no
+/// reminder message: replace it before use.
+pub struct Durable<I> {
+    saga: Saga<I>,
+    journal: Journal<SagaLog>,
+    reminder: String,
+    every: Duration,
+    while_stuck: Option<Duration>,
+    set_reminder: Option<SetReminder>,
+    /// Whether this activation already handled the saga's end.
+    settled: bool,
+}
+
+impl<I> Default for Durable<I> {
+    fn default() -> Self {
+        Self {
+            saga: Saga::default(),
+            journal: Journal::default(),
+            reminder: RESUME_REMINDER.to_owned(),
+            every: RESUME_EVERY,
+            while_stuck: Some(STUCK_EVERY),
+            set_reminder: None,
+            settled: false,
+        }
+    }
+}
+
+impl<I> fmt::Debug for Durable<I> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Durable")
+            .field("saga", &self.saga)
+            .field("journal", &self.journal)
+            .field("reminder", &self.reminder)
+            .field("every", &self.every)
+            .field("while_stuck", &self.while_stuck)
+            .field("settled", &self.settled)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why [`Durable::start`] did not bring the saga to its end.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum StartError {
+    /// The resume reminder could not be set, so the saga was not started: nothing was sent.
+    NotStarted(Error),
+    /// The saga stopped before its end because its progress could not be recorded (see
+    /// [`Saga::start`]). Its journal was read again, and its reminder resumes it.
+    Stopped(Error),
+}
+
+impl StartError {
+    /// The underlying error.
+    pub fn error(&self) -> &Error {
+        match self {
+            Self::NotStarted(e) | Self::Stopped(e) => e,
+        }
+    }
+}
+
+impl fmt::Display for StartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NotStarted(e) => write!(f, "the saga was not started: {e}"),
+            Self::Stopped(e) => write!(f, "the saga stopped ({e}); its reminder resumes it"),
+        }
+    }
+}
+
+impl std::error::Error for StartError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(self.error())
+    }
+}
+
+impl<I: Serialize + DeserializeOwned + 'static> Durable<I> {
+    /// Runs `saga` durably: its reminder ([`RESUME_REMINDER`], every [`RESUME_EVERY`])
+    /// delivers `resume` to this actor, whose handler calls [`resume`](Durable::resume). A stuck
+    /// saga keeps a reminder every [`STUCK_EVERY`].
+    pub fn new<M: Message>(saga: Saga<I>, resume: M) -> Self {
+        let resume = std::rc::Rc::new(resume);
+        let set: SetReminder = Box::new(move |ctx, name, period| {
+            let resume = resume.clone();
+            Box::pin(async move { ctx.remind_every(name, period, &*resume).await })
+        });
+        Self {
+            saga,
+            set_reminder: Some(set),
+            ..Self::default()
+        }
+    }
+
+    /// Names the reminder (default [`RESUME_REMINDER`]); unique among the actor's reminders.
+    pub fn reminder(mut self, name: impl Into<String>) -> Self {
+        self.reminder = name.into();
+        self
+    }
+
+    /// How often the reminder fires while the saga is not over (default [`RESUME_EVERY`]; at
+    /// least one second, a shorter period is raised to one second). It bounds how long a saga
+    /// whose actor crashed waits before it goes on.
+    pub fn every(mut self, period: Duration) -> Self {
+        self.every = period.max(MIN_REMINDER_PERIOD);
+        self
+    }
+
+    /// How often the reminder fires once the saga is stuck (default [`STUCK_EVERY`]; at least
+    /// one second), so that after a host restart the actor is activated again and shows its
+    /// `stuck: ...` status; `None`: cancel the reminder of a stuck saga too.
+    pub fn while_stuck(mut self, period: Option<Duration>) -> Self {
+        self.while_stuck = period.map(|p| p.max(MIN_REMINDER_PERIOD));
+        self
+    }
+
+    /// Reads the actor's journal (its saga's log) again, as [`Journal::recover`]: call it in
+    /// `on_start`.
+    pub async fn recover(&mut self, ctx: &Ctx) -> Result<(), Error> {
+        self.journal = Journal::recover(ctx).await?;
+        Ok(())
+    }
+
+    /// The declared saga.
+    pub fn saga(&self) -> &Saga<I> {
+        &self.saga
+    }
+
+    /// The saga's journal, for [`Journal::answer_events`] and [`Journal::answer_state`].
+    pub fn journal(&self) -> &Journal<SagaLog> {
+        &self.journal
+    }
+
+    /// The saga's log.
+    pub fn log(&self) -> &SagaLog {
+        self.journal.state()
+    }
+
+    /// Where the saga is.
+    pub fn status(&self) -> &SagaStatus {
+        self.journal.state().status()
+    }
+
+    /// Starts the saga with `input` and runs it to its end, as [`Saga::start`]; a saga already
+    /// started is resumed instead. Before a saga starts, the reminder is set: from then on a
+    /// crash or a host restart is resumed by it. At the end the saga is **settled**: the
+    /// reminder is cancelled, or, for a stuck saga, replaced by a slow one (see
+    /// [`while_stuck`](Durable::while_stuck)).
+    ///
+    /// Errors: [`StartError::NotStarted`] when the reminder could not be set (the saga did not
+    /// start), [`StartError::Stopped`] when the saga stopped before its end (the reminder
+    /// resumes it).
+    pub async fn start(&mut self, ctx: &Ctx, input: &I) -> Result<SagaOutcome, StartError> {
+        if *self.status() == SagaStatus::NotStarted {
+            self.set_reminder(ctx, self.every)
+                .await
+                .map_err(StartError::NotStarted)?;
+        }
+        match self.saga.start(ctx, &mut self.journal, input).await {
+            Ok(outcome) => {
+                self.settle(ctx, &outcome).await;
+                Ok(outcome)
+            }
+            Err(e) => {
+                self.stopped(ctx, &e).await;
+                Err(StartError::Stopped(e))
+            }
+        }
+    }
+
+    /// Carries the saga on from where its log ends, as [`Saga::resume`], and settles it at its
+    /// end (see [`start`](Durable::start)): call it from the handler of the reminder's message.
+    /// With no saga started (a start that stopped before recording it), the reminder is
+    /// cancelled and the result is `Ok(None)`.
+    ///
+    /// Errors: the saga stopped before its end; its journal was read again, and the reminder
+    /// resumes it.
+    pub async fn resume(&mut self, ctx: &Ctx) -> Result<Option<SagaOutcome>, Error> {
+        match self.saga.resume(ctx, &mut self.journal).await {
+            Ok(Some(outcome)) => {
+                self.settle(ctx, &outcome).await;
+                Ok(Some(outcome))
+            }
+            Ok(None) => {
+                if let Err(e) = ctx.cancel_reminder(&self.reminder).await {
+                    ctx.warn(format_args!("the resume reminder was not cancelled: {e}"));
+                }
+                Ok(None)
+            }
+            Err(e) => {
+                self.stopped(ctx, &e).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Sets the reminder to fire every `period`.
+    async fn set_reminder(&self, ctx: &Ctx, period: Duration) -> Result<(), Error> {
+        match &self.set_reminder {
+            Some(set) => set(ctx, &self.reminder, period).await,
+            None => Err(Error::new(
+                ErrorCode::Invalid,
+                "the saga has no resume message (build it with `Durable::new`)",
+            )),
+        }
+    }
+
+    /// After a terminal outcome: the reminder is no longer needed (or, stuck, only a slow one).
+    /// Once per activation; when the reminder could not be updated it fires again, and the
+    /// next `settle` tries again.
+    async fn settle(&mut self, ctx: &Ctx, outcome: &SagaOutcome) {
+        if self.settled {
+            return;
+        }
+        let name = ctx.name();
+        let stuck_every = match outcome {
+            SagaOutcome::Finished => {
+                ctx.info(format_args!("{name}: finished"));
+                None
+            }
+            SagaOutcome::Compensated { reason } => {
+                ctx.info(format_args!("{name}: compensated ({reason})"));
+                None
+            }
+            // The saga has set the actor's status already.
+            SagaOutcome::Stuck { reason } => {
+                ctx.error(format_args!("{name}: stuck ({reason})"));
+                self.while_stuck
+            }
+        };
+        let done = match stuck_every {
+            Some(period) => self.set_reminder(ctx, period).await,
+            None => ctx.cancel_reminder(&self.reminder).await.map(drop),
+        };
+        match done {
+            Ok(()) => self.settled = true,
+            Err(e) => ctx.warn(format_args!("the resume reminder was not updated: {e}")),
+        }
+    }
+
+    /// After the saga stopped on an error: the log may be ahead of the journal in memory (an
+    /// append whose acknowledgement was lost), so read it again; the reminder carries on.
+    async fn stopped(&mut self, ctx: &Ctx, e: &Error) {
+        ctx.warn(format_args!(
+            "{}: the saga stopped ({e}); its reminder resumes it",
+            ctx.name()
+        ));
+        if let Err(e) = self.recover(ctx).await {
+            ctx.warn(format_args!("the journal was not recovered: {e}"));
+        }
     }
 }
 
@@ -1216,7 +1508,7 @@ mod tests {
     }
 
     /// Every request the planner made: `(target, type, key)`.
-    fn requests(t: &TestActor<Planner>) -> Vec<(String, String, String)> {
+    fn requests<A: crate::Actor>(t: &TestActor<A>) -> Vec<(String, String, String)> {
         t.requests()
             .iter()
             .map(|r| {
@@ -1517,5 +1809,228 @@ mod tests {
         };
         assert!(log.handle(early).is_err(), "an outcome before an attempt");
         assert!(log.handle(SagaEvent::Compensated).is_err());
+    }
+
+    /// Starts a [`Traveller`]'s saga.
+    #[derive(Serialize, Deserialize, Message)]
+    #[message(reply = Result<SagaOutcome, String>)]
+    struct Depart {
+        trip: Trip,
+    }
+
+    /// What the traveller's reminder delivers.
+    #[derive(Serialize, Deserialize, Message)]
+    struct Wake {}
+
+    /// Sets the traveller's reminder without starting a saga (a start that stopped before it
+    /// recorded anything).
+    #[derive(Serialize, Deserialize, Message)]
+    #[message(reply = Result<(), String>)]
+    struct Arm {}
+
+    #[derive(Default, Serialize, Deserialize)]
+    #[serde(default)]
+    struct TravellerConfig {
+        /// `Durable::while_stuck(None)`.
+        cancel_when_stuck: bool,
+    }
+
+    /// The trip saga, run durably.
+    #[derive(Default)]
+    struct Traveller {
+        trip: Durable<Trip>,
+    }
+
+    #[actor]
+    impl Traveller {
+        async fn on_start(&mut self, ctx: &Ctx, config: TravellerConfig) -> Result<(), Error> {
+            self.trip = Durable::new(trip_saga(), Wake {});
+            if config.cancel_when_stuck {
+                self.trip = std::mem::take(&mut self.trip).while_stuck(None);
+            }
+            self.trip.recover(ctx).await
+        }
+
+        #[handler]
+        async fn depart(&mut self, ctx: &Ctx, msg: Depart) -> Result<SagaOutcome, String> {
+            self.trip
+                .start(ctx, &msg.trip)
+                .await
+                .map_err(|e| e.to_string())
+        }
+
+        #[handler]
+        async fn wake(&mut self, ctx: &Ctx, _msg: Wake) {
+            let _ = self.trip.resume(ctx).await;
+        }
+
+        #[handler]
+        async fn arm(&mut self, ctx: &Ctx, _msg: Arm) -> Result<(), String> {
+            let every = Duration::from_secs(1);
+            let set = ctx.remind_every(RESUME_REMINDER, every, &Wake {}).await;
+            set.map_err(|e| e.to_string())
+        }
+    }
+
+    /// A traveller named `trip/1` whose participants answer with `answer(target, type)`.
+    fn traveller(
+        log: EventLog,
+        config: TravellerConfig,
+        answer: impl Fn(&str, &'static str) -> Result<Result<(), String>, Error> + 'static,
+    ) -> TestActor<Traveller> {
+        let answer = Rc::new(answer);
+        let mut builder = TestActor::<Traveller>::builder().name("trip/1").events(log);
+        for to in ["flights", "hotels", "cars"] {
+            let (a, answer2) = (answer.clone(), answer.clone());
+            builder = builder
+                .respond_with::<Book>(to, move |_| a(to, "book").map(|r| r.map(|()| 7)))
+                .respond_with::<Cancel>(to, move |_| answer2(to, "cancel"));
+        }
+        builder.start(config)
+    }
+
+    /// The traveller's reminders: `(name, period)`.
+    fn reminders(t: &TestActor<Traveller>) -> Vec<(String, Option<Duration>)> {
+        t.reminders()
+            .into_iter()
+            .map(|r| (r.name, r.period))
+            .collect()
+    }
+
+    fn resume_every(period: Duration) -> Vec<(String, Option<Duration>)> {
+        vec![(RESUME_REMINDER.to_owned(), Some(period))]
+    }
+
+    #[test]
+    fn a_durable_saga_is_settled_by_cancelling_its_reminder() {
+        let mut t = traveller(EventLog::new(), TravellerConfig::default(), |_, _| {
+            Ok(Ok(()))
+        });
+        let outcome = t.call(&Depart { trip: trip() }).unwrap();
+        assert_eq!(outcome, Ok(SagaOutcome::Finished));
+        assert!(reminders(&t).is_empty(), "cancelled once the saga is over");
+        assert_eq!(t.actor().trip.status(), &SagaStatus::Finished);
+
+        let mut declined = traveller(
+            EventLog::new(),
+            TravellerConfig::default(),
+            |to, _| match to {
+                "cars" => Ok(Err("no cars left".into())),
+                _ => Ok(Ok(())),
+            },
+        );
+        let outcome = declined.call(&Depart { trip: trip() }).unwrap().unwrap();
+        assert!(
+            matches!(outcome, SagaOutcome::Compensated { .. }),
+            "{outcome:?}"
+        );
+        assert!(reminders(&declined).is_empty());
+    }
+
+    #[test]
+    fn a_restarted_durable_saga_is_resumed_by_its_reminder() {
+        let log = EventLog::new();
+        let config = || TravellerConfig::default();
+        let mut first = traveller(log.clone(), config(), |_, _| Ok(Ok(())));
+        let crashing = Trip {
+            crash_after: Some("hotel".into()),
+            ..trip()
+        };
+        let crashed = catch_unwind(AssertUnwindSafe(|| first.call(&Depart { trip: crashing })));
+        assert!(crashed.is_err(), "the traveller crashed mid-saga");
+        drop(first);
+
+        // The new instance (after a restart, or a host restart) does nothing by itself; the
+        // reminder, set before the saga started, is what carries it on.
+        let mut second = traveller(log, config(), |_, _| Ok(Ok(())));
+        assert_eq!(reminders(&second), resume_every(RESUME_EVERY));
+        assert_eq!(second.actor().trip.status(), &SagaStatus::Running);
+        assert!(second.requests().is_empty());
+        second.fire_reminder(RESUME_REMINDER);
+        assert_eq!(second.actor().trip.status(), &SagaStatus::Finished);
+        assert_eq!(
+            requests(&second),
+            [
+                req("hotels", "Book", "trip/1/hotel"),
+                req("cars", "Book", "trip/1/car"),
+            ],
+            "the step in doubt again with the same key, then the next one"
+        );
+        assert!(reminders(&second).is_empty(), "settled");
+    }
+
+    #[test]
+    fn a_stuck_durable_saga_keeps_a_slow_reminder_and_shows_its_status() {
+        let stuck = |to: &str, what: &str| match (to, what) {
+            ("cars", "book") => Ok(Err("no cars left".into())),
+            ("flights", "cancel") => Ok(Err("non-refundable".into())),
+            _ => Ok(Ok(())),
+        };
+        let mut t = traveller(EventLog::new(), TravellerConfig::default(), stuck);
+        let outcome = t.call(&Depart { trip: trip() }).unwrap().unwrap();
+        assert!(matches!(outcome, SagaOutcome::Stuck { .. }), "{outcome:?}");
+        let status = "stuck: the compensation of `flight` failed: non-refundable";
+        assert_eq!(t.status(), status);
+        assert_eq!(reminders(&t), resume_every(STUCK_EVERY));
+
+        // After a host restart, the slow reminder activates it again to show the status.
+        let mut again = traveller(t.event_log(), TravellerConfig::default(), stuck);
+        assert_eq!(again.status(), "");
+        again.fire_reminder(RESUME_REMINDER);
+        assert_eq!(again.status(), status);
+        assert!(again.requests().is_empty(), "a stuck saga sends nothing");
+        assert_eq!(reminders(&again), resume_every(STUCK_EVERY));
+
+        // Told to, it cancels the reminder of a stuck saga too.
+        let config = TravellerConfig {
+            cancel_when_stuck: true,
+        };
+        let mut t = traveller(EventLog::new(), config, stuck);
+        let outcome = t.call(&Depart { trip: trip() }).unwrap().unwrap();
+        assert!(matches!(outcome, SagaOutcome::Stuck { .. }), "{outcome:?}");
+        assert_eq!(t.status(), status);
+        assert!(reminders(&t).is_empty());
+    }
+
+    #[test]
+    fn a_durable_saga_whose_reminder_cannot_be_set_does_not_start() {
+        let mut t = traveller(EventLog::new(), TravellerConfig::default(), |_, _| {
+            Ok(Ok(()))
+        });
+        t.set_storage_unavailable(true);
+        let refused = t.call(&Depart { trip: trip() }).unwrap().unwrap_err();
+        assert!(
+            refused.starts_with("the saga was not started: "),
+            "{refused}"
+        );
+        assert!(t.requests().is_empty());
+        assert_eq!(t.actor().trip.status(), &SagaStatus::NotStarted);
+    }
+
+    #[test]
+    fn a_reminder_without_a_started_saga_is_cancelled() {
+        let mut t = traveller(EventLog::new(), TravellerConfig::default(), |_, _| {
+            Ok(Ok(()))
+        });
+        t.call(&Arm {}).unwrap().unwrap();
+        assert_eq!(reminders(&t), resume_every(RESUME_EVERY));
+        t.fire_reminder(RESUME_REMINDER);
+        assert!(reminders(&t).is_empty());
+        assert!(t.requests().is_empty());
+    }
+
+    #[test]
+    fn a_repeated_start_of_a_settled_saga_reports_it() {
+        let mut t = traveller(EventLog::new(), TravellerConfig::default(), |_, _| {
+            Ok(Ok(()))
+        });
+        t.call(&Depart { trip: trip() }).unwrap().unwrap();
+        let outcome = t.call(&Depart { trip: trip() }).unwrap();
+        assert_eq!(outcome, Ok(SagaOutcome::Finished));
+        assert_eq!(t.requests().len(), 3, "nothing sent again");
+        assert!(
+            reminders(&t).is_empty(),
+            "no reminder set for a saga already started"
+        );
     }
 }

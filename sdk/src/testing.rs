@@ -57,7 +57,7 @@ use std::marker::PhantomData;
 use std::rc::Rc;
 
 use bunraku_abi::{
-    Append, Codec, Envelope, ErrorCode, Event, NewEvent, Outbound, ReplyBody, Snapshot,
+    Append, Codec, Envelope, ErrorCode, Event, Ext, NewEvent, Outbound, ReplyBody, Snapshot,
     StoredEvent, Subscribe,
 };
 use serde::Serialize;
@@ -290,6 +290,18 @@ struct Meta<'a> {
     /// `None`: `test`.
     sender: Option<&'a str>,
     idempotency_key: Option<&'a str>,
+    /// The envelope's extension entries ([`Ctx::ext`](crate::Ctx::ext)).
+    ext: Vec<Ext>,
+}
+
+/// Extension entries as the envelope carries them.
+fn ext_entries<V: AsRef<[u8]>>(ext: &[(&str, V)]) -> Vec<Ext> {
+    ext.iter()
+        .map(|(key, value)| Ext {
+            key: (*key).to_owned(),
+            value: value.as_ref().to_vec(),
+        })
+        .collect()
 }
 
 /// A line the actor logged.
@@ -646,6 +658,7 @@ impl<A: Actor> TestActor<A> {
             payload,
             attachments,
             stream,
+            ext: meta.ext,
             ..Envelope::default()
         }));
         self.run();
@@ -714,6 +727,93 @@ impl<A: Actor> TestActor<A> {
         let (_, handle) = self.push(msg_type, Codec::Json, payload, meta);
         let (codec, payload) = self.reply(handle)?;
         codec::decode(codec, &payload).map_err(|e| Error::new(ErrorCode::Malformed, e))
+    }
+
+    /// Like [`call`](Self::call), with extension entries `ext` (key and value) on the envelope,
+    /// as the HTTP gateway adds them: the handler reads them with
+    /// [`Ctx::ext`](crate::Ctx::ext), [`Ctx::principal`](crate::Ctx::principal)
+    /// ([`PRINCIPAL_SUBJECT`](crate::PRINCIPAL_SUBJECT),
+    /// [`PRINCIPAL_KEY_ID`](crate::PRINCIPAL_KEY_ID)) and
+    /// [`Ctx::http_header`](crate::Ctx::http_header) ([`HTTP_HEADER_PREFIX`](crate::HTTP_HEADER_PREFIX)
+    /// and the lowercase header name).
+    ///
+    /// ```
+    /// use bunraku_sdk::prelude::*;
+    /// use bunraku_sdk::testing::TestActor;
+    /// use bunraku_sdk::{PRINCIPAL_KEY_ID, PRINCIPAL_SUBJECT};
+    ///
+    /// #[derive(Serialize, Deserialize, Message)]
+    /// #[message(reply = String)]
+    /// struct WhoAmI {}
+    ///
+    /// #[derive(Default)]
+    /// struct Profile;
+    ///
+    /// #[actor]
+    /// impl Profile {
+    ///     #[handler]
+    ///     async fn who(&mut self, ctx: &Ctx, _msg: WhoAmI) -> String {
+    ///         let request = ctx.http_header("x-request-id").unwrap_or("-");
+    ///         match ctx.principal() {
+    ///             Some(p) => format!("{} via {:?} ({request})", p.subject, p.key_id),
+    ///             None => format!("anonymous ({request})"),
+    ///         }
+    ///     }
+    /// }
+    ///
+    /// let mut t = TestActor::<Profile>::start_default();
+    /// let ext = [
+    ///     (PRINCIPAL_SUBJECT, "ann"),
+    ///     (PRINCIPAL_KEY_ID, "key-1"),
+    ///     ("http.header.x-request-id", "r7"),
+    /// ];
+    /// assert_eq!(t.call_with_ext(&WhoAmI {}, &ext).unwrap(), "ann via Some(\"key-1\") (r7)");
+    /// assert_eq!(t.call(&WhoAmI {}).unwrap(), "anonymous (-)");
+    /// ```
+    pub fn call_with_ext<R: Request, V: AsRef<[u8]>>(
+        &mut self,
+        msg: &R,
+        ext: &[(&str, V)],
+    ) -> Result<R::Reply, Error> {
+        let meta = Meta {
+            ext: ext_entries(ext),
+            ..Meta::default()
+        };
+        self.call_meta(msg, meta)
+    }
+
+    /// Like [`call_json`](Self::call_json), with extension entries `ext` on the envelope (see
+    /// [`call_with_ext`](Self::call_with_ext)): a request exactly as the HTTP gateway sends it,
+    /// a JSON object whose path and query parameters are strings.
+    pub fn call_json_with_ext<V: AsRef<[u8]>>(
+        &mut self,
+        msg_type: &str,
+        json: &str,
+        ext: &[(&str, V)],
+    ) -> Result<serde_json::Value, Error> {
+        let payload = json.as_bytes().to_vec();
+        let meta = Meta {
+            reply: true,
+            ext: ext_entries(ext),
+            ..Meta::default()
+        };
+        let (_, handle) = self.push(msg_type, Codec::Json, payload, meta);
+        let (codec, payload) = self.reply(handle)?;
+        codec::decode(codec, &payload).map_err(|e| Error::new(ErrorCode::Malformed, e))
+    }
+
+    /// Like [`send`](Self::send), with extension entries `ext` on the envelope (see
+    /// [`call_with_ext`](Self::call_with_ext)).
+    pub fn send_with_ext<M: Message, V: AsRef<[u8]>>(
+        &mut self,
+        msg: &M,
+        ext: &[(&str, V)],
+    ) -> Result<(), Error> {
+        let meta = Meta {
+            ext: ext_entries(ext),
+            ..Meta::default()
+        };
+        self.send_meta(msg, meta)
     }
 
     /// Sends `msg` without waiting for a reply (any reply value is dropped).

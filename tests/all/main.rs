@@ -9,6 +9,7 @@ mod density;
 mod events;
 mod examples;
 mod failures;
+mod gateway;
 mod guests;
 mod limits;
 mod loading;

@@ -1,7 +1,7 @@
 //! A saga participant: stock per item, reserved and released per order.
 //!
 //! Requests carry an idempotency key (the saga's `order/<id>/reserve`, `.../reserve/undo`). The
-//! state this actor saves holds the stock, the reservations, and a [`Dedup`] table of the
+//! value this actor saves is a [`Participant`]: the stock and the reservations, with the
 //! replies given per key, so one `ctx.save` makes an effect and the record of it durable
 //! together: a request repeated with a key already applied is answered with the recorded reply
 //! and not applied again. A save that fails traps the instance (the requester sees `target
@@ -14,11 +14,9 @@
 
 use std::collections::BTreeMap;
 
-use bunraku_sdk::dedup::Dedup;
 use bunraku_sdk::prelude::*;
-use protocol::orders::{
-    Applied, GetInventory, InventoryReport, Release, Reservation, Reserve, Restock,
-};
+use protocol::orders::{GetInventory, InventoryReport, Release, Reservation, Reserve, Restock};
+use protocol::participant::{Participant, key_of};
 
 /// Settings from the manifest: the stock to start with when nothing is saved.
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -27,72 +25,30 @@ pub struct Config {
     pub stock: BTreeMap<String, u64>,
 }
 
-/// Everything the inventory saves, in one value.
+/// The inventory's own state; saved inside a [`Participant`].
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub struct State {
     pub stock: BTreeMap<String, u64>,
     /// By order id.
     pub reservations: BTreeMap<String, Reservation>,
-    pub dedup: Dedup,
-    /// How many times each key's request was applied.
-    pub applied: BTreeMap<String, u64>,
-    pub replayed: u64,
 }
 
 #[derive(Default)]
 pub struct Inventory {
-    state: State,
-}
-
-impl Inventory {
-    /// Answers `key` from its record, if it was applied before.
-    async fn replay<R: serde::de::DeserializeOwned>(&mut self, ctx: &Ctx, key: &str) -> Option<R> {
-        let reply = self.state.dedup.get(key)?;
-        self.state.replayed += 1;
-        ctx.info(format_args!(
-            "{key}: already applied, answering from the record"
-        ));
-        if let Err(e) = ctx.save(&self.state).await {
-            ctx.warn(format_args!("the replay count was not saved: {e}"));
-        }
-        Some(reply)
-    }
-
-    /// Makes `next` (with `reply` recorded under `key`, and counted as applied when it was)
-    /// durable, then current.
-    async fn commit<R: Serialize>(
-        &mut self,
-        ctx: &Ctx,
-        mut next: State,
-        key: &str,
-        reply: &R,
-        applied: bool,
-    ) {
-        next.dedup.record(key, reply);
-        if applied {
-            *next.applied.entry(key.to_owned()).or_default() += 1;
-        }
-        if let Err(e) = ctx.save(&next).await {
-            // Not durable, so not applied: trap, and let the retry find out.
-            panic!("{key}: the state was not saved ({e}); failing so the requester retries");
-        }
-        self.state = next;
-    }
-}
-
-/// The key a request came with, or one derived from what it is about.
-fn key_of(ctx: &Ctx, derived: impl FnOnce() -> String) -> String {
-    ctx.idempotency_key().map_or_else(derived, str::to_owned)
+    books: Participant<State>,
 }
 
 #[actor]
 impl Inventory {
     async fn on_start(&mut self, ctx: &Ctx, config: Config) -> Result<(), Error> {
-        self.state = match ctx.load::<State>()? {
-            Some(state) => state,
-            None => State {
-                stock: config.stock,
-                ..State::default()
+        self.books = match ctx.load()? {
+            Some(books) => books,
+            None => Participant {
+                state: State {
+                    stock: config.stock,
+                    ..State::default()
+                },
+                ..Participant::default()
             },
         };
         Ok(())
@@ -101,10 +57,10 @@ impl Inventory {
     #[handler]
     async fn reserve(&mut self, ctx: &Ctx, msg: Reserve) -> Result<u64, String> {
         let key = key_of(ctx, || format!("{}/reserve", msg.order));
-        if let Some(reply) = self.replay(ctx, &key).await {
+        if let Some(reply) = self.books.replay(ctx, &key).await {
             return reply;
         }
-        let mut next = self.state.clone();
+        let mut next = self.books.state.clone();
         let available = next.stock.get(&msg.item).copied().unwrap_or(0);
         let reply = match next.reservations.get(&msg.order) {
             Some(r) if r.released => Err(format!("order {} was released", msg.order)),
@@ -137,20 +93,20 @@ impl Inventory {
         };
         if reply.is_err() {
             // Nothing applied: only the answer is recorded, so a retry gets the same one.
-            next = self.state.clone();
+            next = self.books.state.clone();
         }
         let applied = reply.is_ok();
-        self.commit(ctx, next, &key, &reply, applied).await;
+        self.books.commit(ctx, next, &key, &reply, applied).await;
         reply
     }
 
     #[handler]
     async fn release(&mut self, ctx: &Ctx, msg: Release) -> Result<u64, String> {
         let key = key_of(ctx, || format!("{}/reserve/undo", msg.order));
-        if let Some(reply) = self.replay(ctx, &key).await {
+        if let Some(reply) = self.books.replay(ctx, &key).await {
             return reply;
         }
-        let mut next = self.state.clone();
+        let mut next = self.books.state.clone();
         let released = match next.reservations.get_mut(&msg.order) {
             Some(r) if r.released => 0,
             Some(r) => {
@@ -173,38 +129,30 @@ impl Inventory {
         };
         ctx.info(format_args!("order {}: released {released}", msg.order));
         let reply = Ok(released);
-        self.commit(ctx, next, &key, &reply, true).await;
+        self.books.commit(ctx, next, &key, &reply, true).await;
         reply
     }
 
     #[handler]
     async fn restock(&mut self, ctx: &Ctx, msg: Restock) -> u64 {
-        let mut next = self.state.clone();
-        let level = next.stock.entry(msg.item.clone()).or_default();
+        let level = self.books.state.stock.entry(msg.item.clone()).or_default();
         *level += msg.quantity;
         let level = *level;
-        if let Err(e) = ctx.save(&next).await {
+        // A failed save traps: the unsaved level goes with the instance.
+        if let Err(e) = ctx.save(&self.books).await {
             panic!("restock not saved: {e}");
         }
-        self.state = next;
         level
     }
 
     #[handler]
     async fn get_inventory(&mut self, _ctx: &Ctx, _msg: GetInventory) -> InventoryReport {
-        let s = &self.state;
+        let s = &self.books.state;
         InventoryReport {
             stock: s.stock.iter().map(|(i, n)| (i.clone(), *n)).collect(),
             reservations: s.reservations.values().cloned().collect(),
-            applied: s
-                .applied
-                .iter()
-                .map(|(key, times)| Applied {
-                    key: key.clone(),
-                    times: *times,
-                })
-                .collect(),
-            replayed: s.replayed,
+            applied: self.books.applied_keys(),
+            replayed: self.books.replayed,
         }
     }
 }

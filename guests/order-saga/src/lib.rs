@@ -2,6 +2,8 @@
 //! (`order/<id>`), running the saga *reserve stock → charge payment → ship* with
 //! [`bunraku_sdk::saga`]. Its event log is the saga's log.
 //!
+//! The saga runs as a [`Durable`] one, which survives crashes and host restarts:
+//!
 //! - `PlaceOrder` sets a durable reminder (`resume`, every `resume_every_ms`) **before** the
 //!   saga starts, then starts it and replies with the order's status when it ends. A repeated
 //!   `PlaceOrder` does not start another saga.
@@ -18,19 +20,16 @@
 
 use std::time::Duration;
 
-use bunraku_sdk::journal::{EventsQuery, Journal, StateQuery};
+use bunraku_sdk::journal::{EventsQuery, StateQuery};
 use bunraku_sdk::prelude::*;
-use bunraku_sdk::saga::{Call, Retry, Saga, SagaLog, SagaOutcome, SagaStatus, Step, StepOutcome};
+use bunraku_sdk::saga::{Call, Durable, Retry, Saga, SagaLog, StartError, Step, StepOutcome};
 use protocol::orders::{
     Charge, GetOrder, Order, OrderStatus, PlaceOrder, Refund, Release, Reserve, ResumeOrder, Ship,
     StepView,
 };
 
 /// The name of the reminder that resumes the saga.
-pub const RESUME: &str = "resume";
-
-/// How often a stuck saga's reminder fires.
-const STUCK_REMINDER: Duration = Duration::from_secs(60);
+pub const RESUME: &str = bunraku_sdk::saga::RESUME_REMINDER;
 
 /// Settings from the manifest.
 #[derive(Debug, Serialize, Deserialize)]
@@ -170,74 +169,20 @@ pub fn order_status(log: &SagaLog) -> OrderStatus {
 
 #[derive(Default)]
 pub struct OrderSaga {
-    config: Config,
-    saga: Saga<Order>,
-    journal: Journal<SagaLog>,
-    /// Whether this activation already handled the saga's end.
-    settled: bool,
-}
-
-impl OrderSaga {
-    /// After a terminal outcome: the reminder is no longer needed (or, stuck, only a slow one).
-    async fn settle(&mut self, ctx: &Ctx, outcome: &SagaOutcome) {
-        if self.settled {
-            return;
-        }
-        match outcome {
-            SagaOutcome::Finished => ctx.info(format_args!("{}: finished", ctx.name())),
-            SagaOutcome::Compensated { reason } => {
-                ctx.info(format_args!("{}: compensated ({reason})", ctx.name()))
-            }
-            SagaOutcome::Stuck { reason } => {
-                ctx.error(format_args!("{}: stuck ({reason})", ctx.name()))
-            }
-        }
-        let done = match outcome {
-            SagaOutcome::Stuck { .. } => {
-                ctx.remind_every(RESUME, STUCK_REMINDER, &ResumeOrder {})
-                    .await
-            }
-            _ => ctx.cancel_reminder(RESUME).await.map(drop),
-        };
-        match done {
-            Ok(()) => self.settled = true,
-            // The reminder fires again and the next `settle` tries again.
-            Err(e) => ctx.warn(format_args!("the resume reminder was not updated: {e}")),
-        }
-    }
-
-    /// After the saga stopped on an error: the log may be ahead of the journal in memory (an
-    /// append whose acknowledgement was lost), so read it again; the reminder carries on.
-    async fn recover(&mut self, ctx: &Ctx, e: &Error) {
-        ctx.warn(format_args!(
-            "{}: the saga stopped ({e}); its reminder resumes it",
-            ctx.name()
-        ));
-        match Journal::recover(ctx).await {
-            Ok(journal) => self.journal = journal,
-            Err(e) => ctx.warn(format_args!("the journal was not recovered: {e}")),
-        }
-    }
+    order: Durable<Order>,
 }
 
 #[actor]
 impl OrderSaga {
     async fn on_start(&mut self, ctx: &Ctx, config: Config) -> Result<(), Error> {
-        self.saga = order_saga(&config);
-        self.config = config;
-        self.journal = Journal::recover(ctx).await?;
-        Ok(())
+        self.order = Durable::new(order_saga(&config), ResumeOrder {})
+            .reminder(RESUME)
+            .every(Duration::from_millis(config.resume_every_ms));
+        self.order.recover(ctx).await
     }
 
     #[handler]
     async fn place_order(&mut self, ctx: &Ctx, msg: PlaceOrder) -> Result<OrderStatus, String> {
-        if *self.journal.state().status() == SagaStatus::NotStarted {
-            // The reminder first: from here on, a crash is resumed.
-            let period = Duration::from_millis(self.config.resume_every_ms.max(1000));
-            ctx.remind_every(RESUME, period, &ResumeOrder {})
-                .await
-                .map_err(|e| format!("the saga was not started: {e}"))?;
-        }
         let order = Order {
             id: order_id(ctx.name()).to_owned(),
             customer: msg.customer,
@@ -246,42 +191,34 @@ impl OrderSaga {
             amount: msg.amount,
             crash_after_delivery: msg.crash_after_delivery,
         };
-        match self.saga.start(ctx, &mut self.journal, &order).await {
-            Ok(outcome) => self.settle(ctx, &outcome).await,
-            Err(e) => self.recover(ctx, &e).await,
+        // Over, or stopped (and resumed by the reminder): the status says which.
+        if let Err(e @ StartError::NotStarted(_)) = self.order.start(ctx, &order).await {
+            return Err(e.to_string());
         }
-        Ok(order_status(self.journal.state()))
+        Ok(order_status(self.order.log()))
     }
 
     #[handler]
     async fn resume_order(&mut self, ctx: &Ctx, _msg: ResumeOrder) {
-        match self.saga.resume(ctx, &mut self.journal).await {
-            Ok(Some(outcome)) => self.settle(ctx, &outcome).await,
-            Ok(None) => {
-                // Set by a `PlaceOrder` that stopped before the saga started.
-                if let Err(e) = ctx.cancel_reminder(RESUME).await {
-                    ctx.warn(format_args!("the resume reminder was not cancelled: {e}"));
-                }
-            }
-            Err(e) => self.recover(ctx, &e).await,
-        }
+        // Settled at the end; an error is logged, and the reminder fires again.
+        let _ = self.order.resume(ctx).await;
     }
 
     #[handler]
     async fn get_order(&mut self, _ctx: &Ctx, _msg: GetOrder) -> OrderStatus {
-        order_status(self.journal.state())
+        order_status(self.order.log())
     }
 
     /// `bunraku events order/<id>`: the saga's log, one JSON line per event.
     #[handler]
     async fn events(&mut self, ctx: &Ctx, query: EventsQuery) -> Result<Vec<String>, String> {
-        self.journal.answer_events(ctx, query).await
+        self.order.journal().answer_events(ctx, query).await
     }
 
     /// `bunraku state order/<id>`: the saga's state as JSON.
     #[handler]
     async fn state(&mut self, ctx: &Ctx, query: StateQuery) -> Result<String, String> {
-        self.journal.answer_state(ctx, query).await
+        self.order.journal().answer_state(ctx, query).await
     }
 }
 

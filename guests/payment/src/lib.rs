@@ -2,18 +2,19 @@
 //!
 //! A charge is declined (`Err("card declined")`, nothing charged) when its amount is over the
 //! configured `limit` or its customer is one of `declined_customers` (default: `declined`).
-//! Like `inventory`, it deduplicates by idempotency key inside the state it saves (one `save`
-//! for the effect and the record of its reply, a trap when that save fails), answers a repeated
-//! key with the recorded reply, and counts how many times each key was applied.
+//! Like `inventory`, it deduplicates by idempotency key inside the state it saves, a
+//! [`Participant`] (one `save` for the effect and the record of its reply, a trap when that
+//! save fails), answers a repeated key with the recorded reply, and counts how many times each
+//! key was applied.
 //!
 //! A refund for an order that was never charged (the saga gave up on a charge whose outcome it
 //! did not know) records the order as refunded, so a late delivery of that charge is refused.
 
 use std::collections::BTreeMap;
 
-use bunraku_sdk::dedup::Dedup;
 use bunraku_sdk::prelude::*;
-use protocol::orders::{Applied, Charge, ChargeRecord, GetPayments, PaymentReport, Refund};
+use protocol::orders::{Charge, ChargeRecord, GetPayments, PaymentReport, Refund};
+use protocol::participant::{Participant, key_of};
 
 /// Settings from the manifest.
 #[derive(Debug, Serialize, Deserialize)]
@@ -34,79 +35,35 @@ impl Default for Config {
     }
 }
 
-/// Everything the payment service saves, in one value.
+/// The payment service's own state; saved inside a [`Participant`].
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub struct State {
     /// By order id.
     pub charges: BTreeMap<String, ChargeRecord>,
     pub declined: Vec<String>,
-    pub dedup: Dedup,
-    /// How many times each key's request was applied.
-    pub applied: BTreeMap<String, u64>,
-    pub replayed: u64,
 }
 
 #[derive(Default)]
 pub struct Payment {
     config: Config,
-    state: State,
-}
-
-impl Payment {
-    /// Answers `key` from its record, if it was applied before.
-    async fn replay<R: serde::de::DeserializeOwned>(&mut self, ctx: &Ctx, key: &str) -> Option<R> {
-        let reply = self.state.dedup.get(key)?;
-        self.state.replayed += 1;
-        ctx.info(format_args!(
-            "{key}: already applied, answering from the record"
-        ));
-        if let Err(e) = ctx.save(&self.state).await {
-            ctx.warn(format_args!("the replay count was not saved: {e}"));
-        }
-        Some(reply)
-    }
-
-    /// Makes `next` (with `reply` recorded under `key`, and counted as applied when it was)
-    /// durable, then current. A failed save traps: the requester retries with the same key.
-    async fn commit<R: Serialize>(
-        &mut self,
-        ctx: &Ctx,
-        mut next: State,
-        key: &str,
-        reply: &R,
-        applied: bool,
-    ) {
-        next.dedup.record(key, reply);
-        if applied {
-            *next.applied.entry(key.to_owned()).or_default() += 1;
-        }
-        if let Err(e) = ctx.save(&next).await {
-            panic!("{key}: the state was not saved ({e}); failing so the requester retries");
-        }
-        self.state = next;
-    }
-}
-
-/// The key a request came with, or one derived from what it is about.
-fn key_of(ctx: &Ctx, derived: impl FnOnce() -> String) -> String {
-    ctx.idempotency_key().map_or_else(derived, str::to_owned)
+    books: Participant<State>,
 }
 
 #[actor]
 impl Payment {
     async fn on_start(&mut self, ctx: &Ctx, config: Config) -> Result<(), Error> {
         self.config = config;
-        self.state = ctx.load()?.unwrap_or_default();
+        self.books = ctx.load()?.unwrap_or_default();
         Ok(())
     }
 
     #[handler]
     async fn charge(&mut self, ctx: &Ctx, msg: Charge) -> Result<String, String> {
         let key = key_of(ctx, || format!("{}/charge", msg.order));
-        if let Some(reply) = self.replay(ctx, &key).await {
+        if let Some(reply) = self.books.replay(ctx, &key).await {
             return reply;
         }
-        let mut next = self.state.clone();
+        let mut next = self.books.state.clone();
         let declined = msg.amount > self.config.limit
             || self.config.declined_customers.contains(&msg.customer);
         let reply = match next.charges.get(&msg.order) {
@@ -143,17 +100,17 @@ impl Payment {
             }
         };
         let applied = reply.is_ok();
-        self.commit(ctx, next, &key, &reply, applied).await;
+        self.books.commit(ctx, next, &key, &reply, applied).await;
         reply
     }
 
     #[handler]
     async fn refund(&mut self, ctx: &Ctx, msg: Refund) -> Result<u64, String> {
         let key = key_of(ctx, || format!("{}/charge/undo", msg.order));
-        if let Some(reply) = self.replay(ctx, &key).await {
+        if let Some(reply) = self.books.replay(ctx, &key).await {
             return reply;
         }
-        let mut next = self.state.clone();
+        let mut next = self.books.state.clone();
         let refunded = match next.charges.get_mut(&msg.order) {
             Some(c) if c.refunded => 0,
             Some(c) => {
@@ -175,25 +132,18 @@ impl Payment {
         };
         ctx.info(format_args!("order {}: refunded {refunded}", msg.order));
         let reply = Ok(refunded);
-        self.commit(ctx, next, &key, &reply, true).await;
+        self.books.commit(ctx, next, &key, &reply, true).await;
         reply
     }
 
     #[handler]
     async fn get_payments(&mut self, _ctx: &Ctx, _msg: GetPayments) -> PaymentReport {
-        let s = &self.state;
+        let s = &self.books.state;
         PaymentReport {
             charges: s.charges.values().cloned().collect(),
             declined: s.declined.clone(),
-            applied: s
-                .applied
-                .iter()
-                .map(|(key, times)| Applied {
-                    key: key.clone(),
-                    times: *times,
-                })
-                .collect(),
-            replayed: s.replayed,
+            applied: self.books.applied_keys(),
+            replayed: self.books.replayed,
         }
     }
 }

@@ -2,7 +2,9 @@
 //! are the same message to every actor; keeping them in one crate keeps them the same.
 
 pub mod bank;
+pub mod http;
 pub mod orders;
+pub mod participant;
 
 use bunraku_sdk::prelude::*;
 

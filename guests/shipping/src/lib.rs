@@ -1,55 +1,42 @@
 //! A saga participant: ships orders. Shipping is the saga's last step and has no compensation.
 //!
-//! Like `inventory` and `payment`, it deduplicates by idempotency key inside the state it saves
-//! (one `save` for the shipment and the record of its reply, a trap when that save fails),
-//! answers a repeated key with the recorded reply, and counts how many times each key was
-//! applied.
+//! Like `inventory` and `payment`, it deduplicates by idempotency key inside the state it
+//! saves, a [`Participant`] (one `save` for the shipment and the record of its reply, a trap
+//! when that save fails), answers a repeated key with the recorded reply, and counts how many
+//! times each key was applied.
 
 use std::collections::BTreeMap;
 
-use bunraku_sdk::dedup::Dedup;
 use bunraku_sdk::prelude::*;
-use protocol::orders::{Applied, GetShipments, Ship, Shipment, ShippingReport};
+use protocol::orders::{GetShipments, Ship, Shipment, ShippingReport};
+use protocol::participant::{Participant, key_of};
 
-/// Everything the shipping service saves, in one value.
+/// The shipping service's own state; saved inside a [`Participant`].
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub struct State {
     /// By order id.
     pub shipments: BTreeMap<String, Shipment>,
-    pub dedup: Dedup,
-    /// How many times each key's request was applied.
-    pub applied: BTreeMap<String, u64>,
-    pub replayed: u64,
 }
 
 #[derive(Default)]
 pub struct Shipping {
-    state: State,
+    books: Participant<State>,
 }
 
 #[actor]
 impl Shipping {
     async fn on_start(&mut self, ctx: &Ctx) -> Result<(), Error> {
-        self.state = ctx.load()?.unwrap_or_default();
+        self.books = ctx.load()?.unwrap_or_default();
         Ok(())
     }
 
     #[handler]
     async fn ship(&mut self, ctx: &Ctx, msg: Ship) -> Result<String, String> {
-        let key = ctx
-            .idempotency_key()
-            .map_or_else(|| format!("{}/ship", msg.order), str::to_owned);
-        if let Some(reply) = self.state.dedup.get(&key) {
-            self.state.replayed += 1;
-            ctx.info(format_args!(
-                "{key}: already applied, answering from the record"
-            ));
-            if let Err(e) = ctx.save(&self.state).await {
-                ctx.warn(format_args!("the replay count was not saved: {e}"));
-            }
+        let key = key_of(ctx, || format!("{}/ship", msg.order));
+        if let Some(reply) = self.books.replay(ctx, &key).await {
             return reply;
         }
-        let mut next = self.state.clone();
+        let mut next = self.books.state.clone();
         let reply = match next.shipments.get(&msg.order) {
             Some(s) => Err(format!(
                 "order {} was already shipped ({})",
@@ -67,7 +54,6 @@ impl Shipping {
                         tracking: tracking.clone(),
                     },
                 );
-                *next.applied.entry(key.clone()).or_default() += 1;
                 ctx.info(format_args!(
                     "order {}: shipped {} {} to {} ({tracking})",
                     msg.order, msg.quantity, msg.item, msg.customer
@@ -75,28 +61,17 @@ impl Shipping {
                 Ok(tracking)
             }
         };
-        next.dedup.record(&key, &reply);
-        if let Err(e) = ctx.save(&next).await {
-            panic!("{key}: the state was not saved ({e}); failing so the requester retries");
-        }
-        self.state = next;
+        let applied = reply.is_ok();
+        self.books.commit(ctx, next, &key, &reply, applied).await;
         reply
     }
 
     #[handler]
     async fn get_shipments(&mut self, _ctx: &Ctx, _msg: GetShipments) -> ShippingReport {
-        let s = &self.state;
         ShippingReport {
-            shipments: s.shipments.values().cloned().collect(),
-            applied: s
-                .applied
-                .iter()
-                .map(|(key, times)| Applied {
-                    key: key.clone(),
-                    times: *times,
-                })
-                .collect(),
-            replayed: s.replayed,
+            shipments: self.books.state.shipments.values().cloned().collect(),
+            applied: self.books.applied_keys(),
+            replayed: self.books.replayed,
         }
     }
 }

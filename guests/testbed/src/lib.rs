@@ -199,6 +199,50 @@ pub struct SetStatus {
     pub status: String,
 }
 
+/// What an HTTP gateway route delivers: path, query and body fields as the gateway merged them.
+/// Replies with what the actor saw, including the principal and a passed-along header; counts
+/// every call (`GetHits`).
+#[derive(Debug, Serialize, Deserialize, Message)]
+#[message(reply = Inspected)]
+pub struct Inspect {
+    #[serde(default)]
+    pub id: Option<String>,
+    #[serde(default)]
+    pub q: Option<String>,
+    #[serde(default)]
+    pub text: Option<String>,
+}
+
+/// What `Inspect` replies.
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+pub struct Inspected {
+    pub id: Option<String>,
+    pub q: Option<String>,
+    pub text: Option<String>,
+    pub subject: Option<String>,
+    pub key_id: Option<String>,
+    pub request_id: Option<String>,
+    pub sender: Option<String>,
+    pub instance: u32,
+}
+
+/// How many `Inspect` calls this instance handled.
+#[derive(Debug, Serialize, Deserialize, Message)]
+#[message(reply = u64)]
+pub struct GetHits {}
+
+/// Wait `ms` milliseconds (without holding a thread), then answer `"rested"`.
+#[derive(Debug, Serialize, Deserialize, Message)]
+#[message(reply = String)]
+pub struct Nap {
+    pub ms: u64,
+}
+
+/// Answer with an application error whose text must never reach an HTTP client.
+#[derive(Debug, Serialize, Deserialize, Message)]
+#[message(reply = Result<String, String>)]
+pub struct Fail {}
+
 /// Open a stream to `to` (opening message `Consume`) and write `0..count` into it; trap before
 /// writing item `trap_at`; end with `abort` instead of `close`. Replies with the number of
 /// completed sends, or the error's code name.
@@ -284,6 +328,8 @@ pub struct Testbed {
     /// Timers set by `StartTimer`, by id.
     timers: Vec<TimerId>,
     fired: Vec<String>,
+    /// `Inspect` calls handled.
+    hits: u64,
 }
 
 /// Settings from the manifest.
@@ -589,6 +635,40 @@ impl Testbed {
     #[handler]
     async fn get_fired(&mut self, _ctx: &Ctx, _msg: GetFired) -> Vec<String> {
         self.fired.clone()
+    }
+
+    #[handler]
+    async fn inspect(&mut self, ctx: &Ctx, msg: Inspect) -> Inspected {
+        self.hits += 1;
+        let principal = ctx.principal();
+        Inspected {
+            id: msg.id,
+            q: msg.q,
+            text: msg.text,
+            subject: principal.map(|p| p.subject.to_owned()),
+            key_id: principal.and_then(|p| p.key_id.map(str::to_owned)),
+            request_id: ctx.http_header("x-request-id").map(str::to_owned),
+            sender: ctx.sender().map(str::to_owned),
+            instance: ctx.instance(),
+        }
+    }
+
+    #[handler]
+    async fn get_hits(&mut self, _ctx: &Ctx, _msg: GetHits) -> u64 {
+        self.hits
+    }
+
+    #[handler]
+    async fn nap(&self, ctx: &Ctx, msg: Nap) -> String {
+        match ctx.sleep(Duration::from_millis(msg.ms)).await {
+            Ok(()) => "rested".into(),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[handler]
+    async fn fail(&mut self, _ctx: &Ctx, _msg: Fail) -> Result<String, String> {
+        Err("the database password is hunter2".into())
     }
 
     #[handler]

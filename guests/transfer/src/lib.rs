@@ -13,21 +13,22 @@
 //! saga ends compensated with nothing to undo; when the deposit is refused (the account is not
 //! open) the withdrawal is refunded. Either way the money is where it was.
 //!
-//! `Transfer` sets a durable reminder (`resume`) before the saga starts and cancels it once the
-//! saga is over: if this actor crashes or the host stops mid-transfer, the reminder activates
-//! `transfer/<id>` again and [`Saga::resume`] carries on from the log, resending an in-doubt
+//! The saga runs as a [`Durable`] one: `Transfer` sets a durable reminder (`resume`) before
+//! the saga starts and cancels it once the saga is over (a stuck saga's too: a person has to
+//! look). If this actor crashes or the host stops mid-transfer, the reminder activates
+//! `transfer/<id>` again and [`Durable::resume`] carries on from the log, resending an in-doubt
 //! step with the same key. A repeated `Transfer` to the same address moves no money: it resumes
 //! (or reports) the saga of the first.
 
 use std::time::Duration;
 
-use bunraku_sdk::journal::{EventsQuery, Journal, StateQuery};
+use bunraku_sdk::journal::{EventsQuery, StateQuery};
 use bunraku_sdk::prelude::*;
-use bunraku_sdk::saga::{Call, Retry, Saga, SagaLog, SagaOutcome, SagaStatus, Step};
+use bunraku_sdk::saga::{Call, Durable, Retry, Saga, SagaOutcome, SagaStatus, StartError, Step};
 use protocol::bank::{Deposit, GetTransfer, Refund, Transfer, Withdraw, account_address};
 
 /// The name of the reminder that resumes an unfinished saga.
-pub const RESUME: &str = "resume";
+pub const RESUME: &str = bunraku_sdk::saga::RESUME_REMINDER;
 
 /// How often the reminder fires while a saga is unfinished.
 const RESUME_EVERY: Duration = Duration::from_secs(2);
@@ -89,55 +90,17 @@ fn valid_key(id: &str) -> bool {
 
 #[derive(Default)]
 pub struct TransferActor {
-    saga: Saga<TransferInput>,
-    journal: Journal<SagaLog>,
-    /// This activation already handled the saga's end.
-    settled: bool,
-}
-
-impl TransferActor {
-    /// After a terminal outcome: the reminder is no longer needed.
-    async fn settle(&mut self, ctx: &Ctx, outcome: &SagaOutcome) {
-        if self.settled {
-            return;
-        }
-        match outcome {
-            SagaOutcome::Finished => ctx.info(format_args!("{}: done", ctx.name())),
-            SagaOutcome::Compensated { reason } => {
-                ctx.info(format_args!("{}: compensated ({reason})", ctx.name()))
-            }
-            // A stuck saga sets the actor's status; the reminder goes, a person has to look.
-            SagaOutcome::Stuck { reason } => {
-                ctx.error(format_args!("{}: stuck ({reason})", ctx.name()))
-            }
-        }
-        match ctx.cancel_reminder(RESUME).await {
-            Ok(_) => self.settled = true,
-            // It fires again, and the next `settle` tries again.
-            Err(e) => ctx.warn(format_args!("the resume reminder was not cancelled: {e}")),
-        }
-    }
-
-    /// After the saga stopped on an error (its progress could not be recorded): read the log
-    /// again, it may be ahead of the journal in memory. The reminder resumes the saga.
-    async fn stopped(&mut self, ctx: &Ctx, e: &Error) {
-        ctx.warn(format_args!(
-            "{}: the saga stopped ({e}); its reminder resumes it",
-            ctx.name()
-        ));
-        match Journal::recover(ctx).await {
-            Ok(journal) => self.journal = journal,
-            Err(e) => ctx.warn(format_args!("the journal was not recovered: {e}")),
-        }
-    }
+    transfer: Durable<TransferInput>,
 }
 
 #[actor]
 impl TransferActor {
     async fn on_start(&mut self, ctx: &Ctx) -> Result<(), Error> {
-        self.saga = transfer_saga();
-        self.journal = Journal::recover(ctx).await?;
-        Ok(())
+        self.transfer = Durable::new(transfer_saga(), Resume {})
+            .reminder(RESUME)
+            .every(RESUME_EVERY)
+            .while_stuck(None);
+        self.transfer.recover(ctx).await
     }
 
     #[handler]
@@ -154,60 +117,43 @@ impl TransferActor {
             to: msg.to,
             amount: msg.amount,
         };
-        if *self.journal.state().status() == SagaStatus::NotStarted {
+        if *self.transfer.status() == SagaStatus::NotStarted {
             for account in [&input.from, &input.to] {
                 if !valid_key(account) {
                     return Err(format!("`{account}` is not an account id"));
                 }
             }
-            // The reminder first: from here on, a crash is resumed.
-            ctx.remind_every(RESUME, RESUME_EVERY, &Resume {})
-                .await
-                .map_err(|e| format!("the transfer was not started: {e}"))?;
         }
-        match self.saga.start(ctx, &mut self.journal, &input).await {
-            Ok(outcome) => {
-                self.settle(ctx, &outcome).await;
-                Ok(outcome)
-            }
-            Err(e) => {
-                self.stopped(ctx, &e).await;
-                Err(format!(
-                    "the transfer is not over ({e}); it resumes by itself"
-                ))
-            }
-        }
+        self.transfer.start(ctx, &input).await.map_err(|e| match e {
+            StartError::NotStarted(e) => format!("the transfer was not started: {e}"),
+            e => format!(
+                "the transfer is not over ({}); it resumes by itself",
+                e.error()
+            ),
+        })
     }
 
     #[handler]
     async fn resume(&mut self, ctx: &Ctx, _msg: Resume) {
-        match self.saga.resume(ctx, &mut self.journal).await {
-            Ok(Some(outcome)) => self.settle(ctx, &outcome).await,
-            // Set by a `Transfer` that stopped before the saga started.
-            Ok(None) => {
-                if let Err(e) = ctx.cancel_reminder(RESUME).await {
-                    ctx.warn(format_args!("the resume reminder was not cancelled: {e}"));
-                }
-            }
-            Err(e) => self.stopped(ctx, &e).await,
-        }
+        // Settled at the end; an error is logged, and the reminder fires again.
+        let _ = self.transfer.resume(ctx).await;
     }
 
     #[handler]
     async fn get_transfer(&self, _ctx: &Ctx, _msg: GetTransfer) -> SagaStatus {
-        self.journal.state().status().clone()
+        self.transfer.status().clone()
     }
 
     /// `bunraku events transfer/<id>`: the saga's log.
     #[handler]
     async fn events(&self, ctx: &Ctx, query: EventsQuery) -> Result<Vec<String>, String> {
-        self.journal.answer_events(ctx, query).await
+        self.transfer.journal().answer_events(ctx, query).await
     }
 
     /// `bunraku state transfer/<id>`: the saga's state.
     #[handler]
     async fn state(&self, ctx: &Ctx, query: StateQuery) -> Result<String, String> {
-        self.journal.answer_state(ctx, query).await
+        self.transfer.journal().answer_state(ctx, query).await
     }
 }
 
@@ -367,7 +313,7 @@ mod tests {
         drop(first);
 
         let mut t = transfer(log, &b);
-        let log = t.actor().journal.state().clone();
+        let log = t.actor().transfer.log().clone();
         assert_eq!(log.status(), &SagaStatus::Running, "recovered mid-saga");
         assert!(log.steps()[0].in_doubt());
         // The reminder fires: the withdrawal is sent again with the same key.

@@ -1,8 +1,12 @@
 //! `bunraku build` and `bunraku run`, including `run --smoke`.
 //!
-//! `run` keeps two tokio runtimes apart: the host's own multi-threaded runtime runs the guests,
-//! and this command's current-thread runtime serves the control socket and waits for Ctrl-C, so
-//! a guest spinning on its time budget cannot starve the CLI.
+//! `run` keeps its tokio runtimes apart: the host's own multi-threaded runtime runs the guests,
+//! this command's current-thread runtime serves the control socket and waits for Ctrl-C, and a
+//! manifest's `[gateway]` is served by an I/O runtime of its own (one worker per core), so a
+//! guest spinning on its time budget can starve neither the CLI nor the HTTP clients.
+//!
+//! `--smoke` asks the `[smoke]` checker actor for its report, or runs the `[smoke] http` script
+//! against the gateway over loopback, or both, and prints each failed fact and a summary line.
 
 use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt;
@@ -15,7 +19,10 @@ use anyhow::{Context, Result, anyhow};
 use bunraku_runtime::build::{BuildOptions, build_guest, resolve_module};
 use bunraku_runtime::control::{self, ControlServer};
 use bunraku_runtime::engine::EngineConfig;
-use bunraku_runtime::manifest::{MANIFEST_FILE, Manifest, ModuleSource, SMOKE_MESSAGE};
+use bunraku_runtime::gateway::{GATEWAY_PRINCIPAL, Gateway, script};
+use bunraku_runtime::manifest::{
+    MANIFEST_FILE, Manifest, ModuleSource, SMOKE_MESSAGE, SmokeSection,
+};
 use bunraku_runtime::{ClientMessage, Grants, Host, HostConfig};
 use serde::Deserialize;
 use tracing_subscriber::EnvFilter;
@@ -24,7 +31,8 @@ use crate::locate::{clear_pointer, write_pointer};
 use crate::logfmt::LineFormat;
 use crate::{BuildArgs, RunArgs, usage};
 
-/// How long actors get to run `on_stop` when the host shuts down.
+/// How long actors get to run `on_stop` when the host shuts down, and open HTTP connections
+/// to finish their requests.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 fn build_options(no_install: bool) -> BuildOptions {
@@ -154,10 +162,20 @@ struct Running {
     host: Arc<Host>,
     server: Option<ControlServer>,
     socket: Option<PathBuf>,
+    gateway: Option<Gateway>,
+    /// The gateway's I/O runtime.
+    http: Option<tokio::runtime::Runtime>,
 }
 
 impl Running {
     async fn shutdown(mut self) {
+        // HTTP clients first: no new request reaches an actor that is stopping.
+        if let Some(gateway) = self.gateway.take() {
+            let _ = tokio::time::timeout(SHUTDOWN_GRACE, gateway.shutdown().wait()).await;
+        }
+        if let Some(http) = self.http.take() {
+            http.shutdown_background();
+        }
         let host = self.host.clone();
         let _ = tokio::task::spawn_blocking(move || host.shutdown(SHUTDOWN_GRACE)).await;
         // Dropping the server removes the socket file.
@@ -174,7 +192,7 @@ pub(crate) async fn run(args: RunArgs) -> Result<ExitCode> {
         (Some(s), true) => Some(s.clone()),
         (None, true) => {
             return Err(usage(format!(
-                "{} has no [smoke] section, so --smoke has nothing to run: add\n\n  [smoke]\n  actor = \"NAME\"\n\nnaming the actor that answers the `{SMOKE_MESSAGE}` request, or run without --smoke",
+                "{} has no [smoke] section, so --smoke has nothing to run: add\n\n  [smoke]\n  actor = \"NAME\"\n\nnaming the actor that answers the `{SMOKE_MESSAGE}` request (or `http = \"smoke.toml\"`, an HTTP script run against the [gateway]), or run without --smoke",
                 manifest.path.display()
             )));
         }
@@ -222,6 +240,8 @@ pub(crate) async fn run(args: RunArgs) -> Result<ExitCode> {
         host: host.clone(),
         server: None,
         socket: None,
+        gateway: None,
+        http: None,
     };
     for (principal, grants) in &manifest.principals {
         host.set_principal_grants(principal, grants.clone());
@@ -295,6 +315,34 @@ pub(crate) async fn run(args: RunArgs) -> Result<ExitCode> {
         );
     }
 
+    if let Some(config) = &manifest.gateway {
+        match start_gateway(&host, config.clone()) {
+            Ok((gateway, http)) => {
+                // The manifest's actors are deployed: the gateway is ready.
+                gateway.set_ready(true);
+                let _ = out!(
+                    "principal {GATEWAY_PRINCIPAL}: {}",
+                    describe_principal(&host.principal_grants(GATEWAY_PRINCIPAL))
+                );
+                let _ = out!(
+                    "gateway: listening on http://{} ({} route{})",
+                    gateway.local_addr(),
+                    config.routes.len(),
+                    if config.routes.len() == 1 { "" } else { "s" }
+                );
+                running.gateway = Some(gateway);
+                running.http = Some(http);
+            }
+            Err(e) => {
+                running.shutdown().await;
+                return Err(e.context(format!(
+                    "starting the gateway of {}",
+                    manifest.path.display()
+                )));
+            }
+        }
+    }
+
     let server = match control::serve(host.clone(), &data_dir).await {
         Ok(server) => server,
         Err(e) => {
@@ -322,22 +370,19 @@ pub(crate) async fn run(args: RunArgs) -> Result<ExitCode> {
 
     let code = match smoke {
         Some(smoke) => {
-            let _ = out!(
-                "smoke: asking `{}` to check the deployment (timeout {} ms)",
-                smoke.actor,
-                smoke.timeout.as_millis()
-            );
-            let msg =
-                ClientMessage::json(&smoke.actor, Some(SMOKE_MESSAGE), &serde_json::json!({}))
-                    .with_timeout(smoke.timeout);
+            let name = manifest
+                .dir
+                .file_name()
+                .map_or_else(|| "smoke".to_owned(), |n| n.to_string_lossy().into_owned());
+            let gateway = running.gateway.as_ref().map(Gateway::local_addr);
             tokio::select! {
-                reply = host.request(msg) => report_smoke(&smoke.actor, reply),
+                code = run_smoke(&smoke, &host, gateway, &name) => code,
                 reason = host.fatal() => {
                     let _ = out!("smoke: FAILED: {reason}");
                     ExitCode::FAILURE
                 }
                 signal = stop_signal() => {
-                    let _ = out!("smoke: FAILED: interrupted ({signal}) before `{}` replied", smoke.actor);
+                    let _ = out!("smoke: FAILED: interrupted ({signal}) before the check finished");
                     ExitCode::FAILURE
                 }
             }
@@ -358,6 +403,100 @@ pub(crate) async fn run(args: RunArgs) -> Result<ExitCode> {
     };
     running.shutdown().await;
     Ok(code)
+}
+
+/// Starts the manifest's gateway on an I/O runtime of its own (one worker per core, apart from
+/// the guests' runtime and this command's).
+fn start_gateway(
+    host: &Arc<Host>,
+    config: bunraku_runtime::gateway::GatewayConfig,
+) -> Result<(Gateway, tokio::runtime::Runtime)> {
+    let http = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .thread_name("bunraku-http")
+        .enable_all()
+        .build()
+        .context("starting the gateway's I/O runtime")?;
+    match Gateway::start(host.clone(), config, http.handle()) {
+        Ok(gateway) => Ok((gateway, http)),
+        Err(e) => {
+            // Dropping a runtime blocks, which an async context must not do.
+            http.shutdown_background();
+            Err(e.into())
+        }
+    }
+}
+
+/// Runs the `[smoke]` checks: the HTTP script against the gateway, then the checker actor;
+/// passes only when every check given passes.
+async fn run_smoke(
+    smoke: &SmokeSection,
+    host: &Host,
+    gateway: Option<std::net::SocketAddr>,
+    name: &str,
+) -> ExitCode {
+    let mut ok = true;
+    if let Some(path) = &smoke.http {
+        ok &= smoke_http(path, gateway, smoke.timeout, name).await;
+    }
+    if let Some(actor) = &smoke.actor {
+        let _ = out!(
+            "smoke: asking `{actor}` to check the deployment (timeout {} ms)",
+            smoke.timeout.as_millis()
+        );
+        let msg = ClientMessage::json(actor, Some(SMOKE_MESSAGE), &serde_json::json!({}))
+            .with_timeout(smoke.timeout);
+        ok &= report_smoke(actor, host.request(msg).await) == ExitCode::SUCCESS;
+    }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// Runs an HTTP smoke script against the gateway at `addr` and prints its outcome like the
+/// checker-actor smoke: each failed fact, then one summary line.
+async fn smoke_http(
+    path: &Path,
+    addr: Option<std::net::SocketAddr>,
+    timeout: Duration,
+    name: &str,
+) -> bool {
+    let Some(addr) = addr else {
+        let _ = out!("smoke: FAILED: the HTTP script needs the manifest's [gateway]");
+        return false;
+    };
+    let script = match script::Script::load(path) {
+        Ok(script) => script,
+        Err(e) => {
+            let _ = out!("smoke: FAILED: {e}");
+            return false;
+        }
+    };
+    let _ = out!(
+        "smoke: sending the {} request{} of {} to http://{addr} (timeout {} ms)",
+        script.requests.len(),
+        if script.requests.len() == 1 { "" } else { "s" },
+        path.display(),
+        timeout.as_millis()
+    );
+    let facts = match tokio::time::timeout(timeout, script.run(addr)).await {
+        Ok(facts) => facts,
+        Err(_) => {
+            let _ = out!(
+                "smoke: FAILED: the HTTP script did not finish within {} ms",
+                timeout.as_millis()
+            );
+            return false;
+        }
+    };
+    for fact in facts.iter().filter(|f| !f.ok) {
+        let _ = out!("FAILED {}: {}", fact.name, fact.detail);
+    }
+    let (ok, summary) = script::summary(name, &facts);
+    let _ = out!("{summary}");
+    ok
 }
 
 /// What a principal's grants allow, for the start-up output: `may call and send to echo,

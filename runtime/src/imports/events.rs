@@ -166,7 +166,7 @@ pub(crate) fn events_read(mut caller: Caller<'_, ActorState>, ptr: u32, len: u32
     let own = log_name(&st.cell);
     let cell = st.cell.clone();
     let op = st.start_op(async move {
-        match read_events(host, own.clone(), req, max_bytes).await {
+        match read_events(host, &cell, own.clone(), req, max_bytes).await {
             Ok(batch) => reply_postcard(&batch),
             Err((actor, e)) => {
                 if matches!(e, StoreError::Corrupt { .. }) && actor == *own {
@@ -183,6 +183,7 @@ pub(crate) fn events_read(mut caller: Caller<'_, ActorState>, ptr: u32, len: u32
 /// nothing is new.
 async fn read_events(
     host: Arc<Shared>,
+    cell: &ActorCell,
     own: Arc<str>,
     req: ReadEvents,
     max_bytes: usize,
@@ -227,9 +228,22 @@ async fn read_events(
         if !batch.events.is_empty() {
             return Ok(batch);
         }
+        // Waiting on other actors' commits is no work a stopping host has to drain.
+        let waiting = &cell.stats.waiting_for_events;
+        waiting.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let _done = Decrement(waiting);
         if committed.changed().await.is_err() {
             return Err(closed());
         }
+    }
+}
+
+/// Takes one off a counter when dropped (the wait ended, or its operation was cancelled).
+struct Decrement<'a>(&'a std::sync::atomic::AtomicU64);
+
+impl Drop for Decrement<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
