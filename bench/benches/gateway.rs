@@ -72,6 +72,7 @@ impl Side {
 struct Sample {
     requests: u64,
     elapsed: Duration,
+    /// Every request's latency, sorted.
     latencies: Vec<Duration>,
     /// Process CPU (user + system) over the sample.
     cpu: Duration,
@@ -84,9 +85,9 @@ impl Sample {
         self.requests as f64 / self.elapsed.as_secs_f64()
     }
 
+    /// The `p` quantile of the latencies (sorted by [`measured`]).
     fn percentile(&self, p: f64) -> Duration {
-        let mut v = self.latencies.clone();
-        v.sort_unstable();
+        let v = &self.latencies;
         if v.is_empty() {
             return Duration::ZERO;
         }
@@ -383,9 +384,10 @@ fn direct_sample(
 /// Runs `f` (which returns every latency) with the clock and the CPU counters around it.
 fn measured(f: impl FnOnce() -> Vec<Duration>) -> Sample {
     let (cpu0, threads0, t0) = (process_cpu(), thread_usage(), Instant::now());
-    let latencies = f();
+    let mut latencies = f();
     let elapsed = t0.elapsed();
     let (cpu1, threads1) = (process_cpu(), thread_usage());
+    latencies.sort_unstable();
     Sample {
         requests: latencies.len() as u64,
         elapsed,
