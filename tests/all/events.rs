@@ -430,8 +430,18 @@ fn acknowledged_events_survive_kill_9_of_the_host_in_a_loop() {
         let drivers: Vec<_> = (0..8)
             .map(|w| rt.spawn(drive(run.socket.clone(), w, round, acks.clone())))
             .collect();
-        // Let appends flow for a while that varies by round, then pull the plug.
-        std::thread::sleep(Duration::from_millis(150 + (round as u64 * 37) % 200));
+        // Wait for this round's first acknowledgement (activation and recovery come first, and
+        // their time varies with the machine), let appends flow for a while that varies by
+        // round, then pull the plug.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while acks.lock().unwrap().len() == before {
+            assert!(
+                Instant::now() < deadline,
+                "round {round}: no append was acknowledged within 60 s"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        std::thread::sleep(Duration::from_millis(50 + (round as u64 * 37) % 200));
         run.guard.kill_9();
         let mut in_flight = false;
         for d in drivers {
