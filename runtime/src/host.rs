@@ -102,6 +102,40 @@ impl Registry {
     }
 }
 
+/// Trace and span ids without a system call per message: a counter run through splitmix64 under
+/// a 128-bit key drawn once from the host's entropy. Ids are unique per host (the counter never
+/// repeats and each mix is a bijection), different on every host start, and reproducible under a
+/// seeded entropy (simulation). They are identifiers, not secrets. `getrandom` per request was
+/// 1.6 µs of the gateway's path.
+struct TraceIds {
+    key: [u64; 2],
+    next: AtomicU64,
+}
+
+impl TraceIds {
+    fn new(entropy: &dyn Entropy) -> Self {
+        Self {
+            key: [entropy.next_u64(), entropy.next_u64()],
+            next: AtomicU64::new(0),
+        }
+    }
+
+    fn next(&self) -> TraceContext {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        let mix = |k: u64| {
+            let mut z = n.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ k;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^ (z >> 31)
+        };
+        let mut t = TraceContext::default();
+        t.trace_id[..8].copy_from_slice(&mix(self.key[0]).to_le_bytes());
+        t.trace_id[8..].copy_from_slice(&mix(self.key[1]).to_le_bytes());
+        t.span_id = mix(self.key[0] ^ self.key[1].rotate_left(17)).to_le_bytes();
+        t
+    }
+}
+
 /// What every instance shares.
 pub(crate) struct Shared {
     pub engine: Engine,
@@ -125,6 +159,8 @@ pub(crate) struct Shared {
     pub reminders: crate::reminders::Reminders,
     next_msg: AtomicU64,
     next_actor: AtomicU64,
+    /// Trace ids: a counter mixed with a key drawn once from `entropy` (see [`Shared::new_trace`]).
+    traces: TraceIds,
     /// Published messages that matched no subscriber.
     pub unroutable: AtomicU64,
     /// The round-robin counter of client messages spread over instances.
@@ -247,11 +283,9 @@ impl Shared {
         }
     }
 
+    /// A new trace context for a message that enters from outside (a client, the gateway).
     pub(crate) fn new_trace(&self) -> TraceContext {
-        let mut t = TraceContext::default();
-        self.entropy.fill(&mut t.trace_id);
-        self.entropy.fill(&mut t.span_id);
-        t
+        self.traces.next()
     }
 
     /// Builds the envelope of an outgoing message.
@@ -510,6 +544,7 @@ impl Host {
             virtual_types: DashMap::new(),
             guest: handle.clone(),
             clock: config.clock,
+            traces: TraceIds::new(&*config.entropy),
             entropy: config.entropy,
             store: LazyStore::new(config.data_dir, config.store),
             reminders,

@@ -5,6 +5,10 @@
 
 use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use bunraku_abi::ErrorCode;
+use std::fmt;
+
+use serde::Deserialize;
+use serde::de::{self, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 
 use crate::error::CallError;
@@ -23,13 +27,23 @@ pub(crate) enum Malformed {
 
 /// The message payload of a request: the JSON body (an object; an empty body is `{}`) with the
 /// query parameters and then the path parameters merged in as top-level string fields, so a
-/// path parameter overrides a query parameter or body field of the same name.
+/// path parameter overrides a query parameter or body field of the same name. With nothing to
+/// merge, a valid object body goes on byte for byte as the client sent it.
 pub(crate) fn payload(
     body: &[u8],
     query: &[(String, String)],
     path: &[(String, String)],
 ) -> Result<Vec<u8>, Malformed> {
-    let mut object = if body.iter().all(u8::is_ascii_whitespace) {
+    let first = body.iter().find(|b| !b.is_ascii_whitespace());
+    if query.is_empty()
+        && path.is_empty()
+        && first == Some(&b'{')
+        && serde_json::from_slice::<IgnoredAny>(body).is_ok()
+    {
+        // Nothing to merge: the object goes on as sent, without being built and written again.
+        return Ok(body.to_vec());
+    }
+    let mut object = if first.is_none() {
         Map::new()
     } else {
         match serde_json::from_slice::<Value>(body) {
@@ -122,6 +136,81 @@ pub(crate) fn map_reply(value: Value) -> Result<HttpReply, BadReply> {
             }
         }
         other => success(other),
+    }
+}
+
+/// Whether `reply` is JSON that [`map_reply`] answers with 200 and the same JSON: anything but an
+/// object with a top-level key `"$http"`, `"Ok"` or `"Err"`. Such a reply is sent on as its bytes
+/// without being built and written again; everything else takes [`map_reply`].
+pub(crate) fn is_plain(reply: &[u8]) -> bool {
+    serde_json::from_slice::<Plain>(reply).is_ok_and(|p| p.0)
+}
+
+/// Reads a JSON document without building it: `true` unless it is an object with a key that
+/// [`map_reply`] treats specially.
+struct Plain(bool);
+
+impl<'de> Deserialize<'de> for Plain {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(PlainVisitor)
+    }
+}
+
+/// A top-level key, told apart without allocating.
+struct Key(bool);
+
+impl<'de> Deserialize<'de> for Key {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl Visitor<'_> for KeyVisitor {
+            type Value = Key;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_str<E: de::Error>(self, key: &str) -> Result<Key, E> {
+                Ok(Key(matches!(key, HTTP_KEY | "Ok" | "Err")))
+            }
+        }
+        d.deserialize_str(KeyVisitor)
+    }
+}
+
+struct PlainVisitor;
+
+impl<'de> Visitor<'de> for PlainVisitor {
+    type Value = Plain;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("JSON")
+    }
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Plain, E> {
+        Ok(Plain(true))
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Plain, E> {
+        Ok(Plain(true))
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Plain, E> {
+        Ok(Plain(true))
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Plain, E> {
+        Ok(Plain(true))
+    }
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<Plain, E> {
+        Ok(Plain(true))
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Plain, E> {
+        Ok(Plain(true))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Plain, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Plain(true))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Plain, A::Error> {
+        let mut plain = true;
+        while let Some(Key(special)) = map.next_key()? {
+            plain &= !special;
+            map.next_value::<IgnoredAny>()?;
+        }
+        Ok(Plain(plain))
     }
 }
 
@@ -230,6 +319,39 @@ mod tests {
             merged,
             json!({"id": "42", "q": "query", "text": "hi", "n": [1, 2], "page": "2"})
         );
+    }
+
+    #[test]
+    fn an_object_without_parameters_goes_on_as_sent_and_a_broken_one_is_still_refused() {
+        let body = br#" {"b": 1, "a": [true, null]} "#;
+        assert_eq!(payload(body, &[], &[]).unwrap(), body.to_vec());
+        assert_eq!(payload(br#"{"a": 1"#, &[], &[]), Err(Malformed::NotJson));
+        assert_eq!(payload(br#"{"a": 1} x"#, &[], &[]), Err(Malformed::NotJson));
+        assert_eq!(payload(b"[1]", &[], &[]), Err(Malformed::NotObject));
+    }
+
+    #[test]
+    fn only_replies_without_special_top_level_keys_are_plain() {
+        for plain in [
+            &br#"{"data": "x", "nested": {"$http": 1, "Ok": 2}}"#[..],
+            br#"[{"Ok": 1}]"#,
+            br#""Ok""#,
+            b"12.5",
+            b"null",
+            b"{}",
+        ] {
+            assert!(is_plain(plain), "{}", String::from_utf8_lossy(plain));
+        }
+        for special in [
+            &br#"{"a": 1, "$http": {"status": 201}}"#[..],
+            br#"{"Ok": 1}"#,
+            br#"{"a": 1, "Err": 2}"#,
+            br#"{"\u0024http": {}}"#,
+            br#"{"a": "#,
+            b"not json",
+        ] {
+            assert!(!is_plain(special), "{}", String::from_utf8_lossy(special));
+        }
     }
 
     #[test]

@@ -310,6 +310,16 @@ fn respond(reply: HttpReply) -> Response {
     response
 }
 
+/// 200 with a JSON body that is already bytes.
+fn json_bytes(body: Vec<u8>) -> Response {
+    let mut response = Response::new(Body::from(body));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
 fn too_many(retry_after: Duration) -> Response {
     let mut response = error(StatusCode::TOO_MANY_REQUESTS, "too many requests");
     response.headers_mut().insert(
@@ -497,12 +507,11 @@ fn extensions(names: &[HeaderName], headers: &HeaderMap, identity: Option<&Ident
 
 async fn call(state: &State, route: &Route, message: ClientMessage) -> Response {
     let to = message.to.clone();
-    let outcome = tokio::time::timeout(route.timeout, state.host.request(message))
-        .await
-        .unwrap_or(Err(crate::CallError::Timeout(
-            route.timeout.as_millis() as u64
-        )))
-        .and_then(|reply| reply.json());
+    // `message.timeout` is the route's: `Host::request` ends the wait with `Timeout` itself.
+    let outcome = match state.host.request(message).await {
+        Ok(reply) if reply::is_plain(&reply.payload) => return json_bytes(reply.payload),
+        outcome => outcome.and_then(|reply| reply.json()),
+    };
     match outcome {
         Ok(value) => match reply::map_reply(value) {
             Ok(reply) => respond(reply),
