@@ -30,6 +30,10 @@ fn smoke(dir: &Path) -> Finished {
         .arg("--smoke")
         .arg("--data-dir")
         .arg(tmp.path().join("data"));
+    if Manifest::load(dir).is_ok_and(|m| m.gateway.is_some()) {
+        // A free port rather than the example's fixed one, which may be taken on this machine.
+        cmd.args(["--listen", "127.0.0.1:0"]);
+    }
     finish(cmd, tmp.path(), "smoke")
 }
 
@@ -158,8 +162,8 @@ fn a_top_level_supervisor_that_gives_up_stops_the_host_with_exit_1() {
     );
 }
 
-#[test]
-fn smoke_without_a_smoke_section_is_a_usage_error() {
+/// A directory with a manifest that deploys one `echo` and has no other section.
+fn echo_only_manifest() -> tempfile::TempDir {
     let tmp = tempfile::tempdir().unwrap();
     let echo = repo().join("guests/echo");
     fs::write(
@@ -170,10 +174,34 @@ fn smoke_without_a_smoke_section_is_a_usage_error() {
         ),
     )
     .unwrap();
+    tmp
+}
+
+#[test]
+fn smoke_without_a_smoke_section_is_a_usage_error() {
+    let tmp = echo_only_manifest();
     let out = smoke(tmp.path());
     assert_eq!(out.code(), Some(2), "{out:#?}");
     assert!(
         out.stderr.contains("has no [smoke] section"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn listen_without_a_gateway_section_is_a_usage_error() {
+    let tmp = echo_only_manifest();
+    let mut cmd = bunraku(&tmp.path().join("home"));
+    cmd.arg("run")
+        .arg(tmp.path())
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(tmp.path().join("data"));
+    let out = finish(cmd, tmp.path(), "listen");
+    assert_eq!(out.code(), Some(2), "{out:#?}");
+    assert!(
+        out.stderr
+            .contains("has no [gateway] section, so --listen has nothing to serve"),
         "{}",
         out.stderr
     );

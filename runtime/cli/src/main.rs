@@ -129,6 +129,7 @@ pub(crate) struct BuildArgs {
 Example:
   bunraku run examples/request-response
   bunraku run examples/pubsub --smoke  # run the example's self-check, exit 0 if it passed
+  bunraku run examples/api-gateway --listen 127.0.0.1:9090
   cargo bunraku run examples/p2p       # from the repository, without installing")]
 pub(crate) struct RunArgs {
     /// The manifest: a bunraku.toml, or the directory holding one.
@@ -142,6 +143,10 @@ pub(crate) struct RunArgs {
     /// Fail with the fix instead of installing a missing wasm target.
     #[arg(long)]
     pub no_install: bool,
+    /// Serve the manifest's [gateway] on ADDR instead of its `listen` (port 0 picks a free port;
+    /// the address is printed, and `--smoke` uses it).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 /// How to reach a running host.

@@ -198,6 +198,12 @@ pub(crate) async fn run(args: RunArgs) -> Result<ExitCode> {
         }
         (_, false) => None,
     };
+    if args.listen.is_some() && manifest.gateway.is_none() {
+        return Err(usage(format!(
+            "{} has no [gateway] section, so --listen has nothing to serve: add one, or run without --listen",
+            manifest.path.display()
+        )));
+    }
     let data_dir = args
         .data_dir
         .as_deref()
@@ -316,7 +322,12 @@ pub(crate) async fn run(args: RunArgs) -> Result<ExitCode> {
     }
 
     if let Some(config) = &manifest.gateway {
-        match start_gateway(&host, config.clone()) {
+        let mut config = config.clone();
+        if let Some(listen) = args.listen {
+            config.listen = listen;
+        }
+        let routes = config.routes.len();
+        match start_gateway(&host, config) {
             Ok((gateway, http)) => {
                 // The manifest's actors are deployed: the gateway is ready.
                 gateway.set_ready(true);
@@ -327,8 +338,8 @@ pub(crate) async fn run(args: RunArgs) -> Result<ExitCode> {
                 let _ = out!(
                     "gateway: listening on http://{} ({} route{})",
                     gateway.local_addr(),
-                    config.routes.len(),
-                    if config.routes.len() == 1 { "" } else { "s" }
+                    routes,
+                    if routes == 1 { "" } else { "s" }
                 );
                 running.gateway = Some(gateway);
                 running.http = Some(http);
