@@ -8,7 +8,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bunraku_runtime::Host;
 use bunraku_runtime::build::BuildOptions;
-use bunraku_runtime::gateway::Gateway;
+use bunraku_runtime::gateway::{Gateway, GatewayConfig};
 use bunraku_runtime::manifest::Manifest;
 use bunraku_tests::repo;
 use http_body_util::{BodyExt, Full};
@@ -152,13 +152,19 @@ message = "Noop"
 }
 
 async fn start() -> Fixture {
+    start_with(|_| {}).await
+}
+
+/// [`start`] with the `[gateway]` table changed by `change` first.
+async fn start_with(change: impl FnOnce(&mut GatewayConfig)) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("bunraku.toml"), manifest_text()).unwrap();
     let manifest = Manifest::load(dir.path()).unwrap();
     let host = bunraku_tests::host();
     host.deploy_manifest(&manifest, &BuildOptions::default())
         .unwrap();
-    let config = manifest.gateway.clone().expect("a [gateway] section");
+    let mut config = manifest.gateway.clone().expect("a [gateway] section");
+    change(&mut config);
     let gateway = Gateway::start(host.clone(), config, &tokio::runtime::Handle::current()).unwrap();
     gateway.set_ready(true);
     let addr = gateway.local_addr();
@@ -223,6 +229,20 @@ async fn call(
 
 async fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Reply {
     call(addr, "GET", path, headers, "").await
+}
+
+/// Waits until the gateway's `/metrics` has `line` (counters are updated when a connection's
+/// task has been reaped, a moment after the client saw it close).
+async fn metrics_eventually_show(addr: SocketAddr, line: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = get(addr, "/metrics", &[]).await.body;
+        if text.lines().any(|l| l == line) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "no `{line}` in:\n{text}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// Writes raw bytes and reads what the server answers until it closes (or `limit` passes).
@@ -515,6 +535,11 @@ async fn too_many_or_too_large_headers_get_431() {
     );
     let answer = raw(f.addr, request.as_bytes(), Duration::from_secs(5)).await;
     assert!(answer.starts_with("HTTP/1.1 431"), "too large: {answer}");
+    metrics_eventually_show(
+        f.addr,
+        "bunraku_gateway_connections_closed_total{reason=\"headers_too_large\"} 2",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -539,6 +564,82 @@ async fn a_slow_header_client_is_cut_off_while_other_requests_succeed() {
         "cut off by the header timeout, not at once: {:?}",
         started.elapsed()
     );
+    metrics_eventually_show(
+        f.addr,
+        "bunraku_gateway_connections_closed_total{reason=\"header_timeout\"} 1",
+    )
+    .await;
+}
+
+/// `max_connections` open: the next client is not accepted (its request waits unanswered in the
+/// listen backlog) until one of them closes, and then it is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_max_connections_a_client_waits_until_a_connection_closes() {
+    let f = start_with(|c| {
+        c.max_connections = 2;
+        // The fixture's 500 ms would close the idle kept-alive connections while the test waits.
+        c.header_timeout = Duration::from_secs(60);
+    })
+    .await;
+    let mut open = Vec::new();
+    for _ in 0..2 {
+        let stream = TcpStream::connect(f.addr).await.unwrap();
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .unwrap();
+        let conn = tokio::spawn(conn);
+        open.push((sender, conn));
+    }
+    // Both are served (and so were accepted).
+    for (sender, _) in &mut open {
+        let request = hyper::Request::get("/items/1")
+            .header("host", "x")
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let response = sender.send_request(request).await.unwrap();
+        assert_eq!(response.status(), 200);
+        response.into_body().collect().await.unwrap();
+    }
+    // The third connects (the kernel's backlog takes it) but is not accepted: no answer.
+    let mut third = TcpStream::connect(f.addr).await.unwrap();
+    third
+        .write_all(b"GET /items/7 HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut first_byte = [0u8; 1];
+    let waited =
+        tokio::time::timeout(Duration::from_millis(500), third.read(&mut first_byte)).await;
+    assert!(
+        waited.is_err(),
+        "a third connection was served past the limit: {waited:?} {first_byte:?}"
+    );
+    // The figures, asked on an open connection.
+    let request = hyper::Request::get("/metrics")
+        .header("host", "x")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let response = open[0].0.send_request(request).await.unwrap();
+    let text = response.into_body().collect().await.unwrap().to_bytes();
+    let text = String::from_utf8_lossy(&text);
+    for line in [
+        "bunraku_gateway_connections_open 2",
+        "bunraku_gateway_connections_total 2",
+        "bunraku_gateway_connection_limit_reached_total 1",
+    ] {
+        assert!(text.lines().any(|l| l == line), "no `{line}` in:\n{text}");
+    }
+    // One closes: the third is accepted and answered.
+    let (sender, conn) = open.remove(0);
+    drop(sender);
+    conn.await.unwrap().unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), third.read_to_end(&mut answer))
+        .await
+        .expect("the waiting client is served once a connection closed")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("\"7\""), "{answer}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

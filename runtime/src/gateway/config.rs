@@ -73,6 +73,11 @@ pub struct GatewayConfig {
     pub max_header_bytes: usize,
     /// The most request headers (`max_headers`, default 64): 431 past it.
     pub max_headers: usize,
+    /// The most connections open at once (`max_connections`, default 1024). At the limit the
+    /// gateway stops accepting: further clients wait in the listen backlog (or their connect
+    /// times out) until a connection closes. Keep it below the process's open-file limit
+    /// (`ulimit -n`).
+    pub max_connections: usize,
     /// How long a client may take to send the request line and headers (`header_timeout_ms`,
     /// default 5000 ms), also the longest a kept-alive connection waits idle for its next
     /// request; past it the connection is closed.
@@ -116,6 +121,7 @@ impl Default for GatewayConfig {
             max_body_bytes: 1 << 20,
             max_header_bytes: 16 << 10,
             max_headers: 64,
+            max_connections: 1024,
             header_timeout: Duration::from_millis(5000),
             body_timeout: Duration::from_millis(10_000),
             request_timeout: Duration::from_millis(10_000),
@@ -149,6 +155,7 @@ impl PartialEq for GatewayConfig {
             && self.max_body_bytes == other.max_body_bytes
             && self.max_header_bytes == other.max_header_bytes
             && self.max_headers == other.max_headers
+            && self.max_connections == other.max_connections
             && self.header_timeout == other.header_timeout
             && self.body_timeout == other.body_timeout
             && self.request_timeout == other.request_timeout
@@ -575,6 +582,7 @@ impl GatewayConfig {
             ("max_body_bytes", self.max_body_bytes),
             ("max_header_bytes", self.max_header_bytes),
             ("max_headers", self.max_headers),
+            ("max_connections", self.max_connections),
         ] {
             if value == 0 {
                 problem(key.into(), "must be at least 1".into());
@@ -938,6 +946,7 @@ mod tests {
         assert_eq!(c.max_body_bytes, 1_048_576);
         assert_eq!(c.max_header_bytes, 16_384);
         assert_eq!(c.max_headers, 64);
+        assert_eq!(c.max_connections, 1024);
         assert_eq!(c.header_timeout, Duration::from_millis(5000));
         assert_eq!(c.body_timeout, Duration::from_millis(10_000));
         assert_eq!(c.request_timeout, Duration::from_millis(10_000));
@@ -955,6 +964,7 @@ mod tests {
             max_body_bytes = "64KiB"
             max_header_bytes = 8192
             max_headers = 10
+            max_connections = 7
             header_timeout_ms = 1
             body_timeout_ms = 2
             request_timeout_ms = 3
@@ -981,6 +991,7 @@ mod tests {
         assert_eq!(c.max_body_bytes, 65536);
         assert_eq!(c.max_header_bytes, 8192);
         assert_eq!(c.max_headers, 10);
+        assert_eq!(c.max_connections, 7);
         assert_eq!(
             (c.header_timeout, c.body_timeout, c.request_timeout),
             (
@@ -1238,6 +1249,7 @@ mod tests {
             r#"
             max_body_bytes = 0
             max_header_bytes = 100
+            max_connections = 0
             header_timeout_ms = 0
             trusted_proxies = ["not an address"]
             [cors]
@@ -1247,20 +1259,21 @@ mod tests {
         );
         let found = problems(&c);
         assert_eq!(found[0], "gateway.max_body_bytes: must be at least 1");
+        assert_eq!(found[1], "gateway.max_connections: must be at least 1");
         assert_eq!(
-            found[1],
+            found[2],
             "gateway.max_header_bytes: 100 bytes cannot hold an ordinary request's headers: use at least 1024"
         );
-        assert_eq!(found[2], "gateway.header_timeout_ms: must be at least 1");
+        assert_eq!(found[3], "gateway.header_timeout_ms: must be at least 1");
         assert!(
-            found[3].starts_with("gateway.trusted_proxies: "),
+            found[4].starts_with("gateway.trusted_proxies: "),
             "{found:?}"
         );
         assert_eq!(
-            found[4],
+            found[5],
             "gateway.cors.allow_credentials: browsers refuse credentials with a \"*\" list: name the origins, methods and headers"
         );
-        assert_eq!(found.len(), 5);
+        assert_eq!(found.len(), 6);
     }
 
     #[test]

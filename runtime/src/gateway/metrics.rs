@@ -1,5 +1,7 @@
 //! The gateway's figures in the Prometheus text format: requests by route template and status,
-//! latencies per route, rate-limit rejections and authentication failures.
+//! latencies per route, rate-limit rejections and authentication failures, and connections:
+//! open, accepted, how often the connection limit was reached, and the connections hyper closed
+//! for the header limits (431) and the header timeout.
 //!
 //! Labels are route templates (`GET /users/{id}`), never raw paths, and the set of routes is
 //! fixed when the gateway starts, so the figures take the same memory however many distinct
@@ -77,10 +79,107 @@ impl RouteMetrics {
     }
 }
 
-/// Renders the figures of `routes`; `limiter_keys` gives, per route, how many keys its rate
-/// limiter holds (`None` for a route without a limit).
-pub(crate) fn render(routes: &[&RouteMetrics], limiter_keys: &[Option<usize>]) -> String {
+/// Why a connection was closed by the gateway's connection-level limits.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Closed {
+    /// The request line and headers passed `max_headers` or `max_header_bytes` (hyper answered
+    /// 431).
+    HeadersTooLarge,
+    /// No complete request head within `header_timeout_ms`: a slow client, or a kept-alive
+    /// connection that sent no next request.
+    HeaderTimeout,
+}
+
+/// The figures of the gateway's connections.
+#[derive(Default)]
+pub(crate) struct ConnMetrics {
+    open: AtomicU64,
+    accepted: AtomicU64,
+    at_limit: AtomicU64,
+    headers_too_large: AtomicU64,
+    header_timeouts: AtomicU64,
+}
+
+impl ConnMetrics {
+    /// Counts an accepted connection; `open` is how many are open with it.
+    pub(crate) fn accepted(&self, open: usize) {
+        self.accepted.fetch_add(1, Ordering::Relaxed);
+        self.open.store(open as u64, Ordering::Relaxed);
+    }
+
+    /// Notes that a connection ended; `open` is how many are still open.
+    pub(crate) fn ended(&self, open: usize) {
+        self.open.store(open as u64, Ordering::Relaxed);
+    }
+
+    /// Counts a time the gateway stopped accepting because `max_connections` were open.
+    pub(crate) fn reached_limit(&self) {
+        self.at_limit.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a connection closed by a connection-level limit.
+    pub(crate) fn closed(&self, why: Closed) {
+        match why {
+            Closed::HeadersTooLarge => &self.headers_too_large,
+            Closed::HeaderTimeout => &self.header_timeouts,
+        }
+        .fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn render(&self, out: &mut String) {
+        let load = |n: &AtomicU64| n.load(Ordering::Relaxed);
+        for (name, kind, help, value) in [
+            (
+                "bunraku_gateway_connections_open",
+                "gauge",
+                "HTTP connections open now.",
+                load(&self.open),
+            ),
+            (
+                "bunraku_gateway_connections_total",
+                "counter",
+                "HTTP connections accepted.",
+                load(&self.accepted),
+            ),
+            (
+                "bunraku_gateway_connection_limit_reached_total",
+                "counter",
+                "Times max_connections connections were open and the gateway stopped accepting until one closed.",
+                load(&self.at_limit),
+            ),
+        ] {
+            header(out, name, kind, help);
+            let _ = writeln!(out, "{name} {value}");
+        }
+        let name = "bunraku_gateway_connections_closed_total";
+        header(
+            out,
+            name,
+            "counter",
+            "Connections the gateway closed for a connection-level limit: headers_too_large (answered 431), header_timeout (no complete request head in time, idle keep-alives included).",
+        );
+        let _ = writeln!(
+            out,
+            "{name}{{reason=\"headers_too_large\"}} {}",
+            load(&self.headers_too_large)
+        );
+        let _ = writeln!(
+            out,
+            "{name}{{reason=\"header_timeout\"}} {}",
+            load(&self.header_timeouts)
+        );
+    }
+}
+
+/// Renders the figures of `routes` and `connections`; `limiter_keys` gives, per route, how many
+/// keys its rate limiter holds (`None` for a route without a limit).
+pub(crate) fn render(
+    routes: &[&RouteMetrics],
+    limiter_keys: &[Option<usize>],
+    connections: &ConnMetrics,
+) -> String {
     let mut out = String::new();
+    connections.render(&mut out);
     header(
         &mut out,
         "bunraku_gateway_requests_total",
@@ -187,7 +286,7 @@ mod tests {
         r.rate_limited();
         r.auth_failed();
         r.auth_failed();
-        let text = render(&[&r], &[Some(4)]);
+        let text = render(&[&r], &[Some(4)], &ConnMetrics::default());
         let route = "route=\"GET /users/{id}\"";
         for line in [
             format!("bunraku_gateway_requests_total{{{route},status=\"200\"}} 2"),
@@ -211,9 +310,33 @@ mod tests {
     }
 
     #[test]
+    fn connections_are_counted_open_accepted_at_the_limit_and_closed_by_reason() {
+        let c = ConnMetrics::default();
+        c.accepted(1);
+        c.accepted(2);
+        c.reached_limit();
+        c.ended(1);
+        c.closed(Closed::HeadersTooLarge);
+        c.closed(Closed::HeaderTimeout);
+        c.closed(Closed::HeaderTimeout);
+        let text = render(&[], &[], &c);
+        for line in [
+            "bunraku_gateway_connections_open 1",
+            "bunraku_gateway_connections_total 2",
+            "bunraku_gateway_connection_limit_reached_total 1",
+            "bunraku_gateway_connections_closed_total{reason=\"headers_too_large\"} 1",
+            "bunraku_gateway_connections_closed_total{reason=\"header_timeout\"} 2",
+        ] {
+            assert!(text.contains(&format!("{line}\n")), "{line}\n{text}");
+        }
+    }
+
+    #[test]
     fn label_values_are_escaped() {
         let r = RouteMetrics::new("GET /a\"b\\c".into());
         r.observe(200, Duration::ZERO);
-        assert!(render(&[&r], &[None]).contains("route=\"GET /a\\\"b\\\\c\""));
+        assert!(
+            render(&[&r], &[None], &ConnMetrics::default()).contains("route=\"GET /a\\\"b\\\\c\"")
+        );
     }
 }

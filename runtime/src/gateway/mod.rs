@@ -9,7 +9,8 @@
 //!
 //! # How a request travels
 //!
-//! 1. **Connection**: hyper serves HTTP/1.1 per connection with a header read
+//! 1. **Connection**: at most `max_connections` are open (at the limit the gateway stops
+//!    accepting until one closes). hyper serves HTTP/1.1 per connection with a header read
 //!    timeout (a client that dribbles its headers is cut off; the same timeout closes idle
 //!    kept-alive connections) and limits on the number and the total size of the headers
 //!    (answered with 431 by hyper).
@@ -36,7 +37,8 @@
 //!    carry an internal message.
 //!
 //! Every request is counted per route *template* (not per raw path) in the Prometheus text at
-//! `/metrics` ([`Gateway::metrics_text`]), followed by the host's own figures.
+//! `/metrics` ([`Gateway::metrics_text`]), with the connections (open, accepted, limit reached,
+//! closed for the header limits or timeout), followed by the host's own figures.
 //!
 //! # Example
 //!
@@ -216,6 +218,7 @@ impl Gateway {
         host.set_principal_grants(GATEWAY_PRINCIPAL, config.effective_grants());
         let router = server::router(&state, &config);
         let settings = server::ConnSettings {
+            max_connections: config.max_connections,
             header_timeout: config.header_timeout,
             max_headers: config.max_headers,
             max_header_bytes: config.max_header_bytes,

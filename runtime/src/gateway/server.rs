@@ -34,7 +34,7 @@ use tower::ServiceExt;
 use super::auth::{Authenticator, Identity};
 use super::config::{AuthScheme, GatewayConfig, Template, parse_actor, parse_path, parse_subject};
 use super::limit::{LimitKey, RateLimiter, TrustedProxies};
-use super::metrics::{RouteMetrics, UNMATCHED};
+use super::metrics::{Closed, ConnMetrics, RouteMetrics, UNMATCHED};
 use super::reply::{self, Body as ReplyBody, HttpReply, Malformed};
 use super::{
     GATEWAY_PRINCIPAL, GatewayError, HTTP_HEADER_PREFIX, PRINCIPAL_KEY_ID, PRINCIPAL_SUBJECT,
@@ -54,6 +54,7 @@ pub(crate) struct State {
     body_timeout: Duration,
     pub routes: Vec<Arc<Route>>,
     pub unmatched: RouteMetrics,
+    pub connections: ConnMetrics,
 }
 
 /// Where a route sends its requests.
@@ -143,6 +144,7 @@ impl State {
             body_timeout: config.body_timeout,
             routes,
             unmatched: RouteMetrics::new(UNMATCHED.into()),
+            connections: ConnMetrics::default(),
         })
     }
 
@@ -156,7 +158,7 @@ impl State {
             .map(|r| r.limit.as_ref().map(|(l, _)| l.len()))
             .collect();
         keys.push(None);
-        let mut text = super::metrics::render(&routes, &keys);
+        let mut text = super::metrics::render(&routes, &keys, &self.connections);
         text.push_str(&self.host.metrics_text());
         text
     }
@@ -554,13 +556,15 @@ async fn publish(state: &State, route: &Route, message: ClientMessage) -> Respon
 /// The settings each connection is served with.
 #[derive(Clone, Copy)]
 pub(crate) struct ConnSettings {
+    pub max_connections: usize,
     pub header_timeout: Duration,
     pub max_headers: usize,
     pub max_header_bytes: usize,
 }
 
 /// Accepts connections until `stop` turns true, then lets each connection finish the request in
-/// flight (for at most `grace`) and returns.
+/// flight (for at most `grace`) and returns. While `max_connections` are open it accepts none:
+/// new clients wait in the listen backlog until one closes.
 pub(crate) async fn serve(
     listener: TcpListener,
     router: Router,
@@ -570,14 +574,23 @@ pub(crate) async fn serve(
     grace: Duration,
 ) {
     let mut connections = JoinSet::new();
+    let max = settings.max_connections;
+    let mut warned = false;
     let mut prune = tokio::time::interval(PRUNE_EVERY);
     prune.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            accepted = listener.accept() => match accepted {
+            accepted = listener.accept(), if connections.len() < max => match accepted {
                 Ok((stream, peer)) => {
                     let _ = stream.set_nodelay(true);
                     connections.spawn(connection(stream, peer, router.clone(), settings, stop.clone()));
+                    state.connections.accepted(connections.len());
+                    if connections.len() >= max {
+                        state.connections.reached_limit();
+                        if !std::mem::replace(&mut warned, true) {
+                            tracing::warn!(max, "gateway: max_connections open; not accepting until one closes (counted in bunraku_gateway_connection_limit_reached_total, logged once)");
+                        }
+                    }
                 }
                 Err(e) => {
                     // Out of file descriptors and the like: wait a little rather than spin.
@@ -585,7 +598,12 @@ pub(crate) async fn serve(
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             },
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            Some(ended) = connections.join_next(), if !connections.is_empty() => {
+                if let Ok(Some(why)) = ended {
+                    state.connections.closed(why);
+                }
+                state.connections.ended(connections.len());
+            }
             _ = prune.tick() => {
                 for route in &state.routes {
                     if let Some((limiter, _)) = &route.limit {
@@ -619,14 +637,14 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
 
 /// Serves one connection: HTTP/1.1 with keep-alive, the header timeout (which also bounds how
 /// long an idle kept-alive connection stays open) and the header limits, answered with 431 by
-/// hyper.
+/// hyper. Returns the limit that closed it, if one did.
 async fn connection(
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
     router: Router,
     settings: ConnSettings,
     mut stop: watch::Receiver<bool>,
-) {
+) -> Option<Closed> {
     let service = hyper::service::service_fn(move |mut request: Request<hyper::body::Incoming>| {
         request.extensions_mut().insert(ConnectInfo(peer));
         let router = router.clone();
@@ -643,13 +661,20 @@ async fn connection(
     tokio::pin!(conn);
     tokio::select! {
         result = conn.as_mut() => {
-            if let Err(e) = result {
-                tracing::debug!(%peer, error = %e, "gateway: connection ended");
+            let e = result.err()?;
+            tracing::debug!(%peer, error = %e, "gateway: connection ended");
+            if e.is_parse_too_large() {
+                Some(Closed::HeadersTooLarge)
+            } else if e.is_timeout() {
+                Some(Closed::HeaderTimeout)
+            } else {
+                None
             }
         }
         () = stopped(&mut stop) => {
             conn.as_mut().graceful_shutdown();
             let _ = conn.await;
+            None
         }
     }
 }
