@@ -1101,3 +1101,27 @@ impl Drop for Host {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use super::*;
+    use crate::clock::SeededEntropy;
+
+    #[test]
+    fn trace_ids_are_distinct_and_reproducible_under_a_seed() {
+        let a = TraceIds::new(&SeededEntropy::new(7));
+        let b = TraceIds::new(&SeededEntropy::new(7));
+        let c = TraceIds::new(&SeededEntropy::new(8));
+        let mut traces = HashSet::new();
+        let mut spans = HashSet::new();
+        for _ in 0..100_000 {
+            let (x, y, z) = (a.next(), b.next(), c.next());
+            assert_eq!(x, y, "the same seed gives the same ids");
+            assert_ne!(x.trace_id, z.trace_id, "another seed gives other ids");
+            assert!(traces.insert(x.trace_id), "a trace id repeated");
+            assert!(spans.insert(x.span_id), "a span id repeated");
+        }
+    }
+}
