@@ -11,7 +11,7 @@ use bunraku_runtime::control::{Client, Request, Response};
 use bunraku_runtime::manifest::ActorSpec;
 use bunraku_runtime::store::{FILE_NAME, StoreOptions};
 use bunraku_runtime::{CallError, Host, HostConfig};
-use bunraku_tests::{deploy_spec, host_in, host_with, repo, spec};
+use bunraku_tests::{deploy_spec, eventually, host_in, host_with, repo, spec};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
@@ -277,8 +277,18 @@ async fn a_status_set_by_an_actor_shows_in_ps_and_keeps_it_active() {
     host.call_json("tb/s", Some("Reminded"), json!({ "tag": "x" }))
         .await
         .ok();
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    // A control key without a status, idle since later: once it is evicted, the idle scan has
+    // seen `tb/s` idle for longer than the timeout too.
+    host.call_json("tb/c", Some("Reminded"), json!({ "tag": "x" }))
+        .await
+        .ok();
+    eventually(Duration::from_secs(30), || {
+        host.actor("tb/c").is_empty().then_some(())
+    })
+    .await
+    .expect("the control key without a status is evicted once idle");
     let ps = host.actor("tb/s");
+    assert_eq!(ps.len(), 1, "the key with a status was deactivated");
     assert_eq!(ps[0].status.as_deref(), Some("stuck: refund failed"));
     assert_eq!(ps[0].phase, "running");
     assert_eq!(set("").await, json!({ "Ok": null }));
