@@ -316,18 +316,7 @@ fn http_sample(
     let tasks: Vec<_> = (0..conns)
         .map(|_| load.spawn(connection(addr, body.clone(), start.clone(), secs)))
         .collect();
-    load.block_on(async {
-        start.wait().await;
-    });
-    measured(|| {
-        load.block_on(async {
-            let mut all = Vec::new();
-            for t in tasks {
-                all.extend(t.await.expect("connection task"));
-            }
-            all
-        })
-    })
+    released(load, &start, tasks)
 }
 
 /// `Host::request` to `echo` from `conns` tasks on `rt`, back to back until the time is up.
@@ -367,9 +356,17 @@ fn direct_sample(
             })
         })
         .collect();
-    rt.block_on(async {
-        start.wait().await;
-    });
+    released(rt, &start, tasks)
+}
+
+/// Releases `tasks`, each waiting at `start` with its connection or client ready, and measures
+/// them until every one has returned its latencies.
+fn released(
+    rt: &tokio::runtime::Runtime,
+    start: &tokio::sync::Barrier,
+    tasks: Vec<tokio::task::JoinHandle<Vec<Duration>>>,
+) -> Sample {
+    rt.block_on(start.wait());
     measured(|| {
         rt.block_on(async {
             let mut all = Vec::new();

@@ -833,7 +833,7 @@ impl Host {
         let (group, msg_type) = self.target(&msg)?;
         let timeout = msg.timeout.unwrap_or(group.limits.request_timeout);
         let hash = self.sender_hash(&msg);
-        let name = group.name.to_string();
+        let name = group.name.clone();
         let deadline = self.shared.clock.unix_now() + timeout;
         let env = self.client_envelope(msg, msg_type, Some(deadline.as_millis() as u64));
         let (tx, rx) = oneshot::channel();
@@ -846,7 +846,7 @@ impl Host {
                 .clone()
                 .deliver_waiting(group, hash, delivery)
                 .await
-                .map_err(|_| CallError::NoSuchActor(name))?;
+                .map_err(|_| CallError::NoSuchActor(name.to_string()))?;
             rx.await.map_err(|_| CallError::TargetFailed)
         };
         let body = tokio::select! {
@@ -865,14 +865,14 @@ impl Host {
     pub async fn send(&self, msg: ClientMessage) -> Result<(), CallError> {
         let (group, msg_type) = self.target(&msg)?;
         let hash = self.sender_hash(&msg);
-        let name = group.name.to_string();
+        let name = group.name.clone();
         let env = self.client_envelope(msg, msg_type, None);
         let delivery = Delivery::new(env);
         self.shared
             .clone()
             .deliver_waiting(group, hash, delivery)
             .await
-            .map_err(|_| CallError::NoSuchActor(name))
+            .map_err(|_| CallError::NoSuchActor(name.to_string()))
     }
 
     /// Publishes to a subject (`msg.to`), waiting for room where the subscription says so.

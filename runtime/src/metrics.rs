@@ -161,7 +161,8 @@ pub fn render(actors: &[ActorStatus], totals: &HostTotals) -> String {
     out
 }
 
-fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+/// Writes the `# HELP` and `# TYPE` lines of a metric (also used by the gateway's figures).
+pub(crate) fn header(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
 
@@ -178,8 +179,9 @@ fn sample(out: &mut String, name: &str, s: &ActorStatus, extra: Option<(&str, &s
     let _ = writeln!(out, "}} {value}");
 }
 
-/// Escapes a label value: backslash, double quote and newline.
-fn escape(value: &str) -> String {
+/// Escapes a label value: backslash, double quote and newline (also used by the gateway's
+/// figures).
+pub(crate) fn escape(value: &str) -> String {
     let mut out = String::with_capacity(value.len());
     for c in value.chars() {
         match c {
