@@ -8,7 +8,9 @@
 //!   the registry misses, the activation is registered, its task instantiates the module, runs
 //!   `on_start` (which loads the key's state: none) and the handler, and the reply comes back.
 //!   Held against the same request to an already active key, alternating in the same run; the
-//!   difference of the medians is the activation itself.
+//!   difference of the medians is the activation itself. A second host with the slot
+//!   allocator's warm pool off (`warm_slots = 0`: every new instance page-faults on fresh
+//!   memory) takes the same new keys in the same loop, so the two are compared side by side.
 //! - spawn: guest `testbed` asks the host to spawn a `testbed` (`ctx.spawn`), then the new actor
 //!   answers a `Ping`; the time of both requests, from the bench's client.
 //! - memory: in a child process per case, N keys each activated by an `Add` (instantiated, has
@@ -32,10 +34,14 @@ fn data_dir(tag: &str) -> std::path::PathBuf {
 }
 
 fn host_with_counter(idle: Duration, dir: &std::path::Path) -> Host {
+    host_with_counter_on(idle, dir, HostConfig::default())
+}
+
+fn host_with_counter_on(idle: Duration, dir: &std::path::Path, base: HostConfig) -> Host {
     let config = HostConfig {
         guest_threads: bunraku_bench::guest_threads(),
         data_dir: Some(dir.to_path_buf()),
-        ..HostConfig::default()
+        ..base
     };
     let host = Host::new(config).expect("host starts");
     let wasm = bunraku_bench::guest("stateful");
@@ -51,6 +57,12 @@ async fn get(host: &Host, key: &str) -> Duration {
         .await
         .expect("get");
     start.elapsed()
+}
+
+fn median_us(v: &[Duration]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort();
+    percentile(&v, 0.5).as_secs_f64() * 1e6
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -77,19 +89,30 @@ fn main() {
     let keys = bunraku_bench::env_usize("BUNRAKU_BENCH_KEYS", 2000);
     let ctl = bunraku_bench::control_runtime();
 
-    // Activation against an active key, alternating.
+    // Activation against an active key, alternating; and on a host without warm slots.
     let dir = data_dir("activation");
+    let cold_dir = data_dir("activation-cold");
     let host = host_with_counter(Duration::from_secs(3600), &dir);
-    let (mut new_key, mut active_key) = (Vec::new(), Vec::new());
+    let mut cold_config = HostConfig::default();
+    cold_config.engine_config.memory.warm_slots = 0;
+    let cold = host_with_counter_on(Duration::from_secs(3600), &cold_dir, cold_config);
+    let (mut new_key, mut active_key, mut new_key_cold) = (Vec::new(), Vec::new(), Vec::new());
     ctl.block_on(async {
         get(&host, "counter/warm").await;
+        get(&cold, "counter/warm").await;
         for i in 0..keys {
             new_key.push(get(&host, &format!("counter/k{i}")).await);
+            new_key_cold.push(get(&cold, &format!("counter/k{i}")).await);
             active_key.push(get(&host, "counter/warm").await);
         }
     });
+    let slots = host.engine().memory_stats();
     drop(host);
+    drop(cold);
     let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&cold_dir);
+    let activation = |new: &[Duration]| median_us(new) - median_us(&active_key);
+    let (warm_activation, cold_activation) = (activation(&new_key), activation(&new_key_cold));
 
     // Spawn: a testbed spawns a testbed, which then answers.
     let host = bunraku_bench::host();
@@ -128,6 +151,13 @@ fn main() {
             new_key
         )
     );
+    println!(
+        "{}",
+        row(
+            "`Get` to a new key, slot allocator without warm slots (`warm_slots = 0`)",
+            new_key_cold
+        )
+    );
     println!("{}", row("`Get` to an active key", active_key));
     println!(
         "{}",
@@ -135,6 +165,15 @@ fn main() {
             "spawn (`SpawnChild` request) + first `Ping` of the child",
             spawn
         )
+    );
+
+    println!(
+        "\nactivation (p50 new key − p50 active key): {warm_activation:.1} µs; without warm slots \
+         {cold_activation:.1} µs (ratio {:.2}); warm slots handed out {} of {} instances, {} prefaulted",
+        warm_activation / cold_activation,
+        slots.warm_hits,
+        keys + 1,
+        slots.prefaulted,
     );
 
     let exe = std::env::current_exe().expect("own path");

@@ -24,9 +24,27 @@
 //!   check against the *current* memory size on every access (see
 //!   [`crate::engine`] for the exact settings and why the reservation is 0 and
 //!   not the slot size).
-//! * When the memory is dropped its pages are released with
-//!   `madvise(MADV_DONTNEED)`, which also zeroes them, and the slot goes back
-//!   on a free list (last in, first out).
+//! * When the memory is dropped, its slot is zeroed and reused (last in,
+//!   first out). Up to [`SlotConfig::warm_slots`] slots are kept *warm*: the
+//!   pages the instance had touched are zeroed in place and stay resident, so
+//!   the next instance copies its data segments and runs its first handlers
+//!   without page faults (a fault with zeroing costs 1–3 µs on a VM, and a Rust
+//!   guest touches ~20 pages on its way to its first reply). Which pages are
+//!   resident, and which were swapped out, comes from `/proc/self/pagemap`;
+//!   pages swapped out or shared (the zero page) are dropped with
+//!   `madvise(MADV_DONTNEED)` instead, so nothing of the previous guest can
+//!   come back. Past the warm pool, or without `/proc`, a slot's pages are
+//!   all released with `madvise(MADV_DONTNEED)`.
+//! * A background thread keeps the warm pool filled when there are more new
+//!   instances than released ones: it takes never-used (or released) slots
+//!   and touches the pages a recent instance had touched (its *footprint*).
+//!   One memory in [`FOOTPRINT_SAMPLE_EVERY`] gets a cold slot instead of a
+//!   warm one, and the pages resident in it at the next allocation (read from
+//!   `/proc/self/pagemap`) become the footprint: sampling a warm slot would
+//!   count the pages prefaulted into it, and the footprint would only ever
+//!   grow. That moves the page faults of a new instance off the path
+//!   of its first message; the warm pool costs at most `warm_slots` times a
+//!   footprint of resident memory.
 //! * A host-wide budget caps the bytes of linear memory that are *accessible*
 //!   (the sum of every memory's current size, i.e. what the guests could
 //!   commit). With `MAP_NORESERVE` the kernel does not account for these pages
@@ -42,10 +60,12 @@
 //! wall from a `wasmtime::Error`.
 
 use std::fmt;
+use std::fs::File;
 use std::io;
+use std::os::unix::fs::FileExt;
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 
 use rustix::mm::{self, Advice, MapFlags, ProtFlags};
 use wasmtime::{LinearMemory, MemoryCreator, MemoryType};
@@ -73,6 +93,18 @@ pub const DEFAULT_ADDRESS_SPACE: u64 = 64 << 40;
 /// Largest supported slot: 4 GiB, the most a 32-bit linear memory can address.
 pub const MAX_SLOT_SIZE: usize = 1 << 32;
 
+/// Default number of warm slots: zeroed slots kept with their pages resident
+/// for the next instances (see the [module documentation](self)).
+pub const DEFAULT_WARM_SLOTS: usize = 32;
+
+/// One memory in this many gets a cold slot (not a warm one) whose resident
+/// pages, read at the next allocation, become the footprint the background
+/// thread prefaults.
+pub const FOOTPRINT_SAMPLE_EVERY: u64 = 32;
+
+/// The part of a slot whose pages a footprint covers: the first 1 MiB.
+const FOOTPRINT_SPAN: usize = 1 << 20;
+
 /// Budget used when physical memory cannot be read from `/proc/meminfo`.
 const FALLBACK_MEMORY_BUDGET: u64 = 4 << 30;
 
@@ -91,6 +123,11 @@ pub struct SlotConfig {
     /// instances. `None` (the default) means [`default_memory_budget`]: half
     /// of physical RAM, or of the cgroup memory limit if that is lower.
     pub memory_budget: Option<u64>,
+    /// Zeroed slots kept with their pages resident, so that new instances do
+    /// not page-fault on the pages instances typically touch. Default:
+    /// [`DEFAULT_WARM_SLOTS`]; 0 releases every slot's pages to the kernel
+    /// and starts no background thread.
+    pub warm_slots: usize,
 }
 
 impl Default for SlotConfig {
@@ -100,6 +137,7 @@ impl Default for SlotConfig {
             slots_per_chunk: DEFAULT_SLOTS_PER_CHUNK,
             max_slots: None,
             memory_budget: None,
+            warm_slots: DEFAULT_WARM_SLOTS,
         }
     }
 }
@@ -256,6 +294,15 @@ pub struct MemoryStats {
     pub mappings: usize,
     /// Slots withheld from reuse because releasing their pages failed.
     pub slots_leaked: usize,
+    /// Warm slots ready now: zeroed, with resident pages, not in use.
+    pub warm_slots: usize,
+    /// Memories that got a warm slot since the allocator was created.
+    pub warm_hits: u64,
+    /// Slots the background thread made warm (pages touched in advance).
+    pub prefaulted: u64,
+    /// Host pages of linear memory a recent instance had resident when sampled (its first
+    /// handlers done): what the background thread touches in advance. 0 until sampled.
+    pub footprint_pages: usize,
     /// Failures per wall.
     pub failures: WallCounts,
 }
@@ -285,14 +332,62 @@ struct Shared {
     fail_slot_size: AtomicU64,
     fail_mmap: AtomicU64,
     state: Mutex<State>,
+    /// Most warm slots kept.
+    warm_cap: usize,
+    /// The host's page size.
+    page: usize,
+    /// `/proc/self/pagemap`, or `None` where it cannot be read (no warm slots then).
+    pagemap: Option<File>,
+    /// Page indices (within a slot) a recent instance had resident.
+    footprint: Mutex<Arc<[u32]>>,
+    allocations: AtomicU64,
+    /// Base of the cold slot to sample at the next allocation (0: none).
+    probe_base: AtomicUsize,
+    warm_hits: AtomicU64,
+    prefaulted: AtomicU64,
+    prefaulter: Arc<Prefaulter>,
+}
+
+/// Wakes the thread that fills the warm pool; shared with it apart from [`Shared`], which the
+/// thread only holds weakly.
+#[derive(Default)]
+struct Prefaulter {
+    signal: Mutex<PrefaultSignal>,
+    wake: Condvar,
+    started: AtomicBool,
+}
+
+impl Prefaulter {
+    /// Changes the signal and wakes the thread if it waits. A busy thread looks at the signal
+    /// before it waits again, so only a waiting one needs the system call.
+    fn tell(&self, change: impl FnOnce(&mut PrefaultSignal)) {
+        let mut signal = self.signal.lock().unwrap_or_else(|e| e.into_inner());
+        change(&mut signal);
+        if signal.waiting {
+            self.wake.notify_one();
+        }
+    }
+}
+
+#[derive(Default)]
+struct PrefaultSignal {
+    /// The warm pool may need refilling.
+    pending: bool,
+    /// The thread is waiting on the condition variable.
+    waiting: bool,
+    shutdown: bool,
 }
 
 #[derive(Default)]
 struct State {
     /// Every chunk ever mapped, as (address, length), unmapped on drop.
     chunks: Vec<(usize, usize)>,
-    /// Released (zeroed) slots, reused last in, first out.
+    /// Released (zeroed) slots whose pages went back to the kernel, reused last in, first out.
     free: Vec<usize>,
+    /// Zeroed slots with resident pages, reused first (last in, first out).
+    warm: Vec<usize>,
+    /// Slots the background thread is touching (neither free, warm nor in use).
+    prefaulting: usize,
     /// Next never-used slot in the newest chunk, and the end of that chunk.
     fresh: usize,
     fresh_end: usize,
@@ -316,6 +411,7 @@ impl SlotAllocator {
             slots_per_chunk,
             max_slots,
             memory_budget,
+            warm_slots,
         } = config;
         // A multiple of 64 KiB is also a multiple of every host page size
         // Linux supports (4, 16 or 64 KiB), so slots are page-aligned.
@@ -361,6 +457,19 @@ impl SlotAllocator {
                 fail_slot_size: AtomicU64::new(0),
                 fail_mmap: AtomicU64::new(0),
                 state: Mutex::new(State::default()),
+                warm_cap: warm_slots,
+                page: rustix::param::page_size(),
+                pagemap: if warm_slots > 0 {
+                    File::open("/proc/self/pagemap").ok()
+                } else {
+                    None
+                },
+                footprint: Mutex::new(Arc::from(Vec::new())),
+                allocations: AtomicU64::new(0),
+                probe_base: AtomicUsize::new(0),
+                warm_hits: AtomicU64::new(0),
+                prefaulted: AtomicU64::new(0),
+                prefaulter: Arc::default(),
             }),
         })
     }
@@ -378,10 +487,18 @@ impl SlotAllocator {
     /// A snapshot of the counters.
     pub fn stats(&self) -> MemoryStats {
         let s = &self.shared;
+        let (slots_mapped, warm_slots) = {
+            let state = s.lock();
+            (state.slots_mapped, state.warm.len())
+        };
         MemoryStats {
             slot_size: s.slot_size,
             slots_in_use: s.in_use.load(Ordering::Relaxed),
-            slots_mapped: s.lock().slots_mapped,
+            slots_mapped,
+            warm_slots,
+            warm_hits: s.warm_hits.load(Ordering::Relaxed),
+            prefaulted: s.prefaulted.load(Ordering::Relaxed),
+            footprint_pages: s.footprint.lock().unwrap_or_else(|e| e.into_inner()).len(),
             max_slots: s.max_slots,
             committed_bytes: s.committed.load(Ordering::Relaxed),
             budget_bytes: s.budget,
@@ -408,13 +525,26 @@ impl SlotAllocator {
             });
         }
         s.charge(minimum as u64)?;
-        let base = match s.take_slot() {
+        let sampling = s.warm_cap > 0 && s.pagemap.is_some();
+        let n = s.allocations.fetch_add(1, Ordering::Relaxed);
+        let probe = sampling && n.is_multiple_of(FOOTPRINT_SAMPLE_EVERY);
+        let base = match s.take_slot(!probe) {
             Ok(base) => base,
             Err(e) => {
                 s.committed.fetch_sub(minimum as u64, Ordering::Relaxed);
                 return Err(e);
             }
         };
+        if probe {
+            s.probe_base.store(base, Ordering::Relaxed);
+        } else if sampling && n % FOOTPRINT_SAMPLE_EVERY == 1 {
+            // The probe's instance has usually run its first handlers by now: what it touched
+            // is what the next ones will touch.
+            let probed = s.probe_base.swap(0, Ordering::Relaxed);
+            if probed != 0 {
+                self.sample_footprint(probed);
+            }
+        }
         Ok(SlotMemory {
             allocator: self.clone(),
             // SAFETY: slot addresses come from a successful mmap, never null.
@@ -424,7 +554,179 @@ impl SlotAllocator {
     }
 }
 
+impl SlotAllocator {
+    /// Records which pages of the slot at `base` are resident as the footprint to prefault,
+    /// and starts the background thread once there is one.
+    fn sample_footprint(&self, base: usize) {
+        let s = &self.shared;
+        let span = s.slot_size.min(FOOTPRINT_SPAN);
+        let Ok(entries) = s.page_entries(base, span) else {
+            return;
+        };
+        let pages: Vec<u32> = entries
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| **e & PM_PRESENT != 0)
+            .map(|(i, _)| i as u32)
+            .collect();
+        if pages.is_empty() {
+            return;
+        }
+        *s.footprint.lock().unwrap_or_else(|e| e.into_inner()) = Arc::from(pages);
+        if !s.prefaulter.started.swap(true, Ordering::Relaxed) {
+            let weak = Arc::downgrade(s);
+            let prefaulter = s.prefaulter.clone();
+            let spawned = std::thread::Builder::new()
+                .name("bunraku-prefault".into())
+                .spawn(move || prefault_loop(&weak, &prefaulter));
+            if let Err(e) = spawned {
+                tracing::warn!("cannot start the slot prefault thread: {e}");
+                return;
+            }
+        }
+        s.wake_prefaulter();
+    }
+}
+
+/// `/proc/self/pagemap`: the page is present in RAM.
+const PM_PRESENT: u64 = 1 << 63;
+/// The page is swapped out.
+const PM_SWAPPED: u64 = 1 << 62;
+/// The page is mapped only here (not the shared zero page, not shared with another process).
+const PM_EXCLUSIVE: u64 = 1 << 56;
+
+/// What the background thread does: whenever the warm pool runs low and a footprint is known,
+/// take slots that are neither in use nor warm, touch the footprint's pages, and make them warm.
+fn prefault_loop(shared: &Weak<Shared>, prefaulter: &Prefaulter) {
+    loop {
+        {
+            let mut signal = prefaulter.signal.lock().unwrap_or_else(|e| e.into_inner());
+            while !signal.pending && !signal.shutdown {
+                signal.waiting = true;
+                signal = prefaulter
+                    .wake
+                    .wait(signal)
+                    .unwrap_or_else(|e| e.into_inner());
+                signal.waiting = false;
+            }
+            if signal.shutdown {
+                return;
+            }
+            signal.pending = false;
+        }
+        let Some(s) = shared.upgrade() else { return };
+        let footprint = s
+            .footprint
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        while let Some(base) = s.take_for_prefault() {
+            for &page in footprint.iter() {
+                // SAFETY: the slot was taken for this thread alone (neither free, warm nor in
+                // use) and the page lies in its first `FOOTPRINT_SPAN` bytes; writing a zero
+                // into zeroed memory only makes the page resident.
+                unsafe {
+                    ((base + page as usize * s.page) as *mut u8).write_volatile(0);
+                }
+            }
+            s.prefaulted.fetch_add(1, Ordering::Relaxed);
+            let mut state = s.lock();
+            state.prefaulting -= 1;
+            state.warm.push(base);
+        }
+    }
+}
+
 impl Shared {
+    /// The pagemap entries of the `len` bytes from `base` (page-aligned), one per page.
+    fn page_entries(&self, base: usize, len: usize) -> io::Result<Vec<u64>> {
+        let Some(pagemap) = &self.pagemap else {
+            return Err(io::ErrorKind::Unsupported.into());
+        };
+        let pages = len.div_ceil(self.page);
+        let mut bytes = vec![0u8; pages * 8];
+        pagemap.read_exact_at(&mut bytes, (base / self.page * 8) as u64)?;
+        Ok(bytes
+            .chunks_exact(8)
+            .map(|b| u64::from_ne_bytes(b.try_into().expect("8 bytes")))
+            .collect())
+    }
+
+    /// Zeroes the first `len` bytes of a released slot and leaves its pages resident: pages
+    /// present and private in the first `FOOTPRINT_SPAN` bytes are zeroed in place; pages
+    /// swapped out, shared, or further in are dropped with `MADV_DONTNEED` (so they read as
+    /// zero again). Fails when the pagemap cannot be read or `madvise` fails; the caller then
+    /// releases every page of the slot instead.
+    fn zero_keeping_resident(&self, base: usize, len: usize) -> io::Result<()> {
+        let entries = self.page_entries(base, len)?;
+        // Past the footprint span, pages are dropped rather than kept: a warm slot keeps at
+        // most `FOOTPRINT_SPAN` bytes resident.
+        let span = FOOTPRINT_SPAN / self.page;
+        let mut i = 0;
+        while i < entries.len() {
+            let kind = |page: usize| {
+                let e = entries[page];
+                if e & PM_PRESENT != 0 && e & PM_EXCLUSIVE != 0 && page < span {
+                    1 // resident and ours: zero in place
+                } else if e & (PM_PRESENT | PM_SWAPPED) != 0 {
+                    2 // swapped out or shared: drop
+                } else {
+                    0 // never touched, or already dropped: zero
+                }
+            };
+            let k = kind(i);
+            let mut j = i + 1;
+            while j < entries.len() && kind(j) == k {
+                j += 1;
+            }
+            let (start, end) = (base + i * self.page, (base + j * self.page).min(base + len));
+            match k {
+                // SAFETY: the slot belongs to a memory being dropped; nothing else refers to
+                // its contents, and the range lies within its accessible bytes.
+                1 => unsafe { std::ptr::write_bytes(start as *mut u8, 0, end - start) },
+                // SAFETY: as above; MADV_DONTNEED on private anonymous memory zero-fills the
+                // pages on their next touch.
+                2 => unsafe { mm::madvise(start as *mut _, end - start, Advice::LinuxDontNeed) }
+                    .map_err(io::Error::from)?,
+                _ => {}
+            }
+            i = j;
+        }
+        Ok(())
+    }
+
+    /// A slot for the background thread to prefault, counted in `prefaulting`: a released one,
+    /// or the next never-used one of the newest chunk (it maps no chunk of its own). `None` when
+    /// the warm pool is full, there is no such slot, or taking one could make an allocation fail.
+    fn take_for_prefault(&self) -> Option<usize> {
+        let mut state = self.lock();
+        let in_use = self.in_use.load(Ordering::Relaxed);
+        if state.warm.len() + state.prefaulting >= self.warm_cap
+            || in_use + state.warm.len() + state.prefaulting + 1 >= self.max_slots
+        {
+            return None;
+        }
+        let slot = if let Some(slot) = state.free.pop() {
+            slot
+        } else if state.fresh < state.fresh_end {
+            let slot = state.fresh;
+            state.fresh += self.slot_size;
+            slot
+        } else {
+            return None;
+        };
+        state.prefaulting += 1;
+        Some(slot)
+    }
+
+    /// Asks the background thread (if started) to refill the warm pool.
+    fn wake_prefaulter(&self) {
+        if !self.prefaulter.started.load(Ordering::Relaxed) {
+            return;
+        }
+        self.prefaulter.tell(|signal| signal.pending = true);
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         // The state is only mutated by infallible bookkeeping, so a panic
         // elsewhere while holding the lock cannot leave it inconsistent.
@@ -456,8 +758,9 @@ impl Shared {
         }
     }
 
-    /// Pops a free slot, or the next fresh one, mapping a new chunk if needed.
-    fn take_slot(&self) -> Result<usize, MemoryError> {
+    /// Pops a warm slot (if `warm` allows), else a free one, else the next fresh one, mapping a
+    /// new chunk if needed.
+    fn take_slot(&self, warm: bool) -> Result<usize, MemoryError> {
         let mut state = self.lock();
         let in_use = self.in_use.load(Ordering::Relaxed);
         if in_use >= self.max_slots {
@@ -467,17 +770,27 @@ impl Shared {
                 max: self.max_slots,
             });
         }
-        let slot = if let Some(slot) = state.free.pop() {
-            slot
+        let warm_slot = if warm { state.warm.pop() } else { None };
+        let (slot, refill) = if let Some(slot) = warm_slot {
+            self.warm_hits.fetch_add(1, Ordering::Relaxed);
+            // Refilled one slot at a time, as they are taken, rather than in bursts that would
+            // compete with the guests for a while.
+            (slot, true)
+        } else if let Some(slot) = state.free.pop() {
+            (slot, self.warm_cap > 0)
         } else {
             if state.fresh == state.fresh_end {
                 self.map_chunk(&mut state, in_use)?;
             }
             let slot = state.fresh;
             state.fresh += self.slot_size;
-            slot
+            (slot, self.warm_cap > 0)
         };
         self.in_use.store(in_use + 1, Ordering::Relaxed);
+        drop(state);
+        if refill {
+            self.wake_prefaulter();
+        }
         Ok(slot)
     }
 
@@ -531,9 +844,19 @@ impl Shared {
         Ok(())
     }
 
-    /// Releases the pages of a slot whose first `size` bytes were accessible
-    /// and puts it back on the free list.
+    /// Zeroes a slot whose first `size` bytes were accessible and puts it back: warm (pages
+    /// kept) while the warm pool has room, else with its pages released to the kernel.
     fn release(&self, base: usize, size: usize) {
+        let warm_room = self.warm_cap > 0 && self.pagemap.is_some() && {
+            let state = self.lock();
+            state.warm.len() + state.prefaulting < self.warm_cap
+        };
+        if warm_room && self.zero_keeping_resident(base, size).is_ok() {
+            self.committed.fetch_sub(size as u64, Ordering::Relaxed);
+            self.lock().warm.push(base);
+            self.in_use.fetch_sub(1, Ordering::Relaxed);
+            return;
+        }
         // The kernel rounds the length up to whole pages.
         let len = size;
         let released = if len == 0 {
@@ -562,6 +885,7 @@ impl Shared {
 
 impl Drop for Shared {
     fn drop(&mut self) {
+        self.prefaulter.tell(|signal| signal.shutdown = true);
         // Every `SlotMemory` holds a clone of the allocator, so by now no
         // memory points into the chunks.
         let state = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
@@ -783,6 +1107,7 @@ mod tests {
             slots_per_chunk,
             max_slots: Some(max_slots),
             memory_budget: Some(budget),
+            warm_slots: 0,
         })
         .unwrap()
     }
@@ -816,6 +1141,137 @@ mod tests {
         // SAFETY: the first page of `b` is accessible.
         let page = unsafe { std::slice::from_raw_parts(b.as_ptr(), WASM_PAGE_SIZE) };
         assert!(page.iter().all(|&byte| byte == 0), "reused slot is zeroed");
+    }
+
+    fn with_warm(warm_slots: usize) -> SlotAllocator {
+        SlotAllocator::new(SlotConfig {
+            slot_size: MIB,
+            slots_per_chunk: 16,
+            max_slots: Some(64),
+            memory_budget: Some(u64::MAX),
+            warm_slots,
+        })
+        .unwrap()
+    }
+
+    /// Whether the host page at `address` is resident and private, from `/proc/self/pagemap`.
+    fn resident(address: *const u8) -> bool {
+        let page = rustix::param::page_size();
+        let pagemap = File::open("/proc/self/pagemap").unwrap();
+        let mut entry = [0u8; 8];
+        pagemap
+            .read_exact_at(&mut entry, (address as usize / page * 8) as u64)
+            .unwrap();
+        let e = u64::from_ne_bytes(entry);
+        e & PM_PRESENT != 0 && e & PM_EXCLUSIVE != 0
+    }
+
+    fn all_zero(memory: &SlotMemory) -> bool {
+        // SAFETY: the accessible bytes of a live memory.
+        let bytes = unsafe { std::slice::from_raw_parts(memory.as_ptr(), memory.byte_size()) };
+        bytes.iter().all(|&b| b == 0)
+    }
+
+    #[test]
+    fn a_warm_slot_comes_back_zeroed_with_its_pages_still_resident() {
+        let alloc = with_warm(4);
+        let page = rustix::param::page_size();
+        let a = alloc.allocate(4 * WASM_PAGE_SIZE).unwrap();
+        let base = a.as_ptr();
+        // SAFETY: all offsets are within the 256 KiB accessible in `a`.
+        unsafe {
+            base.write_bytes(0xAB, 10 * page);
+            base.add(40 * page).write(0xCD);
+            // A read maps the shared zero page: present, but not ours to zero in place.
+            std::ptr::read_volatile(base.add(20 * page));
+        }
+        drop(a);
+        let stats = alloc.stats();
+        assert_eq!(
+            (stats.warm_slots, stats.slots_in_use, stats.committed_bytes),
+            (1, 0, 0)
+        );
+        let b = alloc.allocate(4 * WASM_PAGE_SIZE).unwrap();
+        assert_eq!(b.as_ptr(), base, "the warm slot is handed out first");
+        assert_eq!(alloc.stats().warm_hits, 1);
+        assert!(all_zero(&b), "nothing of the previous memory is left");
+        assert!(
+            (0..10).all(|i| resident(base.wrapping_add(i * page)))
+                && resident(base.wrapping_add(40 * page)),
+            "the pages it had touched are still resident"
+        );
+        assert!(
+            !resident(base.wrapping_add(11 * page)),
+            "untouched pages were not touched"
+        );
+    }
+
+    #[test]
+    fn past_the_warm_pool_a_released_slot_gives_its_pages_back() {
+        let alloc = with_warm(1);
+        let (a, b) = (
+            alloc.allocate(WASM_PAGE_SIZE).unwrap(),
+            alloc.allocate(WASM_PAGE_SIZE).unwrap(),
+        );
+        for m in [&a, &b] {
+            // SAFETY: the first 64 KiB are accessible.
+            unsafe { m.as_ptr().write_bytes(0xEE, WASM_PAGE_SIZE) };
+        }
+        let (warm, cold) = (a.as_ptr(), b.as_ptr());
+        drop(a);
+        drop(b);
+        assert_eq!(alloc.stats().warm_slots, 1);
+        assert!(resident(warm), "the first slot released is warm");
+        assert!(!resident(cold), "the second went back to the kernel");
+        let c = alloc.allocate(WASM_PAGE_SIZE).unwrap();
+        let d = alloc.allocate(WASM_PAGE_SIZE).unwrap();
+        assert_eq!(
+            (c.as_ptr(), d.as_ptr()),
+            (warm, cold),
+            "warm first, then free"
+        );
+        assert!(all_zero(&c) && all_zero(&d));
+    }
+
+    #[test]
+    fn the_background_thread_prefaults_slots_with_a_recent_footprint() {
+        let alloc = with_warm(4);
+        let page = rustix::param::page_size();
+        let a = alloc.allocate(2 * WASM_PAGE_SIZE).unwrap();
+        let touched = [0, 3, 17];
+        for i in touched {
+            // SAFETY: within the 128 KiB accessible in `a`.
+            unsafe { a.as_ptr().add(i * page).write(1) };
+        }
+        // The second allocation samples what the first one touched.
+        let _b = alloc.allocate(2 * WASM_PAGE_SIZE).unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while alloc.stats().warm_slots < 4 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "warm pool not filled: {:?}",
+                alloc.stats()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        assert_eq!(
+            (alloc.stats().prefaulted, alloc.stats().footprint_pages),
+            (4, 3)
+        );
+        let c = alloc.allocate(2 * WASM_PAGE_SIZE).unwrap();
+        assert_eq!(alloc.stats().warm_hits, 1);
+        assert!(all_zero(&c));
+        for i in touched {
+            assert!(
+                resident(c.as_ptr().wrapping_add(i * page)),
+                "page {i} was prefaulted"
+            );
+        }
+        assert!(
+            !resident(c.as_ptr().wrapping_add(page)),
+            "page 1 was not in the footprint"
+        );
+        assert_eq!(alloc.stats().slots_in_use, 3);
     }
 
     #[test]
