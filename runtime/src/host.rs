@@ -1027,6 +1027,7 @@ impl Host {
             unroutable: self.unroutable(),
             activations: self.shared.activations.load(Ordering::Relaxed),
             evictions: self.shared.evictions.load(Ordering::Relaxed),
+            memory: self.shared.engine.memory_stats(),
         }
     }
 

@@ -107,6 +107,9 @@ pub struct HostTotals {
     pub activations: u64,
     /// Idle activations evicted: deactivated and removed, their state kept in the store.
     pub evictions: u64,
+    /// The slot allocator's figures: linear memory committed against the host budget, slots,
+    /// the warm pool, and which walls were hit.
+    pub memory: crate::memory::MemoryStats,
 }
 
 /// Renders `actors` (as [`Host::actors`](crate::Host::actors) returns them) and the host's
@@ -154,11 +157,103 @@ pub fn render(actors: &[ActorStatus], totals: &HostTotals) -> String {
         ),
     ];
     for (name, help, value) in counters {
-        header(&mut out, name, "counter", help);
-        // Writing to a String cannot fail.
-        let _ = writeln!(out, "{name} {value}");
+        single(&mut out, name, "counter", help, value);
     }
+    render_memory(&mut out, &totals.memory);
     out
+}
+
+/// The slot allocator's figures (see [`crate::memory`]).
+fn render_memory(out: &mut String, m: &crate::memory::MemoryStats) {
+    let figures: [(&str, &str, &str, u64); 7] = [
+        (
+            "bunraku_linear_memory_committed_bytes",
+            "gauge",
+            "Linear memory accessible to all instances, charged against the host budget.",
+            m.committed_bytes,
+        ),
+        (
+            "bunraku_linear_memory_budget_bytes",
+            "gauge",
+            "The host-wide budget for linear memory; growth past it fails in the guest.",
+            m.budget_bytes,
+        ),
+        (
+            "bunraku_memory_slots_in_use",
+            "gauge",
+            "Linear memory slots held by live instances.",
+            m.slots_in_use as u64,
+        ),
+        (
+            "bunraku_memory_slots_max",
+            "gauge",
+            "The slot budget: most instances alive at once.",
+            m.max_slots as u64,
+        ),
+        (
+            "bunraku_memory_slots_warm",
+            "gauge",
+            "Zeroed slots with resident pages, ready for new instances.",
+            m.warm_slots as u64,
+        ),
+        (
+            "bunraku_memory_warm_hits_total",
+            "counter",
+            "New instances that got a warm slot (no page faults on their usual pages).",
+            m.warm_hits,
+        ),
+        (
+            "bunraku_memory_slots_prefaulted_total",
+            "counter",
+            "Slots made warm in advance by the allocator's background thread.",
+            m.prefaulted,
+        ),
+    ];
+    for (name, kind, help, value) in figures {
+        single(out, name, kind, help, value);
+    }
+    use crate::memory::MemoryWall;
+    let walls = [
+        (MemoryWall::SlotBudget, m.failures.slot_budget),
+        (MemoryWall::HostBudget, m.failures.host_budget),
+        (MemoryWall::SlotSize, m.failures.slot_size),
+        (MemoryWall::Mmap, m.failures.mmap),
+    ]
+    .map(|(wall, value)| (wall.to_string(), value));
+    by_label(
+        out,
+        "bunraku_memory_wall_hits_total",
+        "Allocations or growths of linear memory refused, by the limit that refused them.",
+        "wall",
+        walls.iter().map(|(wall, value)| (wall.as_str(), *value)),
+    );
+}
+
+/// Writes a counter with one sample per value of one label (also used by the gateway's
+/// figures).
+pub(crate) fn by_label<'a>(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    label: &str,
+    samples: impl IntoIterator<Item = (&'a str, u64)>,
+) {
+    header(out, name, "counter", help);
+    for (value_of_label, value) in samples {
+        let _ = writeln!(
+            out,
+            "{name}{{{label}=\"{}\"}} {value}",
+            escape(value_of_label)
+        );
+    }
+}
+
+/// Writes a metric without labels: its `# HELP` and `# TYPE` lines and its one sample (also
+/// used by the gateway's figures).
+pub(crate) fn single(out: &mut String, name: &str, kind: &str, help: &str, value: u64) {
+    header(out, name, kind, help);
+    // Writing to a String cannot fail.
+    let _ = writeln!(out, "{name} {value}");
 }
 
 /// Writes the `# HELP` and `# TYPE` lines of a metric (also used by the gateway's figures).
@@ -226,6 +321,15 @@ mod tests {
                 unroutable: 7,
                 activations: 3,
                 evictions: 2,
+                memory: crate::memory::MemoryStats {
+                    committed_bytes: 131_072,
+                    warm_slots: 5,
+                    failures: crate::memory::WallCounts {
+                        host_budget: 4,
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                },
             },
         );
         for m in METRICS {
@@ -249,7 +353,11 @@ mod tests {
         );
         assert!(text.contains("\nbunraku_unroutable_total 7\n"));
         assert!(text.contains("\nbunraku_activations_total 3\n"));
-        assert!(text.ends_with("\nbunraku_activations_evicted_total 2\n"));
+        assert!(text.contains("\nbunraku_activations_evicted_total 2\n"));
+        assert!(text.contains("\nbunraku_linear_memory_committed_bytes 131072\n"));
+        assert!(text.contains("\nbunraku_memory_slots_warm 5\n"));
+        assert!(text.contains("\nbunraku_memory_wall_hits_total{wall=\"host memory budget\"} 4\n"));
+        assert!(text.ends_with("\nbunraku_memory_wall_hits_total{wall=\"mmap\"} 0\n"));
     }
 
     #[test]

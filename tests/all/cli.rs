@@ -299,6 +299,19 @@ fn cli_calls_lists_and_stops_a_running_host() {
         "{}",
         out.stdout
     );
+    // The host's linear memory: echo's instance holds a slot, and no wall was hit.
+    let mut figure = |name: &str| {
+        out.stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<u64>().ok())
+            .unwrap_or_else(|| host.guard.fail(&format!("no {name} in:\n{}", out.stdout)))
+    };
+    assert!(figure("bunraku_memory_slots_in_use") >= 1);
+    assert!(figure("bunraku_linear_memory_committed_bytes") > 0);
+    assert_eq!(
+        figure("bunraku_memory_wall_hits_total{wall=\"host memory budget\"}"),
+        0
+    );
 
     let out = host.expect(&["ps", "--json"], 0);
     let actors: Vec<Value> = serde_json::from_str(&out.stdout).unwrap();

@@ -13,7 +13,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use crate::metrics::{escape, header};
+use crate::metrics::{by_label, escape, header, single};
 
 /// The label of requests that matched no route (404, 405).
 pub(crate) const UNMATCHED: &str = "unmatched";
@@ -150,25 +150,17 @@ impl ConnMetrics {
                 load(&self.at_limit),
             ),
         ] {
-            header(out, name, kind, help);
-            let _ = writeln!(out, "{name} {value}");
+            single(out, name, kind, help, value);
         }
-        let name = "bunraku_gateway_connections_closed_total";
-        header(
+        by_label(
             out,
-            name,
-            "counter",
+            "bunraku_gateway_connections_closed_total",
             "Connections the gateway closed for a connection-level limit: headers_too_large (answered 431), header_timeout (no complete request head in time, idle keep-alives included).",
-        );
-        let _ = writeln!(
-            out,
-            "{name}{{reason=\"headers_too_large\"}} {}",
-            load(&self.headers_too_large)
-        );
-        let _ = writeln!(
-            out,
-            "{name}{{reason=\"header_timeout\"}} {}",
-            load(&self.header_timeouts)
+            "reason",
+            [
+                ("headers_too_large", load(&self.headers_too_large)),
+                ("header_timeout", load(&self.header_timeouts)),
+            ],
         );
     }
 }
