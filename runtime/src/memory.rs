@@ -43,8 +43,10 @@
 //!   `/proc/self/pagemap`) become the footprint: sampling a warm slot would
 //!   count the pages prefaulted into it, and the footprint would only ever
 //!   grow. That moves the page faults of a new instance off the path
-//!   of its first message; the warm pool costs at most `warm_slots` times a
-//!   footprint of resident memory.
+//!   of its first message. A warm slot keeps at most its first 1 MiB resident
+//!   (further pages are dropped on release), so the pool holds at most
+//!   `warm_slots` MiB, outside the host budget below (which charges live
+//!   memories only).
 //! * A host-wide budget caps the bytes of linear memory that are *accessible*
 //!   (the sum of every memory's current size, i.e. what the guests could
 //!   commit). With `MAP_NORESERVE` the kernel does not account for these pages
