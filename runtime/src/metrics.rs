@@ -31,6 +31,7 @@
 use std::fmt::Write;
 
 use crate::ActorStatus;
+use crate::memory::{MemoryStats, MemoryWall};
 
 /// The content type of [`render`]'s output, for an HTTP response.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -109,7 +110,7 @@ pub struct HostTotals {
     pub evictions: u64,
     /// The slot allocator's figures: linear memory committed against the host budget, slots,
     /// the warm pool, and which walls were hit.
-    pub memory: crate::memory::MemoryStats,
+    pub memory: MemoryStats,
 }
 
 /// Renders `actors` (as [`Host::actors`](crate::Host::actors) returns them) and the host's
@@ -164,7 +165,7 @@ pub fn render(actors: &[ActorStatus], totals: &HostTotals) -> String {
 }
 
 /// The slot allocator's figures (see [`crate::memory`]).
-fn render_memory(out: &mut String, m: &crate::memory::MemoryStats) {
+fn render_memory(out: &mut String, m: &MemoryStats) {
     let figures: [(&str, &str, &str, u64); 7] = [
         (
             "bunraku_linear_memory_committed_bytes",
@@ -212,7 +213,6 @@ fn render_memory(out: &mut String, m: &crate::memory::MemoryStats) {
     for (name, kind, help, value) in figures {
         single(out, name, kind, help, value);
     }
-    use crate::memory::MemoryWall;
     let walls = [
         (MemoryWall::SlotBudget, m.failures.slot_budget),
         (MemoryWall::HostBudget, m.failures.host_budget),
