@@ -157,6 +157,11 @@ async fn one_for_all_restarts_every_child_in_start_order() {
 async fn rest_for_one_restarts_the_child_and_those_started_after_it() {
     let host = host();
     abc_under(&host, Strategy::RestForOne);
+    // Every child runs before `b` fails: a child whose first instance had not started yet
+    // would simply start once, and not count a restart.
+    for name in ["a", "b", "c"] {
+        pong(&host, name).await;
+    }
 
     panic(&host, "b").await;
     until_restarted(&host, &["b", "c"], 1).await;
