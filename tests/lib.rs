@@ -51,11 +51,12 @@ pub fn host() -> Arc<Host> {
     host_with(HostConfig::default())
 }
 
-/// A host on the shared engine with a custom configuration. Without a `data_dir` it gets a fresh
-/// one of its own ([`fresh_data_dir`]), so actors that persist state never see another test's.
+/// A host with a custom configuration, on the shared engine unless `config` brings its own.
+/// Without a `data_dir` it gets a fresh one of its own ([`fresh_data_dir`]), so actors that
+/// persist state never see another test's.
 pub fn host_with(config: HostConfig) -> Arc<Host> {
     let config = HostConfig {
-        engine: Some(engine()),
+        engine: config.engine.or_else(|| Some(engine())),
         guest_threads: 2,
         data_dir: config.data_dir.or_else(|| Some(fresh_data_dir())),
         ..config

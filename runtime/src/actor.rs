@@ -869,15 +869,22 @@ pub(crate) async fn run_cell(
         if cell.stop_requested() {
             break;
         }
+        // Before un-parking: whoever sees the slot un-parked sees `booted` reset.
+        cell.booted.store(false, Ordering::SeqCst);
+        cell.gate.set_parked(false);
+        if cell.gate.is_held() {
+            // The supervisor held the gate after the check above, saw the slot parked and took
+            // it for stopped; its stop signal may be the one just swallowed. Park again and
+            // wait for its decision, as if this instance had run and stopped.
+            cell.gate.set_parked(true);
+            continue;
+        }
         cell.normal_exit.store(false, Ordering::SeqCst);
         if !first && !reactivating {
             cell.stats.restarts.fetch_add(1, Ordering::Relaxed);
         }
         first = false;
         reactivating = false;
-        // Before un-parking: whoever sees the slot un-parked sees `booted` reset.
-        cell.booted.store(false, Ordering::SeqCst);
-        cell.gate.set_parked(false);
         cell.set_phase(ActorPhase::Starting);
         let started = host.clock.now();
         let (exit, returned) = run_instance(&host, &group, &cell, io).await;

@@ -1156,16 +1156,15 @@ mod tests {
         .unwrap()
     }
 
-    /// Whether the host page at `address` is resident and private, from `/proc/self/pagemap`.
-    fn resident(address: *const u8) -> bool {
-        let page = rustix::param::page_size();
-        let pagemap = File::open("/proc/self/pagemap").unwrap();
-        let mut entry = [0u8; 8];
-        pagemap
-            .read_exact_at(&mut entry, (address as usize / page * 8) as u64)
+    /// Whether the host page at `address` is resident and private, from the allocator's
+    /// reading of `/proc/self/pagemap`.
+    fn resident(alloc: &SlotAllocator, address: *const u8) -> bool {
+        let page = alloc.shared.page;
+        let entries = alloc
+            .shared
+            .page_entries(address as usize / page * page, page)
             .unwrap();
-        let e = u64::from_ne_bytes(entry);
-        e & PM_PRESENT != 0 && e & PM_EXCLUSIVE != 0
+        entries[0] & PM_PRESENT != 0 && entries[0] & PM_EXCLUSIVE != 0
     }
 
     fn all_zero(memory: &SlotMemory) -> bool {
@@ -1198,12 +1197,12 @@ mod tests {
         assert_eq!(alloc.stats().warm_hits, 1);
         assert!(all_zero(&b), "nothing of the previous memory is left");
         assert!(
-            (0..10).all(|i| resident(base.wrapping_add(i * page)))
-                && resident(base.wrapping_add(40 * page)),
+            (0..10).all(|i| resident(&alloc, base.wrapping_add(i * page)))
+                && resident(&alloc, base.wrapping_add(40 * page)),
             "the pages it had touched are still resident"
         );
         assert!(
-            !resident(base.wrapping_add(11 * page)),
+            !resident(&alloc, base.wrapping_add(11 * page)),
             "untouched pages were not touched"
         );
     }
@@ -1223,8 +1222,11 @@ mod tests {
         drop(a);
         drop(b);
         assert_eq!(alloc.stats().warm_slots, 1);
-        assert!(resident(warm), "the first slot released is warm");
-        assert!(!resident(cold), "the second went back to the kernel");
+        assert!(resident(&alloc, warm), "the first slot released is warm");
+        assert!(
+            !resident(&alloc, cold),
+            "the second went back to the kernel"
+        );
         let c = alloc.allocate(WASM_PAGE_SIZE).unwrap();
         let d = alloc.allocate(WASM_PAGE_SIZE).unwrap();
         assert_eq!(
@@ -1265,12 +1267,12 @@ mod tests {
         assert!(all_zero(&c));
         for i in touched {
             assert!(
-                resident(c.as_ptr().wrapping_add(i * page)),
+                resident(&alloc, c.as_ptr().wrapping_add(i * page)),
                 "page {i} was prefaulted"
             );
         }
         assert!(
-            !resident(c.as_ptr().wrapping_add(page)),
+            !resident(&alloc, c.as_ptr().wrapping_add(page)),
             "page 1 was not in the footprint"
         );
         assert_eq!(alloc.stats().slots_in_use, 3);

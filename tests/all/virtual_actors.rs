@@ -270,3 +270,55 @@ async fn a_grant_for_the_type_covers_its_keys() {
         .unwrap();
     assert_eq!(r, json!({"Err": "denied"}));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn activations_reuse_warm_slots_that_hold_nothing_of_the_keys_before_them() {
+    // An engine of its own, so that no other test's memories come and go in its slot pool.
+    let engine = bunraku_runtime::engine::Engine::new(bunraku_runtime::engine::EngineConfig {
+        memory: bunraku_runtime::memory::SlotConfig {
+            warm_slots: 4,
+            ..Default::default()
+        },
+        ..Default::default()
+    })
+    .unwrap();
+    let host = host_with(bunraku_runtime::HostConfig {
+        engine: Some(engine.clone()),
+        ..Default::default()
+    });
+    let mut account = spec("account", "stateful");
+    account.virtual_idle = Some(Duration::from_millis(100));
+    deploy_spec(&host, &account);
+    let keys = |wave: &'static str| (0..6).map(move |i| format!("account/{wave}{i}"));
+
+    for (i, key) in keys("old").enumerate() {
+        add(&host, &key, 100 + i as u64).await;
+    }
+    eventually(WAIT, || host.actors().is_empty().then_some(()))
+        .await
+        .expect("every key is evicted once idle");
+    let before = engine.memory_stats();
+    assert!(
+        before.warm_slots > 0 && before.slots_in_use == 0,
+        "{before:?}"
+    );
+
+    // New keys start from nothing, however warm their slots are.
+    for key in keys("new") {
+        let s = status(&host, &key).await;
+        assert_eq!(
+            (s["value"].clone(), s["loaded"].clone()),
+            (json!(0), Value::Null)
+        );
+    }
+    let after = engine.memory_stats();
+    assert!(
+        after.warm_hits > before.warm_hits,
+        "no activation got a warm slot: {after:?}"
+    );
+    // The old keys come back with what they saved, and only that.
+    for (i, key) in keys("old").enumerate() {
+        let s = status(&host, &key).await;
+        assert_eq!(s["loaded"], json!(100 + i as u64), "{key}");
+    }
+}
