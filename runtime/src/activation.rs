@@ -11,11 +11,11 @@
 //! its idle timeout, with an empty mailbox and no operation pending, and that has state in the
 //! store (it saved or loaded some), is deactivated: its instance runs `on_stop` and is dropped.
 //! A message that arrives while `on_stop` runs waits in the mailbox and starts the next instance
-//! of the same activation. Then the activation is *evicted* ([`Shared::evict`]): its registry
+//! of the same activation. Then the activation is *evicted* (`Shared::evict`): its registry
 //! entry, cell, mailbox and task go, so an idle key costs nothing but its row in the store, and
 //! the next message makes a new activation, which loads the saved state again. Eviction closes
 //! the mailbox under the registry's entry lock; senders holding the old address find it closed
-//! and follow the name to its successor ([`Shared::try_deliver`], [`Shared::deliver_waiting`]).
+//! and follow the name to its successor (`Shared::try_deliver`, `Shared::deliver_waiting`).
 //! So there is at most one activation per key at any time, and nothing sent to a key is lost to
 //! a deactivation. Activations that never persisted state are never deactivated; activations
 //! somebody watches are deactivated but kept (idle, with their address).

@@ -1,6 +1,6 @@
 //! Durable reminders: timers kept in the embedded store, delivered to an actor's **address**.
 //!
-//! A timer ([`crate::imports::timers`]) belongs to one instance and dies with it. A reminder
+//! A timer (`ctx.after`, `ctx.every`) belongs to one instance and dies with it. A reminder
 //! belongs to an address (`billing`, `order/42`) and lives in the store's `reminders` table, so
 //! it fires after the instance was deactivated, failed, or the whole host restarted: its message
 //! is delivered like any other (from the sender [`SENDER`]), which activates a virtual actor.

@@ -120,7 +120,7 @@ pub mod http;
 pub mod journal;
 mod lifecycle;
 mod message;
-mod refs;
+pub mod refs;
 mod reminders;
 pub mod saga;
 mod state;

@@ -56,7 +56,7 @@ use crate::ctx::{delivered, outbound};
 use crate::{Ctx, Error, Message, Request, sys};
 
 /// A reference to an actor: a handle in this instance's reference table. See the
-/// [module documentation](self).
+/// [module documentation](crate::refs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ActorRef(pub(crate) u32);
 

@@ -134,7 +134,7 @@ Example:
 pub(crate) struct RunArgs {
     /// The manifest: a bunraku.toml, or the directory holding one.
     pub path: PathBuf,
-    /// Run the manifest's [smoke] check, print its outcome, stop, and exit 0 only if it passed.
+    /// Run the manifest's `[smoke]` check, print its outcome, stop, and exit 0 only if it passed.
     #[arg(long)]
     pub smoke: bool,
     /// Where the host keeps its socket and module cache (default: the manifest's host.data_dir).
@@ -143,7 +143,7 @@ pub(crate) struct RunArgs {
     /// Fail with the fix instead of installing a missing wasm target.
     #[arg(long)]
     pub no_install: bool,
-    /// Serve the manifest's [gateway] on ADDR instead of its `listen` (port 0 picks a free port;
+    /// Serve the manifest's `[gateway]` on ADDR instead of its `listen` (port 0 picks a free port;
     /// the address is printed, and `--smoke` uses it).
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<std::net::SocketAddr>,
