@@ -3,8 +3,7 @@
 //! The host calls `bunraku_run` whenever the actor has work; [`run`] pulls events with `next`
 //! until there are none and returns how many tasks are still pending. Each event either starts a
 //! task (`Start` runs `on_start`, `Message` a handler, `Stop` runs `on_stop`) or resumes one
-//! (`Completion`). A task is a boxed future polled with a no-op waker: it only ever makes
-//! progress when an event concerning it arrives, so nothing needs waking.
+//! (`Completion`). A task is a boxed future.
 //!
 //! Suspension points are the two futures here:
 //! - [`Op`], an operation the host returned an id for (a request, a send waiting for room). It
@@ -14,6 +13,12 @@
 //!   so with a concurrency above one a second handler waits for the first to let go (instead of
 //!   a `BorrowMutError`). Tasks waiting on the state are polled again after every poll that may
 //!   have released it.
+//!
+//! Any other future a task awaits is woken the standard way: tasks are polled with a [`Waker`]
+//! that names them, and a task woken by another (a `futures::channel::oneshot` completed by a
+//! second handler, say) is polled again before the executor asks the host for the next event.
+//! A wake from another thread (a guest has one) or, natively, while the testing harness has
+//! another actor's state installed, is ignored.
 //!
 //! All state lives in one thread-local [`State`] (one actor instance per wasm module; one per
 //! test thread natively). The testing harness swaps it in and out, so several test actors can
@@ -25,7 +30,7 @@ use std::collections::BTreeMap;
 use std::future::{Future, poll_fn};
 use std::pin::Pin;
 use std::rc::Rc;
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll, RawWaker, RawWakerVTable, Waker};
 
 use bunraku_abi::view::{EnvelopeView, EventView};
 use bunraku_abi::{Completion, ErrorCode, ReplyBody, decode_result, level};
@@ -77,6 +82,12 @@ pub(crate) struct State {
     state_waiters: Vec<TaskId>,
     /// An empty vector swapped with `state_waiters` while they are polled (no allocation).
     spare_waiters: Vec<TaskId>,
+    /// Tasks woken through their [`Waker`] since they were last polled.
+    woken: Vec<TaskId>,
+    /// An empty vector swapped with `woken` while they are polled.
+    spare_woken: Vec<TaskId>,
+    /// Which state this is, for wakers: the testing harness swaps states on one thread.
+    tag: StateTag,
     /// The leaked `RefCell<A>`, set by `Start`.
     actor: Option<&'static dyn Any>,
     identity: Option<Rc<Identity>>,
@@ -86,6 +97,65 @@ pub(crate) struct State {
     /// Messages refused without a reply handle, for the testing harness.
     #[cfg(not(target_arch = "wasm32"))]
     rejected: Vec<(u64, Error)>,
+}
+
+/// A number distinct for every [`State`] of the process.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct StateTag(usize);
+
+impl Default for StateTag {
+    fn default() -> Self {
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        Self(NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+    }
+}
+
+/// Task ids take the low half of a waker's data, the state's tag the high half (on wasm32, one
+/// state per instance, the tag is not needed and ids get all 32 bits).
+#[cfg(target_pointer_width = "64")]
+const TAG_SHIFT: u32 = 32;
+
+fn waker_data(tag: StateTag, id: TaskId) -> usize {
+    #[cfg(target_pointer_width = "64")]
+    return (tag.0 << TAG_SHIFT) | (id & ((1 << TAG_SHIFT) - 1));
+    #[cfg(not(target_pointer_width = "64"))]
+    return {
+        let _ = tag;
+        id
+    };
+}
+
+/// Whether waker data `data` belongs to the state tagged `tag`, and the task it names.
+fn waker_target(data: usize, tag: StateTag) -> Option<TaskId> {
+    #[cfg(target_pointer_width = "64")]
+    return ((data >> TAG_SHIFT) == (tag.0 & ((1 << TAG_SHIFT) - 1)))
+        .then_some(data & ((1 << TAG_SHIFT) - 1));
+    #[cfg(not(target_pointer_width = "64"))]
+    return {
+        let _ = tag;
+        Some(data)
+    };
+}
+
+/// The waker of task `id`: its data is the task and state, so it needs no allocation; waking
+/// queues the task in [`State::woken`].
+fn task_waker(tag: StateTag, id: TaskId) -> Waker {
+    fn raw(data: usize) -> RawWaker {
+        RawWaker::new(data as *const (), &VTABLE)
+    }
+    fn wake(data: *const ()) {
+        // `None` while the state is borrowed (a destructor run by the executor itself) or the
+        // thread exits: nothing to poll then.
+        let _ = try_with(|s| {
+            if let Some(id) = waker_target(data as usize, s.tag) {
+                s.woken.push(id);
+            }
+        });
+    }
+    static VTABLE: RawWakerVTable =
+        RawWakerVTable::new(|data| raw(data as usize), wake, wake, |_| {});
+    // SAFETY: the vtable's functions only read the data as a number; none frees anything.
+    unsafe { Waker::from_raw(raw(waker_data(tag, id))) }
 }
 
 impl State {
@@ -137,6 +207,7 @@ pub(crate) fn drop_tasks() {
         s.free.clear();
         s.pending = 0;
         s.state_waiters.clear();
+        s.woken.clear();
         std::mem::take(&mut s.tasks)
     });
     drop(tasks);
@@ -298,13 +369,37 @@ fn spawn(task: Task) {
         })
     });
     poll_task(id, task, true);
-    wake_state_waiters();
+    wake_waiters();
 }
 
-/// Polls a task, then every task waiting for the actor's state, while that makes progress.
+/// Polls a task, then every task it woke or that waits for the actor's state, while that makes
+/// progress.
 fn drive(id: TaskId) {
     poll(id);
-    wake_state_waiters();
+    wake_waiters();
+}
+
+/// Polls the tasks woken through their wakers and those waiting for the actor's state, until
+/// none is left to poll.
+fn wake_waiters() {
+    loop {
+        wake_state_waiters();
+        let woken = with(|s| {
+            if s.woken.is_empty() {
+                return None;
+            }
+            let spare = std::mem::take(&mut s.spare_woken);
+            Some(std::mem::replace(&mut s.woken, spare))
+        });
+        let Some(mut woken) = woken else {
+            return;
+        };
+        for &id in &woken {
+            poll(id);
+        }
+        woken.clear();
+        with(|s| s.spare_woken = woken);
+    }
 }
 
 /// Polls the tasks waiting for the actor's state, again while some of them get through.
@@ -347,10 +442,11 @@ fn poll(id: TaskId) {
 /// Polls `task` (slot `id`, reserved for it) once: stores it when Pending, frees the slot and
 /// drops it when finished. `new` is its first poll.
 fn poll_task(id: TaskId, mut task: Task, new: bool) {
-    let outer = with(|s| s.current.replace(id));
+    let (outer, tag) = with(|s| (s.current.replace(id), s.tag));
+    let waker = task_waker(tag, id);
     let ready = task
         .as_mut()
-        .poll(&mut Context::from_waker(Waker::noop()))
+        .poll(&mut Context::from_waker(&waker))
         .is_ready();
     let finished = with(|s| {
         s.current = outer;
@@ -520,6 +616,8 @@ pub(crate) fn trap(message: &str) -> ! {
 
 #[cfg(test)]
 mod tests {
+    use std::cell::Cell;
+
     use super::*;
     use crate::sys::native::{self, NativeHost};
     use bunraku_abi::{Envelope, Event};
@@ -578,6 +676,52 @@ mod tests {
             });
         });
         assert_eq!(host.cancelled, vec![1]);
+    }
+
+    #[test]
+    fn a_task_woken_by_another_runs_before_the_executor_returns() {
+        let log = Rc::new(RefCell::new(Vec::new()));
+        let (tx, rx) = futures::channel::oneshot::channel::<u32>();
+        let (l1, l2) = (log.clone(), log.clone());
+        isolated(NativeHost::default(), || {
+            spawn_test(async move {
+                let n = rx.await.unwrap();
+                l1.borrow_mut().push(format!("woken with {n}"));
+            });
+            assert_eq!(with(|s| s.pending), 1, "waits for the channel");
+            // Another task (another handler, say) completes the channel and waits for the host.
+            spawn_test(async move {
+                tx.send(7).unwrap();
+                l2.borrow_mut().push("sent".to_owned());
+                Op::new(3).await;
+            });
+            assert_eq!(*log.borrow(), ["sent", "woken with 7"]);
+            assert_eq!(with(|s| (s.pending, s.woken.len())), (1, 0));
+        });
+    }
+
+    #[test]
+    fn a_waker_of_another_state_wakes_nothing_here() {
+        let (tx, rx) = futures::channel::oneshot::channel::<()>();
+        let done = Rc::new(Cell::new(false));
+        let seen = done.clone();
+        isolated(NativeHost::default(), || {
+            spawn_test(async move {
+                rx.await.unwrap();
+                seen.set(true);
+            });
+            // The waker registered in the channel names this state; while another one is
+            // installed (the testing harness drives several actors on one thread) the wake does
+            // not reach the other state's tasks.
+            let ours = swap_state(State::default());
+            tx.send(()).unwrap();
+            assert!(
+                with(|s| s.woken.is_empty()),
+                "the other state queued nothing"
+            );
+            swap_state(ours);
+            assert!(!done.get());
+        });
     }
 
     #[test]

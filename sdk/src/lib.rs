@@ -87,7 +87,10 @@
 //!   function, runs each handler as a task, and parks a task whose `.await` waits on a host
 //!   operation until that operation's completion event arrives. One handler runs at a time unless
 //!   the actor's concurrency is raised; handlers then interleave at their `.await`s, and one that
-//!   needs the state while another holds it waits for it.
+//!   needs the state while another holds it waits for it. Tasks are woken with standard
+//!   [`Waker`](std::task::Waker)s, so one handler can wait for another on any waker-based
+//!   primitive (a `futures::channel::oneshot`, an async channel): the woken task runs in the
+//!   same turn, before the executor asks the host for more.
 //! - **Backends** (internal `sys` module): on `wasm32` the host functions are imports of the
 //!   `bunraku` module, declared from the ABI's table ([`bunraku_abi::for_each_host_fn!`]); on
 //!   other targets they go to a native stand-in host, driven by [`testing`].

@@ -5,17 +5,16 @@
 //! `n` reaches the number of rounds; then `Go` replies. Both messages are plain one-way sends.
 //!
 //! `Go` must stay pending while the pongs arrive, so `a` runs with `concurrency = 2` and every
-//! handler takes `&self`. The SDK has no way for one handler to wake another, so `Go` waits on a
-//! latch built from the SDK's state-borrow waiters (`bunraku_sdk::__private::borrow_mut`, the
-//! mechanism behind `&mut self` handlers): it holds a second `RefCell` mutably while the rally
-//! runs and waits to borrow it again; the last `Pong` lets go. Its cost is one extra poll of the
-//! waiting `Go` task after each `Pong` on `a` (not on `b`).
+//! handler takes `&self`. `Go` waits on a oneshot channel (`futures-channel`) that the last
+//! `Pong` completes: the SDK's executor wakes a task the standard way, so one handler can wait
+//! for another with any waker-based primitive.
 //!
 //! [`Noop`] does nothing, for the per-stage breakdown (`bench/benches/breakdown.rs`).
 
-use std::cell::{Cell, RefCell, RefMut};
+use std::cell::{Cell, RefCell};
 
 use bunraku_sdk::prelude::*;
+use futures_channel::oneshot;
 
 /// Start a rally of `rounds` round trips with `peer`; replies with the last `n` seen.
 #[derive(Debug, Serialize, Deserialize, Message)]
@@ -56,21 +55,17 @@ pub struct PingPong {
     rounds: Cell<u64>,
     last: Cell<u64>,
     noops: Cell<u64>,
+    /// Completed by the last `Pong` of the rally, which `Go` waits for.
+    done: RefCell<Option<oneshot::Sender<()>>>,
 }
 
-thread_local! {
-    /// The latch `Go` waits on; leaked so that its borrows are `'static`.
-    static GATE: &'static RefCell<()> = Box::leak(Box::new(RefCell::new(())));
-    /// Held while a rally runs.
-    static HELD: RefCell<Option<RefMut<'static, ()>>> = const { RefCell::new(None) };
-}
-
-fn gate() -> &'static RefCell<()> {
-    GATE.with(|g| *g)
-}
-
-fn release() {
-    HELD.with(|h| h.borrow_mut().take());
+impl PingPong {
+    /// Ends the rally: `Go` replies.
+    fn finish(&self) {
+        if let Some(done) = self.done.borrow_mut().take() {
+            let _ = done.send(());
+        }
+    }
 }
 
 #[actor]
@@ -82,16 +77,17 @@ impl PingPong {
         if msg.rounds == 0 {
             return 0;
         }
-        HELD.with(|h| *h.borrow_mut() = Some(gate().borrow_mut()));
+        let (done, finished) = oneshot::channel();
+        *self.done.borrow_mut() = Some(done);
         if let Err(e) = ctx.send(&msg.peer, &Ping { n: 1 }).await {
             ctx.error(format_args!(
                 "cannot start the rally with {}: {e}",
                 msg.peer
             ));
-            release();
             return 0;
         }
-        drop(bunraku_sdk::__private::borrow_mut(gate()).await);
+        // An error only when the sender went unused (a second `Go` replaced it): reply anyway.
+        let _ = finished.await;
         self.last.get()
     }
 
@@ -107,13 +103,13 @@ impl PingPong {
     async fn pong(&self, ctx: &Ctx, msg: Pong) {
         self.last.set(msg.n);
         if msg.n >= self.rounds.get() {
-            release();
+            self.finish();
             return;
         }
         let to = ctx.sender().unwrap_or_default();
         if let Err(e) = ctx.send(to, &Ping { n: msg.n + 1 }).await {
             ctx.error(format_args!("ping to {to} failed: {e}"));
-            release();
+            self.finish();
         }
     }
 
