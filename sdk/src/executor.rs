@@ -79,13 +79,9 @@ pub(crate) struct State {
     current: Option<TaskId>,
     ops: BTreeMap<u32, OpSlot>,
     /// Tasks waiting for the actor's state to be released.
-    state_waiters: Vec<TaskId>,
-    /// An empty vector swapped with `state_waiters` while they are polled (no allocation).
-    spare_waiters: Vec<TaskId>,
+    state_waiters: TaskQueue,
     /// Tasks woken through their [`Waker`] since they were last polled.
-    woken: Vec<TaskId>,
-    /// An empty vector swapped with `woken` while they are polled.
-    spare_woken: Vec<TaskId>,
+    woken: TaskQueue,
     /// Which state this is, for wakers: the testing harness swaps states on one thread.
     tag: StateTag,
     /// The leaked `RefCell<A>`, set by `Start`.
@@ -97,6 +93,31 @@ pub(crate) struct State {
     /// Messages refused without a reply handle, for the testing harness.
     #[cfg(not(target_arch = "wasm32"))]
     rejected: Vec<(u64, Error)>,
+}
+
+/// Tasks to poll again, with an empty vector swapped in while they are polled (so that polling
+/// them allocates nothing and they may queue again meanwhile).
+#[derive(Default)]
+struct TaskQueue {
+    ids: Vec<TaskId>,
+    spare: Vec<TaskId>,
+}
+
+impl TaskQueue {
+    /// The queued tasks, leaving the queue empty; `None` when there are none.
+    fn take(&mut self) -> Option<Vec<TaskId>> {
+        if self.ids.is_empty() {
+            return None;
+        }
+        let spare = std::mem::take(&mut self.spare);
+        Some(std::mem::replace(&mut self.ids, spare))
+    }
+
+    /// Returns a vector from [`TaskQueue::take`] for reuse.
+    fn give_back(&mut self, mut ids: Vec<TaskId>) {
+        ids.clear();
+        self.spare = ids;
+    }
 }
 
 /// A number distinct for every [`State`] of the process.
@@ -138,7 +159,7 @@ fn waker_target(data: usize, tag: StateTag) -> Option<TaskId> {
 }
 
 /// The waker of task `id`: its data is the task and state, so it needs no allocation; waking
-/// queues the task in [`State::woken`].
+/// queues the task in `State::woken`.
 fn task_waker(tag: StateTag, id: TaskId) -> Waker {
     fn raw(data: usize) -> RawWaker {
         RawWaker::new(data as *const (), &VTABLE)
@@ -148,7 +169,7 @@ fn task_waker(tag: StateTag, id: TaskId) -> Waker {
         // thread exits: nothing to poll then.
         let _ = try_with(|s| {
             if let Some(id) = waker_target(data as usize, s.tag) {
-                s.woken.push(id);
+                s.woken.ids.push(id);
             }
         });
     }
@@ -206,8 +227,8 @@ pub(crate) fn drop_tasks() {
     let tasks = with(|s| {
         s.free.clear();
         s.pending = 0;
-        s.state_waiters.clear();
-        s.woken.clear();
+        s.state_waiters.ids.clear();
+        s.woken.ids.clear();
         std::mem::take(&mut s.tasks)
     });
     drop(tasks);
@@ -384,35 +405,20 @@ fn drive(id: TaskId) {
 fn wake_waiters() {
     loop {
         wake_state_waiters();
-        let woken = with(|s| {
-            if s.woken.is_empty() {
-                return None;
-            }
-            let spare = std::mem::take(&mut s.spare_woken);
-            Some(std::mem::replace(&mut s.woken, spare))
-        });
-        let Some(mut woken) = woken else {
+        let Some(woken) = with(|s| s.woken.take()) else {
             return;
         };
         for &id in &woken {
             poll(id);
         }
-        woken.clear();
-        with(|s| s.spare_woken = woken);
+        with(|s| s.woken.give_back(woken));
     }
 }
 
 /// Polls the tasks waiting for the actor's state, again while some of them get through.
 fn wake_state_waiters() {
     loop {
-        let waiters = with(|s| {
-            if s.state_waiters.is_empty() {
-                return None;
-            }
-            let spare = std::mem::take(&mut s.spare_waiters);
-            Some(std::mem::replace(&mut s.state_waiters, spare))
-        });
-        let Some(mut waiters) = waiters else {
+        let Some(waiters) = with(|s| s.state_waiters.take()) else {
             return;
         };
         let before = waiters.len();
@@ -421,9 +427,8 @@ fn wake_state_waiters() {
         }
         // Waiters that still cannot borrow registered again; stop once nobody got through.
         let stuck = with(|s| {
-            waiters.clear();
-            s.spare_waiters = waiters;
-            s.state_waiters.len() >= before
+            s.state_waiters.give_back(waiters);
+            s.state_waiters.ids.len() >= before
         });
         if stuck {
             return;
@@ -539,9 +544,9 @@ impl Drop for Op {
 fn wait_for_state() {
     with(|s| {
         if let Some(task) = s.current
-            && !s.state_waiters.contains(&task)
+            && !s.state_waiters.ids.contains(&task)
         {
-            s.state_waiters.push(task);
+            s.state_waiters.ids.push(task);
         }
     });
 }
@@ -696,7 +701,7 @@ mod tests {
                 Op::new(3).await;
             });
             assert_eq!(*log.borrow(), ["sent", "woken with 7"]);
-            assert_eq!(with(|s| (s.pending, s.woken.len())), (1, 0));
+            assert_eq!(with(|s| (s.pending, s.woken.ids.len())), (1, 0));
         });
     }
 
@@ -716,7 +721,7 @@ mod tests {
             let ours = swap_state(State::default());
             tx.send(()).unwrap();
             assert!(
-                with(|s| s.woken.is_empty()),
+                with(|s| s.woken.ids.is_empty()),
                 "the other state queued nothing"
             );
             swap_state(ours);
@@ -747,7 +752,7 @@ mod tests {
             spawn_test(async move { assert_eq!(borrow(cell).await.0.len(), 3) });
             assert_eq!(with(|s| s.pending), 3);
             complete(1, Completion::Done);
-            assert_eq!(with(|s| (s.pending, s.state_waiters.len())), (0, 0));
+            assert_eq!(with(|s| (s.pending, s.state_waiters.ids.len())), (0, 0));
         });
         assert_eq!(cell.borrow().0, ["first holds", "first done", "second"]);
     }
