@@ -10,7 +10,9 @@
 //!   Held against the same request to an already active key, alternating in the same run; the
 //!   difference of the medians is the activation itself. A second host with the slot
 //!   allocator's warm pool off (`warm_slots = 0`: every new instance page-faults on fresh
-//!   memory) takes the same new keys in the same loop, so the two are compared side by side.
+//!   memory) takes the same new keys in the same loop, so the two are compared side by side,
+//!   also stage by stage (creating the `Store`, instantiating, the first entry with `on_start`,
+//!   from the host's own figures, `Host::totals`).
 //! - spawn: guest `testbed` asks the host to spawn a `testbed` (`ctx.spawn`), then the new actor
 //!   answers a `Ping`; the time of both requests, from the bench's client.
 //! - memory: in a child process per case, N keys each activated by an `Add` (instantiated, has
@@ -107,6 +109,9 @@ fn main() {
         }
     });
     let slots = host.engine().memory_stats();
+    // Where an instance's start went, stage by stage, on both hosts (every instance of each
+    // host: the new keys and the one active key).
+    let (starts, cold_starts) = (host.totals().starts, cold.totals().starts);
     drop(host);
     drop(cold);
     let _ = std::fs::remove_dir_all(&dir);
@@ -175,6 +180,19 @@ fn main() {
         keys + 1,
         slots.prefaulted,
     );
+
+    println!(
+        "\nInstance start by stage, mean per instance over {} and {} starts (`Host::totals`, \
+         `bunraku_instance_start_seconds_total`):\n\n\
+         | stage | warm slots | without (`warm_slots = 0`) | ratio |\n|---|---|---|---|",
+        starts.count, cold_starts.count
+    );
+    for ((stage, warm), (_, cold)) in starts.mean_us().into_iter().zip(cold_starts.mean_us()) {
+        println!(
+            "| {stage} | {warm:.1} µs | {cold:.1} µs | {:.2} |",
+            warm / cold
+        );
+    }
 
     let exe = std::env::current_exe().expect("own path");
     let counts: Vec<usize> = std::env::var("BUNRAKU_BENCH_DENSITY")

@@ -1004,6 +1004,7 @@ async fn run_instance(
     cell: &Arc<ActorCell>,
     io: InstanceIo,
 ) -> (Exit, InstanceIo) {
+    let begin = std::time::Instant::now();
     let state = ActorState::new(host.clone(), group.clone(), cell.clone(), io);
     let budget = state.budget_ticks;
     let mut store = Store::new(host.engine.wasmtime(), state);
@@ -1011,10 +1012,13 @@ async fn run_instance(
     store.epoch_deadline_trap();
     store.set_epoch_deadline(budget);
 
+    let created = std::time::Instant::now();
     let run = match group.module.instantiate(&mut store) {
         Ok(run) => run,
         Err(reason) => return finish(store, Err(reason)),
     };
+    // Until the first entry returned: the stages of this start (`Host::totals`).
+    let mut starting = Some((created - begin, created.elapsed()));
     cell.set_phase(ActorPhase::Running);
     store.data_mut().ready.push_back(Ready::Start);
     let mut pending: FuturesUnordered<PendingOp> = FuturesUnordered::new();
@@ -1029,11 +1033,15 @@ async fn run_instance(
     loop {
         store.set_epoch_deadline(budget);
         store.data_mut().batch = 0;
+        let entered = std::time::Instant::now();
         match run.call(&mut store, ()) {
             Ok(in_flight) => {
                 store.data_mut().in_flight = in_flight.max(0) as u32;
                 // The first entry ran `on_start` (or started it, if it awaits something).
                 cell.booted.store(true, Ordering::SeqCst);
+                if let Some((create, instantiate)) = starting.take() {
+                    host.starts.record(create, instantiate, entered.elapsed());
+                }
             }
             Err(err) => {
                 let reason = describe_trap(&store, &err);

@@ -169,6 +169,8 @@ pub(crate) struct Shared {
     pub activations: AtomicU64,
     /// Idle activations evicted.
     pub evictions: AtomicU64,
+    /// Instance starts and their time by stage.
+    pub starts: crate::metrics::StartCounters,
     /// Loaded modules by the SHA-256 of their bytes: deploying the same module again (another
     /// actor, a thousand subscribers) reuses its compiled code and `InstancePre`.
     modules: Mutex<std::collections::HashMap<[u8; 32], Arc<ActorModule>>>,
@@ -554,6 +556,7 @@ impl Host {
             next_spread: AtomicU64::new(0),
             activations: AtomicU64::new(0),
             evictions: AtomicU64::new(0),
+            starts: Default::default(),
             modules: Mutex::default(),
         });
         handle.spawn(crate::reminders::run(
@@ -1028,6 +1031,7 @@ impl Host {
             activations: self.shared.activations.load(Ordering::Relaxed),
             evictions: self.shared.evictions.load(Ordering::Relaxed),
             memory: self.shared.engine.memory_stats(),
+            starts: self.shared.starts.snapshot(),
         }
     }
 

@@ -29,6 +29,8 @@
 //! ```
 
 use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use crate::ActorStatus;
 use crate::memory::{MemoryStats, MemoryWall};
@@ -111,6 +113,37 @@ pub struct HostTotals {
     /// The slot allocator's figures: linear memory committed against the host budget, slots,
     /// the warm pool, and which walls were hit.
     pub memory: MemoryStats,
+    /// Where the time of starting instances went.
+    pub starts: StartTimes,
+}
+
+/// The time instances took to start, summed over every instance whose first entry returned
+/// (any actor: deployed, restarted, spawned or a virtual actor's activation), by stage. The
+/// stages run one after the other on a guest worker; what comes before them (registering a new
+/// activation, waking the worker) is not included.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StartTimes {
+    /// Instances counted.
+    pub count: u64,
+    /// Creating the instance's state and wasmtime `Store`, in nanoseconds.
+    pub store_ns: u64,
+    /// Instantiating the module: linear memory, data segments, `_initialize`, in nanoseconds.
+    pub instantiate_ns: u64,
+    /// The first guest entry: `on_start` (and its `load`), and the messages it took in the same
+    /// entry, in nanoseconds.
+    pub first_entry_ns: u64,
+}
+
+impl StartTimes {
+    /// The stages with their mean time per instance, in microseconds (zero when none started).
+    pub fn mean_us(&self) -> [(&'static str, f64); 3] {
+        let mean = |ns: u64| ns as f64 / self.count.max(1) as f64 / 1e3;
+        [
+            ("store", mean(self.store_ns)),
+            ("instantiate", mean(self.instantiate_ns)),
+            ("first_entry", mean(self.first_entry_ns)),
+        ]
+    }
 }
 
 /// Renders `actors` (as [`Host::actors`](crate::Host::actors) returns them) and the host's
@@ -161,7 +194,64 @@ pub fn render(actors: &[ActorStatus], totals: &HostTotals) -> String {
         single(&mut out, name, "counter", help, value);
     }
     render_memory(&mut out, &totals.memory);
+    render_starts(&mut out, &totals.starts);
     out
+}
+
+/// The host's running sums behind [`StartTimes`].
+#[derive(Default)]
+pub(crate) struct StartCounters {
+    count: AtomicU64,
+    store_ns: AtomicU64,
+    instantiate_ns: AtomicU64,
+    first_entry_ns: AtomicU64,
+}
+
+impl StartCounters {
+    /// Adds one instance's start.
+    pub(crate) fn record(&self, store: Duration, instantiate: Duration, first_entry: Duration) {
+        let ns = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        self.store_ns.fetch_add(ns(store), Ordering::Relaxed);
+        self.instantiate_ns
+            .fetch_add(ns(instantiate), Ordering::Relaxed);
+        self.first_entry_ns
+            .fetch_add(ns(first_entry), Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The sums so far.
+    pub(crate) fn snapshot(&self) -> StartTimes {
+        StartTimes {
+            count: self.count.load(Ordering::Relaxed),
+            store_ns: self.store_ns.load(Ordering::Relaxed),
+            instantiate_ns: self.instantiate_ns.load(Ordering::Relaxed),
+            first_entry_ns: self.first_entry_ns.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Instance starts and their time by stage (see [`StartTimes`]).
+fn render_starts(out: &mut String, s: &StartTimes) {
+    single(
+        out,
+        "bunraku_instance_starts_total",
+        "counter",
+        "Instances started whose first entry (on_start) returned.",
+        s.count,
+    );
+    let seconds = |ns: u64| ns as f64 / 1e9;
+    by_label(
+        out,
+        "bunraku_instance_start_seconds_total",
+        "Time spent starting those instances, by stage: store, instantiate (memory, data \
+         segments, _initialize), first_entry (on_start and what it took in the same entry).",
+        "stage",
+        [
+            ("store", seconds(s.store_ns)),
+            ("instantiate", seconds(s.instantiate_ns)),
+            ("first_entry", seconds(s.first_entry_ns)),
+        ],
+    );
 }
 
 /// The slot allocator's figures (see [`crate::memory`]).
@@ -231,12 +321,12 @@ fn render_memory(out: &mut String, m: &MemoryStats) {
 
 /// Writes a counter with one sample per value of one label (also used by the gateway's
 /// figures).
-pub(crate) fn by_label<'a>(
+pub(crate) fn by_label<'a, V: std::fmt::Display>(
     out: &mut String,
     name: &str,
     help: &str,
     label: &str,
-    samples: impl IntoIterator<Item = (&'a str, u64)>,
+    samples: impl IntoIterator<Item = (&'a str, V)>,
 ) {
     header(out, name, "counter", help);
     for (value_of_label, value) in samples {
@@ -330,6 +420,12 @@ mod tests {
                     },
                     ..Default::default()
                 },
+                starts: StartTimes {
+                    count: 4,
+                    store_ns: 20_000,
+                    instantiate_ns: 1_500_000_000,
+                    first_entry_ns: 2_000_000_000,
+                },
             },
         );
         for m in METRICS {
@@ -357,7 +453,28 @@ mod tests {
         assert!(text.contains("\nbunraku_linear_memory_committed_bytes 131072\n"));
         assert!(text.contains("\nbunraku_memory_slots_warm 5\n"));
         assert!(text.contains("\nbunraku_memory_wall_hits_total{wall=\"host memory budget\"} 4\n"));
-        assert!(text.ends_with("\nbunraku_memory_wall_hits_total{wall=\"mmap\"} 0\n"));
+        assert!(text.contains("\nbunraku_memory_wall_hits_total{wall=\"mmap\"} 0\n"));
+        assert!(text.contains("\nbunraku_instance_starts_total 4\n"));
+        assert!(text.contains("\nbunraku_instance_start_seconds_total{stage=\"store\"} 0.00002\n"));
+        assert!(text.ends_with(
+            "\nbunraku_instance_start_seconds_total{stage=\"instantiate\"} 1.5\n\
+             bunraku_instance_start_seconds_total{stage=\"first_entry\"} 2\n"
+        ));
+    }
+
+    #[test]
+    fn start_times_average_per_instance_in_microseconds() {
+        let times = StartTimes {
+            count: 4,
+            store_ns: 20_000,
+            instantiate_ns: 100_000,
+            first_entry_ns: 0,
+        };
+        assert_eq!(
+            times.mean_us(),
+            [("store", 5.0), ("instantiate", 25.0), ("first_entry", 0.0)]
+        );
+        assert_eq!(StartTimes::default().mean_us()[0], ("store", 0.0));
     }
 
     #[test]
@@ -376,7 +493,7 @@ mod tests {
                 continue;
             }
             let (_, value) = line.rsplit_once(' ').expect("name and value");
-            value.parse::<u64>().expect("numeric value");
+            value.parse::<f64>().expect("numeric value");
         }
     }
 }

@@ -303,15 +303,23 @@ fn cli_calls_lists_and_stops_a_running_host() {
     let mut figure = |name: &str| {
         out.stdout
             .lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<u64>().ok())
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<f64>().ok())
             .unwrap_or_else(|| host.guard.fail(&format!("no {name} in:\n{}", out.stdout)))
     };
-    assert!(figure("bunraku_memory_slots_in_use") >= 1);
-    assert!(figure("bunraku_linear_memory_committed_bytes") > 0);
+    assert!(figure("bunraku_memory_slots_in_use") >= 1.0);
+    assert!(figure("bunraku_linear_memory_committed_bytes") > 0.0);
     assert_eq!(
         figure("bunraku_memory_wall_hits_total{wall=\"host memory budget\"}"),
-        0
+        0.0
     );
+    // Echo's instance started: its start was timed, stage by stage.
+    assert!(figure("bunraku_instance_starts_total") >= 1.0);
+    for stage in ["store", "instantiate", "first_entry"] {
+        let seconds = figure(&format!(
+            "bunraku_instance_start_seconds_total{{stage=\"{stage}\"}}"
+        ));
+        assert!(seconds > 0.0, "{stage}: {seconds}");
+    }
 
     let out = host.expect(&["ps", "--json"], 0);
     let actors: Vec<Value> = serde_json::from_str(&out.stdout).unwrap();
