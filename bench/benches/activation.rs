@@ -8,11 +8,12 @@
 //!   the registry misses, the activation is registered, its task instantiates the module, runs
 //!   `on_start` (which loads the key's state: none) and the handler, and the reply comes back.
 //!   Held against the same request to an already active key, alternating in the same run; the
-//!   difference of the medians is the activation itself. A second host with the slot
-//!   allocator's warm pool off (`warm_slots = 0`: every new instance page-faults on fresh
-//!   memory) takes the same new keys in the same loop, so the two are compared side by side,
-//!   also stage by stage (creating the `Store`, instantiating, the first entry with `on_start`,
-//!   from the host's own figures, `Host::totals`).
+//!   difference of the medians is the activation itself. Two more hosts take the same new keys
+//!   in the same loop, so the three are compared side by side: one that prepares no instances
+//!   ahead (`prepared_instances = 0`), and one that has no warm slots either (`warm_slots = 0`:
+//!   every new instance page-faults on fresh memory). Also stage by stage (creating the
+//!   `Store`, instantiating, the first entry with `on_start`, from the host's own figures,
+//!   `Host::totals`).
 //! - spawn: guest `testbed` asks the host to spawn a `testbed` (`ctx.spawn`), then the new actor
 //!   answers a `Ping`; the time of both requests, from the bench's client.
 //! - memory: in a child process per case, N keys each activated by an `Add` (instantiated, has
@@ -28,6 +29,10 @@ use bunraku_runtime::{ClientMessage, Host, HostConfig};
 use serde_json::json;
 
 const CHILD: &str = "BUNRAKU_ACTIVATION_CHILD";
+
+/// A host the activation case compares: its data directory's tag, its label, and how it
+/// changes the default configuration.
+type Variant = (&'static str, &'static str, fn(&mut HostConfig));
 
 fn data_dir(tag: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("bunraku-bench-{tag}-{}", std::process::id()));
@@ -91,33 +96,60 @@ fn main() {
     let keys = bunraku_bench::env_usize("BUNRAKU_BENCH_KEYS", 2000);
     let ctl = bunraku_bench::control_runtime();
 
-    // Activation against an active key, alternating; and on a host without warm slots.
-    let dir = data_dir("activation");
-    let cold_dir = data_dir("activation-cold");
-    let host = host_with_counter(Duration::from_secs(3600), &dir);
-    let mut cold_config = HostConfig::default();
-    cold_config.engine_config.memory.warm_slots = 0;
-    let cold = host_with_counter_on(Duration::from_secs(3600), &cold_dir, cold_config);
-    let (mut new_key, mut active_key, mut new_key_cold) = (Vec::new(), Vec::new(), Vec::new());
+    // Activation against an active key, alternating, on three hosts side by side: the default
+    // one (warm slots, prepared instances), one that prepares no instances, and one that has
+    // neither (every instance made on the spot in fresh memory).
+    let variants: [Variant; 3] = [
+        ("activation", "default host", |_| {}),
+        (
+            "activation-unprepared",
+            "no prepared instances (`prepared_instances = 0`)",
+            |c| c.prepared_instances = 0,
+        ),
+        (
+            "activation-cold",
+            "neither prepared instances nor warm slots (`warm_slots = 0`)",
+            |c| {
+                c.prepared_instances = 0;
+                c.engine_config.memory.warm_slots = 0;
+            },
+        ),
+    ];
+    let hosts: Vec<(std::path::PathBuf, Host)> = variants
+        .iter()
+        .map(|(tag, _, configure)| {
+            let dir = data_dir(tag);
+            let mut config = HostConfig::default();
+            configure(&mut config);
+            let host = host_with_counter_on(Duration::from_secs(3600), &dir, config);
+            (dir, host)
+        })
+        .collect();
+    let mut new_key: Vec<Vec<Duration>> = vec![Vec::new(); hosts.len()];
+    let mut active_key = Vec::new();
     ctl.block_on(async {
-        get(&host, "counter/warm").await;
-        get(&cold, "counter/warm").await;
+        for (_, host) in &hosts {
+            get(host, "counter/warm").await;
+        }
         for i in 0..keys {
-            new_key.push(get(&host, &format!("counter/k{i}")).await);
-            new_key_cold.push(get(&cold, &format!("counter/k{i}")).await);
-            active_key.push(get(&host, "counter/warm").await);
+            for ((_, host), times) in hosts.iter().zip(&mut new_key) {
+                times.push(get(host, &format!("counter/k{i}")).await);
+            }
+            active_key.push(get(&hosts[0].1, "counter/warm").await);
         }
     });
-    let slots = host.engine().memory_stats();
-    // Where an instance's start went, stage by stage, on both hosts (every instance of each
+    let slots = hosts[0].1.engine().memory_stats();
+    // Where an instance's start went, stage by stage, on each host (every instance of each
     // host: the new keys and the one active key).
-    let (starts, cold_starts) = (host.totals().starts, cold.totals().starts);
-    drop(host);
-    drop(cold);
-    let _ = std::fs::remove_dir_all(&dir);
-    let _ = std::fs::remove_dir_all(&cold_dir);
-    let activation = |new: &[Duration]| median_us(new) - median_us(&active_key);
-    let (warm_activation, cold_activation) = (activation(&new_key), activation(&new_key_cold));
+    let starts: Vec<_> = hosts.iter().map(|(_, h)| h.totals().starts).collect();
+    for (dir, host) in hosts {
+        drop(host);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    let activation: Vec<f64> = new_key
+        .iter()
+        .map(|new| median_us(new) - median_us(&active_key))
+        .collect();
 
     // Spawn: a testbed spawns a testbed, which then answers.
     let host = bunraku_bench::host();
@@ -149,20 +181,17 @@ fn main() {
 
     println!("## activation ({})", bunraku_bench::machine_line());
     println!("| case | samples | p50 | p90 | p99 |\n|---|---|---|---|---|");
-    println!(
-        "{}",
-        row(
-            "`Get` to a new key (activation, `on_start` with `load`, handler)",
-            new_key
-        )
-    );
-    println!(
-        "{}",
-        row(
-            "`Get` to a new key, slot allocator without warm slots (`warm_slots = 0`)",
-            new_key_cold
-        )
-    );
+    for ((_, case, _), times) in variants.iter().zip(new_key) {
+        println!(
+            "{}",
+            row(
+                &format!(
+                    "`Get` to a new key (activation, `on_start` with `load`, handler), {case}"
+                ),
+                times
+            )
+        );
+    }
     println!("{}", row("`Get` to an active key", active_key));
     println!(
         "{}",
@@ -173,24 +202,36 @@ fn main() {
     );
 
     println!(
-        "\nactivation (p50 new key − p50 active key): {warm_activation:.1} µs; without warm slots \
-         {cold_activation:.1} µs (ratio {:.2}); warm slots handed out {} of {} instances, {} prefaulted",
-        warm_activation / cold_activation,
+        "\nactivation (p50 new key − p50 active key): {:.1} µs on the default host; {:.1} µs \
+         without prepared instances (ratio {:.2}); {:.1} µs without either (ratio {:.2}); \
+         warm slots handed out {} of the default host's instances, {} prefaulted",
+        activation[0],
+        activation[1],
+        activation[0] / activation[1],
+        activation[2],
+        activation[0] / activation[2],
         slots.warm_hits,
-        keys + 1,
         slots.prefaulted,
     );
-
     println!(
-        "\nInstance start by stage, mean per instance over {} and {} starts (`Host::totals`, \
-         `bunraku_instance_start_seconds_total`):\n\n\
-         | stage | warm slots | without (`warm_slots = 0`) | ratio |\n|---|---|---|---|",
-        starts.count, cold_starts.count
+        "\nInstance start by stage, mean per instance (`Host::totals`, \
+         `bunraku_instance_start_seconds_total`); starts that took a prepared instance: {} of {} \
+         on the default host:\n",
+        starts[0].prepared, starts[0].count
     );
-    for ((stage, warm), (_, cold)) in starts.mean_us().into_iter().zip(cold_starts.mean_us()) {
+    println!(
+        "| stage | {} |\n|---|---|---|---|",
+        variants.map(|(_, case, _)| case).join(" | ")
+    );
+    for stage in 0..3 {
+        let means: Vec<String> = starts
+            .iter()
+            .map(|s| format!("{:.1} µs", s.mean_us()[stage].1))
+            .collect();
         println!(
-            "| {stage} | {warm:.1} µs | {cold:.1} µs | {:.2} |",
-            warm / cold
+            "| {} | {} |",
+            starts[0].mean_us()[stage].0,
+            means.join(" | ")
         );
     }
 

@@ -641,6 +641,16 @@ impl ActorState {
         }
     }
 
+    /// Binds a prepared instance (made for a placeholder of its virtual actor type, see
+    /// [`crate::prepared`]) to the activation `group`, slot `cell` and its mailbox. Everything
+    /// else a fresh instance has is the same for every key of the type.
+    pub(crate) fn bind(&mut self, group: &Arc<ActorGroup>, cell: &Arc<ActorCell>, io: InstanceIo) {
+        self.group = group.clone();
+        self.cell = cell.clone();
+        self.io = io;
+        self.sender_hash = hash_name(&group.name);
+    }
+
     /// Registers a pending operation started by the handler being polled.
     pub(crate) fn start_op(
         &mut self,
@@ -1005,20 +1015,28 @@ async fn run_instance(
     io: InstanceIo,
 ) -> (Exit, InstanceIo) {
     let begin = std::time::Instant::now();
-    let state = ActorState::new(host.clone(), group.clone(), cell.clone(), io);
-    let budget = state.budget_ticks;
-    let mut store = Store::new(host.engine.wasmtime(), state);
-    store.limiter(|s| &mut s.limits);
-    store.epoch_deadline_trap();
-    store.set_epoch_deadline(budget);
-
-    let created = std::time::Instant::now();
-    let run = match group.module.instantiate(&mut store) {
-        Ok(run) => run,
-        Err(reason) => return finish(store, Err(reason)),
+    let (mut store, run, starting) = match host.take_prepared(group) {
+        Some(mut prepared) => {
+            prepared.store.data_mut().bind(group, cell, io);
+            (
+                prepared.store,
+                prepared.run,
+                (begin.elapsed(), Duration::ZERO, true),
+            )
+        }
+        None => {
+            let mut store = new_store(host, group, cell, io);
+            let created = std::time::Instant::now();
+            let run = match group.module.instantiate(&mut store) {
+                Ok(run) => run,
+                Err(reason) => return finish(store, Err(reason)),
+            };
+            (store, run, (created - begin, created.elapsed(), false))
+        }
     };
+    let budget = store.data().budget_ticks;
     // Until the first entry returned: the stages of this start (`Host::totals`).
-    let mut starting = Some((created - begin, created.elapsed()));
+    let mut starting = Some(starting);
     cell.set_phase(ActorPhase::Running);
     store.data_mut().ready.push_back(Ready::Start);
     let mut pending: FuturesUnordered<PendingOp> = FuturesUnordered::new();
@@ -1039,8 +1057,9 @@ async fn run_instance(
                 store.data_mut().in_flight = in_flight.max(0) as u32;
                 // The first entry ran `on_start` (or started it, if it awaits something).
                 cell.booted.store(true, Ordering::SeqCst);
-                if let Some((create, instantiate)) = starting.take() {
-                    host.starts.record(create, instantiate, entered.elapsed());
+                if let Some((create, instantiate, prepared)) = starting.take() {
+                    host.starts
+                        .record(create, instantiate, entered.elapsed(), prepared);
                 }
             }
             Err(err) => {
@@ -1108,6 +1127,23 @@ async fn run_instance(
             }
         }
     }
+}
+
+/// A store for a new instance of `group` in slot `cell`, with its memory limiter and time
+/// budget set; not instantiated yet.
+pub(crate) fn new_store(
+    host: &Arc<Shared>,
+    group: &Arc<ActorGroup>,
+    cell: &Arc<ActorCell>,
+    io: InstanceIo,
+) -> Store<ActorState> {
+    let state = ActorState::new(host.clone(), group.clone(), cell.clone(), io);
+    let budget = state.budget_ticks;
+    let mut store = Store::new(host.engine.wasmtime(), state);
+    store.limiter(|s| &mut s.limits);
+    store.epoch_deadline_trap();
+    store.set_epoch_deadline(budget);
+    store
 }
 
 /// Ends an instance: records a failure, drops its subscriptions and pending replies (their

@@ -52,6 +52,10 @@ pub struct HostConfig {
     pub data_dir: Option<PathBuf>,
     /// Settings of the embedded store (a size limit).
     pub store: StoreOptions,
+    /// Instances each virtual actor type keeps instantiated ahead of its activations (see
+    /// [`crate::prepared`]); `0` turns this off. Default:
+    /// [`DEFAULT_PREPARED`](crate::prepared::DEFAULT_PREPARED).
+    pub prepared_instances: usize,
 }
 
 impl Default for HostConfig {
@@ -64,6 +68,7 @@ impl Default for HostConfig {
             entropy: Arc::new(OsEntropy),
             data_dir: None,
             store: StoreOptions::default(),
+            prepared_instances: crate::prepared::DEFAULT_PREPARED,
         }
     }
 }
@@ -171,6 +176,10 @@ pub(crate) struct Shared {
     pub evictions: AtomicU64,
     /// Instance starts and their time by stage.
     pub starts: crate::metrics::StartCounters,
+    /// Prepared instances of each virtual actor type, by type.
+    prepared: DashMap<String, Arc<crate::prepared::Pool>>,
+    /// How many instances each type prepares.
+    prepared_size: usize,
     /// Loaded modules by the SHA-256 of their bytes: deploying the same module again (another
     /// actor, a thousand subscribers) reuses its compiled code and `InstancePre`.
     modules: Mutex<std::collections::HashMap<[u8; 32], Arc<ActorModule>>>,
@@ -271,6 +280,20 @@ impl Shared {
             idle_timeout: spec.virtual_idle,
         });
         (group, ios)
+    }
+
+    /// A prepared instance for `group` when it is an activation of a virtual actor type that
+    /// has one ready.
+    pub(crate) fn take_prepared(&self, group: &ActorGroup) -> Option<crate::prepared::Prepared> {
+        group.idle_timeout?;
+        let (kind, _) = group.name.split_once('/')?;
+        self.prepared.get(kind)?.take()
+    }
+
+    /// Drops every prepared instance and prepares no more. They hold the host
+    /// (`ActorState::host`), so a host must do this when it stops, or it would never be freed.
+    pub(crate) fn close_prepared(&self) {
+        self.prepared.iter().for_each(|p| p.close());
     }
 
     /// Starts one task per cell of `group` on `handle`.
@@ -557,6 +580,8 @@ impl Host {
             activations: AtomicU64::new(0),
             evictions: AtomicU64::new(0),
             starts: Default::default(),
+            prepared: DashMap::new(),
+            prepared_size: config.prepared_instances,
             modules: Mutex::default(),
         });
         handle.spawn(crate::reminders::run(
@@ -703,6 +728,14 @@ impl Host {
             self.shared
                 .virtual_types
                 .insert(spec.name.clone(), (module, spec.clone()));
+            if self.shared.prepared_size > 0 {
+                let pool = crate::prepared::Pool::start(
+                    &self.shared,
+                    &spec.name,
+                    self.shared.prepared_size,
+                );
+                self.shared.prepared.insert(spec.name.clone(), pool);
+            }
             if first {
                 self.handle
                     .spawn(crate::activation::deactivate_idle(Arc::downgrade(
@@ -1098,6 +1131,7 @@ impl Host {
 
 impl Drop for Host {
     fn drop(&mut self) {
+        self.shared.close_prepared();
         if let Some(rt) = self.runtime.lock().unwrap().take() {
             for entry in self.shared.registry.actors.iter() {
                 entry.value().cells.iter().for_each(|c| c.request_stop());

@@ -61,6 +61,7 @@ pub mod manifest;
 pub mod memory;
 pub mod metrics;
 mod module;
+pub mod prepared;
 mod pubsub;
 pub mod reminders;
 pub mod store;

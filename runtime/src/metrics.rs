@@ -125,6 +125,9 @@ pub struct HostTotals {
 pub struct StartTimes {
     /// Instances counted.
     pub count: u64,
+    /// Of those, instances that were prepared ahead ([`crate::prepared`]): their store and
+    /// instantiate stages count only what binding them to their actor took.
+    pub prepared: u64,
     /// Creating the instance's state and wasmtime `Store`, in nanoseconds.
     pub store_ns: u64,
     /// Instantiating the module: linear memory, data segments, `_initialize`, in nanoseconds.
@@ -202,20 +205,29 @@ pub fn render(actors: &[ActorStatus], totals: &HostTotals) -> String {
 #[derive(Default)]
 pub(crate) struct StartCounters {
     count: AtomicU64,
+    prepared: AtomicU64,
     store_ns: AtomicU64,
     instantiate_ns: AtomicU64,
     first_entry_ns: AtomicU64,
 }
 
 impl StartCounters {
-    /// Adds one instance's start.
-    pub(crate) fn record(&self, store: Duration, instantiate: Duration, first_entry: Duration) {
+    /// Adds one instance's start (`prepared`: it took a prepared instance).
+    pub(crate) fn record(
+        &self,
+        store: Duration,
+        instantiate: Duration,
+        first_entry: Duration,
+        prepared: bool,
+    ) {
         let ns = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
         self.store_ns.fetch_add(ns(store), Ordering::Relaxed);
         self.instantiate_ns
             .fetch_add(ns(instantiate), Ordering::Relaxed);
         self.first_entry_ns
             .fetch_add(ns(first_entry), Ordering::Relaxed);
+        self.prepared
+            .fetch_add(u64::from(prepared), Ordering::Relaxed);
         self.count.fetch_add(1, Ordering::Relaxed);
     }
 
@@ -223,6 +235,7 @@ impl StartCounters {
     pub(crate) fn snapshot(&self) -> StartTimes {
         StartTimes {
             count: self.count.load(Ordering::Relaxed),
+            prepared: self.prepared.load(Ordering::Relaxed),
             store_ns: self.store_ns.load(Ordering::Relaxed),
             instantiate_ns: self.instantiate_ns.load(Ordering::Relaxed),
             first_entry_ns: self.first_entry_ns.load(Ordering::Relaxed),
@@ -238,6 +251,13 @@ fn render_starts(out: &mut String, s: &StartTimes) {
         "counter",
         "Instances started whose first entry (on_start) returned.",
         s.count,
+    );
+    single(
+        out,
+        "bunraku_instance_starts_prepared_total",
+        "counter",
+        "Of those, instances a virtual actor type had prepared ahead of the activation.",
+        s.prepared,
     );
     let seconds = |ns: u64| ns as f64 / 1e9;
     by_label(
@@ -422,6 +442,7 @@ mod tests {
                 },
                 starts: StartTimes {
                     count: 4,
+                    prepared: 1,
                     store_ns: 20_000,
                     instantiate_ns: 1_500_000_000,
                     first_entry_ns: 2_000_000_000,
@@ -455,6 +476,7 @@ mod tests {
         assert!(text.contains("\nbunraku_memory_wall_hits_total{wall=\"host memory budget\"} 4\n"));
         assert!(text.contains("\nbunraku_memory_wall_hits_total{wall=\"mmap\"} 0\n"));
         assert!(text.contains("\nbunraku_instance_starts_total 4\n"));
+        assert!(text.contains("\nbunraku_instance_starts_prepared_total 1\n"));
         assert!(text.contains("\nbunraku_instance_start_seconds_total{stage=\"store\"} 0.00002\n"));
         assert!(text.ends_with(
             "\nbunraku_instance_start_seconds_total{stage=\"instantiate\"} 1.5\n\
@@ -466,6 +488,7 @@ mod tests {
     fn start_times_average_per_instance_in_microseconds() {
         let times = StartTimes {
             count: 4,
+            prepared: 0,
             store_ns: 20_000,
             instantiate_ns: 100_000,
             first_entry_ns: 0,

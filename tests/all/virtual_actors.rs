@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bunraku_runtime::{CallError, ClientMessage, Host};
+use bunraku_runtime::{CallError, ClientMessage, Host, HostConfig};
 use bunraku_tests::*;
 use serde_json::{Value, json};
 
@@ -13,7 +13,12 @@ const WAIT: Duration = Duration::from_secs(30);
 
 /// A host with the `stateful` guest deployed as the virtual type `account`.
 fn accounts(idle: Duration) -> Arc<Host> {
-    let host = host();
+    accounts_on(HostConfig::default(), idle)
+}
+
+/// [`accounts`] on a host with a configuration of its own.
+fn accounts_on(config: HostConfig, idle: Duration) -> Arc<Host> {
+    let host = host_with(config);
     let mut account = spec("account", "stateful");
     account.virtual_idle = Some(idle);
     deploy_spec(&host, &account);
@@ -282,13 +287,15 @@ async fn activations_reuse_warm_slots_that_hold_nothing_of_the_keys_before_them(
         ..Default::default()
     })
     .unwrap();
-    let host = host_with(bunraku_runtime::HostConfig {
-        engine: Some(engine.clone()),
-        ..Default::default()
-    });
-    let mut account = spec("account", "stateful");
-    account.virtual_idle = Some(Duration::from_millis(100));
-    deploy_spec(&host, &account);
+    let host = accounts_on(
+        HostConfig {
+            engine: Some(engine.clone()),
+            // Every instance comes and goes with its key: none waits prepared in a slot.
+            prepared_instances: 0,
+            ..Default::default()
+        },
+        Duration::from_millis(100),
+    );
     let keys = |wave: &'static str| (0..6).map(move |i| format!("account/{wave}{i}"));
 
     for (i, key) in keys("old").enumerate() {
@@ -321,4 +328,77 @@ async fn activations_reuse_warm_slots_that_hold_nothing_of_the_keys_before_them(
         let s = status(&host, &key).await;
         assert_eq!(s["loaded"], json!(100 + i as u64), "{key}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn activations_take_instances_the_type_prepared_ahead() {
+    let host = accounts(Duration::from_secs(60));
+    // The pool fills in the background after the deploy; keys activated meanwhile make their
+    // own instances. Each new key starts from nothing either way.
+    let mut keys = 0;
+    while host.totals().starts.prepared == 0 {
+        assert!(keys < 200, "no activation took a prepared instance");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let key = format!("account/p{keys}");
+        add(&host, &key, keys + 1).await;
+        let s = status(&host, &key).await;
+        assert_eq!(
+            (s["value"].clone(), s["loaded"].clone()),
+            (json!(keys + 1), Value::Null),
+            "{key}"
+        );
+        keys += 1;
+    }
+    // The last key took a prepared instance, bound to it: its own address, messages and figures.
+    let key = format!("account/p{}", keys - 1);
+    let s = &host.actor(&key)[0];
+    assert_eq!(
+        (s.phase.as_str(), s.handled, s.restarts, s.failures),
+        ("running", 2, 0, 0)
+    );
+    assert_eq!(status(&host, &key).await["instance"], json!(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_with_no_prepared_instances_makes_each_activation_its_own() {
+    let host = accounts_on(
+        HostConfig {
+            prepared_instances: 0,
+            ..Default::default()
+        },
+        Duration::from_secs(60),
+    );
+    for i in 0..5 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        // A request: its reply comes after the first entry, so the start is counted.
+        status(&host, &format!("account/n{i}")).await;
+    }
+    let starts = host.totals().starts;
+    assert_eq!((starts.count, starts.prepared), (5, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_host_frees_the_instances_it_had_prepared() {
+    // An engine of its own, so that its slot count is this host's alone.
+    let engine = bunraku_runtime::engine::Engine::new(Default::default()).unwrap();
+    let host = accounts_on(
+        HostConfig {
+            engine: Some(engine.clone()),
+            prepared_instances: 3,
+            ..Default::default()
+        },
+        Duration::from_secs(60),
+    );
+    eventually(WAIT, || {
+        (engine.memory_stats().slots_in_use == 3).then_some(())
+    })
+    .await
+    .expect("three instances prepared, each in its own slot");
+    // The prepared instances hold the host; dropping it must still free them.
+    drop(host);
+    eventually(WAIT, || {
+        (engine.memory_stats().slots_in_use == 0).then_some(())
+    })
+    .await
+    .unwrap_or_else(|| panic!("slots still held: {:?}", engine.memory_stats()));
 }

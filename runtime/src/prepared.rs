@@ -1,0 +1,153 @@
+//! Prepared instances: instances of a virtual actor type made ahead of their activations.
+//!
+//! Creating an instance's `Store` and instantiating its module take about half of an
+//! activation (BENCHMARKS.md §5): linear memory, the data segments copied in, `_initialize`,
+//! and the host memory of the instance, all faulted in for the first time. None of it depends
+//! on the key. So each virtual actor type keeps a few instances instantiated ahead
+//! ([`HostConfig::prepared_instances`](crate::HostConfig::prepared_instances), default
+//! [`DEFAULT_PREPARED`]), and an activation (or the restart of one) takes one instead of making
+//! its own: the instance is bound to its key's cell and mailbox, and its first entry runs
+//! `on_start` as usual. A prepared instance has run nothing but `_initialize`, so it is as
+//! fresh as one made on the spot. A task on the guest runtime refills the pool after every
+//! take, one instance at a time, so the work leaves the activation's path but not the host.
+//!
+//! While it waits, a prepared instance belongs to a placeholder actor named after its type
+//! (what `_initialize` logs is tagged with that name), holds its linear memory slot, and counts
+//! against the host's memory budget like any instance. When instantiating fails (a memory wall,
+//! say), the pool stays short until the next take, and activations make their own instances,
+//! which fail with the error that names the wall.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+
+use tokio::sync::Notify;
+use wasmtime::{Store, TypedFunc};
+
+use crate::actor::{ActorGroup, ActorState, InstanceIo};
+use crate::host::Shared;
+use crate::mailbox::mailbox;
+use crate::module::ActorModule;
+
+/// Prepared instances per virtual actor type unless the host is configured otherwise.
+pub const DEFAULT_PREPARED: usize = 4;
+
+/// An instantiated module waiting for an activation, with its entry point.
+pub(crate) struct Prepared {
+    pub(crate) store: Store<ActorState>,
+    pub(crate) run: TypedFunc<(), i32>,
+}
+
+/// The prepared instances of one virtual actor type.
+pub(crate) struct Pool {
+    ready: Mutex<Vec<Prepared>>,
+    size: usize,
+    /// Wakes the refill task.
+    wake: Notify,
+    /// Set (under the `ready` lock) when the host stops: nothing is added any more.
+    closed: AtomicBool,
+}
+
+impl Pool {
+    /// Starts a pool of `size` instances of the virtual type `kind` and its refill task on the
+    /// guest runtime.
+    pub(crate) fn start(shared: &Arc<Shared>, kind: &str, size: usize) -> Arc<Pool> {
+        let pool = Arc::new(Pool {
+            ready: Mutex::new(Vec::with_capacity(size)),
+            size,
+            wake: Notify::new(),
+            closed: AtomicBool::new(false),
+        });
+        shared.guest.spawn(refill(
+            Arc::downgrade(shared),
+            kind.to_owned(),
+            pool.clone(),
+        ));
+        pool
+    }
+
+    /// A prepared instance, if one is ready; the refill task is told either way.
+    pub(crate) fn take(&self) -> Option<Prepared> {
+        let prepared = self.lock().pop();
+        self.wake.notify_one();
+        prepared
+    }
+
+    /// Adds a prepared instance; `false` (and it is dropped) once the pool is closed.
+    fn put(&self, prepared: Prepared) -> bool {
+        let mut ready = self.lock();
+        if self.closed.load(Ordering::Relaxed) {
+            return false;
+        }
+        ready.push(prepared);
+        true
+    }
+
+    /// Drops every waiting instance and takes no more: they hold the host
+    /// (`ActorState::host`), which would otherwise never be freed.
+    pub(crate) fn close(&self) {
+        let dropped = {
+            let mut ready = self.lock();
+            self.closed.store(true, Ordering::Relaxed);
+            std::mem::take(&mut *ready)
+        };
+        drop(dropped);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Prepared>> {
+        self.ready.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Keeps `pool` full until the host is gone: instantiates one instance at a time, yielding to
+/// the guests in between, then waits for the next take.
+async fn refill(shared: Weak<Shared>, kind: String, pool: Arc<Pool>) {
+    // The placeholder every waiting instance belongs to.
+    let mut placeholder: Option<Arc<ActorGroup>> = None;
+    loop {
+        loop {
+            let Some(host) = shared.upgrade() else {
+                return;
+            };
+            if pool.lock().len() >= pool.size {
+                break;
+            }
+            let Some((module, template)) = host.virtual_types.get(&kind).map(|t| t.value().clone())
+            else {
+                return;
+            };
+            let group = placeholder
+                .get_or_insert_with(|| host.new_group(&template, module.clone()).0)
+                .clone();
+            match prepare(&host, &group, &module) {
+                Ok(prepared) => {
+                    if !pool.put(prepared) {
+                        return;
+                    }
+                }
+                Err(reason) => {
+                    tracing::debug!(actor = %kind, "cannot prepare an instance: {reason}");
+                    break;
+                }
+            }
+            drop(host);
+            tokio::task::yield_now().await;
+        }
+        pool.wake.notified().await;
+    }
+}
+
+/// An instance of `module` for the placeholder `group`, instantiated and initialised.
+fn prepare(
+    host: &Arc<Shared>,
+    group: &Arc<ActorGroup>,
+    module: &ActorModule,
+) -> Result<Prepared, String> {
+    let (_, rx) = mailbox(1);
+    let io = InstanceIo {
+        mailbox: rx,
+        peeked: None,
+    };
+    let mut store = crate::actor::new_store(host, group, &group.cells[0], io);
+    let run = module.instantiate(&mut store)?;
+    Ok(Prepared { store, run })
+}
