@@ -473,15 +473,15 @@ impl Timers {
     /// The wake-ups to arm now, as futures on `clock`.
     pub(crate) fn take_armed(&mut self, clock: &Arc<dyn crate::clock::Clock>) -> Vec<TimerWake> {
         let mut wakes = Vec::with_capacity(self.to_arm.len());
-        let now = clock.now();
         for (id, at, generation) in self.to_arm.drain(..) {
-            let delay = at.saturating_sub(now);
             let Some(entry) = self.live.get_mut(&id) else {
                 continue;
             };
             let (abort, registration) = futures::future::AbortHandle::new_pair();
             entry.abort = Some(abort);
-            let sleep = clock.sleep(delay);
+            // Until the deadline itself: a delay computed from an earlier reading of the clock
+            // would move the deadline when the clock moves before the sleep is registered.
+            let sleep = clock.sleep_until(at);
             let wake = futures::future::Abortable::new(sleep, registration);
             wakes.push(
                 Box::pin(async move { wake.await.ok().map(|()| (id, generation)) }) as TimerWake,

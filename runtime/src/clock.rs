@@ -24,6 +24,13 @@ pub trait Clock: Send + Sync + 'static {
     fn unix_now(&self) -> Duration;
     /// A future that completes once `duration` has passed on this clock.
     fn sleep(&self, duration: Duration) -> Sleep;
+    /// A future that completes once this clock reads `deadline` (a time of [`Clock::now`]), at
+    /// once when it already does. Clocks should implement it without reading the time twice:
+    /// the default, `sleep(deadline - now())`, sleeps too long when the clock moves between the
+    /// two.
+    fn sleep_until(&self, deadline: Duration) -> Sleep {
+        self.sleep(deadline.saturating_sub(self.now()))
+    }
 }
 
 /// The real clock: tokio's timer for sleeping, the OS for reading.
@@ -58,6 +65,9 @@ impl Clock for SystemClock {
     }
     fn sleep(&self, duration: Duration) -> Sleep {
         Box::pin(tokio::time::sleep(duration))
+    }
+    fn sleep_until(&self, deadline: Duration) -> Sleep {
+        Box::pin(tokio::time::sleep_until((self.start + deadline).into()))
     }
 }
 
@@ -127,13 +137,23 @@ impl Clock for ManualClock {
         inner.unix_base + inner.now
     }
     fn sleep(&self, duration: Duration) -> Sleep {
-        let key = {
-            let mut inner = self.inner.lock().unwrap();
-            inner.next_id += 1;
-            let key = (inner.now + duration, inner.next_id);
-            inner.sleepers.insert(key, None);
-            key
-        };
+        let mut inner = self.inner.lock().unwrap();
+        let deadline = inner.now + duration;
+        self.sleeper(&mut inner, deadline)
+    }
+    fn sleep_until(&self, deadline: Duration) -> Sleep {
+        let mut inner = self.inner.lock().unwrap();
+        self.sleeper(&mut inner, deadline)
+    }
+}
+
+impl ManualClock {
+    /// A sleep until `deadline`, registered under the lock the caller holds (so that no
+    /// `advance` falls between reading the time and registering).
+    fn sleeper(&self, inner: &mut ManualInner, deadline: Duration) -> Sleep {
+        inner.next_id += 1;
+        let key = (deadline, inner.next_id);
+        inner.sleepers.insert(key, None);
         Box::pin(ManualSleep {
             clock: self.inner.clone(),
             key,
@@ -256,5 +276,32 @@ mod tests {
         clock.advance(Duration::from_millis(10));
         assert!(futures::FutureExt::now_or_never(&mut late).is_some());
         assert_eq!(clock.now(), Duration::from_millis(20));
+    }
+
+    #[test]
+    fn a_sleep_until_a_deadline_ends_at_that_deadline_however_the_clock_moved_before() {
+        let clock = ManualClock::new();
+        clock.advance(Duration::from_millis(4));
+        // Due at 10 whatever the time when it was made (a sleep of 10 ms would end at 14).
+        let mut until = clock.sleep_until(Duration::from_millis(10));
+        let mut past = clock.sleep_until(Duration::from_millis(3));
+        assert!(
+            futures::FutureExt::now_or_never(&mut past).is_some(),
+            "already due"
+        );
+        clock.advance(Duration::from_millis(5));
+        assert!(futures::FutureExt::now_or_never(&mut until).is_none());
+        clock.advance(Duration::from_millis(1));
+        assert!(futures::FutureExt::now_or_never(&mut until).is_some());
+    }
+
+    #[tokio::test]
+    async fn the_system_clock_sleeps_until_a_deadline_on_its_own_time() {
+        let clock = SystemClock::new();
+        let deadline = clock.now() + Duration::from_millis(20);
+        clock.sleep_until(deadline).await;
+        assert!(clock.now() >= deadline);
+        // A deadline in the past is due at once.
+        clock.sleep_until(Duration::ZERO).await;
     }
 }

@@ -95,7 +95,12 @@ async fn a_periodic_timer_fires_every_period_until_cancelled() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_periodic_timer_whose_actor_is_busy_merges_its_firings() {
     let (host, clock) = timed_host();
-    deploy(&host, "blocker", "testbed");
+    // `blocker` spins on the manual clock until the test moves it, which waits for the relayed
+    // ping to reach it: on a loaded machine that can take longer than the default time budget
+    // (1 s of real time), and a trapped blocker would end the wait early.
+    let mut blocker = spec("blocker", "testbed");
+    blocker.limits.time_budget = Duration::from_secs(60);
+    deploy_spec(&host, &blocker);
     start(&host, "tick", 0, Some(10)).await;
     // `blocker` spins until 50 ms of (manual) time have passed; `ticker` waits on it inside a
     // handler, so with a concurrency of 1 it cannot take its timer's firings meanwhile.
