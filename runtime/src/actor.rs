@@ -1051,13 +1051,16 @@ async fn run_instance(
     loop {
         store.set_epoch_deadline(budget);
         store.data_mut().batch = 0;
-        let entered = std::time::Instant::now();
+        // Timed only until the first entry returned: no clock read on the message path.
+        let entered = starting.is_some().then(std::time::Instant::now);
         match run.call(&mut store, ()) {
             Ok(in_flight) => {
                 store.data_mut().in_flight = in_flight.max(0) as u32;
                 // The first entry ran `on_start` (or started it, if it awaits something).
                 cell.booted.store(true, Ordering::SeqCst);
-                if let Some((create, instantiate, prepared)) = starting.take() {
+                if let (Some((create, instantiate, prepared)), Some(entered)) =
+                    (starting.take(), entered)
+                {
                     host.starts
                         .record(create, instantiate, entered.elapsed(), prepared);
                 }

@@ -16,6 +16,29 @@ fn accounts(idle: Duration) -> Arc<Host> {
     accounts_on(HostConfig::default(), idle)
 }
 
+/// [`accounts`] on an engine of its own (so that its slot figures are this host's alone), with
+/// `warm_slots` warm slots and `prepared` instances prepared per type.
+fn accounts_alone(
+    warm_slots: usize,
+    prepared: usize,
+    idle: Duration,
+) -> (bunraku_runtime::engine::Engine, Arc<Host>) {
+    let engine = bunraku_runtime::engine::Engine::new(bunraku_runtime::engine::EngineConfig {
+        memory: bunraku_runtime::memory::SlotConfig {
+            warm_slots,
+            ..Default::default()
+        },
+        ..Default::default()
+    })
+    .unwrap();
+    let config = HostConfig {
+        engine: Some(engine.clone()),
+        prepared_instances: prepared,
+        ..Default::default()
+    };
+    (engine, accounts_on(config, idle))
+}
+
 /// [`accounts`] on a host with a configuration of its own.
 fn accounts_on(config: HostConfig, idle: Duration) -> Arc<Host> {
     let host = host_with(config);
@@ -278,24 +301,9 @@ async fn a_grant_for_the_type_covers_its_keys() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn activations_reuse_warm_slots_that_hold_nothing_of_the_keys_before_them() {
-    // An engine of its own, so that no other test's memories come and go in its slot pool.
-    let engine = bunraku_runtime::engine::Engine::new(bunraku_runtime::engine::EngineConfig {
-        memory: bunraku_runtime::memory::SlotConfig {
-            warm_slots: 4,
-            ..Default::default()
-        },
-        ..Default::default()
-    })
-    .unwrap();
-    let host = accounts_on(
-        HostConfig {
-            engine: Some(engine.clone()),
-            // Every instance comes and goes with its key: none waits prepared in a slot.
-            prepared_instances: 0,
-            ..Default::default()
-        },
-        Duration::from_millis(100),
-    );
+    // No other test's memories come and go in its slot pool, and every instance comes and goes
+    // with its key: none waits prepared in a slot.
+    let (engine, host) = accounts_alone(4, 0, Duration::from_millis(100));
     let keys = |wave: &'static str| (0..6).map(move |i| format!("account/{wave}{i}"));
 
     for (i, key) in keys("old").enumerate() {
@@ -379,14 +387,9 @@ async fn a_host_with_no_prepared_instances_makes_each_activation_its_own() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_host_frees_the_instances_it_had_prepared() {
-    // An engine of its own, so that its slot count is this host's alone.
-    let engine = bunraku_runtime::engine::Engine::new(Default::default()).unwrap();
-    let host = accounts_on(
-        HostConfig {
-            engine: Some(engine.clone()),
-            prepared_instances: 3,
-            ..Default::default()
-        },
+    let (engine, host) = accounts_alone(
+        bunraku_runtime::memory::DEFAULT_WARM_SLOTS,
+        3,
         Duration::from_secs(60),
     );
     eventually(WAIT, || {
