@@ -6,14 +6,17 @@
 //! - activation: a default host with guest `stateful` (a std counter) deployed as the virtual
 //!   type `counter`. For each new key, a request `Get` to `counter/KEY` from the bench's client:
 //!   the registry misses, the activation is registered, its task instantiates the module, runs
-//!   `on_start` (which loads the key's state: none) and the handler, and the reply comes back.
+//!   `on_start` (which loads the key's state: none, answered from the store's index of saved
+//!   state without a read) and the handler, and the reply comes back.
 //!   Held against the same request to an already active key, alternating in the same run; the
 //!   difference of the medians is the activation itself. Two more hosts take the same new keys
 //!   in the same loop, so the three are compared side by side: one that prepares no instances
 //!   ahead (`prepared_instances = 0`), and one that has no warm slots either (`warm_slots = 0`:
 //!   every new instance page-faults on fresh memory). Also stage by stage (creating the
 //!   `Store`, instantiating, the first entry with `on_start`, from the host's own figures,
-//!   `Host::totals`).
+//!   `Host::totals`). Then, on the default host alone, keys that saved state before (written
+//!   through its store first), whose `load` reads the file, alternating with more new keys and
+//!   the active key.
 //! - spawn: guest `testbed` asks the host to spawn a `testbed` (`ctx.spawn`), then the new actor
 //!   answers a `Ping`; the time of both requests, from the bench's client.
 //! - memory: in a child process per case, N keys each activated by an `Add` (instantiated, has
@@ -142,6 +145,35 @@ fn main() {
     // Where an instance's start went, stage by stage, on each host (every instance of each
     // host: the new keys and the one active key).
     let starts: Vec<_> = hosts.iter().map(|(_, h)| h.totals().starts).collect();
+
+    // Keys that saved state before (a previous run, an evicted activation): their `load` reads
+    // the file, where a new key's is answered from the store's index of saved state. On the
+    // default host alone, alternating with new keys and the active key.
+    let default_host = &hosts[0].1;
+    let store = default_host.store().expect("store");
+    let (mut saved_key, mut new_key_2, mut active_key_2) = (Vec::new(), Vec::new(), Vec::new());
+    ctl.block_on(async {
+        for i in 0..keys {
+            // The counter's `Saved { value: 7, pad: [] }` in postcard.
+            let saved = store.save(format!("counter/s{i}").into(), 0, vec![7, 0]);
+            saved.await.expect("save");
+        }
+        let skipped = store.stats().loads_skipped;
+        for i in 0..keys {
+            saved_key.push(get(default_host, &format!("counter/s{i}")).await);
+            new_key_2.push(get(default_host, &format!("counter/n{i}")).await);
+            active_key_2.push(get(default_host, "counter/warm").await);
+        }
+        assert_eq!(
+            store.stats().loads_skipped - skipped,
+            keys as u64,
+            "every new key's load, and none of the saved keys', is answered from the index"
+        );
+    });
+    let saved_vs_new = (
+        median_us(&saved_key) - median_us(&active_key_2),
+        median_us(&new_key_2) - median_us(&active_key_2),
+    );
     for (dir, host) in hosts {
         drop(host);
         let _ = std::fs::remove_dir_all(&dir);
@@ -196,6 +228,21 @@ fn main() {
     println!(
         "{}",
         row(
+            "`Get` to a key with saved state (activation, `on_start` with a `load` that reads the file, handler), default host, second loop",
+            saved_key
+        )
+    );
+    println!(
+        "{}",
+        row("`Get` to a new key, default host, second loop", new_key_2)
+    );
+    println!(
+        "{}",
+        row("`Get` to an active key, second loop", active_key_2)
+    );
+    println!(
+        "{}",
+        row(
             "spawn (`SpawnChild` request) + first `Ping` of the child",
             spawn
         )
@@ -212,6 +259,13 @@ fn main() {
         activation[0] / activation[2],
         slots.warm_hits,
         slots.prefaulted,
+    );
+    println!(
+        "\nsecond loop (default host): activation of a key with saved state {:.1} µs, of a new key \
+         {:.1} µs (ratio {:.2}; a new key's `load` is answered from the index of saved state)",
+        saved_vs_new.0,
+        saved_vs_new.1,
+        saved_vs_new.1 / saved_vs_new.0,
     );
     println!(
         "\nInstance start by stage, mean per instance (`Host::totals`, \

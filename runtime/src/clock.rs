@@ -31,6 +31,12 @@ pub trait Clock: Send + Sync + 'static {
     fn sleep_until(&self, deadline: Duration) -> Sleep {
         self.sleep(deadline.saturating_sub(self.now()))
     }
+    /// A future that completes once this clock's wall time ([`Clock::unix_now`]) reads `at`, at
+    /// once when it already does; as for [`Clock::sleep_until`], clocks should implement it
+    /// without reading the time twice.
+    fn sleep_until_unix(&self, at: Duration) -> Sleep {
+        self.sleep(at.saturating_sub(self.unix_now()))
+    }
 }
 
 /// The real clock: tokio's timer for sleeping, the OS for reading.
@@ -143,6 +149,11 @@ impl Clock for ManualClock {
     }
     fn sleep_until(&self, deadline: Duration) -> Sleep {
         let mut inner = self.inner.lock().unwrap();
+        self.sleeper(&mut inner, deadline)
+    }
+    fn sleep_until_unix(&self, at: Duration) -> Sleep {
+        let mut inner = self.inner.lock().unwrap();
+        let deadline = at.saturating_sub(inner.unix_base);
         self.sleeper(&mut inner, deadline)
     }
 }
@@ -278,21 +289,33 @@ mod tests {
         assert_eq!(clock.now(), Duration::from_millis(20));
     }
 
-    #[test]
-    fn a_sleep_until_a_deadline_ends_at_that_deadline_however_the_clock_moved_before() {
-        let clock = ManualClock::new();
+    /// On a clock moved to 4 ms, a sleep that `until` makes for 10 ms is pending until the clock
+    /// reads 10 (a sleep of 10 ms would end at 14), and one for 3 ms is due at once.
+    fn ends_at_ten_though_made_at_four(clock: &ManualClock, until: impl Fn(Duration) -> Sleep) {
         clock.advance(Duration::from_millis(4));
-        // Due at 10 whatever the time when it was made (a sleep of 10 ms would end at 14).
-        let mut until = clock.sleep_until(Duration::from_millis(10));
-        let mut past = clock.sleep_until(Duration::from_millis(3));
+        let mut due_at_ten = until(Duration::from_millis(10));
+        let mut past = until(Duration::from_millis(3));
         assert!(
             futures::FutureExt::now_or_never(&mut past).is_some(),
             "already due"
         );
         clock.advance(Duration::from_millis(5));
-        assert!(futures::FutureExt::now_or_never(&mut until).is_none());
+        assert!(futures::FutureExt::now_or_never(&mut due_at_ten).is_none());
         clock.advance(Duration::from_millis(1));
-        assert!(futures::FutureExt::now_or_never(&mut until).is_some());
+        assert!(futures::FutureExt::now_or_never(&mut due_at_ten).is_some());
+    }
+
+    #[test]
+    fn a_sleep_until_a_deadline_ends_at_that_deadline_however_the_clock_moved_before() {
+        let clock = ManualClock::new();
+        ends_at_ten_though_made_at_four(&clock, |at| clock.sleep_until(at));
+    }
+
+    #[test]
+    fn a_sleep_until_a_wall_time_ends_at_that_time_however_the_clock_moved_before() {
+        let clock = ManualClock::new();
+        let start = clock.unix_now();
+        ends_at_ten_though_made_at_four(&clock, |at| clock.sleep_until_unix(start + at));
     }
 
     #[tokio::test]

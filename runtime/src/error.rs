@@ -226,6 +226,15 @@ pub enum StoreError {
         /// SQLite's error.
         message: String,
     },
+    /// Another store (another host, in this process or another) holds the data directory: one
+    /// host per data directory. Reported after waiting 200 ms for the other store to close.
+    #[error(
+        "the data directory {dir} is in use by another host: stop it, or give this host another data directory"
+    )]
+    InUse {
+        /// The data directory.
+        dir: PathBuf,
+    },
     /// SQLite would not run with the durability the store promises (WAL, `synchronous=FULL`),
     /// for instance on a file system without shared-memory support.
     #[error(

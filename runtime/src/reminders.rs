@@ -156,13 +156,13 @@ pub(crate) async fn run(shared: Weak<Shared>, inbox: Inbox) {
         for r in schedule.take_due(now) {
             tokio::spawn(fire(Arc::downgrade(&host), r));
         }
-        let wait = schedule
-            .next_due()
-            .map(|due| Duration::from_millis(due.saturating_sub(now)));
+        // Until the wall time of the next due reminder, not for a delay computed from `now`:
+        // a clock that moved since `now` was read would make that delay end late.
+        let next = schedule.next_due().map(Duration::from_millis);
         drop(host);
         let sleep = async {
-            match wait {
-                Some(wait) => clock.sleep(wait).await,
+            match next {
+                Some(at) => clock.sleep_until_unix(at).await,
                 None => std::future::pending().await,
             }
         };

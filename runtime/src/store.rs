@@ -88,7 +88,23 @@
 //! [`Store::integrity_check`]). A corrupt snapshot fails its read the same way rather than
 //! silently falling back to an older snapshot: the caller learns that the store is damaged.
 //!
+//! # One host per data directory
+//!
+//! The store holds an exclusive lock on `<data_dir>/state.lock` from [`Store::open`] until it is
+//! dropped. A second store on the same directory, from this process or another, waits 200 ms (for
+//! a host that is still finishing its writes) and then fails with [`StoreError::InUse`]. The lock is what makes the index of saved state below trustworthy: no
+//! other process writes state behind this store's back.
+//!
 //! # Reads
+//!
+//! Most activations of a virtual actor are of keys that never saved anything, and a `load` that
+//! finds nothing would still cost an SQLite read transaction (6 µs alone, 13–19 µs on a busy
+//! host: `BENCHMARKS.md` §5). So the store keeps an in-memory **index of saved state**: a set of
+//! 64-bit hashes of `(actor, instance)`, filled from `actor_state` when the store opens and added
+//! to by every [`Store::save`] before the save is queued. A [`Store::load`] whose key is not in
+//! it answers `None` without reading the file; one that is (or that shares a hash with a saved
+//! key) reads as before. It costs 9–18 bytes per saved key (about 16 MiB for a million).
+//! [`StoreStats::loads_skipped`] counts the loads it answered.
 //!
 //! Reads ([`Store::load`], [`Store::read`], [`Store::read_type`], ...) run synchronously on a
 //! small pool of read connections of their own, never on the writer's, so reads do not queue
@@ -100,6 +116,8 @@
 //! The [`EventStore`](crate::eventstore::EventStore) trait is what the host functions use, so
 //! another backend can take this store's place for event logs.
 
+use std::collections::HashSet;
+use std::hash::{Hash, Hasher};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -120,6 +138,9 @@ pub use crate::error::StoreError;
 /// The database file's name inside the data directory.
 pub const FILE_NAME: &str = "state.sqlite3";
 
+/// The lock file's name inside the data directory (see "One host per data directory").
+pub const LOCK_FILE: &str = "state.lock";
+
 /// Most writes committed in one transaction.
 pub const MAX_BATCH_WRITES: usize = 1024;
 
@@ -132,9 +153,14 @@ pub const MAX_BATCH_BYTES: usize = 16 << 20;
 /// first event alone does not.
 pub const EVENT_OVERHEAD: usize = 48;
 
-/// How long a connection waits for a lock another connection holds (a second host on the same
-/// directory, a checkpoint) before the operation fails.
+/// How long a connection waits for a lock another connection holds (a checkpoint) before the
+/// operation fails.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long [`Store::open`] waits for another store to release the data directory: a host
+/// dropped a moment ago may still be finishing its writes. Short, because a host opens its store
+/// on an actor's first use of storage, inside that actor's host call and under its time budget.
+const LOCK_WAIT: Duration = Duration::from_millis(200);
 
 /// Idle read connections kept for reuse.
 const MAX_IDLE_READERS: usize = 4;
@@ -259,6 +285,8 @@ pub struct StoreStats {
     pub failed_batches: u64,
     /// Writes that failed with their batch.
     pub failed_writes: u64,
+    /// [`Store::load`]s answered `None` from the index of saved state, without a read.
+    pub loads_skipped: u64,
 }
 
 /// The durability settings of the writer connection, as SQLite reports them.
@@ -307,6 +335,10 @@ pub struct StoredReminder {
 /// ```
 pub struct Store {
     path: PathBuf,
+    /// Held (locked) for the store's life: one store per data directory.
+    _lock: std::fs::File,
+    /// Hashes of the `(actor, instance)` keys with saved state ([`saved_key`]).
+    saved: Mutex<HashSet<u64>>,
     queue: Option<mpsc::Sender<Request>>,
     writer: Option<JoinHandle<()>>,
     readers: Mutex<Vec<Connection>>,
@@ -320,6 +352,7 @@ struct Counters {
     writes: AtomicU64,
     failed_batches: AtomicU64,
     failed_writes: AtomicU64,
+    loads_skipped: AtomicU64,
 }
 
 /// The caller waiting for one write: where its outcome goes, and the outcome of applying the
@@ -453,6 +486,7 @@ impl Store {
                 path: dir.to_owned(),
                 message: e.to_string(),
             })?;
+        let lock = lock_dir(dir, LOCK_WAIT)?;
         let path = dir.join(FILE_NAME);
         // Created private before SQLite opens it; SQLite gives its WAL and index the same mode.
         std::fs::OpenOptions::new()
@@ -504,6 +538,7 @@ impl Store {
                 .map_err(open_err)?;
         }
         migrate(&mut conn, &path)?;
+        let saved = saved_keys(&conn).map_err(open_err)?;
         let last_pos: u64 = conn
             .query_row("SELECT COALESCE(MAX(pos), 0) FROM events", [], |row| {
                 u64_at(row, 0)
@@ -526,6 +561,8 @@ impl Store {
         tracing::debug!(path = %path.display(), "store opened");
         Ok(Self {
             path,
+            _lock: lock,
+            saved: Mutex::new(saved),
             queue: Some(queue),
             writer: Some(writer),
             readers: Mutex::new(Vec::new()),
@@ -549,6 +586,12 @@ impl Store {
         instance: u32,
         state: Vec<u8>,
     ) -> impl Future<Output = Result<(), StoreError>> + Send + 'static {
+        // Indexed before it is queued: a load from now on reads the file (and sees the save
+        // once it committed).
+        self.saved
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(saved_key(&actor, instance));
         self.submit(Ok(move |reply| Write::SaveState {
             actor,
             instance,
@@ -558,8 +601,19 @@ impl Store {
     }
 
     /// The state last saved for instance `instance` of actor `actor`: `None` when it never saved
-    /// any. Sees every save whose future completed.
+    /// any (answered from the index of saved state, without a read). Sees every save whose
+    /// future completed.
     pub fn load(&self, actor: &str, instance: u32) -> Result<Option<Vec<u8>>, StoreError> {
+        let key = saved_key(actor, instance);
+        if !self
+            .saved
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&key)
+        {
+            self.counters.loads_skipped.fetch_add(1, Ordering::Relaxed);
+            return Ok(None);
+        }
         self.read_with(|tx| {
             tx.prepare_cached(LOAD_STATE)
                 .and_then(|mut stmt| {
@@ -915,6 +969,7 @@ impl Store {
             writes: c.writes.load(Ordering::Relaxed),
             failed_batches: c.failed_batches.load(Ordering::Relaxed),
             failed_writes: c.failed_writes.load(Ordering::Relaxed),
+            loads_skipped: c.loads_skipped.load(Ordering::Relaxed),
         }
     }
 
@@ -1018,6 +1073,62 @@ impl std::fmt::Debug for Store {
 }
 
 /// Creates or upgrades the schema in one transaction.
+/// Takes the exclusive lock on `dir`'s [`LOCK_FILE`], waiting up to `wait` for a store that
+/// still holds it.
+fn lock_dir(dir: &Path, wait: Duration) -> Result<std::fs::File, StoreError> {
+    let path = dir.join(LOCK_FILE);
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&path)
+        .map_err(|e| StoreError::Open {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+    let deadline = std::time::Instant::now() + wait;
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(file),
+            Err(std::fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(StoreError::InUse {
+                    dir: dir.to_owned(),
+                });
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(StoreError::Open {
+                    path,
+                    message: format!("cannot lock: {e}"),
+                });
+            }
+        }
+    }
+}
+
+/// The index key of the state of instance `instance` of `actor`: a 64-bit hash (two keys that
+/// share one only cost a read).
+fn saved_key(actor: &str, instance: u32) -> u64 {
+    let mut hasher = std::hash::DefaultHasher::new();
+    (actor, instance).hash(&mut hasher);
+    hasher.finish()
+}
+
+/// The index of saved state: the keys of every row of `actor_state`.
+fn saved_keys(conn: &Connection) -> rusqlite::Result<HashSet<u64>> {
+    let mut stmt = conn.prepare("SELECT actor, instance FROM actor_state")?;
+    let mut rows = stmt.query([])?;
+    let mut keys = HashSet::new();
+    while let Some(row) = rows.next()? {
+        let actor: String = row.get(0)?;
+        keys.insert(saved_key(&actor, row.get(1)?));
+    }
+    Ok(keys)
+}
+
 fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
     let open_err = |e: rusqlite::Error| StoreError::Open {
         path: path.to_owned(),
@@ -1596,7 +1707,12 @@ mod tests {
         assert_eq!(mode & 0o777, 0o700);
         assert_eq!(store.path(), dir.join(FILE_NAME));
         save(&store, "a", 0, b"written").unwrap();
-        for file in [FILE_NAME, "state.sqlite3-wal", "state.sqlite3-shm"] {
+        for file in [
+            FILE_NAME,
+            "state.sqlite3-wal",
+            "state.sqlite3-shm",
+            LOCK_FILE,
+        ] {
             let mode = std::fs::metadata(dir.join(file))
                 .unwrap()
                 .permissions()
@@ -1628,6 +1744,59 @@ mod tests {
         assert_eq!(store.load("b", 0).unwrap().unwrap(), b"other actor");
         assert_eq!(store.load("b", 1).unwrap(), None);
         assert_eq!(store.stats().writes, 4);
+    }
+
+    #[test]
+    fn a_load_of_a_key_that_never_saved_is_answered_without_reading_the_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = open(tmp.path());
+        assert_eq!(store.load("counter/new", 0).unwrap(), None);
+        assert_eq!(store.stats().loads_skipped, 1);
+        save(&store, "counter/old", 0, b"kept").unwrap();
+        assert_eq!(store.load("counter/old", 0).unwrap().unwrap(), b"kept");
+        assert_eq!(
+            store.load("counter/old", 1).unwrap(),
+            None,
+            "another instance"
+        );
+        assert_eq!(store.stats().loads_skipped, 2, "a saved key is read");
+        drop(store);
+
+        // Reopened, the index is rebuilt from the file.
+        let store = open(tmp.path());
+        assert_eq!(store.load("counter/old", 0).unwrap().unwrap(), b"kept");
+        assert_eq!(store.load("counter/new", 0).unwrap(), None);
+        assert_eq!(store.stats().loads_skipped, 1);
+    }
+
+    #[test]
+    fn a_second_store_on_the_same_directory_waits_for_the_first_to_close() {
+        let tmp = tempfile::tempdir().unwrap();
+        let first = open(tmp.path());
+        save(&first, "a", 0, b"from the first").unwrap();
+        let err = lock_dir(tmp.path(), Duration::ZERO).unwrap_err();
+        assert_eq!(
+            err,
+            StoreError::InUse {
+                dir: tmp.path().to_owned()
+            }
+        );
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "the data directory {} is in use by another host: stop it, or give this host another data directory",
+                tmp.path().display()
+            )
+        );
+        let second = std::thread::spawn({
+            let dir = tmp.path().to_owned();
+            move || Store::open(&dir, StoreOptions::default())
+        });
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(!second.is_finished(), "the second store waits for the lock");
+        drop(first);
+        let second = second.join().unwrap().unwrap();
+        assert_eq!(second.load("a", 0).unwrap().unwrap(), b"from the first");
     }
 
     #[test]

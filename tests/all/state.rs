@@ -43,7 +43,49 @@ async fn an_actor_that_never_saved_loads_nothing() {
     assert_eq!(s["loaded"], Value::Null, "{s}");
     assert_eq!(s["load_error"], Value::Null, "{s}");
     assert_eq!(s["value"], json!(0));
-    assert_eq!(host.store().unwrap().stats().writes, 0);
+    let stats = host.store().unwrap().stats();
+    assert_eq!(stats.writes, 0);
+    assert_eq!(
+        stats.loads_skipped, 1,
+        "its load was answered from the index of saved state, without a read"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_host_on_the_same_data_directory_is_refused_storage_as_in_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = host_in(dir.path());
+    deploy(&first, "counter", "stateful");
+    add(&first, "counter", 5).await;
+
+    let second = host_in(dir.path());
+    deploy(&second, "counter", "stateful");
+    // Its `load` waited 200 ms for the data directory's lock, then gave up.
+    let s = status(&second, "counter").await;
+    assert_eq!(s["load_error"], json!("storage unavailable"), "{s}");
+    assert_eq!(s["value"], json!(0));
+    let err = second.store().unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "the data directory {} is in use by another host: stop it, or give this host another data directory",
+            dir.path().display()
+        )
+    );
+    let saved = second
+        .call_json("counter", Some("SavePadded"), json!({ "pad": 0 }))
+        .await
+        .unwrap();
+    assert_eq!(saved, json!({ "Err": "storage unavailable" }));
+
+    // The first host lost nothing and keeps saving.
+    add(&first, "counter", 1).await;
+    assert_eq!(get(&first, "counter").await, 6);
+    shut_down(first);
+    shut_down(second);
+    let host = host_in(dir.path());
+    deploy(&host, "counter", "stateful");
+    assert_eq!(status(&host, "counter").await["loaded"], json!(6));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
