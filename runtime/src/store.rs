@@ -92,18 +92,20 @@
 //!
 //! The store holds an exclusive lock on `<data_dir>/state.lock` from [`Store::open`] until it is
 //! dropped. A second store on the same directory, from this process or another, waits 200 ms (for
-//! a host that is still finishing its writes) and then fails with [`StoreError::InUse`]. The lock is what makes the index of saved state below trustworthy: no
-//! other process writes state behind this store's back.
+//! a host that is still finishing its writes) and then fails with [`StoreError::InUse`]. The lock
+//! is what makes the index of saved state below trustworthy: no other process writes state
+//! behind this store's back.
 //!
 //! # Reads
 //!
-//! Most activations of a virtual actor are of keys that never saved anything, and a `load` that
-//! finds nothing would still cost an SQLite read transaction (6 µs alone, 13–19 µs on a busy
+//! The first activation of every key of a virtual actor loads a state that was never saved, and a
+//! `load` that finds nothing would still cost an SQLite read transaction (6 µs alone, 13–19 µs on a busy
 //! host: `BENCHMARKS.md` §5). So the store keeps an in-memory **index of saved state**: a set of
 //! 64-bit hashes of `(actor, instance)`, filled from `actor_state` when the store opens and added
 //! to by every [`Store::save`] before the save is queued. A [`Store::load`] whose key is not in
 //! it answers `None` without reading the file; one that is (or that shares a hash with a saved
-//! key) reads as before. It costs 9–18 bytes per saved key (about 16 MiB for a million).
+//! key) reads as before. It costs 10–21 bytes per saved key (a hash table of `u64`, at most 7/8
+//! full; 19 MiB for a million).
 //! [`StoreStats::loads_skipped`] counts the loads it answered.
 //!
 //! Reads ([`Store::load`], [`Store::read`], [`Store::read_type`], ...) run synchronously on a
