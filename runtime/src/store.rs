@@ -1790,14 +1790,19 @@ mod tests {
                 tmp.path().display()
             )
         );
-        let second = std::thread::spawn({
+        // A wait far longer than the test needs: nothing but the first store's close may end it.
+        let waiting = std::thread::spawn({
             let dir = tmp.path().to_owned();
-            move || Store::open(&dir, StoreOptions::default())
+            move || lock_dir(&dir, Duration::from_secs(60))
         });
         std::thread::sleep(Duration::from_millis(50));
-        assert!(!second.is_finished(), "the second store waits for the lock");
+        assert!(
+            !waiting.is_finished(),
+            "the second store waits for the lock"
+        );
         drop(first);
-        let second = second.join().unwrap().unwrap();
+        drop(waiting.join().unwrap().unwrap());
+        let second = open(tmp.path());
         assert_eq!(second.load("a", 0).unwrap().unwrap(), b"from the first");
     }
 
