@@ -104,6 +104,7 @@ async fn a_periodic_timer_whose_actor_is_busy_merges_its_firings() {
     start(&host, "tick", 0, Some(10)).await;
     // `blocker` spins until 50 ms of (manual) time have passed; `ticker` waits on it inside a
     // handler, so with a concurrency of 1 it cannot take its timer's firings meanwhile.
+    let handled = host.actor("blocker")[0].handled;
     let busy = {
         let host = host.clone();
         tokio::spawn(async move {
@@ -111,6 +112,12 @@ async fn a_periodic_timer_whose_actor_is_busy_merges_its_firings() {
                 .await
         })
     };
+    // The relayed ping must queue behind `Busy`, so `Busy` is in the guest before it is sent.
+    eventually(WAIT, || {
+        (host.actor("blocker")[0].handled == handled + 1).then_some(())
+    })
+    .await
+    .expect("blocker busy");
     let relay = {
         let host = host.clone();
         tokio::spawn(async move {
