@@ -53,7 +53,9 @@ pub struct HostConfig {
     /// Settings of the embedded store (a size limit).
     pub store: StoreOptions,
     /// Instances each virtual actor type keeps instantiated ahead of its activations (see
-    /// [`crate::prepared`]); `0` turns this off. Default:
+    /// [`crate::prepared`]) unless its spec says otherwise
+    /// ([`ActorSpec::prepared_instances`](crate::manifest::ActorSpec::prepared_instances));
+    /// `0` turns this off. Default:
     /// [`DEFAULT_PREPARED`](crate::prepared::DEFAULT_PREPARED).
     pub prepared_instances: usize,
 }
@@ -728,12 +730,9 @@ impl Host {
             self.shared
                 .virtual_types
                 .insert(spec.name.clone(), (module, spec.clone()));
-            if self.shared.prepared_size > 0 {
-                let pool = crate::prepared::Pool::start(
-                    &self.shared,
-                    &spec.name,
-                    self.shared.prepared_size,
-                );
+            let prepared = spec.prepared_instances.unwrap_or(self.shared.prepared_size);
+            if prepared > 0 {
+                let pool = crate::prepared::Pool::start(&self.shared, &spec.name, prepared);
                 self.shared.prepared.insert(spec.name.clone(), pool);
             }
             if first {

@@ -168,6 +168,11 @@ pub struct ActorSpec {
     /// activation per key on its first message, deactivated after this much idle time
     /// (`idle_timeout_ms`, default 60 000 ms) when it persists state.
     pub virtual_idle: Option<Duration>,
+    /// Virtual actor types only: how many instances the type keeps instantiated ahead of its
+    /// activations (`prepared_instances`); `None` takes the host's
+    /// [`HostConfig::prepared_instances`](crate::HostConfig::prepared_instances), `Some(0)`
+    /// makes every activation instantiate its own. See [`crate::prepared`].
+    pub prepared_instances: Option<usize>,
     /// What the actor may do (`[actor.grants]`); nothing unless granted. Its manifest
     /// `subscriptions` need no grant.
     pub grants: Grants,
@@ -189,6 +194,7 @@ impl ActorSpec {
             restart: RestartPolicy::default(),
             restart_type: RestartType::Permanent,
             virtual_idle: None,
+            prepared_instances: None,
             grants: Grants::none(),
         }
     }
@@ -896,6 +902,7 @@ struct RawActor {
     #[serde(rename = "virtual", default)]
     is_virtual: bool,
     idle_timeout_ms: Option<u64>,
+    prepared_instances: Option<usize>,
 }
 
 #[derive(serde::Deserialize, Default)]
@@ -1339,6 +1346,19 @@ fn validate(raw: RawManifest, path: PathBuf, dir: PathBuf) -> (Manifest, Vec<Pro
                     None
                 }
                 (false, None) => None,
+            },
+            prepared_instances: match (a.is_virtual, a.prepared_instances) {
+                (false, Some(_)) => {
+                    problem(
+                        "prepared_instances",
+                        ProblemKind::Virtual {
+                            reason: "only virtual actor types prepare instances ahead of their activations: add `virtual = true`"
+                                .into(),
+                        },
+                    );
+                    None
+                }
+                (_, n) => n,
             },
             grants,
         };
@@ -2368,6 +2388,22 @@ mod tests {
         assert_eq!(
             f.error(&format!("{ECHO}idle_timeout_ms = 5\n")),
             "<dir>/bunraku.toml: actor[0].idle_timeout_ms (actor `echo`): only virtual actors are deactivated: add `virtual = true`"
+        );
+        // Prepared instances: the host's default unless the type says otherwise, `0` for none.
+        assert_eq!(m.actors[0].prepared_instances, None);
+        for n in [0, 16] {
+            let m = f
+                .parse(&format!("{ECHO}virtual = true\nprepared_instances = {n}\n"))
+                .unwrap();
+            assert_eq!(m.actors[0].prepared_instances, Some(n));
+        }
+        assert_eq!(
+            f.error(&format!("{ECHO}prepared_instances = 2\n")),
+            "<dir>/bunraku.toml: actor[0].prepared_instances (actor `echo`): only virtual actor types prepare instances ahead of their activations: add `virtual = true`"
+        );
+        assert_eq!(
+            f.error(&format!("{ECHO}virtual = true\nprepared_instances = -1\n")),
+            "<dir>/bunraku.toml:5:22: invalid value: integer `-1`, expected usize"
         );
     }
 

@@ -3,8 +3,10 @@
 //! Creating an instance's `Store` and instantiating its module take about half of an
 //! activation (BENCHMARKS.md §5): linear memory, the data segments copied in, `_initialize`,
 //! and the host memory of the instance, all faulted in for the first time. None of it depends
-//! on the key. So each virtual actor type keeps a few instances instantiated ahead
-//! ([`HostConfig::prepared_instances`](crate::HostConfig::prepared_instances), default
+//! on the key. So each virtual actor type keeps a few instances instantiated ahead (its
+//! manifest's `prepared_instances`,
+//! [`ActorSpec::prepared_instances`](crate::manifest::ActorSpec::prepared_instances); when that
+//! is absent, [`HostConfig::prepared_instances`](crate::HostConfig::prepared_instances), default
 //! [`DEFAULT_PREPARED`]), and an activation (or the restart of one) takes one instead of making
 //! its own: the instance is bound to its key's cell and mailbox, and its first entry runs
 //! `on_start` as usual. A prepared instance has run nothing but `_initialize`, so it is as

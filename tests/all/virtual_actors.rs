@@ -23,6 +23,17 @@ fn accounts_alone(
     prepared: usize,
     idle: Duration,
 ) -> (bunraku_runtime::engine::Engine, Arc<Host>) {
+    let (engine, config) = engine_alone(warm_slots, prepared);
+    (engine, accounts_on(config, idle))
+}
+
+/// A host configuration on an engine of its own (so its memory figures are the host's), with
+/// `warm_slots` warm slots and `prepared` instances prepared per type unless a type says
+/// otherwise.
+fn engine_alone(
+    warm_slots: usize,
+    prepared: usize,
+) -> (bunraku_runtime::engine::Engine, HostConfig) {
     let engine = bunraku_runtime::engine::Engine::new(bunraku_runtime::engine::EngineConfig {
         memory: bunraku_runtime::memory::SlotConfig {
             warm_slots,
@@ -36,14 +47,20 @@ fn accounts_alone(
         prepared_instances: prepared,
         ..Default::default()
     };
-    (engine, accounts_on(config, idle))
+    (engine, config)
 }
 
 /// [`accounts`] on a host with a configuration of its own.
 fn accounts_on(config: HostConfig, idle: Duration) -> Arc<Host> {
+    accounts_preparing(config, idle, None)
+}
+
+/// [`accounts_on`], with the type's own `prepared_instances`.
+fn accounts_preparing(config: HostConfig, idle: Duration, prepared: Option<usize>) -> Arc<Host> {
     let host = host_with(config);
     let mut account = spec("account", "stateful");
     account.virtual_idle = Some(idle);
+    account.prepared_instances = prepared;
     deploy_spec(&host, &account);
     host
 }
@@ -376,19 +393,52 @@ async fn a_host_with_no_prepared_instances_makes_each_activation_its_own() {
         },
         Duration::from_secs(60),
     );
+    five_activations_of_their_own(&host).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_type_that_prepares_no_instances_makes_each_activation_its_own_on_a_host_that_would() {
+    let host = accounts_preparing(HostConfig::default(), Duration::from_secs(60), Some(0));
+    five_activations_of_their_own(&host).await;
+}
+
+/// Activates five keys of `account` and checks that none took a prepared instance.
+async fn five_activations_of_their_own(host: &Host) {
     for i in 0..5 {
         tokio::time::sleep(Duration::from_millis(5)).await;
-        status(&host, &format!("account/n{i}")).await;
+        status(host, &format!("account/n{i}")).await;
     }
-    // A start is counted when its first entry returns, which can be just after the reply that
-    // entry sent arrived.
-    let starts = eventually(WAIT, || {
+    assert_eq!(started(host, 5).await.prepared, 0);
+}
+
+/// The host's start figures once `n` starts are counted. A start is counted when its first
+/// entry returns, which can be just after the reply that entry sent arrived.
+async fn started(host: &Host, n: u64) -> bunraku_runtime::metrics::StartTimes {
+    eventually(WAIT, || {
         let starts = host.totals().starts;
-        (starts.count == 5).then_some(starts)
+        (starts.count == n).then_some(starts)
     })
     .await
-    .expect("five starts counted");
-    assert_eq!(starts.prepared, 0);
+    .unwrap_or_else(|| panic!("{n} starts not counted: {:?}", host.totals().starts))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_type_prepares_the_instances_its_spec_asks_for_on_a_host_that_would_not() {
+    let (engine, config) = engine_alone(bunraku_runtime::memory::DEFAULT_WARM_SLOTS, 0);
+    let host = accounts_preparing(config, Duration::from_secs(60), Some(3));
+    eventually(WAIT, || {
+        (engine.memory_stats().slots_in_use == 3).then_some(())
+    })
+    .await
+    .unwrap_or_else(|| panic!("not three prepared: {:?}", engine.memory_stats()));
+    // The next activation takes one of them; the pool makes a fourth to stay at three.
+    assert_eq!(status(&host, "account/p").await["loaded"], Value::Null);
+    assert_eq!(started(&host, 1).await.prepared, 1);
+    eventually(WAIT, || {
+        (engine.memory_stats().slots_in_use == 4).then_some(())
+    })
+    .await
+    .unwrap_or_else(|| panic!("the pool was not refilled: {:?}", engine.memory_stats()));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
