@@ -814,10 +814,41 @@ fn put_error_code(buf: &mut Vec<u8>, code: ErrorCode) {
 
 /// Appends the bytes of `env` (what [`encode`](crate::encode) gives, without serde).
 pub fn encode_envelope_into(env: &Envelope, buf: &mut Vec<u8>) {
+    let own = Received {
+        reply: env.reply,
+        attachments: &env.attachments,
+        stream: env.stream,
+    };
+    encode_received_into(env, &own, buf);
+}
+
+/// The handles a receiving instance issues for an envelope it shares with other receivers (a
+/// published message's subscribers): they take the place of the envelope's own `reply`,
+/// `attachments` and `stream` in what that instance is handed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Received<'a> {
+    /// The receiver's reply handle, when the sender awaits a reply.
+    pub reply: Option<u32>,
+    /// The receiver's handles for the references that came with the message.
+    pub attachments: &'a [u32],
+    /// The receiver's handle to read the stream the message opens.
+    pub stream: Option<u32>,
+}
+
+/// Appends the bytes of `Event::Message` for `env` as one receiver sees it: the bytes
+/// [`encode_event_into`] gives for a copy of `env` whose `reply`, `attachments` and `stream`
+/// are `received`'s. The host shares one envelope between the subscribers of a publish and
+/// encodes each one's handles this way, without copying the envelope.
+pub fn encode_message_event_into(env: &Envelope, received: &Received<'_>, buf: &mut Vec<u8>) {
+    buf.push(1);
+    encode_received_into(env, received, buf);
+}
+
+fn encode_received_into(env: &Envelope, received: &Received<'_>, buf: &mut Vec<u8>) {
     put_varint(buf, env.id);
     put_bytes(buf, env.msg_type.as_bytes());
     put_codec(buf, env.codec);
-    put_opt_varint(buf, env.reply.map(u64::from));
+    put_opt_varint(buf, received.reply.map(u64::from));
     put_opt_varint(buf, env.deadline_ms);
     put_varint(buf, env.chain.len() as u64);
     for &id in &env.chain {
@@ -834,8 +865,8 @@ pub fn encode_envelope_into(env: &Envelope, buf: &mut Vec<u8>) {
     put_opt_str(buf, env.sender.as_deref());
     put_opt_str(buf, env.subject.as_deref());
     put_opt_str(buf, env.idempotency_key.as_deref());
-    put_varint(buf, env.attachments.len() as u64);
-    for &handle in &env.attachments {
+    put_varint(buf, received.attachments.len() as u64);
+    for &handle in received.attachments {
         put_varint(buf, u64::from(handle));
     }
     put_varint(buf, env.ext.len() as u64);
@@ -844,7 +875,7 @@ pub fn encode_envelope_into(env: &Envelope, buf: &mut Vec<u8>) {
         put_bytes(buf, &ext.value);
     }
     put_bytes(buf, &env.payload);
-    put_opt_varint(buf, env.stream.map(u64::from));
+    put_opt_varint(buf, received.stream.map(u64::from));
 }
 
 /// Appends the bytes of `event` (what [`encode`](crate::encode) gives, without serde): the host

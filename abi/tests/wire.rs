@@ -274,6 +274,27 @@ mod views {
     }
 
     #[test]
+    fn a_shared_envelope_encodes_with_the_receivers_handles_as_a_copy_holding_them_would() {
+        let shared = super::envelope();
+        for (reply, attachments, stream) in [
+            (None, &[][..], None),
+            (Some(9), &[4u32, 300][..], Some(1)),
+            (Some(u32::MAX), &[1][..], None),
+        ] {
+            let mut copy = shared.clone();
+            (copy.reply, copy.attachments, copy.stream) = (reply, attachments.to_vec(), stream);
+            let received = view::Received {
+                reply,
+                attachments,
+                stream,
+            };
+            let mut buf = vec![0xee];
+            view::encode_message_event_into(&shared, &received, &mut buf);
+            assert_eq!(buf[1..], encode(&Event::Message(copy)), "{received:?}");
+        }
+    }
+
+    #[test]
     fn envelope_view_borrows_every_field_from_the_golden_bytes() {
         let bytes = encode(&super::envelope());
         let env = EnvelopeView::decode(&bytes).unwrap();

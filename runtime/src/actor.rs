@@ -31,6 +31,46 @@ use wasmtime::{Memory, Store, Trap};
 
 use crate::host::Shared;
 use crate::mailbox::{Delivery, MailboxRx, MailboxTx, ReplySlot};
+
+/// What `next` hands the guest: an event of the instance's own, or a message from its mailbox.
+#[allow(clippy::large_enum_variant)] // one per `next`, encoded at once; boxing would allocate
+pub(crate) enum NextEvent {
+    /// A start, stop, completion or timer firing.
+    Owned(Event),
+    /// A message delivered to this instance.
+    Delivered(Accepted),
+}
+
+impl NextEvent {
+    /// Appends the event's wire bytes (`Event` as the ABI encodes it).
+    pub(crate) fn encode_into(&self, buf: &mut Vec<u8>) {
+        match self {
+            NextEvent::Owned(event) => bunraku_abi::view::encode_event_into(event, buf),
+            NextEvent::Delivered(a) => bunraku_abi::view::encode_message_event_into(
+                &a.env,
+                &bunraku_abi::view::Received {
+                    reply: a.reply,
+                    attachments: &a.attachments,
+                    stream: a.stream,
+                },
+                buf,
+            ),
+        }
+    }
+}
+
+/// A delivery taken by an instance: the envelope as sent (shared with the other subscribers of
+/// a publish) and the handles this instance issued for it.
+pub(crate) struct Accepted {
+    /// The envelope; its own `reply`, `attachments` and `stream` are not used.
+    pub(crate) env: Arc<Envelope>,
+    /// This instance's reply handle, when the sender waits for a reply.
+    pub(crate) reply: Option<u32>,
+    /// This instance's handles for the references that came with the message.
+    pub(crate) attachments: Vec<u32>,
+    /// This instance's handle to read the stream the message opens.
+    pub(crate) stream: Option<u32>,
+}
 use crate::manifest::{Limits, RestartPolicy};
 use crate::module::ActorModule;
 
@@ -675,18 +715,25 @@ impl ActorState {
     }
 
     /// The next event for the guest, if one may be handed out now.
-    pub(crate) fn next_event(&mut self, in_flight: u32) -> Option<Event> {
+    pub(crate) fn next_event(&mut self, in_flight: u32) -> Option<NextEvent> {
+        self.next_owned_event(in_flight)
+            .map(|e| e.map_or_else(NextEvent::Delivered, NextEvent::Owned))
+    }
+
+    /// [`Self::next_event`]: `Ok` an event of this instance's own, `Err` a delivery from the
+    /// mailbox.
+    fn next_owned_event(&mut self, in_flight: u32) -> Option<Result<Event, Accepted>> {
         self.in_flight = in_flight;
         while let Some(ready) = self.ready.pop_front() {
             match ready {
                 Ready::Start => {
-                    return Some(Event::Start {
+                    return Some(Ok(Event::Start {
                         name: self.group.name.to_string(),
                         instance: self.cell.instance,
                         config: self.group.config.clone(),
-                    });
+                    }));
                 }
-                Ready::Stop => return Some(Event::Stop),
+                Ready::Stop => return Some(Ok(Event::Stop)),
                 Ready::Completion(op, result) => {
                     // A cancelled operation's completion is dropped.
                     let Some(meta) = self.ops.remove(&op) else {
@@ -698,7 +745,7 @@ impl ActorState {
                         msg_id: meta.msg_id,
                         trace: meta.trace,
                     };
-                    return Some(Event::Completion { op, result });
+                    return Some(Ok(Event::Completion { op, result }));
                 }
             }
         }
@@ -709,16 +756,16 @@ impl ActorState {
         }
         if let Some((msg_type, codec, payload)) = self.timers.take_due() {
             self.batch += 1;
-            return Some(Event::Message(
+            return Some(Ok(Event::Message(
                 self.timer_envelope(msg_type, codec, payload),
-            ));
+            )));
         }
         let delivery = match self.io.peeked.take() {
             Some(d) => d,
             None => self.io.mailbox.try_recv().ok()?,
         };
         self.batch += 1;
-        Some(Event::Message(self.accept(delivery)))
+        Some(Err(self.accept(delivery)))
     }
 
     /// The envelope of a timer's firing: a message from this actor to itself. Not counted as
@@ -752,23 +799,30 @@ impl ActorState {
         env
     }
 
-    /// Turns a delivery into the envelope the guest sees, keeping its reply slot.
-    fn accept(&mut self, delivery: Delivery) -> Envelope {
+    /// Takes a delivery for the guest: keeps its reply slot and issues this instance's handles
+    /// for its reply, references and stream, next to the (possibly shared) envelope.
+    fn accept(&mut self, delivery: Delivery) -> Accepted {
         let Delivery {
             env,
             reply,
             refs,
             stream,
         } = delivery;
-        let mut env = *env;
+        let mut accepted = Accepted {
+            reply: None,
+            attachments: Vec::new(),
+            stream: None,
+            env,
+        };
         if let Some(slot) = reply {
             self.next_handle = self.next_handle.wrapping_add(1).max(1);
             self.replies.insert(self.next_handle, slot);
-            env.reply = Some(self.next_handle);
+            accepted.reply = Some(self.next_handle);
         }
+        let env = &*accepted.env;
         for name in refs.into_iter().flat_map(|r| r.into_vec()) {
             match self.issue_ref(name) {
-                Some(handle) => env.attachments.push(handle),
+                Some(handle) => accepted.attachments.push(handle),
                 None => {
                     crate::grants::log_denial(
                         self,
@@ -785,17 +839,18 @@ impl ActorState {
         }
         if let Some(stream) = stream {
             // Refused past the table's size: the writer's next call gets `peer failed`.
-            env.stream = self.add_stream(crate::streams::Endpoint {
+            accepted.stream = self.add_stream(crate::streams::Endpoint {
                 stream,
                 writer: false,
             });
         }
+        let env = &*accepted.env;
         self.current.chain.clone_from(&env.chain);
         self.current.msg_type.clone_from(&env.msg_type);
         self.current.msg_id = env.id;
         self.current.trace = env.trace;
         self.cell.stats.handled.fetch_add(1, Ordering::Relaxed);
-        env
+        accepted
     }
 
     /// A new handle in this instance's stream table; `None` when it is full (the endpoint is

@@ -371,14 +371,14 @@ impl Shared {
             return fanout;
         }
         let subject = out.target.clone();
-        let template = self.envelope(
+        let template = Arc::new(self.envelope(
             out,
             Vec::new(),
             None,
             trace,
             Some(publisher.to_owned()),
             Some(subject),
-        );
+        ));
         for sub in subs.iter() {
             let cell = sub.target.pick(sender_hash);
             if !cell.accepts(&template.msg_type) || template.payload.len() > cell.max_message {
@@ -386,7 +386,7 @@ impl Shared {
                 fanout.dropped += 1;
                 continue;
             }
-            let delivery = Delivery::new(template.clone());
+            let delivery = Delivery::shared(template.clone());
             match cell.tx.try_send(delivery) {
                 Ok(()) => fanout.delivered += 1,
                 Err(TrySendError::Full(d)) if wait && sub.policy == Policy::Wait => {

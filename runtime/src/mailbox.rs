@@ -18,10 +18,12 @@ pub(crate) type ReplySlot = oneshot::Sender<ReplyBody>;
 /// A message on its way into a mailbox.
 #[derive(Debug)]
 pub(crate) struct Delivery {
-    /// The envelope; `reply` is filled with a per-instance handle on delivery to the guest.
-    /// Boxed: a tokio channel allocates its slots in blocks of 32, and an inline envelope
-    /// (about 260 bytes) made every idle mailbox cost 8 KiB.
-    pub env: Box<Envelope>,
+    /// The envelope, shared: a published message's envelope is one allocation for all of its
+    /// subscribers. What differs per receiver (the reply handle, attachment and stream handles
+    /// of the receiving instance) is issued on delivery to the guest, next to it, never written
+    /// into it. Behind a pointer also because a tokio channel allocates its slots in blocks of
+    /// 32, and an inline envelope (about 260 bytes) made every idle mailbox cost 8 KiB.
+    pub env: Arc<Envelope>,
     /// Where the reply goes, when the sender waits for one.
     pub reply: Option<ReplySlot>,
     /// Actor references moved with the message; the receiving instance issues its own handles
@@ -38,8 +40,13 @@ pub(crate) type Refs = Option<Box<[Arc<str>]>>;
 impl Delivery {
     /// A delivery without a reply slot or references.
     pub(crate) fn new(env: Envelope) -> Self {
+        Self::shared(Arc::new(env))
+    }
+
+    /// A delivery of an envelope shared with other receivers (a publish's subscribers).
+    pub(crate) fn shared(env: Arc<Envelope>) -> Self {
         Self {
-            env: Box::new(env),
+            env,
             reply: None,
             refs: None,
             stream: None,

@@ -27,7 +27,7 @@ pub(crate) fn next(
         };
         let mut buf = std::mem::take(&mut st.scratch);
         buf.clear();
-        bunraku_abi::view::encode_event_into(&event, &mut buf);
+        event.encode_into(&mut buf);
         st.staged = Some(buf);
     }
     let len = st.staged.as_ref().map_or(0, Vec::len);
