@@ -145,9 +145,10 @@ pub async fn eventually<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) ->
     }
 }
 
-/// Tests whose assertions are about time (a budget, a deadline) take this exclusively, so the
-/// rest of the suite does not load the two cores while they measure; every other host test
-/// takes it shared through [`host`].
+/// Tests whose assertions are about time (a budget, a deadline) take this exclusively, so that
+/// the tests that take [`shared`] do not load the two cores while they measure. Only those do:
+/// [`host`] does not take it, so the rest of the suite still runs beside an exclusive test, and
+/// the bounds those tests assert leave room for that.
 pub async fn exclusive() -> tokio::sync::RwLockWriteGuard<'static, ()> {
     timing_lock().write().await
 }

@@ -3,15 +3,24 @@
 
 use std::time::Duration;
 
+use bunraku_runtime::HostConfig;
+use bunraku_runtime::clock::ManualClock;
 use bunraku_tests::*;
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flooding_sender_is_suspended_by_a_stalled_receiver_and_loses_nothing() {
-    let host = host();
+    // The sink stalls in a `Busy` that spins on a manual clock, so the stall lasts until the
+    // test has seen what it checks, however slowly a loaded machine gets there (a generous
+    // time budget: the spin is real work).
+    let clock = ManualClock::new();
+    let host = host_with(HostConfig {
+        clock: std::sync::Arc::new(clock.clone()),
+        ..HostConfig::default()
+    });
     let mut sink = spec("sink", "testbed");
     sink.limits.mailbox = 8;
-    sink.limits.time_budget = Duration::from_secs(10);
+    sink.limits.time_budget = Duration::from_secs(120);
     deploy_spec(&host, &sink);
     deploy(&host, "flooder", "testbed");
     deploy(&host, "prober", "testbed");
@@ -71,6 +80,7 @@ async fn a_flooding_sender_is_suspended_by_a_stalled_receiver_and_loses_nothing(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(!flood.is_finished());
+    clock.advance(Duration::from_millis(1500));
     assert_eq!(stall.await.unwrap().unwrap(), json!(1500));
     assert_eq!(flood.await.unwrap().unwrap(), json!(2000));
     let stats = host

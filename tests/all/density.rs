@@ -70,11 +70,9 @@ async fn a_hundred_thousand_actors_live_in_one_process_with_a_flat_mapping_count
          RSS {:.1} KiB per actor (host structures included)",
         (rss_after - rss_before) as f64 / N as f64
     );
-    assert!(
-        maps_after - maps_before < 200,
-        "mapping count grew by {}",
-        maps_after - maps_before
-    );
+    // Other tests in this binary map and unmap too, so the count may also fall.
+    let grew = maps_after.saturating_sub(maps_before);
+    assert!(grew < 200, "mapping count grew by {grew}");
     // They are live: the instance a client's messages go to answers.
     let stats = host
         .call_json("dense", Some("GetStats"), json!({}))

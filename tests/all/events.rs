@@ -292,7 +292,8 @@ async fn a_status_set_by_an_actor_shows_in_ps_and_keeps_it_active() {
     assert_eq!(ps[0].status.as_deref(), Some("stuck: refund failed"));
     assert_eq!(ps[0].phase, "running");
     assert_eq!(set("").await, json!({ "Ok": null }));
-    assert_eq!(host.actor("tb/s")[0].status, None);
+    // Without a status the key may be evicted at once (50 ms idle): then nothing shows either.
+    assert!(host.actor("tb/s").iter().all(|s| s.status.is_none()));
 }
 
 /// One `bunraku run` of the kill -9 test.

@@ -24,11 +24,13 @@ async fn trapping_actor_is_restarted_with_its_sender_told_and_its_queue_kept() {
     let host = host();
     let mut victim = spec("victim", "testbed");
     victim.restart.backoff_initial = Duration::from_millis(10);
+    // `Busy` must outlast the queueing below on a loaded machine: 2 s, within a 10 s budget.
+    victim.limits.time_budget = Duration::from_secs(10);
     deploy_spec(&host, &victim);
     deploy(&host, "bystander", "echo");
 
     // Keep the victim busy so the next messages queue up behind the one that traps.
-    let busy = call(&host, "victim", "Busy", json!({"ms": 300}));
+    let busy = call(&host, "victim", "Busy", json!({"ms": 2000}));
     eventually(Duration::from_secs(30), || {
         (host.actor("victim")[0].handled == 1).then_some(())
     })
@@ -50,7 +52,7 @@ async fn trapping_actor_is_restarted_with_its_sender_told_and_its_queue_kept() {
         .unwrap();
     }
 
-    assert_eq!(busy.await.unwrap().unwrap(), json!(300));
+    assert_eq!(busy.await.unwrap().unwrap(), json!(2000));
     // The sender of the trapping message is told; the message is not redelivered.
     assert_eq!(panic.await.unwrap().unwrap_err(), CallError::TargetFailed);
     // The bystander never noticed.

@@ -91,6 +91,8 @@ async fn drop_newest_policy_drops_and_counts_when_the_subscriber_is_full() {
     let host = host();
     let mut slow = spec("slow", "testbed");
     slow.limits.mailbox = 4;
+    // `Busy` must outlast the 20 publishes below on a loaded machine: 2 s, within 10 s.
+    slow.limits.time_budget = Duration::from_secs(10);
     slow.subscriptions = vec![SubscriptionSpec {
         pattern: "feed.*".into(),
         policy: Policy::DropNewest,
@@ -98,7 +100,7 @@ async fn drop_newest_policy_drops_and_counts_when_the_subscriber_is_full() {
     deploy_spec(&host, &slow);
     let h = host.clone();
     let busy =
-        tokio::spawn(async move { h.call_json("slow", Some("Busy"), json!({"ms": 300})).await });
+        tokio::spawn(async move { h.call_json("slow", Some("Busy"), json!({"ms": 2000})).await });
     eventually(Duration::from_secs(30), || {
         (host.actor("slow")[0].handled == 1).then_some(())
     })

@@ -57,6 +57,9 @@ async fn a_second_host_on_the_same_data_directory_is_refused_storage_as_in_use()
     let first = host_in(dir.path());
     deploy(&first, "counter", "stateful");
     add(&first, "counter", 5).await;
+    // Answered after `on_start`, whose `load` opened the first host's store and locked the
+    // directory.
+    assert_eq!(status(&first, "counter").await["value"], json!(5));
 
     let second = host_in(dir.path());
     deploy(&second, "counter", "stateful");

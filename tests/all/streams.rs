@@ -75,7 +75,13 @@ async fn a_fast_producer_stays_within_the_window_of_its_slow_consumer() {
     const WINDOW: u64 = 16;
     const COUNT: u64 = 2_000;
     let host = pair(WINDOW as usize);
-    let memory_before = host.actor("producer")[0].memory;
+    // The figure is written when the producer's first entry (`on_start`) returns.
+    let memory_before = eventually(WAIT, || {
+        let memory = host.actor("producer")[0].memory;
+        (memory > 0).then_some(memory)
+    })
+    .await
+    .expect("the producer started");
     // The consumer sleeps 2 ms (host clock) after every 10 items it reads. The producer's last
     // `send().await` can complete only once the consumer has read all but a window of items,
     // which takes at least (COUNT - WINDOW) / 10 of those sleeps: a producer that ran ahead of
