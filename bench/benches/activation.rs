@@ -27,7 +27,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use bunraku_bench::procfs::rss_kib;
+use bunraku_bench::procfs::{minor_faults, rss_kib};
 use bunraku_runtime::{ClientMessage, Host, HostConfig};
 use serde_json::json;
 
@@ -130,15 +130,25 @@ fn main() {
         .collect();
     let mut new_key: Vec<Vec<Duration>> = vec![Vec::new(); hosts.len()];
     let mut active_key = Vec::new();
+    // Minor page faults of the whole process during each kind of request (they include what
+    // runs meanwhile, such as a pool refilling after a take).
+    let mut new_key_faults = vec![0u64; hosts.len()];
+    let mut active_key_faults = 0u64;
     ctl.block_on(async {
         for (_, host) in &hosts {
             get(host, "counter/warm").await;
         }
         for i in 0..keys {
-            for ((_, host), times) in hosts.iter().zip(&mut new_key) {
+            for (((_, host), times), faults) in
+                hosts.iter().zip(&mut new_key).zip(&mut new_key_faults)
+            {
+                let before = minor_faults();
                 times.push(get(host, &format!("counter/k{i}")).await);
+                *faults += minor_faults() - before;
             }
+            let before = minor_faults();
             active_key.push(get(&hosts[0].1, "counter/warm").await);
+            active_key_faults += minor_faults() - before;
         }
     });
     let slots = hosts[0].1.engine().memory_stats();
@@ -152,6 +162,7 @@ fn main() {
     let default_host = &hosts[0].1;
     let store = default_host.store().expect("store");
     let (mut saved_key, mut new_key_2, mut active_key_2) = (Vec::new(), Vec::new(), Vec::new());
+    let mut second_loop_prepared = (0, 0);
     ctl.block_on(async {
         for i in 0..keys {
             // The counter's `Saved { value: 7, pad: [] }` in postcard.
@@ -159,11 +170,14 @@ fn main() {
             saved.await.expect("save");
         }
         let skipped = store.stats().loads_skipped;
+        let starts = default_host.totals().starts;
         for i in 0..keys {
             saved_key.push(get(default_host, &format!("counter/s{i}")).await);
             new_key_2.push(get(default_host, &format!("counter/n{i}")).await);
             active_key_2.push(get(default_host, "counter/warm").await);
         }
+        let after = default_host.totals().starts;
+        second_loop_prepared = (after.prepared - starts.prepared, after.count - starts.count);
         assert_eq!(
             store.stats().loads_skipped - skipped,
             keys as u64,
@@ -260,12 +274,24 @@ fn main() {
         slots.warm_hits,
         slots.prefaulted,
     );
+    let per = |faults: u64| faults as f64 / keys as f64;
+    println!(
+        "\nminor page faults per request, whole process: new key {:.1} on the default host, {:.1} \
+         without prepared instances, {:.1} without either; active key {:.1}",
+        per(new_key_faults[0]),
+        per(new_key_faults[1]),
+        per(new_key_faults[2]),
+        per(active_key_faults),
+    );
     println!(
         "\nsecond loop (default host): activation of a key with saved state {:.1} µs, of a new key \
-         {:.1} µs (ratio {:.2}; a new key's `load` is answered from the index of saved state)",
+         {:.1} µs (ratio {:.2}; a new key's `load` is answered from the index of saved state); \
+         starts that took a prepared instance: {} of {}",
         saved_vs_new.0,
         saved_vs_new.1,
         saved_vs_new.1 / saved_vs_new.0,
+        second_loop_prepared.0,
+        second_loop_prepared.1,
     );
     println!(
         "\nInstance start by stage, mean per instance (`Host::totals`, \

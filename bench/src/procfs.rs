@@ -31,3 +31,17 @@ pub fn max_map_count() -> u64 {
         .and_then(|s| s.trim().parse().ok())
         .unwrap_or(0)
 }
+
+/// Minor page faults of this process so far (all threads), from `/proc/self/stat`: first
+/// touches of fresh memory, each a trip into the kernel.
+pub fn minor_faults() -> u64 {
+    std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            // After the command name in parentheses: state, ppid, pgrp, session, tty_nr,
+            // tpgid, flags, minflt.
+            let rest = &s[s.rfind(')')? + 1..];
+            rest.split_whitespace().nth(7)?.parse().ok()
+        })
+        .unwrap_or(0)
+}
