@@ -107,7 +107,6 @@ fn tick(subject: &str, seq: u64) -> ClientMessage {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_gated_import_is_denied_for_an_actor_without_grants() {
-    let _load = shared().await;
     let host = host();
     deploy(&host, "echo", "echo");
     deploy(&host, "counter", "counter");
@@ -161,7 +160,6 @@ async fn every_gated_import_is_denied_for_an_actor_without_grants() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_gated_import_passes_the_gate_with_all_grants() {
-    let _load = shared().await;
     let host = host();
     deploy(&host, "echo", "echo");
     deploy(&host, "counter", "counter");
@@ -191,7 +189,6 @@ async fn every_gated_import_passes_the_gate_with_all_grants() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publish_is_allowed_only_where_a_granted_pattern_matches_the_subject() {
-    let _load = shared().await;
     let host = host();
     subscriber(&host, "all", &[">"]);
     deploy_spec(
@@ -224,7 +221,6 @@ async fn publish_is_allowed_only_where_a_granted_pattern_matches_the_subject() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subscribe_needs_a_granted_pattern_that_contains_the_requested_one() {
-    let _load = shared().await;
     let host = host();
     let grants = Grants::none()
         .subscribe_to(pattern("a.b"))
@@ -265,7 +261,6 @@ async fn subscribe_needs_a_granted_pattern_that_contains_the_requested_one() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn manifest_subscriptions_are_the_operators_and_need_no_grant() {
-    let _load = shared().await;
     let host = host();
     let mut s = intruder_spec(Grants::none());
     s.subscriptions = vec![SubscriptionSpec {
@@ -282,7 +277,6 @@ async fn manifest_subscriptions_are_the_operators_and_need_no_grant() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_name_learned_from_a_message_is_no_grant_to_send_to_it() {
-    let _load = shared().await;
     let host = host();
     deploy(&host, "echo", "echo");
     deploy(&host, "counter", "counter");
@@ -315,7 +309,6 @@ async fn a_name_learned_from_a_message_is_no_grant_to_send_to_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_handle_the_host_never_issued_is_denied_even_with_every_grant() {
-    let _load = shared().await;
     let host = host();
     deploy_spec(&host, &intruder_spec(Grants::all()));
     // Replying needs no grant, only the one-shot handle of a request the actor received.
@@ -350,7 +343,6 @@ async fn a_handle_the_host_never_issued_is_denied_even_with_every_grant() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reference_needs_the_grant_for_its_name_except_to_oneself() {
-    let _load = shared().await;
     let host = host();
     deploy(&host, "echo", "echo");
     deploy_spec(&host, &intruder_spec(Grants::none()));
@@ -400,7 +392,6 @@ fn error_of(response: Response) -> (String, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restricted_cli_principal_is_denied_through_the_control_socket() {
-    let _load = shared().await;
     let host = host();
     deploy(&host, "echo", "echo");
     deploy(&host, "counter", "counter");
@@ -457,7 +448,6 @@ async fn a_restricted_cli_principal_is_denied_through_the_control_socket() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_principal_that_was_never_granted_may_do_nothing_through_the_host_api() {
-    let _load = shared().await;
     let host = host();
     deploy(&host, "echo", "echo");
     let as_gateway = |to: &str| ClientMessage {
@@ -494,7 +484,7 @@ async fn a_principal_that_was_never_granted_may_do_nothing_through_the_host_api(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn manifest_grants_apply_to_actors_and_the_cli_at_deploy() {
-    let _load = shared().await;
+    hold_shared();
     let dir = tempfile::tempdir().unwrap();
     let module = |g: &str| format!("{:?}", guest(g).display().to_string());
     let text = format!(

@@ -55,6 +55,8 @@ pub(crate) fn bunraku_bin() -> &'static Path {
 /// A `bunraku` command whose per-user state (the last-host pointer) lives in `home`, so tests
 /// neither see nor clobber the developer's.
 pub(crate) fn bunraku(home: &Path) -> Command {
+    // A host in another process loads the cores like one in this process.
+    bunraku_tests::hold_shared();
     let mut cmd = Command::new(bunraku_bin());
     cmd.env("BUNRAKU_HOME", home)
         .env_remove("RUST_LOG")

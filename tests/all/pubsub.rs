@@ -31,7 +31,6 @@ async fn seen(host: &bunraku_runtime::Host, name: &str) -> Vec<(String, u64)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_subscriber_gets_every_message_once_in_order() {
-    let _load = shared().await;
     let host = host();
     deploy(&host, "publisher", "pubsub-publisher");
     let names: Vec<String> = (0..200).map(|i| format!("sub-{i}")).collect();

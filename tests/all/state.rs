@@ -227,7 +227,6 @@ async fn a_host_without_data_directory_refuses_storage_with_a_typed_error() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_saves_of_many_actors_share_commits() {
     const N: usize = 200;
-    let _load = shared().await;
     let host = host();
     for i in 0..N {
         deploy(&host, &format!("s{i}"), "stateful");
