@@ -603,6 +603,11 @@ impl Host {
         &self.shared.engine
     }
 
+    /// The clock every wait of this host goes through ([`HostConfig::clock`]).
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.shared.clock
+    }
+
     /// The actors' log lines.
     pub fn logs(&self) -> &LogSink {
         &self.shared.logs

@@ -177,8 +177,9 @@ impl ShrinkableKeyedStateStore<String> for SharedStore {
 
 /// A keyed GCRA rate limiter with bounded memory (see the [module documentation](self)).
 ///
-/// `C` is the clock: the real monotonic one by default, governor's `FakeRelativeClock` in
-/// tests (through [`RateLimiter::with_clock`]).
+/// `C` is the clock: the real monotonic one by default; the gateway's routes use the host's
+/// clock ([`HostClock`]), unit tests governor's `FakeRelativeClock` (both through
+/// [`RateLimiter::with_clock`]).
 pub struct RateLimiter<C: Clock = DefaultClock> {
     limiter: GcraLimiter<String, SharedStore, C, NoOpMiddleware<C::Instant>>,
     store: Arc<DashMapStateStore<String>>,
@@ -197,6 +198,26 @@ impl<C: Clock> std::fmt::Debug for RateLimiter<C> {
             .field("max_keys", &self.max_keys)
             .field("refill", &self.refill)
             .finish_non_exhaustive()
+    }
+}
+
+/// A host's [`Clock`](crate::clock::Clock) as governor reads time: its monotonic time, in
+/// nanoseconds. The gateway's rate limits run on it, so a host on a manual clock (tests, later a
+/// simulation with virtual time) drives its buckets' refill like every other wait.
+#[derive(Clone)]
+pub struct HostClock(pub Arc<dyn crate::clock::Clock>);
+
+impl std::fmt::Debug for HostClock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("HostClock").field(&self.0.now()).finish()
+    }
+}
+
+impl Clock for HostClock {
+    type Instant = Nanos;
+
+    fn now(&self) -> Nanos {
+        Nanos::from(self.0.now())
     }
 }
 

@@ -33,7 +33,7 @@ use tower::ServiceExt;
 
 use super::auth::{Authenticator, Identity};
 use super::config::{AuthScheme, GatewayConfig, Template, parse_actor, parse_path, parse_subject};
-use super::limit::{LimitKey, RateLimiter, TrustedProxies};
+use super::limit::{HostClock, LimitKey, RateLimiter, TrustedProxies};
 use super::metrics::{Closed, ConnMetrics, RouteMetrics, UNMATCHED};
 use super::reply::{self, Body as ReplyBody, HttpReply, Malformed};
 use super::{
@@ -71,7 +71,7 @@ pub(crate) struct Route {
     auth: AuthScheme,
     headers: Vec<HeaderName>,
     timeout: Duration,
-    pub limit: Option<(RateLimiter, LimitKey)>,
+    pub limit: Option<(RateLimiter<HostClock>, LimitKey)>,
     pub metrics: RouteMetrics,
 }
 
@@ -119,7 +119,8 @@ impl State {
             let label = rc.label();
             let limit = match &rc.rate_limit {
                 Some(l) => Some((
-                    RateLimiter::new(l).map_err(|e| invalid("rate_limit", e.to_string()))?,
+                    RateLimiter::with_clock(l, HostClock(host.clock().clone()))
+                        .map_err(|e| invalid("rate_limit", e.to_string()))?,
                     l.key,
                 )),
                 None => None,
