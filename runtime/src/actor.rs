@@ -31,6 +31,8 @@ use wasmtime::{Memory, Store, Trap};
 
 use crate::host::Shared;
 use crate::mailbox::{Delivery, MailboxRx, MailboxTx, ReplySlot};
+use crate::manifest::{Limits, RestartPolicy};
+use crate::module::ActorModule;
 
 /// What `next` hands the guest: an event of the instance's own, or a message from its mailbox.
 #[allow(clippy::large_enum_variant)] // one per `next`, encoded at once; boxing would allocate
@@ -71,8 +73,6 @@ pub(crate) struct Accepted {
     /// This instance's handle to read the stream the message opens.
     pub(crate) stream: Option<u32>,
 }
-use crate::manifest::{Limits, RestartPolicy};
-use crate::module::ActorModule;
 
 /// Most operations one instance may have pending at once.
 pub(crate) const MAX_PENDING_OPS: usize = 1024;
@@ -716,24 +716,17 @@ impl ActorState {
 
     /// The next event for the guest, if one may be handed out now.
     pub(crate) fn next_event(&mut self, in_flight: u32) -> Option<NextEvent> {
-        self.next_owned_event(in_flight)
-            .map(|e| e.map_or_else(NextEvent::Delivered, NextEvent::Owned))
-    }
-
-    /// [`Self::next_event`]: `Ok` an event of this instance's own, `Err` a delivery from the
-    /// mailbox.
-    fn next_owned_event(&mut self, in_flight: u32) -> Option<Result<Event, Accepted>> {
         self.in_flight = in_flight;
         while let Some(ready) = self.ready.pop_front() {
             match ready {
                 Ready::Start => {
-                    return Some(Ok(Event::Start {
+                    return Some(NextEvent::Owned(Event::Start {
                         name: self.group.name.to_string(),
                         instance: self.cell.instance,
                         config: self.group.config.clone(),
                     }));
                 }
-                Ready::Stop => return Some(Ok(Event::Stop)),
+                Ready::Stop => return Some(NextEvent::Owned(Event::Stop)),
                 Ready::Completion(op, result) => {
                     // A cancelled operation's completion is dropped.
                     let Some(meta) = self.ops.remove(&op) else {
@@ -745,7 +738,7 @@ impl ActorState {
                         msg_id: meta.msg_id,
                         trace: meta.trace,
                     };
-                    return Some(Ok(Event::Completion { op, result }));
+                    return Some(NextEvent::Owned(Event::Completion { op, result }));
                 }
             }
         }
@@ -756,7 +749,7 @@ impl ActorState {
         }
         if let Some((msg_type, codec, payload)) = self.timers.take_due() {
             self.batch += 1;
-            return Some(Ok(Event::Message(
+            return Some(NextEvent::Owned(Event::Message(
                 self.timer_envelope(msg_type, codec, payload),
             )));
         }
@@ -765,7 +758,7 @@ impl ActorState {
             None => self.io.mailbox.try_recv().ok()?,
         };
         self.batch += 1;
-        Some(Err(self.accept(delivery)))
+        Some(NextEvent::Delivered(self.accept(delivery)))
     }
 
     /// The envelope of a timer's firing: a message from this actor to itself. Not counted as
