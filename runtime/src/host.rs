@@ -603,7 +603,8 @@ impl Host {
         &self.shared.engine
     }
 
-    /// The clock every wait of this host goes through ([`HostConfig::clock`]).
+    /// The host's clock ([`HostConfig::clock`]): request timeouts, backoff, timers, idle
+    /// deactivation, the gateway's rate limits and the guests' clocks read it.
     pub fn clock(&self) -> &Arc<dyn Clock> {
         &self.shared.clock
     }

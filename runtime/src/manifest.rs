@@ -553,6 +553,15 @@ pub enum ProblemKind {
         /// The supervisor that listed it first.
         first: String,
     },
+    /// More prepared instances than [`crate::prepared::MAX_PREPARED`].
+    #[error(
+        "{value} is more than {}, the most a type may prepare: each prepared instance holds an instantiated module from deploy on",
+        crate::prepared::MAX_PREPARED
+    )]
+    TooManyPrepared {
+        /// The value given.
+        value: usize,
+    },
     /// A setting that does not fit a virtual actor (or needs one).
     #[error("{reason}")]
     Virtual {
@@ -1355,6 +1364,13 @@ fn validate(raw: RawManifest, path: PathBuf, dir: PathBuf) -> (Manifest, Vec<Pro
                             reason: "only virtual actor types prepare instances ahead of their activations: add `virtual = true`"
                                 .into(),
                         },
+                    );
+                    None
+                }
+                (true, Some(n)) if n > crate::prepared::MAX_PREPARED => {
+                    problem(
+                        "prepared_instances",
+                        ProblemKind::TooManyPrepared { value: n },
                     );
                     None
                 }
@@ -2391,7 +2407,7 @@ mod tests {
         );
         // Prepared instances: the host's default unless the type says otherwise, `0` for none.
         assert_eq!(m.actors[0].prepared_instances, None);
-        for n in [0, 16] {
+        for n in [0, 16, 1024] {
             let m = f
                 .parse(&format!("{ECHO}virtual = true\nprepared_instances = {n}\n"))
                 .unwrap();
@@ -2400,6 +2416,12 @@ mod tests {
         assert_eq!(
             f.error(&format!("{ECHO}prepared_instances = 2\n")),
             "<dir>/bunraku.toml: actor[0].prepared_instances (actor `echo`): only virtual actor types prepare instances ahead of their activations: add `virtual = true`"
+        );
+        assert_eq!(
+            f.error(&format!(
+                "{ECHO}virtual = true\nprepared_instances = 1025\n"
+            )),
+            "<dir>/bunraku.toml: actor[0].prepared_instances (actor `echo`): 1025 is more than 1024, the most a type may prepare: each prepared instance holds an instantiated module from deploy on"
         );
         assert_eq!(
             f.error(&format!("{ECHO}virtual = true\nprepared_instances = -1\n")),

@@ -33,6 +33,10 @@ use crate::module::ActorModule;
 /// Prepared instances per virtual actor type unless the host is configured otherwise.
 pub const DEFAULT_PREPARED: usize = 4;
 
+/// The most prepared instances a manifest may ask of one type: each holds an instantiated
+/// module (its linear memory slot and about 75 KiB resident for a std guest) from deploy on.
+pub const MAX_PREPARED: usize = 1024;
+
 /// An instantiated module waiting for an activation, with its entry point.
 pub(crate) struct Prepared {
     pub(crate) store: Store<ActorState>,
@@ -54,7 +58,7 @@ impl Pool {
     /// guest runtime.
     pub(crate) fn start(shared: &Arc<Shared>, kind: &str, size: usize) -> Arc<Pool> {
         let pool = Arc::new(Pool {
-            ready: Mutex::new(Vec::with_capacity(size)),
+            ready: Mutex::new(Vec::with_capacity(size.min(MAX_PREPARED))),
             size,
             wake: Notify::new(),
             closed: AtomicBool::new(false),
