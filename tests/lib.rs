@@ -196,7 +196,7 @@ pub fn hold_shared() {
 /// What this thread (a test) holds of the timing lock.
 enum Share {
     None,
-    Shared(#[allow(dead_code)] tokio::sync::OwnedRwLockReadGuard<()>),
+    Shared(#[allow(dead_code)] tokio::sync::OwnedRwLockReadGuard<()>), // held for its drop
     Alone,
 }
 
