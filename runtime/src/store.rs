@@ -1074,7 +1074,6 @@ impl std::fmt::Debug for Store {
     }
 }
 
-/// Creates or upgrades the schema in one transaction.
 /// Takes the exclusive lock on `dir`'s [`LOCK_FILE`], waiting up to `wait` for a store that
 /// still holds it.
 fn lock_dir(dir: &Path, wait: Duration) -> Result<std::fs::File, StoreError> {
@@ -1131,6 +1130,7 @@ fn saved_keys(conn: &Connection) -> rusqlite::Result<HashSet<u64>> {
     Ok(keys)
 }
 
+/// Creates or upgrades the schema in one transaction.
 fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
     let open_err = |e: rusqlite::Error| StoreError::Open {
         path: path.to_owned(),
