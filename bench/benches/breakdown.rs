@@ -17,6 +17,10 @@
 //!   it; at 256 messages per entry, so the entry itself is amortised;
 //! - an empty guest entry: `bunraku_run` when `next` has nothing.
 //!
+//! One part is not on ping-pong's path but on an activation's and on any actor's that waited
+//! while others ran: the same `Noop` entry on the next of 1,000 started instances in turn
+//! (`BUNRAKU_BENCH_COLD=n` for another count), whose memory is then out of the caches.
+//!
 //! What is left of the measured ping-pong per-message time is waking and scheduling the
 //! receiving task and the host's run loop around each entry.
 
@@ -280,6 +284,17 @@ fn main() {
     let mut noop = module.instantiate(start(), script("bench.noop"));
     ping.run(0);
     noop.run(0);
+    // The same `Noop` entry, each time on the next of many started instances, so that the
+    // entry finds its instance's memory and host structures out of the caches and the TLB (as
+    // for an activation's first entry, or an actor that was idle while others ran).
+    let mut cold: Vec<_> = (0..bunraku_bench::env_usize("BUNRAKU_BENCH_COLD", 1000).max(1))
+        .map(|_| {
+            let mut noop = module.instantiate(start(), script("bench.noop"));
+            noop.run(1);
+            noop
+        })
+        .collect();
+    let mut next_cold = 0;
     let batch = 256;
     if let Ok(secs) = std::env::var("BUNRAKU_BENCH_GUEST_ONLY") {
         // A profiling aid: only the guest's `Ping` path, for `perf record` (with
@@ -293,6 +308,7 @@ fn main() {
     // Round-robin over the variants, so that the machine's noise hits all of them alike.
     let entry_iters = iters;
     let (mut empty, mut p256, mut p1, mut n256, mut n1) = (vec![], vec![], vec![], vec![], vec![]);
+    let mut n1_cold = vec![];
     let mut plain256 = vec![];
     let (mut base_p256, mut base_n256) = (vec![], vec![]);
     let per = |iters: usize, f: &mut dyn FnMut()| {
@@ -322,6 +338,10 @@ fn main() {
         );
         n1.push(per(entry_iters, &mut || {
             noop.run(1);
+        }));
+        n1_cold.push(per(entry_iters, &mut || {
+            cold[next_cold].run(1);
+            next_cold = (next_cold + 1) % cold.len();
         }));
         plain256.push(
             per(big, &mut || {
@@ -415,6 +435,11 @@ fn main() {
     println!("| tokio mpsc `try_send` + `try_recv` of a `Delivery` | {mailbox:.0} |");
     println!("| guest `Noop` (decode + dispatch, no send) at 256 per entry | {noop_256:.0} |");
     println!("| guest `Noop` at 1 per entry | {noop_1:.0} |");
+    println!(
+        "| guest `Noop` at 1 per entry, each entry on the next of {} instances in turn (out of the caches) | {:.0} |",
+        cold.len(),
+        median(&n1_cold)
+    );
     println!("| guest `Ping` (sends a `Pong`) at 1 per entry | {ping_1:.0} |");
     println!(
         "| entry cost from batch 1 vs 256 (`Noop`) | {:.0} |",
