@@ -448,14 +448,19 @@ fn main() {
     println!(
         "| guest `Ping` at 256 per entry on wasmtime's default memory (guard pages, no explicit bounds checks) | {plain_256:.0} |"
     );
+    // `old / new` round by round: median (min–max).
+    let ratios = |new: &[f64], old: &[f64]| {
+        let r: Vec<f64> = new.iter().zip(old).map(|(n, o)| o / n).collect();
+        let (lo, hi) = r
+            .iter()
+            .fold((f64::MAX, 0f64), |(l, h), x| (l.min(*x), h.max(*x)));
+        format!("{:.2} ({lo:.2}–{hi:.2})", median(&r))
+    };
+    println!(
+        "| ratio of the entry out of the caches to the warm one, per round (median, min–max) | {} |",
+        ratios(&n1, &n1_cold)
+    );
     if baseline.is_some() {
-        let ratios = |new: &[f64], old: &[f64]| {
-            let r: Vec<f64> = new.iter().zip(old).map(|(n, o)| o / n).collect();
-            let (lo, hi) = r
-                .iter()
-                .fold((f64::MAX, 0f64), |(l, h), x| (l.min(*x), h.max(*x)));
-            format!("{:.2} ({lo:.2}–{hi:.2})", median(&r))
-        };
         println!(
             "| baseline module (`BUNRAKU_BENCH_BASELINE_WASM`): `Ping` at 256 per entry | {:.0} |",
             median(&base_p256)
