@@ -837,7 +837,6 @@ impl ActorState {
                 writer: false,
             });
         }
-        let env = &*accepted.env;
         self.current.chain.clone_from(&env.chain);
         self.current.msg_type.clone_from(&env.msg_type);
         self.current.msg_id = env.id;
