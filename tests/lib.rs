@@ -9,7 +9,7 @@ use std::time::Duration;
 use bunraku_runtime::build::{BuildOptions, build_guest};
 use bunraku_runtime::engine::{Engine, EngineConfig};
 use bunraku_runtime::manifest::{ActorSpec, ModuleSource};
-use bunraku_runtime::{Grants, Host, HostConfig};
+use bunraku_runtime::{ClientMessage, Grants, Host, HostConfig};
 
 /// The repository root.
 pub fn repo() -> &'static Path {
@@ -207,4 +207,25 @@ thread_local! {
 fn timing_lock() -> &'static Arc<tokio::sync::RwLock<()>> {
     static LOCK: OnceLock<Arc<tokio::sync::RwLock<()>>> = OnceLock::new();
     LOCK.get_or_init(Default::default)
+}
+
+/// Sends `Add { n }` to a counter (the `stateful` guest), without waiting for it to be handled.
+pub async fn counter_add(host: &Host, to: &str, n: u64) {
+    host.send(ClientMessage::json(
+        to,
+        Some("Add"),
+        &serde_json::json!({ "n": n }),
+    ))
+    .await
+    .unwrap();
+}
+
+/// A counter's value (`Get` to the `stateful` guest); answered after every message queued
+/// before it, saves included.
+pub async fn counter_get(host: &Host, to: &str) -> u64 {
+    let v = host
+        .call_json(to, Some("Get"), serde_json::json!({}))
+        .await
+        .unwrap();
+    v.as_u64().unwrap()
 }

@@ -61,6 +61,12 @@ pub mod exports {
     pub const MEMORY: &str = "memory";
     /// WASI reactor initialiser, called once after instantiation when present.
     pub const INITIALIZE: &str = "_initialize";
+    /// Optional, `() -> i64`: the start (high 32 bits) and length (low 32 bits) of the guest's
+    /// shadow stack in linear memory. By exporting it the guest promises that those bytes hold
+    /// nothing between two entries (its stack is empty when `bunraku_run` returns), so the host
+    /// may give their pages back while the actor is idle; they read as zero afterwards. The SDK
+    /// exports it from the linker's `__stack_low` and `__stack_high`.
+    pub const STACK: &str = "bunraku_stack";
     /// Every export the host requires, in the order it checks them.
     pub const REQUIRED: &[&str] = &[MEMORY, ABI_VERSION, DESCRIBE, RUN];
 }

@@ -17,12 +17,17 @@
 //!   `Host::totals`). Then, on the default host alone, keys that saved state before (written
 //!   through its store first), whose `load` reads the file, alternating with more new keys and
 //!   the active key.
+//!   Then the keys of the first loop again, once idle and trimmed (`HostConfig::idle_trim`): the
+//!   request copies the instance's image pages back before the handler runs.
 //! - spawn: guest `testbed` asks the host to spawn a `testbed` (`ctx.spawn`), then the new actor
 //!   answers a `Ping`; the time of both requests, from the bench's client.
 //! - memory: in a child process per case, N keys each activated by an `Add` (instantiated, has
 //!   handled a message, holds state in the store); (RSS after − RSS before) / N including every
-//!   host structure; then, after the idle timeout deactivated and evicted them, the same per
-//!   idle key (what is left: memory the allocator kept, the store's page cache).
+//!   host structure; then the same once every key was idle long enough to be trimmed
+//!   (`HostConfig::idle_trim`, set past the end of the activations: its zero pages and the
+//!   unchanged pages of its data segments given back); then, after the idle timeout deactivated
+//!   and evicted them, the same per idle key (what is left: memory the allocator kept, the
+//!   store's page cache).
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -41,10 +46,6 @@ fn data_dir(tag: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("bunraku-bench-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     dir
-}
-
-fn host_with_counter(idle: Duration, dir: &std::path::Path) -> Host {
-    host_with_counter_on(idle, dir, HostConfig::default())
 }
 
 fn host_with_counter_on(idle: Duration, dir: &std::path::Path, base: HostConfig) -> Host {
@@ -188,6 +189,26 @@ fn main() {
         median_us(&saved_key) - median_us(&active_key_2),
         median_us(&new_key_2) - median_us(&active_key_2),
     );
+
+    // Keys of the first loop, idle since and trimmed (`HostConfig::idle_trim`, 1 s by default):
+    // their next request copies their image pages back first. Alternating with the active key.
+    let trims = || default_host.engine().memory_stats();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while trims().trims < keys as u64 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let before_trimmed = trims();
+    let (mut trimmed_key, mut active_key_3) = (Vec::new(), Vec::new());
+    ctl.block_on(async {
+        for i in 0..keys {
+            trimmed_key.push(get(default_host, &format!("counter/k{i}")).await);
+            active_key_3.push(get(default_host, "counter/warm").await);
+        }
+    });
+    let after_trimmed = trims();
+    let restored_per_key =
+        (after_trimmed.pages_restored - before_trimmed.pages_restored) as f64 / keys as f64;
+    let trimmed_extra = median_us(&trimmed_key) - median_us(&active_key_3);
     for (dir, host) in hosts {
         drop(host);
         let _ = std::fs::remove_dir_all(&dir);
@@ -257,6 +278,17 @@ fn main() {
     println!(
         "{}",
         row(
+            "`Get` to a key idle and trimmed (its image pages copied back first), default host, third loop",
+            trimmed_key
+        )
+    );
+    println!(
+        "{}",
+        row("`Get` to an active key, third loop", active_key_3)
+    );
+    println!(
+        "{}",
+        row(
             "spawn (`SpawnChild` request) + first `Ping` of the child",
             spawn
         )
@@ -294,6 +326,13 @@ fn main() {
         second_loop_prepared.1,
     );
     println!(
+        "\nthird loop (default host): a trimmed key's request costs {trimmed_extra:.1} µs more \
+         than the active key's at the median ({restored_per_key:.1} pages copied back per key; \
+         {} trims with {:.1} pages given back each before the loop)",
+        before_trimmed.trims,
+        before_trimmed.pages_trimmed as f64 / before_trimmed.trims.max(1) as f64,
+    );
+    println!(
         "\nInstance start by stage, mean per instance (`Host::totals`, \
          `bunraku_instance_start_seconds_total`); starts that took a prepared instance: {} of {} \
          on the default host:\n",
@@ -322,7 +361,7 @@ fn main() {
         .filter_map(|s| s.trim().parse().ok())
         .collect();
     println!(
-        "\n| keys | RSS per active key (instance + state) | RSS per idle key (evicted) | activation time per key (batch) |\n|---|---|---|---|"
+        "\n| keys | RSS per active key (instance + state) | the same once idle and trimmed | RSS per idle key (evicted) | activation time per key (batch) |\n|---|---|---|---|---|"
     );
     for n in counts {
         let out = Command::new(&exe)
@@ -344,10 +383,20 @@ fn main() {
 /// One memory case in a fresh process: N keys activated, then deactivated.
 fn memory_case(n: usize) {
     bunraku_bench::init_logging();
-    // Long enough that no key goes idle before the `Get` round reaches it.
-    let idle = Duration::from_secs(5) + Duration::from_micros(300) * n as u32;
+    // Long enough that no key is trimmed before the `Get` round ended, and none is deactivated
+    // before every key was trimmed.
+    let trim = Duration::from_secs(2) + Duration::from_micros(250) * n as u32;
+    let idle = Duration::from_secs(5) + Duration::from_micros(600) * n as u32;
     let dir = data_dir(&format!("memory-{n}"));
-    let host = host_with_counter(idle, &dir);
+    let host = host_with_counter_on(
+        idle,
+        &dir,
+        HostConfig {
+            idle_trim: Some(trim),
+            ..HostConfig::default()
+        },
+    );
+    let trims = || host.engine().memory_stats().trims;
     let ctl = bunraku_bench::control_runtime();
     ctl.block_on(get(&host, "counter/warm"));
     let before = rss_kib();
@@ -373,6 +422,14 @@ fn memory_case(n: usize) {
     });
     let elapsed = start.elapsed();
     let active = rss_kib();
+    let trimmed_early = trims();
+    // Wait for every key (and the warm-up key) to be trimmed.
+    let deadline = Instant::now() + trim * 3;
+    while Instant::now() < deadline && trims() < n as u64 + 1 {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let trimmed = rss_kib();
+    let stats = host.engine().memory_stats();
     // Wait for the eviction of every key (idle timeout, `on_stop`, then out of the registry).
     let deadline = Instant::now() + idle * 6 + Duration::from_secs(n as u64 / 1000);
     while Instant::now() < deadline && host.totals().evictions < n as u64 {
@@ -382,8 +439,11 @@ fn memory_case(n: usize) {
     let after = rss_kib();
     let per = |kib: u64| kib.saturating_sub(before) as f64 / n as f64;
     println!(
-        "RESULT | {n} | {:.1} KiB | {:.1} KiB ({evicted} of {n} evicted) | {:.0} µs |",
+        "RESULT | {n} | {:.1} KiB ({trimmed_early} trimmed) | {:.1} KiB ({} trimmed, {:.1} pages each) | {:.1} KiB ({evicted} of {n} evicted) | {:.0} µs |",
         per(active),
+        per(trimmed),
+        stats.trims,
+        stats.pages_trimmed as f64 / stats.trims.max(1) as f64,
         per(after),
         elapsed.as_secs_f64() * 1e6 / n as f64
     );

@@ -233,6 +233,9 @@ impl ActorPhase {
 #[derive(Default)]
 pub(crate) struct ActorStats {
     pub handled: AtomicU64,
+    /// Guest entries of the instances of this slot (written by the running instance's task
+    /// alone): what idle trimming takes for activity.
+    pub entries: AtomicU64,
     pub restarts: AtomicU64,
     pub failures: AtomicU64,
     pub dead_letters: AtomicU64,
@@ -257,6 +260,15 @@ impl ActorStats {
     }
 }
 
+/// The idle trimmer's view of one slot (written by the trimmer alone).
+#[derive(Default)]
+pub(crate) struct IdleWatch {
+    /// `ActorStats::entries` at the trimmer's last look.
+    pub entries: AtomicU64,
+    /// The trimmer's looks in a row that found no new entry.
+    pub looks: std::sync::atomic::AtomicU32,
+}
+
 /// The address of one instance: survives restarts.
 pub(crate) struct ActorCell {
     pub id: u64,
@@ -278,8 +290,15 @@ pub(crate) struct ActorCell {
     /// The current instance has been entered once: its `on_start` ran (or is awaiting).
     pub(crate) booted: AtomicBool,
     pub(crate) stop: Notify,
-    /// Ends the running instance at once, without `on_stop` (after a stop timed out).
-    kill: Notify,
+    /// What the idle trimmer saw of this slot ([`crate::trim`]).
+    pub(crate) idle: IdleWatch,
+    /// Wakes the running instance's task for a kill or a trim; the flags below say which. One
+    /// signal for both, so that waiting for them costs the message path one poll, not two.
+    signal: Notify,
+    /// End the running instance at once, without `on_stop` (after a stop timed out).
+    kill_requested: AtomicBool,
+    /// Give the idle instance's rebuildable memory pages back ([`crate::trim`]).
+    trim_requested: AtomicBool,
     /// The supervisor's hold on this instance slot.
     pub(crate) gate: crate::supervision::Gate,
     /// What the actor last said about itself (`set_status`), shown in `bunraku ps`.
@@ -313,7 +332,10 @@ impl ActorCell {
             deactivating: AtomicBool::new(false),
             booted: AtomicBool::new(false),
             stop: Notify::new(),
-            kill: Notify::new(),
+            signal: Notify::new(),
+            kill_requested: AtomicBool::new(false),
+            trim_requested: AtomicBool::new(false),
+            idle: IdleWatch::default(),
             gate: crate::supervision::Gate::default(),
         }
     }
@@ -372,7 +394,15 @@ impl ActorCell {
     /// `on_stop`: their requesters hear `target failed`. A guest inside a handler is stopped by
     /// its time budget at the latest. The slot itself lives on (combine with a stop to end it).
     pub(crate) fn kill_instance(&self) {
-        self.kill.notify_one();
+        self.kill_requested.store(true, Ordering::SeqCst);
+        self.signal.notify_one();
+    }
+
+    /// Asks the running instance, idle, to give back the pages of its linear memory that can be
+    /// rebuilt (see [`crate::trim`]); it copies them back before it next enters the guest.
+    pub(crate) fn request_trim(&self) {
+        self.trim_requested.store(true, Ordering::SeqCst);
+        self.signal.notify_one();
     }
 
     /// The guest asks to end its instance (a normal exit): like a stop, but the slot's task reports
@@ -922,7 +952,9 @@ pub(crate) async fn run_cell(
         }
         // A signal left over from a hold or a normal exit must not stop the new instance.
         let _ = cell.stop.notified().now_or_never();
-        let _ = cell.kill.notified().now_or_never();
+        let _ = cell.signal.notified().now_or_never();
+        cell.kill_requested.store(false, Ordering::SeqCst);
+        cell.trim_requested.store(false, Ordering::SeqCst);
         if cell.stop_requested() {
             break;
         }
@@ -1093,9 +1125,14 @@ async fn run_instance(
     // One waiter for the stop signal, registered once: a fresh `notified()` per turn would take
     // the `Notify`'s lock twice per message. A `notify_one` before the first poll leaves a permit.
     let mut stop_signal = std::pin::pin!(cell.stop.notified());
-    let mut kill_signal = std::pin::pin!(cell.kill.notified());
+    let mut signal = std::pin::pin!(cell.signal.notified());
+    // The pages an idle trim dropped, to copy back before the guest runs again.
+    let mut trimmed: Option<crate::memory::Trimmed> = None;
 
     loop {
+        if let Some(t) = trimmed.take() {
+            restore_trimmed(&mut store, group, t);
+        }
         store.set_epoch_deadline(budget);
         store.data_mut().batch = 0;
         // Timed only until the first entry returned: no clock read on the message path.
@@ -1105,6 +1142,9 @@ async fn run_instance(
                 store.data_mut().in_flight = in_flight.max(0) as u32;
                 // The first entry ran `on_start` (or started it, if it awaits something).
                 cell.booted.store(true, Ordering::SeqCst);
+                // This task alone writes the counter: no read-modify-write needed.
+                let entries = &cell.stats.entries;
+                entries.store(entries.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
                 if let (Some((create, instantiate, prepared)), Some(entered)) =
                     (starting.take(), entered)
                 {
@@ -1135,48 +1175,104 @@ async fn run_instance(
             // A firing is waiting and the guest can take it: enter again at once.
             continue;
         }
-        let can_take = !stopping && st.in_flight < concurrency && st.io.peeked.is_none();
-        let mut killed = false;
-        tokio::select! {
-            biased;
-            _ = kill_signal.as_mut() => killed = true,
-            _ = stop_signal.as_mut(), if !stopping => {
-                stopping = true;
-                st.timers.clear();
-                timers.clear();
-                st.ready.push_back(Ready::Stop);
-            }
-            Some(wake) = timers.next(), if !timers.is_empty() => {
-                if let Some((id, generation)) = wake {
-                    st.timers.fired(id, generation, host.clock.now());
+        // Wait for something to enter the guest for; a trim request alone is handled here.
+        loop {
+            let st = store.data_mut();
+            let can_take = !stopping && st.in_flight < concurrency && st.io.peeked.is_none();
+            let mut killed = false;
+            let mut trim = false;
+            // Whether the wake gave the guest something to do (all but a kill or trim signal).
+            let mut woke = true;
+            tokio::select! {
+                biased;
+                _ = signal.as_mut() => {
+                    killed = cell.kill_requested.swap(false, Ordering::SeqCst);
+                    trim = cell.trim_requested.swap(false, Ordering::SeqCst);
+                    signal.set(cell.signal.notified());
+                    woke = false;
                 }
-            }
-            Some((op, result)) = pending.next(), if !pending.is_empty() => {
-                st.push_completion(op, result);
-            }
-            msg = st.io.mailbox.recv(), if can_take => match msg {
-                Some(d) => st.io.peeked = Some(d),
-                None => {
+                _ = stop_signal.as_mut(), if !stopping => {
                     stopping = true;
                     st.timers.clear();
                     timers.clear();
                     st.ready.push_back(Ready::Stop);
                 }
-            },
-        }
-        if killed {
-            return finish(store, Ok(()));
-        }
-        // Hand every completion and timer firing that is already there to the same guest entry.
-        while let Some(Some((op, result))) = pending.next().now_or_never() {
-            st.push_completion(op, result);
-        }
-        while let Some(Some(wake)) = timers.next().now_or_never() {
-            if let Some((id, generation)) = wake {
-                st.timers.fired(id, generation, host.clock.now());
+                Some(wake) = timers.next(), if !timers.is_empty() => {
+                    if let Some((id, generation)) = wake {
+                        st.timers.fired(id, generation, host.clock.now());
+                    }
+                }
+                Some((op, result)) = pending.next(), if !pending.is_empty() => {
+                    st.push_completion(op, result);
+                }
+                msg = st.io.mailbox.recv(), if can_take => match msg {
+                    Some(d) => st.io.peeked = Some(d),
+                    None => {
+                        stopping = true;
+                        st.timers.clear();
+                        timers.clear();
+                        st.ready.push_back(Ready::Stop);
+                    }
+                },
+            }
+            if killed {
+                return finish(store, Ok(()));
+            }
+            // Hand every completion and timer firing that is already there to the same guest
+            // entry.
+            while let Some(Some((op, result))) = pending.next().now_or_never() {
+                st.push_completion(op, result);
+            }
+            while let Some(Some(wake)) = timers.next().now_or_never() {
+                if let Some((id, generation)) = wake {
+                    st.timers.fired(id, generation, host.clock.now());
+                }
+            }
+            if woke || !st.ready.is_empty() || st.timers.has_due() {
+                break;
+            }
+            // Only a trim request: give back what can be rebuilt, and wait again. Whatever comes
+            // next enters the guest, and the pages come back first (top of the outer loop).
+            if trim && trimmed.is_none() {
+                trimmed = trim_idle(&mut store, group);
             }
         }
     }
+}
+
+/// Gives back the pages of an idle instance's memory that can be rebuilt (zero, or equal to
+/// the module's image); `None` when nothing needs restoring.
+fn trim_idle(store: &mut Store<ActorState>, group: &ActorGroup) -> Option<crate::memory::Trimmed> {
+    let memory = store.data().memory?;
+    let image = group.module.image()?;
+    let slots = store.data().host.engine.slots().clone();
+    match slots.trim(memory.data_mut(&mut *store), image) {
+        Ok(trimmed) => {
+            tracing::trace!(actor = %store.data().cell.name, pages = trimmed.dropped, "trimmed idle memory");
+            trimmed.needs_restore().then_some(trimmed)
+        }
+        Err(e) => {
+            tracing::debug!(actor = %store.data().cell.name, "cannot trim idle memory: {e}");
+            None
+        }
+    }
+}
+
+/// Copies back the image pages an idle trim dropped, before the guest runs again.
+fn restore_trimmed(
+    store: &mut Store<ActorState>,
+    group: &ActorGroup,
+    trimmed: crate::memory::Trimmed,
+) {
+    let memory = store
+        .data()
+        .memory
+        .expect("a trimmed instance has a memory");
+    let image = group
+        .module
+        .image()
+        .expect("a trimmed instance's module has an image");
+    trimmed.restore(memory.data_mut(&mut *store), image);
 }
 
 /// A store for a new instance of `group` in slot `cell`, with its memory limiter and time

@@ -292,6 +292,11 @@ impl Engine {
         self.inner.slots.stats()
     }
 
+    /// The slot allocator every linear memory of this engine lives in.
+    pub fn slots(&self) -> &SlotAllocator {
+        &self.inner.slots
+    }
+
     /// The most linear memory one actor can have: the slot size, in bytes.
     /// Per-store limits must not exceed it.
     pub fn max_memory_per_actor(&self) -> u64 {

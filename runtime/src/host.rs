@@ -58,6 +58,11 @@ pub struct HostConfig {
     /// `0` turns this off. Default:
     /// [`DEFAULT_PREPARED`](crate::prepared::DEFAULT_PREPARED).
     pub prepared_instances: usize,
+    /// How long an actor instance must not enter the guest before it gives back the pages of
+    /// its linear memory that can be rebuilt (zero pages, and unchanged pages of its data
+    /// segments); it copies them back before it next runs. `None` never trims. Default:
+    /// [`DEFAULT_IDLE_TRIM`](crate::trim::DEFAULT_IDLE_TRIM) (1 s). See [`crate::trim`].
+    pub idle_trim: Option<Duration>,
 }
 
 impl Default for HostConfig {
@@ -71,6 +76,7 @@ impl Default for HostConfig {
             data_dir: None,
             store: StoreOptions::default(),
             prepared_instances: crate::prepared::DEFAULT_PREPARED,
+            idle_trim: Some(crate::trim::DEFAULT_IDLE_TRIM),
         }
     }
 }
@@ -590,6 +596,9 @@ impl Host {
             Arc::downgrade(&shared),
             reminder_changes,
         ));
+        if let Some(after) = config.idle_trim {
+            handle.spawn(crate::trim::trim_idle(Arc::downgrade(&shared), after));
+        }
         Ok(Self {
             shared,
             runtime: Mutex::new(Some(runtime)),

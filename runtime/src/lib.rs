@@ -69,6 +69,7 @@ mod streams;
 pub mod subject;
 pub mod supervision;
 pub mod supervisor;
+pub mod trim;
 mod wasi;
 
 pub use actor::ActorPhase;

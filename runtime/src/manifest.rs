@@ -138,6 +138,10 @@ pub struct HostSection {
     pub data_dir: PathBuf,
     /// The log filter (`log`, default `"info"`), in `tracing_subscriber::EnvFilter` syntax.
     pub log: String,
+    /// How long an instance must be idle before it gives back the memory pages it can rebuild
+    /// (`idle_trim_ms`, default 1000; `0` turns trimming off): see
+    /// [`HostConfig::idle_trim`](crate::HostConfig::idle_trim).
+    pub idle_trim: Option<Duration>,
 }
 
 /// One `[[actor]]` table: an addressable actor and how to run it.
@@ -892,6 +896,7 @@ struct RawSmoke {
 struct RawHost {
     data_dir: Option<PathBuf>,
     log: Option<String>,
+    idle_trim_ms: Option<u64>,
 }
 
 #[derive(serde::Deserialize)]
@@ -1081,6 +1086,11 @@ fn validate(raw: RawManifest, path: PathBuf, dir: PathBuf) -> (Manifest, Vec<Pro
             None => dir.join(".bunraku"),
         },
         log: raw.host.log.unwrap_or_else(|| "info".into()),
+        idle_trim: match raw.host.idle_trim_ms {
+            None => Some(crate::trim::DEFAULT_IDLE_TRIM),
+            Some(0) => None,
+            Some(ms) => Some(Duration::from_millis(ms)),
+        },
     };
     if host.log.trim().is_empty() {
         problems.push(Problem {
@@ -2127,6 +2137,7 @@ mod tests {
         assert_eq!(m.dir, f.dir.path());
         assert_eq!(m.host.data_dir, f.dir.path().join(".bunraku"));
         assert_eq!(m.host.log, "info");
+        assert_eq!(m.host.idle_trim, Some(crate::trim::DEFAULT_IDLE_TRIM));
         assert_eq!(m.actors.len(), 1);
         let a = &m.actors[0];
         assert_eq!(a.name, "echo");
@@ -2160,6 +2171,15 @@ mod tests {
     }
 
     #[test]
+    fn idle_trim_of_zero_turns_trimming_off() {
+        let f = Fixture::new();
+        let m = f
+            .parse(&format!("[host]\nidle_trim_ms = 0\n{ECHO}"))
+            .unwrap();
+        assert_eq!(m.host.idle_trim, None);
+    }
+
+    #[test]
     fn every_key_is_read() {
         let f = Fixture::new();
         let m = f
@@ -2168,6 +2188,7 @@ mod tests {
                 [host]
                 data_dir = "state"
                 log = "debug,wasmtime=warn"
+                idle_trim_ms = 250
 
                 [[actor]]
                 name = "echo"
@@ -2198,6 +2219,7 @@ mod tests {
             .unwrap();
         assert_eq!(m.host.data_dir, f.dir.path().join("state"));
         assert_eq!(m.host.log, "debug,wasmtime=warn");
+        assert_eq!(m.host.idle_trim, Some(Duration::from_millis(250)));
         let a = m.actor("sensor-hub_2").unwrap();
         assert_eq!(a.module, ModuleSource::Crate(f.canonical("guest")));
         assert_eq!(a.instances, 3);

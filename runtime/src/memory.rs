@@ -47,6 +47,10 @@
 //!   (further pages are dropped on release), so the pool holds at most
 //!   `warm_slots` MiB, outside the host budget below (which charges live
 //!   memories only).
+//! * An idle memory can be *trimmed* ([`SlotAllocator::trim`]): its resident pages that are
+//!   all zero or equal to a reference image ([`PageImage`], the data segments) are dropped with
+//!   `MADV_DONTNEED`, and [`Trimmed::restore`] copies the image pages back before the guest runs
+//!   again. The host does this for instances idle for a while (`crate::trim`).
 //! * A host-wide budget caps the bytes of linear memory that are *accessible*
 //!   (the sum of every memory's current size, i.e. what the guests could
 //!   commit). With `MAP_NORESERVE` the kernel does not account for these pages
@@ -305,6 +309,13 @@ pub struct MemoryStats {
     /// Host pages of linear memory a recent instance had resident when sampled (its first
     /// handlers done): what the background thread touches in advance. 0 until sampled.
     pub footprint_pages: usize,
+    /// Idle memories trimmed ([`SlotAllocator::trim`]).
+    pub trims: u64,
+    /// Host pages those trims gave back to the kernel.
+    pub pages_trimmed: u64,
+    /// Of those, pages copied back from their module's image before the guest ran again (the
+    /// others were zero and come back as zero pages when touched).
+    pub pages_restored: u64,
     /// Failures per wall.
     pub failures: WallCounts,
 }
@@ -338,7 +349,8 @@ struct Shared {
     warm_cap: usize,
     /// The host's page size.
     page: usize,
-    /// `/proc/self/pagemap`, or `None` where it cannot be read (no warm slots then).
+    /// `/proc/self/pagemap`, or `None` where it cannot be read (no warm slots and no idle
+    /// trimming then).
     pagemap: Option<File>,
     /// Page indices (within a slot) a recent instance had resident.
     footprint: Mutex<Arc<[u32]>>,
@@ -348,6 +360,9 @@ struct Shared {
     warm_hits: AtomicU64,
     prefaulted: AtomicU64,
     prefaulter: Arc<Prefaulter>,
+    trims: AtomicU64,
+    pages_trimmed: AtomicU64,
+    pages_restored: AtomicU64,
 }
 
 /// Wakes the thread that fills the warm pool; shared with it apart from [`Shared`], which the
@@ -461,17 +476,17 @@ impl SlotAllocator {
                 state: Mutex::new(State::default()),
                 warm_cap: warm_slots,
                 page: rustix::param::page_size(),
-                pagemap: if warm_slots > 0 {
-                    File::open("/proc/self/pagemap").ok()
-                } else {
-                    None
-                },
+                // Read by the warm pool and by idle trimming ([`SlotAllocator::trim`]).
+                pagemap: File::open("/proc/self/pagemap").ok(),
                 footprint: Mutex::new(Arc::from(Vec::new())),
                 allocations: AtomicU64::new(0),
                 probe_base: AtomicUsize::new(0),
                 warm_hits: AtomicU64::new(0),
                 prefaulted: AtomicU64::new(0),
                 prefaulter: Arc::default(),
+                trims: AtomicU64::new(0),
+                pages_trimmed: AtomicU64::new(0),
+                pages_restored: AtomicU64::new(0),
             }),
         })
     }
@@ -479,6 +494,11 @@ impl SlotAllocator {
     /// Bytes per slot: the most any one linear memory can hold.
     pub fn slot_size(&self) -> usize {
         self.shared.slot_size
+    }
+
+    /// The host's page size in bytes: the unit of [`SlotAllocator::trim`].
+    pub fn page_size(&self) -> usize {
+        self.shared.page
     }
 
     /// The host memory budget in bytes.
@@ -501,6 +521,9 @@ impl SlotAllocator {
             warm_hits: s.warm_hits.load(Ordering::Relaxed),
             prefaulted: s.prefaulted.load(Ordering::Relaxed),
             footprint_pages: s.footprint.lock().unwrap_or_else(|e| e.into_inner()).len(),
+            trims: s.trims.load(Ordering::Relaxed),
+            pages_trimmed: s.pages_trimmed.load(Ordering::Relaxed),
+            pages_restored: s.pages_restored.load(Ordering::Relaxed),
             max_slots: s.max_slots,
             committed_bytes: s.committed.load(Ordering::Relaxed),
             budget_bytes: s.budget,
@@ -588,6 +611,235 @@ impl SlotAllocator {
         }
         s.wake_prefaulter();
     }
+}
+
+/// Reference contents for the pages of a module's linear memory: the pages of its first instance
+/// that were not zero right after instantiation and `_initialize` (its data segments).
+///
+/// [`SlotAllocator::trim`] drops the resident pages of an idle memory that equal their page here
+/// and [`Trimmed::restore`] copies them back before the guest runs again. Any reference would be
+/// correct (a page is only dropped when it equals its reference, and gets exactly that back); the
+/// data segments are the one that matches: most of them are read-only data that no instance
+/// changes, copied into every instance.
+#[derive(Debug)]
+pub struct PageImage {
+    page: usize,
+    /// Indexed by page number; `None` for pages that were zero.
+    pages: Vec<Option<Box<[u8]>>>,
+    /// Pages that hold nothing while the instance is idle (its empty shadow stack): given back
+    /// whatever they hold, and zero afterwards.
+    dead: std::ops::Range<usize>,
+}
+
+impl PageImage {
+    /// Most bytes of a memory an image covers: 1 MiB. Pages further in are never restored from
+    /// an image (they are still trimmed when zero).
+    pub const SPAN: usize = 1 << 20;
+
+    /// The image of `memory`, a linear memory right after instantiation (and `_initialize`), in
+    /// host pages of `page` bytes.
+    pub fn capture(memory: &[u8], page: usize) -> Self {
+        let covered = &memory[..memory.len().min(Self::SPAN)];
+        let mut pages: Vec<Option<Box<[u8]>>> = covered
+            .chunks(page)
+            .map(|p| (!is_zero(p)).then(|| p.into()))
+            .collect();
+        while matches!(pages.last(), Some(None)) {
+            pages.pop();
+        }
+        Self {
+            page,
+            pages,
+            dead: 0..0,
+        }
+    }
+
+    /// Declares the bytes `dead` of the memory (the guest's shadow stack, which is empty
+    /// between entries) as holding nothing while the instance is idle: trimming gives back
+    /// every page wholly inside, whatever it holds, and it reads as zero afterwards. The guest
+    /// must never read those bytes before writing them in a later entry.
+    pub fn with_dead(mut self, dead: std::ops::Range<usize>) -> Self {
+        self.dead = dead.start.div_ceil(self.page)..dead.end / self.page;
+        self
+    }
+
+    /// Host pages the image holds (the non-zero ones).
+    pub fn pages(&self) -> usize {
+        self.pages.iter().flatten().count()
+    }
+
+    fn get(&self, index: usize) -> Option<&[u8]> {
+        self.pages.get(index).and_then(|p| p.as_deref())
+    }
+}
+
+fn is_zero(bytes: &[u8]) -> bool {
+    // Word by word: a few hundred nanoseconds for a 4 KiB page.
+    let (head, words, tail) = unsafe {
+        // SAFETY: every bit pattern is a valid u64.
+        bytes.align_to::<u64>()
+    };
+    head.iter().all(|&b| b == 0) && words.iter().all(|&w| w == 0) && tail.iter().all(|&b| b == 0)
+}
+
+/// What [`SlotAllocator::trim`] gave back: the pages to copy back from the image before the
+/// memory is used again.
+#[derive(Debug, Default)]
+#[must_use = "the dropped image pages read as zero until restored"]
+pub struct Trimmed {
+    /// Host pages dropped, zero pages included.
+    pub dropped: usize,
+    restore: Vec<u32>,
+    allocator: Option<SlotAllocator>,
+}
+
+impl Trimmed {
+    /// Copies the dropped image pages back into `memory` (the memory that was trimmed, at the
+    /// same or a larger size), so that it holds exactly what it held before the trim. Zero pages
+    /// need nothing: they read as zero.
+    pub fn restore(self, memory: &mut [u8], image: &PageImage) {
+        // Fault each run of pages in with one system call rather than one fault per page.
+        let mut run = 0;
+        while run < self.restore.len() {
+            let first = self.restore[run] as usize;
+            let mut end = run + 1;
+            while end < self.restore.len() && self.restore[end] as usize == first + (end - run) {
+                end += 1;
+            }
+            let start = first * image.page;
+            let bytes = ((end - run) * image.page).min(memory.len() - start);
+            // SAFETY: the range lies in `memory`, borrowed mutably; MADV_POPULATE_WRITE only
+            // makes its (zero) pages resident and writable. Where it fails (a kernel before
+            // 5.14), the copy below faults the pages in one by one instead.
+            let _ = unsafe {
+                mm::madvise(
+                    memory[start..].as_mut_ptr().cast(),
+                    bytes,
+                    Advice::LinuxPopulateWrite,
+                )
+            };
+            run = end;
+        }
+        for &index in &self.restore {
+            let start = index as usize * image.page;
+            let page = image
+                .get(index as usize)
+                .expect("trim restores image pages only");
+            memory[start..start + page.len()].copy_from_slice(page);
+        }
+        if let Some(allocator) = &self.allocator {
+            allocator
+                .shared
+                .pages_restored
+                .fetch_add(self.restore.len() as u64, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether the memory must be restored before it is used again.
+    pub fn needs_restore(&self) -> bool {
+        !self.restore.is_empty()
+    }
+}
+
+impl SlotAllocator {
+    /// Gives back to the kernel the resident pages of an idle linear memory that can be rebuilt:
+    /// pages that are all zero or that hold nothing while idle ([`PageImage::with_dead`]), and
+    /// pages equal to their page of `image`. The first read as zero again when touched; the
+    /// second must be copied back with [`Trimmed::restore`] before anything reads the memory
+    /// again. Pages that differ are kept, and so is every page that is
+    /// swapped out (reading it would swap it in).
+    ///
+    /// `memory` must be a memory of this allocator (its whole accessible size). Trimming costs a
+    /// read of `/proc/self/pagemap` and a comparison of each resident page; it fails when the
+    /// pagemap cannot be read or `memory` is not in one of this allocator's slots, and then
+    /// changes nothing. The mapping count does not change: `MADV_DONTNEED` does not split a
+    /// mapping.
+    pub fn trim(&self, memory: &mut [u8], image: &PageImage) -> io::Result<Trimmed> {
+        let s = &self.shared;
+        let base = memory.as_mut_ptr() as usize;
+        let len = memory.len();
+        let ours = s.lock().chunks.iter().any(|&(start, bytes)| {
+            base >= start
+                && base + len <= start + bytes
+                && (base - start).is_multiple_of(s.slot_size)
+        });
+        if !ours || !base.is_multiple_of(s.page) || image.page != s.page {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "not a memory of this slot allocator",
+            ));
+        }
+        let entries = s.page_entries(base, len)?;
+        // What each resident page can be rebuilt from, if anything.
+        let rebuild = |index: usize| -> Option<Rebuild> {
+            // Only pages of our own: the shared zero page (a page only ever read) costs nothing.
+            if entries[index] & PM_PRESENT == 0 || entries[index] & PM_EXCLUSIVE == 0 {
+                return None;
+            }
+            let page = &memory[index * s.page..((index + 1) * s.page).min(len)];
+            if image.dead.contains(&index) || is_zero(page) {
+                Some(Rebuild::Zero)
+            } else if image.get(index) == Some(page) {
+                Some(Rebuild::Image)
+            } else {
+                None
+            }
+        };
+        let plan: Vec<Option<Rebuild>> = (0..entries.len()).map(rebuild).collect();
+        let mut trimmed = Trimmed {
+            dropped: 0,
+            restore: Vec::new(),
+            allocator: Some(self.clone()),
+        };
+        let mut index = 0;
+        while index < plan.len() {
+            if plan[index].is_none() {
+                index += 1;
+                continue;
+            }
+            let end = (index..plan.len())
+                .find(|&i| plan[i].is_none())
+                .unwrap_or(plan.len());
+            let start = index * s.page;
+            let bytes = (end * s.page).min(len) - start;
+            // SAFETY: the range lies in `memory`, which is borrowed mutably, in a private
+            // anonymous mapping of this allocator: MADV_DONTNEED zero-fills its pages on their
+            // next touch, and the image pages among them are restored from `image` before the
+            // memory is read again (`Trimmed` lists them).
+            let advised = unsafe {
+                mm::madvise(
+                    memory[start..].as_mut_ptr().cast(),
+                    bytes,
+                    Advice::LinuxDontNeed,
+                )
+            };
+            if let Err(errno) = advised {
+                // Nothing of this run was dropped; what was dropped before it is in `trimmed`.
+                tracing::warn!(%errno, "madvise(MADV_DONTNEED) failed while trimming an idle memory");
+                break;
+            }
+            trimmed.dropped += end - index;
+            trimmed.restore.extend(
+                (index..end)
+                    .filter(|&i| plan[i] == Some(Rebuild::Image))
+                    .map(|i| i as u32),
+            );
+            index = end;
+        }
+        s.trims.fetch_add(1, Ordering::Relaxed);
+        s.pages_trimmed
+            .fetch_add(trimmed.dropped as u64, Ordering::Relaxed);
+        Ok(trimmed)
+    }
+}
+
+/// How a dropped page comes back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Rebuild {
+    /// It was zero: the kernel's zero fill is enough.
+    Zero,
+    /// It equalled its image page: copied back before the memory is used.
+    Image,
 }
 
 /// `/proc/self/pagemap`: the page is present in RAM.
@@ -1171,6 +1423,108 @@ mod tests {
         // SAFETY: the accessible bytes of a live memory.
         let bytes = unsafe { std::slice::from_raw_parts(memory.as_ptr(), memory.byte_size()) };
         bytes.iter().all(|&b| b == 0)
+    }
+
+    /// The accessible bytes of a live memory, mutably.
+    fn bytes_of(memory: &mut SlotMemory) -> &mut [u8] {
+        // SAFETY: the accessible bytes of a live memory, borrowed with it.
+        unsafe { std::slice::from_raw_parts_mut(memory.as_ptr(), memory.byte_size()) }
+    }
+
+    #[test]
+    fn trimming_drops_zero_and_unchanged_image_pages_and_restore_brings_back_the_same_bytes() {
+        let alloc = with_warm(0);
+        let page = alloc.page_size();
+        let mut memory = alloc.allocate(4 * WASM_PAGE_SIZE).unwrap();
+        let bytes = bytes_of(&mut memory);
+        // "Data segments" in pages 2..6, as after instantiation.
+        for (i, b) in bytes[2 * page..6 * page].iter_mut().enumerate() {
+            *b = (i % 251) as u8 + 1;
+        }
+        let image = PageImage::capture(bytes, page);
+        assert_eq!(image.pages(), 4);
+        // The guest ran: page 3 of its data changed, page 8 holds heap, page 9 was touched and
+        // is zero again, page 0 was only read.
+        bytes[3 * page + 7] = 0;
+        bytes[8 * page] = 42;
+        bytes[9 * page] = 1;
+        bytes[9 * page] = 0;
+        let _ = std::hint::black_box(bytes[0]);
+        let before = bytes.to_vec();
+        let base = bytes.as_ptr();
+
+        let trimmed = alloc.trim(bytes, &image).unwrap();
+        // Pages 2, 4 and 5 equal the image, page 9 is zero; the pages only read (page 0, and
+        // the rest by the copy above) map the shared zero page and cost nothing.
+        assert_eq!(trimmed.dropped, 4, "{trimmed:?}");
+        assert!(trimmed.needs_restore());
+        for i in [2, 4, 5, 9] {
+            assert!(
+                !resident(&alloc, base.wrapping_add(i * page)),
+                "page {i} given back"
+            );
+        }
+        for i in [3, 8] {
+            assert!(
+                resident(&alloc, base.wrapping_add(i * page)),
+                "page {i} kept: it changed"
+            );
+        }
+        let stats = alloc.stats();
+        assert_eq!(stats.trims, 1);
+        assert_eq!(stats.pages_trimmed, trimmed.dropped as u64);
+
+        let bytes = bytes_of(&mut memory);
+        assert_eq!(
+            bytes[2 * page],
+            0,
+            "an image page reads as zero until restored"
+        );
+        trimmed.restore(bytes, &image);
+        assert!(
+            bytes == &before[..],
+            "the memory holds exactly what it held before the trim"
+        );
+        assert_eq!(alloc.stats().pages_restored, 3);
+    }
+
+    #[test]
+    fn trimming_gives_back_the_idle_stack_whatever_it_holds_and_it_reads_as_zero() {
+        let alloc = with_warm(0);
+        let page = alloc.page_size();
+        let mut memory = alloc.allocate(WASM_PAGE_SIZE).unwrap();
+        let bytes = bytes_of(&mut memory);
+        // The stack spans pages 0..4 and a bit of page 4, which also holds data.
+        let image = PageImage::capture(bytes, page).with_dead(0..4 * page + 100);
+        bytes[..5 * page].fill(0x5A);
+        let base = bytes.as_ptr();
+
+        let trimmed = alloc.trim(bytes, &image).unwrap();
+        assert_eq!(trimmed.dropped, 4, "only pages wholly inside the stack");
+        assert!(!trimmed.needs_restore());
+        assert!(
+            resident(&alloc, base.wrapping_add(4 * page)),
+            "page 4 holds data too"
+        );
+        let bytes = bytes_of(&mut memory);
+        assert!(bytes[..4 * page].iter().all(|&b| b == 0));
+        assert!(bytes[4 * page..5 * page].iter().all(|&b| b == 0x5A));
+    }
+
+    #[test]
+    fn trimming_a_memory_of_another_allocator_is_refused_and_changes_nothing() {
+        let alloc = with_warm(0);
+        let other = with_warm(0);
+        let page = alloc.page_size();
+        let mut memory = other.allocate(WASM_PAGE_SIZE).unwrap();
+        let bytes = bytes_of(&mut memory);
+        bytes[0] = 7;
+        let image = PageImage::capture(bytes, page);
+        let err = alloc.trim(bytes, &image).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+        assert_eq!(err.to_string(), "not a memory of this slot allocator");
+        assert_eq!(bytes[0], 7);
+        assert_eq!(alloc.stats().trims, 0);
     }
 
     #[test]

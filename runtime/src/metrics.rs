@@ -276,7 +276,7 @@ fn render_starts(out: &mut String, s: &StartTimes) {
 
 /// The slot allocator's figures (see [`crate::memory`]).
 fn render_memory(out: &mut String, m: &MemoryStats) {
-    let figures: [(&str, &str, &str, u64); 7] = [
+    let figures: [(&str, &str, &str, u64); 10] = [
         (
             "bunraku_linear_memory_committed_bytes",
             "gauge",
@@ -318,6 +318,24 @@ fn render_memory(out: &mut String, m: &MemoryStats) {
             "counter",
             "Slots made warm in advance by the allocator's background thread.",
             m.prefaulted,
+        ),
+        (
+            "bunraku_memory_trims_total",
+            "counter",
+            "Idle instances that gave back the memory pages they can rebuild.",
+            m.trims,
+        ),
+        (
+            "bunraku_memory_pages_trimmed_total",
+            "counter",
+            "Host pages of linear memory idle instances gave back to the kernel.",
+            m.pages_trimmed,
+        ),
+        (
+            "bunraku_memory_pages_restored_total",
+            "counter",
+            "Trimmed pages copied back from their module's image before an instance ran again.",
+            m.pages_restored,
         ),
     ];
     for (name, kind, help, value) in figures {

@@ -2,6 +2,7 @@
 //! descriptor, and the `InstancePre` every instance is created from.
 
 use std::collections::HashMap;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use bunraku_abi::{ABI_VERSION, Descriptor, HOST_FUNCTIONS, HandlerKind, IMPORT_MODULE, exports};
@@ -10,6 +11,7 @@ use wasmtime::{ExternType, FuncType, InstancePre, Linker, Module, Store, TypedFu
 use crate::actor::ActorState;
 use crate::engine::Engine;
 use crate::error::LoadError;
+use crate::memory::PageImage;
 use crate::wasi;
 
 /// A module checked and ready to instantiate as an actor.
@@ -18,6 +20,12 @@ pub(crate) struct ActorModule {
     pub descriptor: Descriptor,
     pub types: HashMap<String, HandlerKind>,
     has_initialize: bool,
+    /// The module exports `bunraku_stack`: where its shadow stack is.
+    has_stack: bool,
+    /// The first instance's memory right after instantiation and `_initialize`, with where its
+    /// shadow stack is (`bunraku_stack`, when exported): what idle trimming compares
+    /// pages against and restores them from (see [`crate::memory::SlotAllocator::trim`]).
+    image: OnceLock<PageImage>,
 }
 
 fn func_type_is(ty: &FuncType, params: &[ValType], results: &[ValType]) -> bool {
@@ -64,12 +72,20 @@ impl ActorModule {
             .map(|m| (m.name.clone(), m.kind))
             .collect();
         let has_initialize = module.get_export(exports::INITIALIZE).is_some();
+        let has_stack = module.get_export(exports::STACK).is_some();
         Ok(Self {
             pre,
             descriptor,
             types,
             has_initialize,
+            has_stack,
+            image: OnceLock::new(),
         })
+    }
+
+    /// The reference pages for trimming this module's idle instances, once one was created.
+    pub(crate) fn image(&self) -> Option<&PageImage> {
+        self.image.get()
     }
 
     /// Creates an instance in `store`, runs `_initialize`, and returns its run entry point.
@@ -91,6 +107,22 @@ impl ActorModule {
                 .map_err(|e| format!("`_initialize` has the wrong type: {e}"))?;
             init.call(&mut *store, ())
                 .map_err(|e| format!("`_initialize` trapped: {e:#}"))?;
+        }
+        if self.image.get().is_none() {
+            let page = store.data().host.engine.slots().page_size();
+            let mut image = PageImage::capture(memory.data(&*store), page);
+            if self.has_stack {
+                let stack = instance
+                    .get_typed_func::<(), i64>(&mut *store, exports::STACK)
+                    .and_then(|f| f.call(&mut *store, ()))
+                    .map_err(|e| format!("`{}` failed: {e:#}", exports::STACK))?;
+                let (start, len) = ((stack as u64 >> 32) as usize, stack as u32 as usize);
+                let size = memory.data_size(&*store);
+                if start.checked_add(len).is_some_and(|end| end <= size) {
+                    image = image.with_dead(start..start + len);
+                }
+            }
+            let _ = self.image.set(image);
         }
         instance
             .get_typed_func::<(), i32>(&mut *store, exports::RUN)
@@ -137,6 +169,9 @@ fn check_exports(module: &Module) -> Result<(), LoadError> {
     )?;
     expect(exports::DESCRIBE, &[ValType::I64], "a function () -> i64")?;
     expect(exports::RUN, &[ValType::I32], "a function () -> i32")?;
+    if module.get_export(exports::STACK).is_some() {
+        expect(exports::STACK, &[ValType::I64], "a function () -> i64")?;
+    }
     Ok(())
 }
 
@@ -241,4 +276,35 @@ fn probe(engine: &Engine, module: &Module) -> Result<(u32, Descriptor), LoadErro
     let descriptor: Descriptor = bunraku_abi::decode(bytes)
         .map_err(|_| LoadError::BadDescriptor("it does not decode".into()))?;
     Ok((version, descriptor))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exports_of(extra: &str) -> Result<(), LoadError> {
+        let wat = format!(
+            r#"(module
+                (memory (export "memory") 1)
+                (func (export "bunraku_abi_version") (result i32) i32.const 0)
+                (func (export "bunraku_describe") (result i64) i64.const 0)
+                (func (export "bunraku_run") (result i32) i32.const 0)
+                {extra})"#
+        );
+        let engine = crate::test_engine();
+        let module = Module::new(engine.wasmtime(), wat).unwrap();
+        check_exports(&module)
+    }
+
+    #[test]
+    fn the_stack_export_is_optional_but_must_return_an_i64() {
+        assert!(exports_of("").is_ok());
+        assert!(exports_of(r#"(func (export "bunraku_stack") (result i64) i64.const 0)"#).is_ok());
+        let err =
+            exports_of(r#"(func (export "bunraku_stack") (result i32) i32.const 0)"#).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "the module's export `bunraku_stack` has the wrong type: expected a function () -> i64"
+        );
+    }
 }

@@ -39,6 +39,22 @@ pub fn describe<A: Actor>() -> i64 {
     pack(bytes.as_ptr().addr() as u32, bytes.len() as u32)
 }
 
+/// `bunraku_stack`: the start and length of the shadow stack, which is empty between entries
+/// (the linker's `__stack_low` and `__stack_high`).
+#[cfg(target_arch = "wasm32")]
+pub fn stack() -> i64 {
+    unsafe extern "C" {
+        static __stack_low: u8;
+        static __stack_high: u8;
+    }
+    // Only the addresses of the linker's symbols are taken, never their contents.
+    let (low, high) = (&raw const __stack_low, &raw const __stack_high);
+    pack(
+        low.addr() as u32,
+        high.addr().saturating_sub(low.addr()) as u32,
+    )
+}
+
 /// A pointer in the high 32 bits, a length in the low 32 bits.
 #[cfg(any(target_arch = "wasm32", test))]
 pub(crate) fn pack(ptr: u32, len: u32) -> i64 {

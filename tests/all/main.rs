@@ -20,5 +20,6 @@ mod state;
 mod streams;
 mod supervision;
 mod timers;
+mod trim;
 mod virtual_actors;
 mod wasi;

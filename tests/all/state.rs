@@ -12,18 +12,6 @@ use bunraku_runtime::{ClientMessage, Host, HostConfig};
 use bunraku_tests::*;
 use serde_json::{Value, json};
 
-async fn add(host: &Host, to: &str, n: u64) {
-    host.send(ClientMessage::json(to, Some("Add"), &json!({ "n": n })))
-        .await
-        .unwrap();
-}
-
-/// The actor's value; answered after every message queued before it, saves included.
-async fn get(host: &Host, to: &str) -> u64 {
-    let v = host.call_json(to, Some("Get"), json!({})).await.unwrap();
-    v.as_u64().unwrap()
-}
-
 async fn status(host: &Host, to: &str) -> Value {
     host.call_json(to, Some("GetStateStatus"), json!({}))
         .await
@@ -56,7 +44,7 @@ async fn a_second_host_on_the_same_data_directory_is_refused_storage_as_in_use()
     let dir = tempfile::tempdir().unwrap();
     let first = host_in(dir.path());
     deploy(&first, "counter", "stateful");
-    add(&first, "counter", 5).await;
+    counter_add(&first, "counter", 5).await;
     // Answered after `on_start`, whose `load` opened the first host's store and locked the
     // directory.
     assert_eq!(status(&first, "counter").await["value"], json!(5));
@@ -82,8 +70,8 @@ async fn a_second_host_on_the_same_data_directory_is_refused_storage_as_in_use()
     assert_eq!(saved, json!({ "Err": "storage unavailable" }));
 
     // The first host lost nothing and keeps saving.
-    add(&first, "counter", 1).await;
-    assert_eq!(get(&first, "counter").await, 6);
+    counter_add(&first, "counter", 1).await;
+    assert_eq!(counter_get(&first, "counter").await, 6);
     shut_down(first);
     shut_down(second);
     let host = host_in(dir.path());
@@ -97,9 +85,9 @@ async fn a_restarted_instance_loads_the_state_saved_before_the_trap() {
     let mut counter = spec("counter", "stateful");
     counter.restart.backoff_initial = Duration::from_millis(10);
     deploy_spec(&host, &counter);
-    add(&host, "counter", 2).await;
-    add(&host, "counter", 3).await;
-    assert_eq!(get(&host, "counter").await, 5);
+    counter_add(&host, "counter", 2).await;
+    counter_add(&host, "counter", 3).await;
+    assert_eq!(counter_get(&host, "counter").await, 5);
 
     host.send(ClientMessage::json("counter", Some("Crash"), &json!({})))
         .await
@@ -116,8 +104,8 @@ async fn a_restarted_instance_loads_the_state_saved_before_the_trap() {
         json!(5),
         "the new instance loaded the saved state: {s}"
     );
-    add(&host, "counter", 1).await;
-    assert_eq!(get(&host, "counter").await, 6);
+    counter_add(&host, "counter", 1).await;
+    assert_eq!(counter_get(&host, "counter").await, 6);
     let failure = host.actor("counter")[0].last_failure.clone().unwrap();
     assert!(failure.contains("while handling `Crash`"), "{failure}");
 }
@@ -131,13 +119,13 @@ async fn state_survives_a_host_restart_and_actors_keep_their_own() {
     let mut replicated = spec("c", "stateful");
     replicated.instances = 2;
     deploy_spec(&host, &replicated);
-    add(&host, "a", 1).await;
-    add(&host, "b", 20).await;
+    counter_add(&host, "a", 1).await;
+    counter_add(&host, "b", 20).await;
     // Every message from the CLI goes to the same instance of `c`.
-    add(&host, "c", 300).await;
-    assert_eq!(get(&host, "a").await, 1);
-    assert_eq!(get(&host, "b").await, 20);
-    assert_eq!(get(&host, "c").await, 300);
+    counter_add(&host, "c", 300).await;
+    assert_eq!(counter_get(&host, "a").await, 1);
+    assert_eq!(counter_get(&host, "b").await, 20);
+    assert_eq!(counter_get(&host, "c").await, 300);
     let instance = status(&host, "c").await["instance"].as_u64().unwrap() as u32;
     shut_down(host);
 
@@ -168,8 +156,8 @@ async fn the_store_is_a_private_wal_file_synced_in_full() {
         "nothing is created before an actor uses storage"
     );
     deploy(&host, "counter", "stateful");
-    add(&host, "counter", 1).await;
-    assert_eq!(get(&host, "counter").await, 1);
+    counter_add(&host, "counter", 1).await;
+    assert_eq!(counter_get(&host, "counter").await, 1);
 
     let store = host.store().unwrap();
     assert_eq!(store.path(), data.join(FILE_NAME));
@@ -191,11 +179,15 @@ async fn a_state_over_the_size_limit_is_refused_and_the_actor_keeps_running() {
     let mut small = spec("small", "stateful");
     small.limits.max_message_bytes = 4096;
     deploy_spec(&host, &small);
-    add(&host, "small", 3).await;
+    counter_add(&host, "small", 3).await;
 
     let save = |pad: u64| host.call_json("small", Some("SavePadded"), json!({ "pad": pad }));
     assert_eq!(save(8192).await.unwrap(), json!({ "Err": "too large" }));
-    assert_eq!(get(&host, "small").await, 3, "the actor keeps running");
+    assert_eq!(
+        counter_get(&host, "small").await,
+        3,
+        "the actor keeps running"
+    );
     assert_eq!(save(100).await.unwrap(), json!({ "Ok": null }));
     assert_eq!(host.actor("small")[0].failures, 0);
     let saved = host.store().unwrap().load("small", 0).unwrap().unwrap();
@@ -221,7 +213,11 @@ async fn a_host_without_data_directory_refuses_storage_with_a_typed_error() {
         .await
         .unwrap();
     assert_eq!(saved, json!({ "Err": "storage unavailable" }));
-    assert_eq!(get(&host, "nowhere").await, 0, "the actor keeps running");
+    assert_eq!(
+        counter_get(&host, "nowhere").await,
+        0,
+        "the actor keeps running"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -233,14 +229,14 @@ async fn concurrent_saves_of_many_actors_share_commits() {
     }
     // Every instance has started (and loaded nothing) before the saves begin.
     for i in 0..N {
-        assert_eq!(get(&host, &format!("s{i}")).await, 0);
+        assert_eq!(counter_get(&host, &format!("s{i}")).await, 0);
     }
     let before = host.store().unwrap().stats();
     for i in 0..N {
-        add(&host, &format!("s{i}"), 1).await;
+        counter_add(&host, &format!("s{i}"), 1).await;
     }
     for i in 0..N {
-        assert_eq!(get(&host, &format!("s{i}")).await, 1);
+        assert_eq!(counter_get(&host, &format!("s{i}")).await, 1);
     }
     let after = host.store().unwrap().stats();
     let (writes, commits) = (after.writes - before.writes, after.commits - before.commits);

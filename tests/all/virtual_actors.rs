@@ -65,12 +65,6 @@ fn accounts_preparing(config: HostConfig, idle: Duration, prepared: Option<usize
     host
 }
 
-async fn add(host: &Host, to: &str, n: u64) {
-    host.send(ClientMessage::json(to, Some("Add"), &json!({ "n": n })))
-        .await
-        .unwrap();
-}
-
 async fn status(host: &Host, to: &str) -> Value {
     host.call_json(to, Some("GetStateStatus"), json!({}))
         .await
@@ -97,8 +91,8 @@ async fn an_idle_key_is_deactivated_and_its_next_message_reactivates_it_with_its
         "nothing runs before a message"
     );
 
-    add(&host, "account/alice", 5).await;
-    add(&host, "account/alice", 2).await;
+    counter_add(&host, "account/alice", 5).await;
+    counter_add(&host, "account/alice", 2).await;
     let first = status(&host, "account/alice").await;
     assert_eq!(
         (first["value"].clone(), first["loaded"].clone()),
@@ -158,7 +152,7 @@ async fn a_sender_holding_an_evicted_address_reaches_the_next_activation() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn timer_firings_do_not_keep_a_key_active() {
     let host = accounts(Duration::from_millis(200));
-    add(&host, "account/hank", 4).await;
+    counter_add(&host, "account/hank", 4).await;
     let r = host
         .call_json(
             "account/hank",
@@ -180,7 +174,7 @@ async fn timer_firings_do_not_keep_a_key_active() {
 async fn a_watched_key_is_deactivated_but_keeps_its_address() {
     let host = accounts(Duration::from_millis(200));
     deploy(&host, "watcher", "testbed");
-    add(&host, "account/frank", 3).await;
+    counter_add(&host, "account/frank", 3).await;
     let watch = host
         .call_json("watcher", Some("Watch"), json!({"actor": "account/frank"}))
         .await
@@ -216,7 +210,7 @@ async fn messages_racing_evictions_are_neither_lost_nor_counted_twice() {
             let host = host.clone();
             tokio::spawn(async move {
                 for round in 0..150u64 {
-                    add(&host, key, 1).await;
+                    counter_add(&host, key, 1).await;
                     // Pauses around the scan period (5 ms), different per key and round.
                     let pause = (round * 7 + i as u64 * 3) % 11;
                     tokio::time::sleep(Duration::from_millis(pause)).await;
@@ -246,8 +240,8 @@ async fn messages_racing_evictions_are_neither_lost_nor_counted_twice() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_are_separate_activations_with_separate_state() {
     let host = accounts(Duration::from_secs(60));
-    add(&host, "account/alice", 1).await;
-    add(&host, "account/bob", 10).await;
+    counter_add(&host, "account/alice", 1).await;
+    counter_add(&host, "account/bob", 10).await;
     assert_eq!(status(&host, "account/alice").await["value"], json!(1));
     assert_eq!(status(&host, "account/bob").await["value"], json!(10));
     let names: Vec<String> = host.actors().into_iter().map(|s| s.name).collect();
@@ -260,7 +254,7 @@ async fn concurrent_first_messages_make_one_activation() {
     let sends: Vec<_> = (0..50)
         .map(|_| {
             let host = host.clone();
-            tokio::spawn(async move { add(&host, "account/carol", 1).await })
+            tokio::spawn(async move { counter_add(&host, "account/carol", 1).await })
         })
         .collect();
     for s in sends {
@@ -324,7 +318,7 @@ async fn activations_reuse_warm_slots_that_hold_nothing_of_the_keys_before_them(
     let keys = |wave: &'static str| (0..6).map(move |i| format!("account/{wave}{i}"));
 
     for (i, key) in keys("old").enumerate() {
-        add(&host, &key, 100 + i as u64).await;
+        counter_add(&host, &key, 100 + i as u64).await;
     }
     eventually(WAIT, || host.actors().is_empty().then_some(()))
         .await
@@ -365,7 +359,7 @@ async fn activations_take_instances_the_type_prepared_ahead() {
         assert!(keys < 200, "no activation took a prepared instance");
         tokio::time::sleep(Duration::from_millis(5)).await;
         let key = format!("account/p{keys}");
-        add(&host, &key, keys + 1).await;
+        counter_add(&host, &key, keys + 1).await;
         let s = status(&host, &key).await;
         assert_eq!(
             (s["value"].clone(), s["loaded"].clone()),

@@ -239,6 +239,7 @@ pub(crate) async fn run(args: RunArgs) -> Result<ExitCode> {
         },
         // The embedded store (`state.sqlite3`) is opened there when an actor first persists.
         data_dir: Some(data_dir.clone()),
+        idle_trim: manifest.host.idle_trim,
         ..HostConfig::default()
     };
     let host = Arc::new(Host::new(config).context("starting the host")?);

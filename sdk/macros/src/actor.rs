@@ -441,6 +441,7 @@ fn generate(
     let export_version = bunraku_abi::exports::ABI_VERSION;
     let export_describe = bunraku_abi::exports::DESCRIBE;
     let export_run = bunraku_abi::exports::RUN;
+    let export_stack = bunraku_abi::exports::STACK;
 
     quote! {
         // Handlers hold the state's `RefMut` across their awaits by design: the executor makes a
@@ -507,6 +508,10 @@ fn generate(
             #[unsafe(export_name = #export_run)]
             extern "C" fn __bunraku_run() -> i32 {
                 #p::run::<#self_ty>()
+            }
+            #[unsafe(export_name = #export_stack)]
+            extern "C" fn __bunraku_stack() -> i64 {
+                #p::stack()
             }
         };
     }
