@@ -1232,8 +1232,11 @@ async fn run_instance(
                 break;
             }
             // Only a trim request: give back what can be rebuilt, and wait again. Whatever comes
-            // next enters the guest, and the pages come back first (top of the outer loop).
-            if trim && trimmed.is_none() {
+            // next enters the guest, and the pages come back first (top of the outer loop). Not
+            // when the guest ran since the trimmer looked (the request waited out a long entry).
+            let idle_since_look = cell.idle.entries.load(Ordering::Relaxed)
+                == cell.stats.entries.load(Ordering::Relaxed);
+            if trim && trimmed.is_none() && idle_since_look {
                 trimmed = trim_idle(&mut store, group);
             }
         }
