@@ -32,7 +32,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use bunraku_bench::procfs::{minor_faults, rss_kib};
+use bunraku_bench::procfs::{minor_faults, rss_kib, rss_of_mappings_kib};
 use bunraku_runtime::{ClientMessage, Host, HostConfig};
 use serde_json::json;
 
@@ -397,9 +397,16 @@ fn memory_case(n: usize) {
         },
     );
     let trims = || host.engine().memory_stats().trims;
+    // The guests' linear memory: the resident part of the slot chunks (64 GiB mappings).
+    let chunk = {
+        let slots = bunraku_runtime::memory::SlotConfig::default();
+        (slots.slot_size * slots.slots_per_chunk) as u64
+    };
+    let linear_kib = || rss_of_mappings_kib(chunk);
     let ctl = bunraku_bench::control_runtime();
     ctl.block_on(get(&host, "counter/warm"));
     let before = rss_kib();
+    let linear_before = linear_kib();
     let start = Instant::now();
     ctl.block_on(async {
         // Batches, so mailboxes and the store's queue stay small.
@@ -422,6 +429,7 @@ fn memory_case(n: usize) {
     });
     let elapsed = start.elapsed();
     let active = rss_kib();
+    let active_linear = linear_kib();
     let trimmed_early = trims();
     // Wait for every key (and the warm-up key) to be trimmed.
     let deadline = Instant::now() + trim * 3;
@@ -429,6 +437,7 @@ fn memory_case(n: usize) {
         std::thread::sleep(Duration::from_millis(100));
     }
     let trimmed = rss_kib();
+    let trimmed_linear = linear_kib();
     let stats = host.engine().memory_stats();
     // Wait for the eviction of every key (idle timeout, `on_stop`, then out of the registry).
     let deadline = Instant::now() + idle * 6 + Duration::from_secs(n as u64 / 1000);
@@ -438,10 +447,13 @@ fn memory_case(n: usize) {
     let evicted = host.totals().evictions;
     let after = rss_kib();
     let per = |kib: u64| kib.saturating_sub(before) as f64 / n as f64;
+    let per_linear = |kib: u64| kib.saturating_sub(linear_before) as f64 / n as f64;
     println!(
-        "RESULT | {n} | {:.1} KiB ({trimmed_early} trimmed) | {:.1} KiB ({} trimmed, {:.1} pages each) | {:.1} KiB ({evicted} of {n} evicted) | {:.0} µs |",
+        "RESULT | {n} | {:.1} KiB, linear memory {:.1} KiB ({trimmed_early} trimmed) | {:.1} KiB, linear memory {:.1} KiB ({} trimmed, {:.1} pages each) | {:.1} KiB ({evicted} of {n} evicted) | {:.0} µs |",
         per(active),
+        per_linear(active_linear),
         per(trimmed),
+        per_linear(trimmed_linear),
         stats.trims,
         stats.pages_trimmed as f64 / stats.trims.max(1) as f64,
         per(after),

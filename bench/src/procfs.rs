@@ -45,3 +45,31 @@ pub fn minor_faults() -> u64 {
         })
         .unwrap_or(0)
 }
+
+/// The resident KiB (`Rss` in `/proc/self/smaps`) of the mappings of at least `min_bytes`: with
+/// `min_bytes` the size of one chunk of linear-memory slots (`slot_size × slots_per_chunk`, 64 GiB
+/// by default; nothing else in the process maps that much), the guests' linear memory.
+pub fn rss_of_mappings_kib(min_bytes: u64) -> u64 {
+    let Ok(smaps) = std::fs::read_to_string("/proc/self/smaps") else {
+        return 0;
+    };
+    let mut total = 0;
+    let mut large = false;
+    for line in smaps.lines() {
+        let mut fields = line.split_whitespace();
+        let Some(first) = fields.next() else { continue };
+        if let Some((start, end)) = first.split_once('-')
+            && let (Ok(start), Ok(end)) =
+                (u64::from_str_radix(start, 16), u64::from_str_radix(end, 16))
+        {
+            // A mapping's header line: `start-end perms offset dev inode [path]`.
+            large = end - start >= min_bytes;
+        } else if first == "Rss:" && large {
+            total += fields
+                .next()
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0);
+        }
+    }
+    total
+}
