@@ -27,7 +27,9 @@
 //!   (`HostConfig::idle_trim`, set past the end of the activations: its zero pages and the
 //!   unchanged pages of its data segments given back); then, after the idle timeout deactivated
 //!   and evicted them, the same per idle key (what is left: memory the allocator kept, the
-//!   store's page cache).
+//!   store's page cache). Each figure is split into linear memory (the slot chunks' `Rss` in
+//!   `/proc/self/smaps`) and the rest. Next to it the floor: N bare wasmtime instances of the
+//!   same module (`bunraku_bench::bare`), started, then trimmed the same way.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -93,7 +95,10 @@ fn row(label: &str, mut v: Vec<Duration>) -> String {
 
 fn main() {
     if let Ok(case) = std::env::var(CHILD) {
-        memory_case(case.parse().expect("count"));
+        match case.strip_prefix("bare:") {
+            Some(n) => bare_memory_case(n.parse().expect("count")),
+            None => memory_case(case.parse().expect("count")),
+        }
         std::process::exit(0);
     }
     bunraku_bench::init_logging();
@@ -364,20 +369,84 @@ fn main() {
         "\n| keys | RSS per active key (instance + state) | the same once idle and trimmed | RSS per idle key (evicted) | activation time per key (batch) |\n|---|---|---|---|---|"
     );
     for n in counts {
-        let out = Command::new(&exe)
-            .env(CHILD, n.to_string())
-            .output()
-            .expect("child runs");
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        match stdout.lines().find_map(|l| l.strip_prefix("RESULT ")) {
-            Some(line) => println!("{line}"),
-            None => eprintln!(
-                "memory case {n} failed ({}): {}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr)
-            ),
+        for case in [n.to_string(), format!("bare:{n}")] {
+            let out = Command::new(&exe)
+                .env(CHILD, &case)
+                .output()
+                .expect("child runs");
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            match stdout.lines().find_map(|l| l.strip_prefix("RESULT ")) {
+                Some(line) => println!("{line}"),
+                None => eprintln!(
+                    "memory case {case} failed ({}): {}",
+                    out.status,
+                    String::from_utf8_lossy(&out.stderr)
+                ),
+            }
         }
     }
+}
+
+/// The guests' linear memory: the resident KiB of the slot chunks (the process's only mappings of
+/// `slot_size × slots_per_chunk` bytes, 64 GiB by default).
+fn linear_kib() -> u64 {
+    let slots = bunraku_runtime::memory::SlotConfig::default();
+    rss_of_mappings_kib((slots.slot_size * slots.slots_per_chunk) as u64)
+}
+
+/// The floor, in a fresh process: N bare wasmtime instances of the same module on an engine
+/// like the host's (`bunraku_bench::bare`: each store holds nothing else, the imports are
+/// stubs), each started (`on_start`, whose `load` the stub answers with nothing), then each
+/// trimmed as the host trims an idle instance.
+fn bare_memory_case(n: usize) {
+    use bunraku_runtime::memory::PageImage;
+    let engine = bunraku_runtime::engine::Engine::new(Default::default()).expect("engine");
+    let wasm = std::fs::read(bunraku_bench::guest("stateful")).expect("guest");
+    let module = bunraku_bench::bare::BareModule::load(
+        engine.wasmtime(),
+        &wasm,
+        engine.store_limits(16 << 20),
+    );
+    let script = std::sync::Arc::new(Vec::new());
+    let start_event = || bunraku_abi::Event::Start {
+        name: "counter".into(),
+        instance: 0,
+        config: b"null".to_vec(),
+    };
+    // The image as the host takes it: the first instance right after `_initialize`.
+    let mut first = module.instantiate(start_event(), script.clone());
+    let stack = first.stack().unwrap_or(0..0);
+    let image = PageImage::capture(first.memory_mut(), engine.slots().page_size()).with_dead(stack);
+    first.run(0);
+    let (before, linear_before) = (rss_kib(), linear_kib());
+    let start = Instant::now();
+    let mut instances: Vec<_> = (0..n)
+        .map(|_| {
+            let mut instance = module.instantiate(start_event(), script.clone());
+            instance.run(0);
+            instance
+        })
+        .collect();
+    let elapsed = start.elapsed();
+    let (started, started_linear) = (rss_kib(), linear_kib());
+    let trimmed: Vec<_> = instances
+        .iter_mut()
+        .map(|i| engine.slots().trim(i.memory_mut(), &image).expect("trim"))
+        .collect();
+    let (after, after_linear) = (rss_kib(), linear_kib());
+    let per = |kib: u64, base: u64| kib.saturating_sub(base) as f64 / n as f64;
+    let stats = engine.memory_stats();
+    println!(
+        "RESULT | {n}, bare instance (floor) | {:.1} KiB, linear memory {:.1} KiB | {:.1} KiB, linear memory {:.1} KiB ({} trimmed, {:.1} pages each) | – | {:.0} µs |",
+        per(started, before),
+        per(started_linear, linear_before),
+        per(after, before),
+        per(after_linear, linear_before),
+        stats.trims,
+        stats.pages_trimmed as f64 / stats.trims.max(1) as f64,
+        elapsed.as_secs_f64() * 1e6 / n as f64
+    );
+    drop(trimmed);
 }
 
 /// One memory case in a fresh process: N keys activated, then deactivated.
@@ -397,12 +466,6 @@ fn memory_case(n: usize) {
         },
     );
     let trims = || host.engine().memory_stats().trims;
-    // The guests' linear memory: the resident part of the slot chunks (64 GiB mappings).
-    let chunk = {
-        let slots = bunraku_runtime::memory::SlotConfig::default();
-        (slots.slot_size * slots.slots_per_chunk) as u64
-    };
-    let linear_kib = || rss_of_mappings_kib(chunk);
     let ctl = bunraku_bench::control_runtime();
     ctl.block_on(get(&host, "counter/warm"));
     let before = rss_kib();

@@ -45,6 +45,7 @@ pub struct BareInstance {
     /// The store.
     pub store: Store<BareState>,
     run: TypedFunc<(), i32>,
+    stack: Option<TypedFunc<(), i64>>,
 }
 
 impl BareModule {
@@ -135,7 +136,10 @@ impl BareModule {
         let run = instance
             .get_typed_func::<(), i32>(&mut store, exports::RUN)
             .expect("bunraku_run");
-        Ok(BareInstance { store, run })
+        let stack = instance
+            .get_typed_func::<(), i64>(&mut store, exports::STACK)
+            .ok();
+        Ok(BareInstance { store, run, stack })
     }
 }
 
@@ -154,6 +158,20 @@ impl BareInstance {
         self.run
             .call(&mut self.store, ())
             .map_err(|e| format!("{e:#}"))
+    }
+
+    /// The instance's linear memory, between entries.
+    pub fn memory_mut(&mut self) -> &mut [u8] {
+        let memory = self.store.data().memory.expect("memory export");
+        memory.data_mut(&mut self.store)
+    }
+
+    /// The bytes of the guest's shadow stack, from its `bunraku_stack` export (as the host reads
+    /// it), or `None` without one.
+    pub fn stack(&mut self) -> Option<std::ops::Range<usize>> {
+        let packed = self.stack.as_ref()?.call(&mut self.store, ()).ok()?;
+        let (start, len) = ((packed as u64 >> 32) as usize, packed as u32 as usize);
+        Some(start..start + len)
     }
 
     /// The instance's linear memory size in bytes.
