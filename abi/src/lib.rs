@@ -212,6 +212,23 @@ pub fn decode_result(raw: i64) -> Result<u64, ErrorCode> {
     }
 }
 
+/// A guest address and length in one `i64`, as `bunraku_describe` and `bunraku_stack` return
+/// them: the address in the high 32 bits, the length in the low 32 bits.
+///
+/// ```
+/// use bunraku_abi::{pack_ptr_len, unpack_ptr_len};
+/// assert_eq!(pack_ptr_len(0x10, 0x20), 0x0000_0010_0000_0020);
+/// assert_eq!(unpack_ptr_len(pack_ptr_len(u32::MAX, 1)), (u32::MAX, 1));
+/// ```
+pub const fn pack_ptr_len(ptr: u32, len: u32) -> i64 {
+    (((ptr as u64) << 32) | len as u64) as i64
+}
+
+/// The address and length [`pack_ptr_len`] put in one `i64`.
+pub const fn unpack_ptr_len(packed: i64) -> (u32, u32) {
+    ((packed as u64 >> 32) as u32, packed as u32)
+}
+
 /// How a payload is encoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
 #[non_exhaustive]

@@ -170,8 +170,8 @@ impl BareInstance {
     /// it), or `None` without one.
     pub fn stack(&mut self) -> Option<std::ops::Range<usize>> {
         let packed = self.stack.as_ref()?.call(&mut self.store, ()).ok()?;
-        let (start, len) = ((packed as u64 >> 32) as usize, packed as u32 as usize);
-        Some(start..start + len)
+        let (start, len) = bunraku_abi::unpack_ptr_len(packed);
+        Some(start as usize..start as usize + len as usize)
     }
 
     /// The instance's linear memory size in bytes.

@@ -1275,7 +1275,8 @@ fn restore_trimmed(
         .module
         .image()
         .expect("a trimmed instance's module has an image");
-    trimmed.restore(memory.data_mut(&mut *store), image);
+    let slots = store.data().host.engine.slots().clone();
+    slots.restore(trimmed, memory.data_mut(&mut *store), image);
 }
 
 /// A store for a new instance of `group` in slot `cell`, with its memory limiter and time

@@ -49,7 +49,7 @@
 //!   memories only).
 //! * An idle memory can be *trimmed* ([`SlotAllocator::trim`]): its resident pages that are
 //!   all zero or equal to a reference image ([`PageImage`], the data segments) are dropped with
-//!   `MADV_DONTNEED`, and [`Trimmed::restore`] copies the image pages back before the guest runs
+//!   `MADV_DONTNEED`, and [`SlotAllocator::restore`] copies the image pages back before the guest runs
 //!   again. The host does this for instances idle for a while (`crate::trim`).
 //! * A host-wide budget caps the bytes of linear memory that are *accessible*
 //!   (the sum of every memory's current size, i.e. what the guests could
@@ -617,7 +617,7 @@ impl SlotAllocator {
 /// that were not zero right after instantiation and `_initialize` (its data segments).
 ///
 /// [`SlotAllocator::trim`] drops the resident pages of an idle memory that equal their page here
-/// and [`Trimmed::restore`] copies them back before the guest runs again. Any reference would be
+/// and [`SlotAllocator::restore`] copies them back before the guest runs again. Any reference would be
 /// correct (a page is only dropped when it equals its reference, and gets exactly that back); the
 /// data segments are the one that matches: most of them are read-only data that no instance
 /// changes, copied into every instance.
@@ -684,26 +684,37 @@ fn is_zero(bytes: &[u8]) -> bool {
 
 /// What [`SlotAllocator::trim`] gave back: the pages to copy back from the image before the
 /// memory is used again.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 #[must_use = "the dropped image pages read as zero until restored"]
 pub struct Trimmed {
     /// Host pages dropped, zero pages included.
     pub dropped: usize,
     restore: Vec<u32>,
-    allocator: Option<SlotAllocator>,
 }
 
 impl Trimmed {
-    /// Copies the dropped image pages back into `memory` (the memory that was trimmed, at the
-    /// same or a larger size), so that it holds exactly what it held before the trim. Zero pages
-    /// need nothing: they read as zero.
-    pub fn restore(self, memory: &mut [u8], image: &PageImage) {
+    /// Whether the memory must be restored before it is used again.
+    pub fn needs_restore(&self) -> bool {
+        !self.restore.is_empty()
+    }
+}
+
+impl SlotAllocator {
+    /// Copies the image pages a [`SlotAllocator::trim`] dropped back into `memory` (the memory
+    /// that was trimmed, at the same or a larger size, with the same `image`), so that it holds
+    /// exactly what it held before the trim. Zero pages need nothing: they read as zero.
+    ///
+    /// # Panics
+    /// When `memory` is smaller than the trimmed memory, or `image` lacks a page the trim took
+    /// from it.
+    pub fn restore(&self, trimmed: Trimmed, memory: &mut [u8], image: &PageImage) {
+        let Trimmed { restore, .. } = trimmed;
         // Fault each run of pages in with one system call rather than one fault per page.
         let mut run = 0;
-        while run < self.restore.len() {
-            let first = self.restore[run] as usize;
+        while run < restore.len() {
+            let first = restore[run] as usize;
             let mut end = run + 1;
-            while end < self.restore.len() && self.restore[end] as usize == first + (end - run) {
+            while end < restore.len() && restore[end] as usize == first + (end - run) {
                 end += 1;
             }
             let start = first * image.page;
@@ -720,24 +731,16 @@ impl Trimmed {
             };
             run = end;
         }
-        for &index in &self.restore {
+        for &index in &restore {
             let start = index as usize * image.page;
             let page = image
                 .get(index as usize)
                 .expect("trim restores image pages only");
             memory[start..start + page.len()].copy_from_slice(page);
         }
-        if let Some(allocator) = &self.allocator {
-            allocator
-                .shared
-                .pages_restored
-                .fetch_add(self.restore.len() as u64, Ordering::Relaxed);
-        }
-    }
-
-    /// Whether the memory must be restored before it is used again.
-    pub fn needs_restore(&self) -> bool {
-        !self.restore.is_empty()
+        self.shared
+            .pages_restored
+            .fetch_add(restore.len() as u64, Ordering::Relaxed);
     }
 }
 
@@ -745,7 +748,7 @@ impl SlotAllocator {
     /// Gives back to the kernel the resident pages of an idle linear memory that can be rebuilt:
     /// pages that are all zero or that hold nothing while idle ([`PageImage::with_dead`]), and
     /// pages equal to their page of `image`. The first read as zero again when touched; the
-    /// second must be copied back with [`Trimmed::restore`] before anything reads the memory
+    /// second must be copied back with [`SlotAllocator::restore`] before anything reads the memory
     /// again. Pages that differ are kept, and so is every page that is
     /// swapped out (reading it would swap it in).
     ///
@@ -789,7 +792,6 @@ impl SlotAllocator {
         let mut trimmed = Trimmed {
             dropped: 0,
             restore: Vec::new(),
-            allocator: Some(self.clone()),
         };
         let mut index = 0;
         while index < plan.len() {
@@ -1480,7 +1482,7 @@ mod tests {
             0,
             "an image page reads as zero until restored"
         );
-        trimmed.restore(bytes, &image);
+        alloc.restore(trimmed, bytes, &image);
         assert!(
             bytes == &before[..],
             "the memory holds exactly what it held before the trim"

@@ -116,7 +116,8 @@ impl ActorModule {
                     .get_typed_func::<(), i64>(&mut *store, exports::STACK)
                     .and_then(|f| f.call(&mut *store, ()))
                     .map_err(|e| format!("`{}` failed: {e:#}", exports::STACK))?;
-                let (start, len) = ((stack as u64 >> 32) as usize, stack as u32 as usize);
+                let (start, len) = bunraku_abi::unpack_ptr_len(stack);
+                let (start, len) = (start as usize, len as usize);
                 let size = memory.data_size(&*store);
                 if start.checked_add(len).is_some_and(|end| end <= size) {
                     image = image.with_dead(start..start + len);
@@ -260,8 +261,9 @@ fn probe(engine: &Engine, module: &Module) -> Result<(u32, Descriptor), LoadErro
     let packed = instance
         .get_typed_func::<(), i64>(&mut store, exports::DESCRIBE)
         .and_then(|f| f.call(&mut store, ()))
-        .map_err(|e| LoadError::Trap(format!("{e:#}")))? as u64;
-    let (ptr, len) = ((packed >> 32) as usize, (packed & 0xffff_ffff) as usize);
+        .map_err(|e| LoadError::Trap(format!("{e:#}")))?;
+    let (ptr, len) = bunraku_abi::unpack_ptr_len(packed);
+    let (ptr, len) = (ptr as usize, len as usize);
     let memory =
         instance
             .get_memory(&mut store, exports::MEMORY)

@@ -36,7 +36,7 @@ pub fn describe<A: Actor>() -> i64 {
         *b.get_or_init(|| Box::leak(bunraku_abi::encode(&A::descriptor()).into_boxed_slice()))
     });
     // wasm32 addresses and lengths fit in 32 bits.
-    pack(bytes.as_ptr().addr() as u32, bytes.len() as u32)
+    bunraku_abi::pack_ptr_len(bytes.as_ptr().addr() as u32, bytes.len() as u32)
 }
 
 /// `bunraku_stack`: the start and length of the shadow stack, which is empty between entries
@@ -49,16 +49,10 @@ pub fn stack() -> i64 {
     }
     // Only the addresses of the linker's symbols are taken, never their contents.
     let (low, high) = (&raw const __stack_low, &raw const __stack_high);
-    pack(
+    bunraku_abi::pack_ptr_len(
         low.addr() as u32,
         high.addr().saturating_sub(low.addr()) as u32,
     )
-}
-
-/// A pointer in the high 32 bits, a length in the low 32 bits.
-#[cfg(any(target_arch = "wasm32", test))]
-pub(crate) fn pack(ptr: u32, len: u32) -> i64 {
-    ((u64::from(ptr) << 32) | u64::from(len)) as i64
 }
 
 /// Builds the descriptor from the handled message types.
@@ -280,12 +274,6 @@ pub const fn same_name(a: &str, b: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn pack_puts_the_pointer_high_and_the_length_low() {
-        assert_eq!(pack(0x10, 0x20), 0x0000_0010_0000_0020);
-        assert_eq!(pack(u32::MAX, 1) as u64 >> 32, u64::from(u32::MAX));
-    }
 
     #[test]
     fn same_name_compares_bytes() {
