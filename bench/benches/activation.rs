@@ -332,10 +332,11 @@ fn main() {
     );
     println!(
         "\nthird loop (default host): a trimmed key's request costs {trimmed_extra:.1} µs more \
-         than the active key's at the median ({restored_per_key:.1} pages copied back per key; \
-         {} trims with {:.1} pages given back each before the loop)",
+         than the active key's at the median ({restored_per_key:.1} pages brought back per key; \
+         {} trims with {:.1} pages given back each, {:.1} of them patched, before the loop)",
         before_trimmed.trims,
         before_trimmed.pages_trimmed as f64 / before_trimmed.trims.max(1) as f64,
+        before_trimmed.pages_patched as f64 / before_trimmed.trims.max(1) as f64,
     );
     println!(
         "\nInstance start by stage, mean per instance (`Host::totals`, \
@@ -429,21 +430,24 @@ fn bare_memory_case(n: usize) {
         .collect();
     let elapsed = start.elapsed();
     let (started, started_linear) = (rss_kib(), linear_kib());
+    let trimming = Instant::now();
     let trimmed: Vec<_> = instances
         .iter_mut()
         .map(|i| engine.slots().trim(i.memory_mut(), &image).expect("trim"))
         .collect();
+    let trim_us = trimming.elapsed().as_secs_f64() * 1e6 / n as f64;
     let (after, after_linear) = (rss_kib(), linear_kib());
     let per = |kib: u64, base: u64| kib.saturating_sub(base) as f64 / n as f64;
     let stats = engine.memory_stats();
     println!(
-        "RESULT | {n}, bare instance (floor) | {:.1} KiB, linear memory {:.1} KiB | {:.1} KiB, linear memory {:.1} KiB ({} trimmed, {:.1} pages each) | – | {:.0} µs |",
+        "RESULT | {n}, bare instance (floor) | {:.1} KiB, linear memory {:.1} KiB | {:.1} KiB, linear memory {:.1} KiB ({} trimmed, {:.1} pages each, {:.1} of them patched, {trim_us:.1} µs per trim) | – | {:.0} µs |",
         per(started, before),
         per(started_linear, linear_before),
         per(after, before),
         per(after_linear, linear_before),
         stats.trims,
         stats.pages_trimmed as f64 / stats.trims.max(1) as f64,
+        stats.pages_patched as f64 / stats.trims.max(1) as f64,
         elapsed.as_secs_f64() * 1e6 / n as f64
     );
     drop(trimmed);
@@ -512,13 +516,14 @@ fn memory_case(n: usize) {
     let per = |kib: u64| kib.saturating_sub(before) as f64 / n as f64;
     let per_linear = |kib: u64| kib.saturating_sub(linear_before) as f64 / n as f64;
     println!(
-        "RESULT | {n} | {:.1} KiB, linear memory {:.1} KiB ({trimmed_early} trimmed) | {:.1} KiB, linear memory {:.1} KiB ({} trimmed, {:.1} pages each) | {:.1} KiB ({evicted} of {n} evicted) | {:.0} µs |",
+        "RESULT | {n} | {:.1} KiB, linear memory {:.1} KiB ({trimmed_early} trimmed) | {:.1} KiB, linear memory {:.1} KiB ({} trimmed, {:.1} pages each, {:.1} of them patched) | {:.1} KiB ({evicted} of {n} evicted) | {:.0} µs |",
         per(active),
         per_linear(active_linear),
         per(trimmed),
         per_linear(trimmed_linear),
         stats.trims,
         stats.pages_trimmed as f64 / stats.trims.max(1) as f64,
+        stats.pages_patched as f64 / stats.trims.max(1) as f64,
         per(after),
         elapsed.as_secs_f64() * 1e6 / n as f64
     );

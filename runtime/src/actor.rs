@@ -405,6 +405,11 @@ impl ActorCell {
         self.signal.notify_one();
     }
 
+    /// Whether a trim was asked for that the instance has not taken yet.
+    pub(crate) fn trim_pending(&self) -> bool {
+        self.trim_requested.load(Ordering::Relaxed)
+    }
+
     /// The guest asks to end its instance (a normal exit): like a stop, but the slot's task reports
     /// it to the supervisor instead of ending.
     pub(crate) fn request_normal_exit(&self) {
@@ -825,12 +830,11 @@ impl ActorState {
     /// Takes a delivery for the guest: keeps its reply slot and issues this instance's handles
     /// for its reply, references and stream, next to the (possibly shared) envelope.
     fn accept(&mut self, delivery: Delivery) -> Accepted {
-        let Delivery {
-            env,
-            reply,
-            refs,
-            stream,
-        } = delivery;
+        let Delivery { env, reply, extra } = delivery;
+        let (refs, stream) = match extra {
+            Some(extra) => (extra.refs, extra.stream),
+            None => (Box::default(), None),
+        };
         let mut accepted = Accepted {
             reply: None,
             attachments: Vec::new(),
@@ -843,7 +847,7 @@ impl ActorState {
             accepted.reply = Some(self.next_handle);
         }
         let env = &*accepted.env;
-        for name in refs.into_iter().flat_map(|r| r.into_vec()) {
+        for name in refs.into_vec() {
             match self.issue_ref(name) {
                 Some(handle) => accepted.attachments.push(handle),
                 None => {
@@ -873,6 +877,23 @@ impl ActorState {
         self.current.trace = env.trace;
         self.cell.stats.handled.fetch_add(1, Ordering::Relaxed);
         accepted
+    }
+
+    /// Gives back the spare capacity of this instance's host-side tables and buffers, keeping
+    /// their contents: an idle instance's are mostly empty, yet keep what its busiest moment
+    /// needed (a reply table, an op table, the event buffer). Called when it is trimmed.
+    pub(crate) fn shrink_idle(&mut self) {
+        self.ready.shrink_to_fit();
+        self.scratch = Vec::new();
+        self.replies.shrink_to_fit();
+        self.refs.shrink_to_fit();
+        self.streams.shrink_to_fit();
+        self.ops.shrink_to_fit();
+        self.new_ops.shrink_to_fit();
+        self.resolved.shrink_to_fit();
+        self.subscriptions.shrink_to_fit();
+        self.watches.shrink_to_fit();
+        self.stdio.iter_mut().for_each(Vec::shrink_to_fit);
     }
 
     /// A new handle in this instance's stream table; `None` when it is full (the endpoint is
@@ -1238,6 +1259,7 @@ async fn run_instance(
                 == cell.stats.entries.load(Ordering::Relaxed);
             if trim && trimmed.is_none() && idle_since_look {
                 trimmed = trim_idle(&mut store, group);
+                store.data_mut().shrink_idle();
             }
         }
     }

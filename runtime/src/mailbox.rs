@@ -26,15 +26,26 @@ pub(crate) struct Delivery {
     pub env: Arc<Envelope>,
     /// Where the reply goes, when the sender waits for one.
     pub reply: Option<ReplySlot>,
+    /// What few messages carry (moved references, an opened stream), behind a pointer: every
+    /// slot of a mailbox's first block of 32 pays for this field, idle or not.
+    pub extra: Option<Box<Extra>>,
+}
+
+// A mailbox's first block (allocated with the mailbox) is 32 of these: 1 KiB (the reply slot
+// takes two words, a `tokio` oneshot sender being an `Option` already).
+const _: () = assert!(std::mem::size_of::<Delivery>() <= 32);
+
+/// The rarer parts of a [`Delivery`].
+#[derive(Debug)]
+pub(crate) struct Extra {
     /// Actor references moved with the message; the receiving instance issues its own handles
     /// for them on delivery.
-    pub refs: Refs,
+    pub refs: Box<[Arc<str>]>,
     /// The stream this message opens: the receiving instance issues its reader handle.
     pub stream: Option<Arc<crate::streams::Stream>>,
 }
 
 /// The actors a message's references stand for (the names the sender's handles stood for).
-/// A boxed slice: most messages carry none, and every mailbox slot pays for this field.
 pub(crate) type Refs = Option<Box<[Arc<str>]>>;
 
 impl Delivery {
@@ -48,9 +59,19 @@ impl Delivery {
         Self {
             env,
             reply: None,
-            refs: None,
-            stream: None,
+            extra: None,
         }
+    }
+
+    /// The same delivery moving `refs` and opening `stream`; allocates only when there is one.
+    pub(crate) fn with(mut self, refs: Refs, stream: Option<Arc<crate::streams::Stream>>) -> Self {
+        if refs.is_some() || stream.is_some() {
+            self.extra = Some(Box::new(Extra {
+                refs: refs.unwrap_or_default(),
+                stream,
+            }));
+        }
+        self
     }
 }
 

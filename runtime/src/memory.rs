@@ -313,8 +313,11 @@ pub struct MemoryStats {
     pub trims: u64,
     /// Host pages those trims gave back to the kernel.
     pub pages_trimmed: u64,
-    /// Of those, pages copied back from their module's image before the guest ran again (the
-    /// others were zero and come back as zero pages when touched).
+    /// Of those, pages that differed a little from their image page (or from zero) and were
+    /// kept as a patch of their changed words, a few hundred bytes instead of a page.
+    pub pages_patched: u64,
+    /// Trimmed pages brought back (copied from their module's image, patched, or both) before
+    /// the guest ran again; the others were zero and come back as zero pages when touched.
     pub pages_restored: u64,
     /// Failures per wall.
     pub failures: WallCounts,
@@ -362,6 +365,7 @@ struct Shared {
     prefaulter: Arc<Prefaulter>,
     trims: AtomicU64,
     pages_trimmed: AtomicU64,
+    pages_patched: AtomicU64,
     pages_restored: AtomicU64,
 }
 
@@ -486,6 +490,7 @@ impl SlotAllocator {
                 prefaulter: Arc::default(),
                 trims: AtomicU64::new(0),
                 pages_trimmed: AtomicU64::new(0),
+                pages_patched: AtomicU64::new(0),
                 pages_restored: AtomicU64::new(0),
             }),
         })
@@ -523,6 +528,7 @@ impl SlotAllocator {
             footprint_pages: s.footprint.lock().unwrap_or_else(|e| e.into_inner()).len(),
             trims: s.trims.load(Ordering::Relaxed),
             pages_trimmed: s.pages_trimmed.load(Ordering::Relaxed),
+            pages_patched: s.pages_patched.load(Ordering::Relaxed),
             pages_restored: s.pages_restored.load(Ordering::Relaxed),
             max_slots: s.max_slots,
             committed_bytes: s.committed.load(Ordering::Relaxed),
@@ -682,14 +688,20 @@ fn is_zero(bytes: &[u8]) -> bool {
     head.iter().all(|&b| b == 0) && words.iter().all(|&w| w == 0) && tail.iter().all(|&b| b == 0)
 }
 
-/// What [`SlotAllocator::trim`] gave back: the pages to copy back from the image before the
-/// memory is used again.
+/// What [`SlotAllocator::trim`] gave back: the pages to bring back before the memory is used
+/// again, and the patches of the pages that had changed.
 #[derive(Debug)]
 #[must_use = "the dropped image pages read as zero until restored"]
 pub struct Trimmed {
-    /// Host pages dropped, zero pages included.
+    /// Host pages dropped, zero pages and patched pages included.
     pub dropped: usize,
+    /// Of those, pages that differed from their reference and are kept as a [`Patch`].
+    pub patched: usize,
+    /// Dropped pages to make resident again, ascending: each gets its image page (or stays
+    /// zero), then its patch if it has one.
     restore: Vec<u32>,
+    /// The patches of the patched pages, in `restore`'s order ([`Patch`]).
+    patches: Vec<u8>,
 }
 
 impl Trimmed {
@@ -697,18 +709,100 @@ impl Trimmed {
     pub fn needs_restore(&self) -> bool {
         !self.restore.is_empty()
     }
+
+    /// Bytes of host memory the patches take.
+    pub fn patch_bytes(&self) -> usize {
+        self.patches.capacity()
+    }
+}
+
+/// The 8-byte words in which a page differs from its reference (its image page, or zero),
+/// appended to a byte buffer: the page's index (`u32`), the number of runs (`u16`), and per run
+/// of changed words its first word (`u16`), its length in words (`u16`) and the words. All
+/// little-endian. A page whose patch would take more than half a page is not patched, only
+/// kept: an idle actor's changed pages are mostly untouched zeros and data (its state, the
+/// allocator's bookkeeping, an event buffer), a few hundred bytes each.
+struct Patch;
+
+impl Patch {
+    /// Appends the patch that turns `reference` (zero when `None`) into `page` to `out`; returns
+    /// `false`, and leaves `out` as it was, when it would take more than half a page.
+    fn encode(index: usize, page: &[u8], reference: Option<&[u8]>, out: &mut Vec<u8>) -> bool {
+        let words = page.len() / 8;
+        if !page.len().is_multiple_of(8) || words > usize::from(u16::MAX) {
+            return false;
+        }
+        const ZERO: [u8; 64] = [0; 64];
+        // Whether the `n` bytes at `at` differ from the reference.
+        let differ = |at: usize, n: usize| match reference {
+            Some(r) => page[at..at + n] != r[at..at + n],
+            None => page[at..at + n] != ZERO[..n],
+        };
+        let changed = |i: usize| differ(i * 8, 8);
+        let start = out.len();
+        let limit = start + page.len() / 2;
+        out.extend_from_slice(&(index as u32).to_le_bytes());
+        out.extend_from_slice(&0u16.to_le_bytes());
+        let mut runs = 0u16;
+        let mut i = 0;
+        while i < words {
+            // Most of the page is unchanged: skip it 64 bytes at a time.
+            if i % 8 == 0 && i + 8 <= words && !differ(i * 8, 64) {
+                i += 8;
+                continue;
+            }
+            if !changed(i) {
+                i += 1;
+                continue;
+            }
+            let first = i;
+            while i < words && changed(i) {
+                i += 1;
+            }
+            if out.len() + 4 + (i - first) * 8 > limit {
+                out.truncate(start);
+                return false;
+            }
+            out.extend_from_slice(&(first as u16).to_le_bytes());
+            out.extend_from_slice(&((i - first) as u16).to_le_bytes());
+            out.extend_from_slice(&page[first * 8..i * 8]);
+            runs += 1;
+        }
+        out[start + 4..start + 6].copy_from_slice(&runs.to_le_bytes());
+        true
+    }
+
+    /// Applies the patch at the start of `patches` to `memory` (pages of `page` bytes); returns
+    /// the rest of `patches`.
+    fn apply<'a>(patches: &'a [u8], memory: &mut [u8], page: usize) -> &'a [u8] {
+        let (head, mut rest) = patches.split_at(6);
+        let index = u32::from_le_bytes(head[..4].try_into().expect("4 bytes")) as usize;
+        let runs = u16::from_le_bytes(head[4..].try_into().expect("2 bytes"));
+        let target = &mut memory[index * page..(index + 1) * page];
+        for _ in 0..runs {
+            let first = usize::from(u16::from_le_bytes([rest[0], rest[1]]));
+            let words = usize::from(u16::from_le_bytes([rest[2], rest[3]]));
+            let bytes = &rest[4..4 + words * 8];
+            target[first * 8..(first + words) * 8].copy_from_slice(bytes);
+            rest = &rest[4 + words * 8..];
+        }
+        rest
+    }
 }
 
 impl SlotAllocator {
-    /// Copies the image pages a [`SlotAllocator::trim`] dropped back into `memory` (the memory
-    /// that was trimmed, at the same or a larger size, with the same `image`), so that it holds
-    /// exactly what it held before the trim. Zero pages need nothing: they read as zero.
+    /// Brings back the pages a [`SlotAllocator::trim`] dropped into `memory` (the memory that
+    /// was trimmed, at the same or a larger size, with the same `image`): their image pages are
+    /// copied back and the patched pages patched, so that it holds exactly what it held before
+    /// the trim. Zero pages need nothing: they read as zero.
     ///
     /// # Panics
     /// When `memory` is smaller than the trimmed memory, or `image` lacks a page the trim took
     /// from it.
     pub fn restore(&self, trimmed: Trimmed, memory: &mut [u8], image: &PageImage) {
-        let Trimmed { restore, .. } = trimmed;
+        let Trimmed {
+            restore, patches, ..
+        } = trimmed;
         // Fault each run of pages in with one system call rather than one fault per page.
         let mut run = 0;
         while run < restore.len() {
@@ -732,11 +826,15 @@ impl SlotAllocator {
             run = end;
         }
         for &index in &restore {
-            let start = index as usize * image.page;
-            let page = image
-                .get(index as usize)
-                .expect("trim restores image pages only");
-            memory[start..start + page.len()].copy_from_slice(page);
+            // A patched page of a zero reference has no image page: it stays zero until patched.
+            if let Some(page) = image.get(index as usize) {
+                let start = index as usize * image.page;
+                memory[start..start + page.len()].copy_from_slice(page);
+            }
+        }
+        let mut rest = &patches[..];
+        while !rest.is_empty() {
+            rest = Patch::apply(rest, memory, image.page);
         }
         self.shared
             .pages_restored
@@ -746,11 +844,13 @@ impl SlotAllocator {
 
 impl SlotAllocator {
     /// Gives back to the kernel the resident pages of an idle linear memory that can be rebuilt:
-    /// pages that are all zero or that hold nothing while idle ([`PageImage::with_dead`]), and
-    /// pages equal to their page of `image`. The first read as zero again when touched; the
-    /// second must be copied back with [`SlotAllocator::restore`] before anything reads the memory
-    /// again. Pages that differ are kept, and so is every page that is
-    /// swapped out (reading it would swap it in).
+    /// pages that are all zero or that hold nothing while idle ([`PageImage::with_dead`]), pages
+    /// equal to their page of `image`, and pages that differ from it (or from zero, past the
+    /// image) in words that take at most half a page to write down, which are kept as a patch
+    /// in the returned [`Trimmed`]. The first read as zero again when touched; the others must
+    /// be brought back with [`SlotAllocator::restore`] before anything reads the memory again.
+    /// Pages that differ more are kept, and so is every page that is swapped out (reading it
+    /// would swap it in).
     ///
     /// `memory` must be a memory of this allocator (its whole accessible size). Trimming costs a
     /// read of `/proc/self/pagemap` and a comparison of each resident page; it fails when the
@@ -773,25 +873,33 @@ impl SlotAllocator {
             ));
         }
         let entries = s.page_entries(base, len)?;
+        // The patches of the pages that changed a little, as planned; only those of pages that
+        // are dropped go into `trimmed`.
+        let mut planned_patches = Vec::new();
         // What each resident page can be rebuilt from, if anything.
-        let rebuild = |index: usize| -> Option<Rebuild> {
+        let mut rebuild = |index: usize| -> Option<Rebuild> {
             // Only pages of our own: the shared zero page (a page only ever read) costs nothing.
             if entries[index] & PM_PRESENT == 0 || entries[index] & PM_EXCLUSIVE == 0 {
                 return None;
             }
             let page = &memory[index * s.page..((index + 1) * s.page).min(len)];
+            let reference = image.get(index);
             if image.dead.contains(&index) || is_zero(page) {
                 Some(Rebuild::Zero)
-            } else if image.get(index) == Some(page) {
+            } else if reference == Some(page) {
                 Some(Rebuild::Image)
             } else {
-                None
+                let at = planned_patches.len();
+                Patch::encode(index, page, reference, &mut planned_patches)
+                    .then_some(Rebuild::Patched(at..planned_patches.len()))
             }
         };
-        let plan: Vec<Option<Rebuild>> = (0..entries.len()).map(rebuild).collect();
+        let plan: Vec<Option<Rebuild>> = (0..entries.len()).map(&mut rebuild).collect();
         let mut trimmed = Trimmed {
             dropped: 0,
+            patched: 0,
             restore: Vec::new(),
+            patches: Vec::new(),
         };
         let mut index = 0;
         while index < plan.len() {
@@ -821,27 +929,43 @@ impl SlotAllocator {
                 break;
             }
             trimmed.dropped += end - index;
-            trimmed.restore.extend(
-                (index..end)
-                    .filter(|&i| plan[i] == Some(Rebuild::Image))
-                    .map(|i| i as u32),
-            );
+            for (i, rebuild) in plan.iter().enumerate().take(end).skip(index) {
+                match rebuild {
+                    Some(Rebuild::Image) => trimmed.restore.push(i as u32),
+                    Some(Rebuild::Patched(patch)) => {
+                        trimmed.restore.push(i as u32);
+                        trimmed.patched += 1;
+                        trimmed
+                            .patches
+                            .extend_from_slice(&planned_patches[patch.clone()]);
+                    }
+                    _ => {}
+                }
+            }
             index = end;
         }
+        // Held while the instance is idle: no spare capacity.
+        trimmed.restore.shrink_to_fit();
+        trimmed.patches.shrink_to_fit();
         s.trims.fetch_add(1, Ordering::Relaxed);
         s.pages_trimmed
             .fetch_add(trimmed.dropped as u64, Ordering::Relaxed);
+        s.pages_patched
+            .fetch_add(trimmed.patched as u64, Ordering::Relaxed);
         Ok(trimmed)
     }
 }
 
 /// How a dropped page comes back.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Rebuild {
     /// It was zero: the kernel's zero fill is enough.
     Zero,
     /// It equalled its image page: copied back before the memory is used.
     Image,
+    /// It differed a little from its image page (or from zero): copied back (or left zero),
+    /// then patched with the [`Patch`] at this range of the planned patches.
+    Patched(std::ops::Range<usize>),
 }
 
 /// `/proc/self/pagemap`: the page is present in RAM.
@@ -1434,7 +1558,8 @@ mod tests {
     }
 
     #[test]
-    fn trimming_drops_zero_and_unchanged_image_pages_and_restore_brings_back_the_same_bytes() {
+    fn trimming_drops_zero_unchanged_and_slightly_changed_pages_and_restore_brings_back_the_same_bytes()
+     {
         let alloc = with_warm(0);
         let page = alloc.page_size();
         let mut memory = alloc.allocate(4 * WASM_PAGE_SIZE).unwrap();
@@ -1445,10 +1570,16 @@ mod tests {
         }
         let image = PageImage::capture(bytes, page);
         assert_eq!(image.pages(), 4);
-        // The guest ran: page 3 of its data changed, page 8 holds heap, page 9 was touched and
-        // is zero again, page 0 was only read.
+        // The guest ran: a byte of page 3 of its data changed, page 8 holds a little heap, page
+        // 10 a lot, page 9 was touched and is zero again, page 0 was only read.
         bytes[3 * page + 7] = 0;
         bytes[8 * page] = 42;
+        bytes[8 * page + 1000..8 * page + 1100].fill(9);
+        let mut x = 1u32;
+        for b in &mut bytes[10 * page..11 * page] {
+            x = x.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            *b = (x >> 24) as u8 | 1;
+        }
         bytes[9 * page] = 1;
         bytes[9 * page] = 0;
         let _ = std::hint::black_box(bytes[0]);
@@ -1456,25 +1587,32 @@ mod tests {
         let base = bytes.as_ptr();
 
         let trimmed = alloc.trim(bytes, &image).unwrap();
-        // Pages 2, 4 and 5 equal the image, page 9 is zero; the pages only read (page 0, and
-        // the rest by the copy above) map the shared zero page and cost nothing.
-        assert_eq!(trimmed.dropped, 4, "{trimmed:?}");
+        // Pages 2, 4 and 5 equal the image, page 9 is zero, pages 3 and 8 are patched; the
+        // pages only read (page 0, and the rest by the copy above) map the shared zero page and
+        // cost nothing.
+        assert_eq!(trimmed.dropped, 6, "{trimmed:?}");
+        assert_eq!(trimmed.patched, 2, "{trimmed:?}");
         assert!(trimmed.needs_restore());
-        for i in [2, 4, 5, 9] {
+        // Two patches: one word of page 3; one word and the 13 words around the 100 bytes of 9s
+        // on page 8 (offsets 1000..1100 span words 125..138).
+        assert_eq!(
+            trimmed.patch_bytes(),
+            (6 + 4 + 8) + (6 + 4 + 8 + 4 + 13 * 8)
+        );
+        for i in [2, 3, 4, 5, 8, 9] {
             assert!(
                 !resident(&alloc, base.wrapping_add(i * page)),
                 "page {i} given back"
             );
         }
-        for i in [3, 8] {
-            assert!(
-                resident(&alloc, base.wrapping_add(i * page)),
-                "page {i} kept: it changed"
-            );
-        }
+        assert!(
+            resident(&alloc, base.wrapping_add(10 * page)),
+            "page 10 kept: it changed too much for a patch"
+        );
         let stats = alloc.stats();
         assert_eq!(stats.trims, 1);
         assert_eq!(stats.pages_trimmed, trimmed.dropped as u64);
+        assert_eq!(stats.pages_patched, 2);
 
         let bytes = bytes_of(&mut memory);
         assert_eq!(
@@ -1482,12 +1620,54 @@ mod tests {
             0,
             "an image page reads as zero until restored"
         );
+        assert_eq!(
+            bytes[8 * page],
+            0,
+            "a patched page reads as zero until restored"
+        );
         alloc.restore(trimmed, bytes, &image);
         assert!(
             bytes == &before[..],
             "the memory holds exactly what it held before the trim"
         );
-        assert_eq!(alloc.stats().pages_restored, 3);
+        assert_eq!(alloc.stats().pages_restored, 5, "2, 3, 4, 5 and 8");
+    }
+
+    #[test]
+    fn a_patch_rebuilds_its_page_from_the_reference_and_is_refused_past_half_a_page() {
+        let page = 4096;
+        let image: Vec<u8> = (0..page).map(|i| (i % 253) as u8 + 1).collect();
+        for reference in [None, Some(&image[..])] {
+            let mut changed = reference.map_or_else(|| vec![0; page], <[u8]>::to_vec);
+            // The first and the last byte, and a run across a 64-byte boundary.
+            changed[0] ^= 0xFF;
+            changed[page - 1] ^= 0xFF;
+            changed[60..70].fill(0xEE);
+            let mut out = vec![7];
+            assert!(Patch::encode(3, &changed, reference, &mut out));
+            // Three runs: word 0, words 7..9 (bytes 56..72), word 511.
+            assert_eq!(out.len(), 1 + 6 + (4 + 8) + (4 + 16) + (4 + 8));
+            let mut memory = vec![0; 4 * page];
+            if let Some(r) = reference {
+                memory[3 * page..].copy_from_slice(r);
+            }
+            let rest = Patch::apply(&out[1..], &mut memory, page);
+            assert!(rest.is_empty());
+            assert_eq!(&memory[3 * page..], &changed[..]);
+            assert!(
+                memory[..3 * page].iter().all(|&b| b == 0),
+                "other pages untouched"
+            );
+
+            // Every other word changed: more than half a page to write down.
+            let mut busy = changed.clone();
+            for w in busy.chunks_mut(16) {
+                w[0] ^= 0x55;
+            }
+            let mut out = vec![7];
+            assert!(!Patch::encode(3, &busy, reference, &mut out));
+            assert_eq!(out, [7], "a refused patch leaves the buffer as it was");
+        }
     }
 
     #[test]

@@ -276,7 +276,7 @@ fn render_starts(out: &mut String, s: &StartTimes) {
 
 /// The slot allocator's figures (see [`crate::memory`]).
 fn render_memory(out: &mut String, m: &MemoryStats) {
-    let figures: [(&str, &str, &str, u64); 10] = [
+    let figures: [(&str, &str, &str, u64); 11] = [
         (
             "bunraku_linear_memory_committed_bytes",
             "gauge",
@@ -332,9 +332,15 @@ fn render_memory(out: &mut String, m: &MemoryStats) {
             m.pages_trimmed,
         ),
         (
+            "bunraku_memory_pages_patched_total",
+            "counter",
+            "Trimmed pages that had changed a little, kept as a patch of their changed words.",
+            m.pages_patched,
+        ),
+        (
             "bunraku_memory_pages_restored_total",
             "counter",
-            "Trimmed pages copied back from their module's image before an instance ran again.",
+            "Trimmed pages brought back (from the module's image, a patch, or both) before an instance ran again.",
             m.pages_restored,
         ),
     ];

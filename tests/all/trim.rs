@@ -1,6 +1,8 @@
 //! Idle trimming (`runtime/src/trim.rs`): an actor that has not entered the guest for
-//! `idle_trim` gives back its zero pages, its empty stack and the unchanged pages of its data
-//! segments, and gets them back before it runs again, so that what it answers does not change.
+//! `idle_trim` gives back its zero pages, its empty stack, the unchanged pages of its data
+//! segments and, kept as patches of their changed words, the pages that changed a little (its
+//! state among them), and gets them back before it runs again, so that what it answers does not
+//! change.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,8 +46,10 @@ async fn an_idle_actor_gives_back_its_unchanged_pages_and_answers_as_before_once
         "few pages given back: {trimmed:?}"
     );
     assert_eq!(trimmed.pages_restored, 0, "nothing ran since: {trimmed:?}");
+    // The pages that hold the count changed: they are given back too, kept as patches.
+    assert!(trimmed.pages_patched >= 1, "nothing patched: {trimmed:?}");
 
-    // The next message finds the memory as it was: the pages are copied back first.
+    // The next message finds the memory as it was: the pages are copied back and patched first.
     assert_eq!(counter_get(&host, "counter").await, 5);
     counter_add(&host, "counter", 2).await;
     assert_eq!(counter_get(&host, "counter").await, 7);

@@ -146,10 +146,7 @@ pub(crate) fn send(
         Ok(x) => x,
         Err(code) => return fail(code),
     };
-    let delivery = Delivery {
-        refs,
-        ..Delivery::new(env)
-    };
+    let delivery = Delivery::new(env).with(refs, None);
     let (sent, moved) = st.host.try_deliver(&mut group, st.sender_hash, delivery);
     if moved {
         // An evicted activation was followed to the next one: remember that one.
@@ -206,8 +203,7 @@ pub(crate) fn request(mut caller: Caller<'_, ActorState>, ptr: u32, len: u32) ->
     let (reply_tx, reply_rx) = oneshot::channel();
     let delivery = Delivery {
         reply: Some(reply_tx),
-        refs,
-        ..Delivery::new(env)
+        ..Delivery::new(env).with(refs, None)
     };
     let (sent, moved) = st.host.try_deliver(&mut group, st.sender_hash, delivery);
     if moved {
