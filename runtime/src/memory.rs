@@ -691,16 +691,17 @@ fn is_zero(bytes: &[u8]) -> bool {
 /// What [`SlotAllocator::trim`] gave back: the pages to bring back before the memory is used
 /// again, and the patches of the pages that had changed.
 #[derive(Debug)]
-#[must_use = "the dropped image pages read as zero until restored"]
+#[must_use = "the dropped image and patched pages read as zero until restored"]
 pub struct Trimmed {
     /// Host pages dropped, zero pages and patched pages included.
     pub dropped: usize,
-    /// Of those, pages that differed from their reference and are kept as a [`Patch`].
+    /// Of those, pages that differed a little from their reference (their image page, or zero)
+    /// and are kept as a patch of their changed words.
     pub patched: usize,
     /// Dropped pages to make resident again, ascending: each gets its image page (or stays
     /// zero), then its patch if it has one.
     restore: Vec<u32>,
-    /// The patches of the patched pages, in `restore`'s order ([`Patch`]).
+    /// The patches of the patched pages, in `restore`'s order (see `Patch`).
     patches: Vec<u8>,
 }
 
@@ -888,10 +889,13 @@ impl SlotAllocator {
                 Some(Rebuild::Zero)
             } else if reference == Some(page) {
                 Some(Rebuild::Image)
-            } else {
+            } else if page.len() == s.page && reference.is_none_or(|r| r.len() == s.page) {
                 let at = planned_patches.len();
                 Patch::encode(index, page, reference, &mut planned_patches)
                     .then_some(Rebuild::Patched(at..planned_patches.len()))
+            } else {
+                // A partial page (never, for a wasm memory): kept.
+                None
             }
         };
         let plan: Vec<Option<Rebuild>> = (0..entries.len()).map(&mut rebuild).collect();
