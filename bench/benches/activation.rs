@@ -18,14 +18,16 @@
 //!   through its store first), whose `load` reads the file, alternating with more new keys and
 //!   the active key.
 //!   Then the keys of the first loop again, once idle and trimmed (`HostConfig::idle_trim`): the
-//!   request copies the instance's image pages back before the handler runs.
+//!   request brings the instance's pages back (image pages copied, patches applied) before the
+//!   handler runs.
 //! - spawn: guest `testbed` asks the host to spawn a `testbed` (`ctx.spawn`), then the new actor
 //!   answers a `Ping`; the time of both requests, from the bench's client.
 //! - memory: in a child process per case, N keys each activated by an `Add` (instantiated, has
 //!   handled a message, holds state in the store); (RSS after − RSS before) / N including every
 //!   host structure; then the same once every key was idle long enough to be trimmed
-//!   (`HostConfig::idle_trim`, set past the end of the activations: its zero pages and the
-//!   unchanged pages of its data segments given back); then, after the idle timeout deactivated
+//!   (`HostConfig::idle_trim`, set past the end of the activations: its zero pages, the
+//!   unchanged pages of its data segments and, as patches, the pages that changed a little
+//!   given back); then, after the idle timeout deactivated
 //!   and evicted them, the same per idle key (what is left: memory the allocator kept, the
 //!   store's page cache). Each figure is split into linear memory (the slot chunks' `Rss` in
 //!   `/proc/self/smaps`) and the rest. Next to it the floor: N bare wasmtime instances of the
@@ -283,7 +285,7 @@ fn main() {
     println!(
         "{}",
         row(
-            "`Get` to a key idle and trimmed (its image pages copied back first), default host, third loop",
+            "`Get` to a key idle and trimmed (its pages brought back first), default host, third loop",
             trimmed_key
         )
     );

@@ -49,8 +49,10 @@
 //!   memories only).
 //! * An idle memory can be *trimmed* ([`SlotAllocator::trim`]): its resident pages that are
 //!   all zero or equal to a reference image ([`PageImage`], the data segments) are dropped with
-//!   `MADV_DONTNEED`, and [`SlotAllocator::restore`] copies the image pages back before the guest runs
-//!   again. The host does this for instances idle for a while (`crate::trim`).
+//!   `MADV_DONTNEED`, and so are the pages that differ from it (or from zero) in a few words,
+//!   which are kept as patches of those words. [`SlotAllocator::restore`] copies the image
+//!   pages back and applies the patches before the guest runs again. The host does this for
+//!   instances idle for a while (`crate::trim`).
 //! * A host-wide budget caps the bytes of linear memory that are *accessible*
 //!   (the sum of every memory's current size, i.e. what the guests could
 //!   commit). With `MAP_NORESERVE` the kernel does not account for these pages
@@ -623,10 +625,11 @@ impl SlotAllocator {
 /// that were not zero right after instantiation and `_initialize` (its data segments).
 ///
 /// [`SlotAllocator::trim`] drops the resident pages of an idle memory that equal their page here
-/// and [`SlotAllocator::restore`] copies them back before the guest runs again. Any reference would be
-/// correct (a page is only dropped when it equals its reference, and gets exactly that back); the
-/// data segments are the one that matches: most of them are read-only data that no instance
-/// changes, copied into every instance.
+/// (or differ from it in a few words, kept as a patch) and [`SlotAllocator::restore`] copies them
+/// back (and patches them) before the guest runs again. Any reference would be correct (a page
+/// is only dropped when it can get exactly its contents back); the data segments are the one
+/// that matches best: most of them are read-only data that no instance changes, copied into
+/// every instance.
 #[derive(Debug)]
 pub struct PageImage {
     page: usize,

@@ -22,12 +22,12 @@
 //! guest again, for whatever reason (a message, a reply, a timer, a stop), it copies those pages
 //! back from the image and applies the patches; the other pages come back as zero when touched.
 //! The guest sees the same memory; the first entry after a trim pays for the copy and the page
-//! faults (tens of
-//! microseconds for a small guest, `BENCHMARKS.md`), which is why only idle instances are
-//! trimmed. Trims take the guest workers' time too, so at most [`MAX_TRIMS_IN_FLIGHT`] are
-//! asked for and not done at any time: many actors that fall idle together are trimmed as the
-//! workers get through them, not in one burst ahead of the messages of the others. An instance is trimmed once
-//! per idle period: it is looked at again after it entered the guest.
+//! faults (tens of microseconds for a small guest, `BENCHMARKS.md`), which is why only idle
+//! instances are trimmed. Trims take the guest workers' time too, so at most
+//! [`MAX_TRIMS_IN_FLIGHT`] are asked for and not done at any time: many actors that fall idle
+//! together are trimmed as the workers get through them, not in one burst ahead of the messages
+//! of the others. An instance is trimmed once per idle period: it is looked at again after it
+//! entered the guest.
 //!
 //! The task runs on real time even on a virtual clock: trimming is invisible to guests, and only
 //! the process's resident memory depends on it.
