@@ -736,11 +736,10 @@ impl Patch {
         if !page.len().is_multiple_of(8) || words > usize::from(u16::MAX) {
             return false;
         }
-        const ZERO: [u8; 64] = [0; 64];
         // Whether the `n` bytes at `at` differ from the reference.
         let differ = |at: usize, n: usize| match reference {
             Some(r) => page[at..at + n] != r[at..at + n],
-            None => page[at..at + n] != ZERO[..n],
+            None => !is_zero(&page[at..at + n]),
         };
         let changed = |i: usize| differ(i * 8, 8);
         let start = out.len();

@@ -32,7 +32,7 @@ async fn until_trims(engine: &Engine, n: u64) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_idle_actor_gives_back_its_unchanged_pages_and_answers_as_before_once_they_are_back() {
+async fn an_idle_actor_gives_back_its_rebuildable_pages_and_answers_as_before_once_they_are_back() {
     let (engine, host) = host_trimming(Some(Duration::from_millis(50)));
     deploy(&host, "counter", "stateful");
     counter_add(&host, "counter", 5).await;
