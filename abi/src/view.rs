@@ -436,14 +436,16 @@ pub struct EnvelopeView<'a> {
 impl<'a> EnvelopeView<'a> {
     /// Decodes the bytes of an [`Envelope`], refusing trailing bytes.
     pub fn decode(bytes: &'a [u8]) -> Result<Self, ErrorCode> {
-        let mut r = Reader { bytes };
-        let env = Self::read(&mut r)?;
+        let (env, r) = Self::read(Reader { bytes })?;
         r.end()?;
         Ok(env)
     }
 
-    fn read(r: &mut Reader<'a>) -> Result<Self, ErrorCode> {
-        Ok(Self {
+    /// The envelope at the start of `r`, and what follows it. The reader is taken and given
+    /// back by value so that its position stays in locals: through a `&mut`, the guest's build
+    /// stored it to linear memory after every byte.
+    fn read(mut r: Reader<'a>) -> Result<(Self, Reader<'a>), ErrorCode> {
+        let env = Self {
             id: r.u64()?,
             msg_type: r.str()?,
             codec: r.codec()?,
@@ -465,7 +467,8 @@ impl<'a> EnvelopeView<'a> {
             ext: r.exts()?,
             payload: r.bytes()?,
             stream: r.opt_u32()?,
-        })
+        };
+        Ok((env, r))
     }
 
     /// An owned copy.
@@ -582,7 +585,11 @@ impl<'a> EventView<'a> {
                 instance: r.u32()?,
                 config: r.bytes()?,
             },
-            1 => Self::Message(EnvelopeView::read(&mut r)?),
+            1 => {
+                let (env, rest) = EnvelopeView::read(r)?;
+                r = rest;
+                Self::Message(env)
+            }
             2 => Self::Completion {
                 op: r.u32()?,
                 result: match r.variant()? {
