@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bunraku_runtime::build::{BuildOptions, build_guest};
+use bunraku_runtime::engine::EngineConfig;
 use bunraku_runtime::manifest::{ActorSpec, ModuleSource};
 use bunraku_runtime::{Host, HostConfig};
 
@@ -67,6 +68,12 @@ pub fn guest(name: &str) -> PathBuf {
 pub fn host() -> Host {
     let config = HostConfig {
         guest_threads: guest_threads(),
+        engine_config: EngineConfig {
+            // A profiling aid that changes nothing measured: `perf report` then names the
+            // guests' functions.
+            perf_map: std::env::var_os("BUNRAKU_BENCH_PERFMAP").is_some(),
+            ..EngineConfig::default()
+        },
         ..HostConfig::default()
     };
     Host::new(config).expect("host starts")

@@ -62,6 +62,11 @@ pub struct EngineConfig {
     /// Maximum native stack used by wasm, in bytes. Default:
     /// [`DEFAULT_MAX_WASM_STACK`] (512 KiB).
     pub max_wasm_stack: usize,
+    /// Write the address and name of every compiled guest function to `/tmp/perf-<pid>.map`
+    /// (wasmtime's perf map profiler), so that `perf report` names the guests' functions instead
+    /// of showing `[unknown]` addresses. Modules loaded from the cache are listed too. Default:
+    /// off (the file grows with every module loaded).
+    pub perf_map: bool,
 }
 
 impl Default for EngineConfig {
@@ -72,6 +77,7 @@ impl Default for EngineConfig {
             cache_dir: None,
             opt_level: wasmtime::OptLevel::Speed,
             max_wasm_stack: DEFAULT_MAX_WASM_STACK,
+            perf_map: false,
         }
     }
 }
@@ -235,6 +241,9 @@ impl Engine {
             .epoch_interruption(true)
             .max_wasm_stack(cfg.max_wasm_stack)
             .cranelift_opt_level(cfg.opt_level);
+        if cfg.perf_map {
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         let wasmtime =
             wasmtime::Engine::new(&config).map_err(|e| EngineError::Config(format!("{e:#}")))?;
 
@@ -488,6 +497,49 @@ mod tests {
         assert!(weak.upgrade().is_some());
         drop(store);
         assert!(weak.upgrade().is_none());
+    }
+
+    #[test]
+    fn perf_map_names_the_guest_functions_of_compiled_and_cached_modules() {
+        // A name no other test compiles, so that another engine's entries cannot satisfy this.
+        let wasm = |name: &str| {
+            wat::parse_str(format!(r#"(module (func ${name} (export "f")))"#)).unwrap()
+        };
+        let map = PathBuf::from(format!("/tmp/perf-{}.map", std::process::id()));
+        let listed = |name: &str| {
+            std::fs::read_to_string(&map).is_ok_and(|text| text.lines().any(|l| l.contains(name)))
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let config = || EngineConfig {
+            perf_map: true,
+            cache_dir: Some(dir.path().to_path_buf()),
+            ..EngineConfig::default()
+        };
+        let engine = Engine::new(config()).unwrap();
+        let compiled = "bunraku_perf_map_compiled_7f3a";
+        assert_eq!(
+            engine.compile(&wasm(compiled)).unwrap().1,
+            CacheOutcome::Miss
+        );
+        assert!(listed(compiled), "{} lists `{compiled}`", map.display());
+
+        // A second engine loads the first one's module from the cache.
+        let cached = "bunraku_perf_map_cached_7f3a";
+        Engine::new(EngineConfig {
+            cache_dir: Some(dir.path().to_path_buf()),
+            ..EngineConfig::default()
+        })
+        .unwrap()
+        .compile(&wasm(cached))
+        .unwrap();
+        assert!(!listed(cached), "an engine without perf_map writes nothing");
+        let again = Engine::new(config()).unwrap();
+        assert_eq!(again.compile(&wasm(cached)).unwrap().1, CacheOutcome::Hit);
+        assert!(
+            listed(cached),
+            "{} lists `{cached}` loaded from the cache",
+            map.display()
+        );
     }
 
     #[test]

@@ -174,10 +174,16 @@ pub(crate) struct Host {
 impl Host {
     /// Starts `bunraku run manifest` and waits until its control socket answers.
     pub(crate) fn start(manifest: &Path) -> Self {
+        Self::start_with(manifest, &[])
+    }
+
+    /// Starts `bunraku run manifest ARGS` and waits until its control socket answers.
+    pub(crate) fn start_with(manifest: &Path, args: &[&str]) -> Self {
         let tmp = tempfile::tempdir().unwrap();
         let data = tmp.path().join("data");
         let mut cmd = bunraku(&tmp.path().join("home"));
         cmd.arg("run").arg(manifest).arg("--data-dir").arg(&data);
+        cmd.args(args);
         let mut guard = Guard::spawn(cmd, tmp.path(), "host");
         let socket = data.join("control.sock");
         let start = Instant::now();
@@ -379,7 +385,17 @@ fn cli_calls_lists_and_stops_a_running_host() {
 
 #[test]
 fn cli_publishes_to_subscribers_and_follows_logs() {
-    let mut host = Host::start(&example("pubsub"));
+    // `--perf-map` changes nothing the test sees but the map of the actors' functions for perf.
+    let mut host = Host::start_with(&example("pubsub"), &["--perf-map"]);
+    let map = PathBuf::from(format!("/tmp/perf-{}.map", host.guard.child.id()));
+    let perf_map = fs::read_to_string(&map).unwrap_or_default();
+    let _ = fs::remove_file(&map);
+    assert!(
+        perf_map.lines().any(|l| l.contains("bunraku_sdk")),
+        "{} names the SDK's functions in the guests:\n{}",
+        map.display(),
+        &perf_map[..perf_map.len().min(500)]
+    );
     let tick = r#"{"publisher":"cli","seq":1}"#;
     let out = host.expect(&["publish", "news.eu", tick, "--type", "pubsub.tick"], 0);
     // news.eu matches all-news (news.>), eu (*.eu) and all (>).

@@ -147,6 +147,10 @@ pub(crate) struct RunArgs {
     /// the address is printed, and `--smoke` uses it).
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<std::net::SocketAddr>,
+    /// Write /tmp/perf-PID.map so that `perf record`/`perf report` name the actors' wasm
+    /// functions (wasmtime's perf map profiler).
+    #[arg(long)]
+    pub perf_map: bool,
 }
 
 /// How to reach a running host.

@@ -235,6 +235,7 @@ pub(crate) async fn run(args: RunArgs) -> Result<ExitCode> {
     let config = HostConfig {
         engine_config: EngineConfig {
             cache_dir: Some(data_dir.join("module-cache")),
+            perf_map: args.perf_map,
             ..EngineConfig::default()
         },
         // The embedded store (`state.sqlite3`) is opened there when an actor first persists.
