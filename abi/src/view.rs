@@ -492,6 +492,68 @@ impl<'a> EnvelopeView<'a> {
     }
 }
 
+/// An [`Outbound`](crate::Outbound) whose strings, payload and lists borrow from the bytes it
+/// was decoded from: what the host reads from a guest's `send`, `request`, `publish` and
+/// `stream_open` without allocating or going through serde.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutboundView<'a> {
+    /// An actor name (send, request) or a subject (publish).
+    pub target: &'a str,
+    /// The stable wire name of the message type.
+    pub msg_type: &'a str,
+    /// How `payload` is encoded.
+    pub codec: Codec,
+    /// The encoded message.
+    pub payload: &'a [u8],
+    /// For requests: how long to wait for the reply (host default when `None`).
+    pub timeout_ms: Option<u64>,
+    /// An idempotency key for the receiver.
+    pub idempotency_key: Option<&'a str>,
+    /// Extensions.
+    pub ext: ExtsView<'a>,
+    /// Address the actor through this handle of the sender's reference table instead of
+    /// `target`.
+    pub to_ref: Option<u32>,
+    /// Handles of the sender's reference table to pass on with the message.
+    pub attachments: VarintSeq<'a, u32>,
+}
+
+impl<'a> OutboundView<'a> {
+    /// Decodes the bytes of an [`Outbound`](crate::Outbound) without allocating, refusing what
+    /// [`decode::<Outbound>`](crate::decode) refuses (trailing bytes included).
+    pub fn decode(bytes: &'a [u8]) -> Result<Self, ErrorCode> {
+        let mut r = Reader { bytes };
+        let out = Self {
+            target: r.str()?,
+            msg_type: r.str()?,
+            codec: r.codec()?,
+            payload: r.bytes()?,
+            timeout_ms: r.opt_u64()?,
+            idempotency_key: r.opt_str()?,
+            ext: r.exts()?,
+            to_ref: r.opt_u32()?,
+            attachments: r.varints()?,
+        };
+        r.end()?;
+        Ok(out)
+    }
+
+    /// An owned copy.
+    pub fn to_outbound(&self) -> crate::Outbound {
+        crate::Outbound {
+            target: self.target.to_owned(),
+            msg_type: self.msg_type.to_owned(),
+            codec: self.codec,
+            payload: self.payload.to_vec(),
+            timeout_ms: self.timeout_ms,
+            idempotency_key: self.idempotency_key.map(ToOwned::to_owned),
+            ext: self.ext.to_vec(),
+            to_ref: self.to_ref,
+            attachments: self.attachments.to_vec(),
+        }
+    }
+}
+
 /// A [`ReplyBody`] borrowing its payload or message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReplyView<'a> {

@@ -196,7 +196,9 @@ fn host_function_table_has_unique_names_and_integer_signatures() {
 mod views {
     //! The borrowed views decode and encode the same bytes as the owned types.
 
-    use bunraku_abi::view::{CompletionView, EnvelopeView, EventView, OutboundHead, ReplyView};
+    use bunraku_abi::view::{
+        CompletionView, EnvelopeView, EventView, OutboundHead, OutboundView, ReplyView,
+    };
     use bunraku_abi::*;
 
     fn golden_events() -> Vec<Event> {
@@ -336,6 +338,24 @@ mod views {
         assert_eq!(result, CompletionView::Reply(body));
     }
 
+    /// Calls `f` with every truncation of `bytes`, `bytes` with a byte more, and `bytes` with
+    /// each byte changed to each of several values chosen around varint and tag boundaries.
+    fn for_each_damaged(bytes: &[u8], f: &mut impl FnMut(&[u8])) {
+        for len in 0..bytes.len() {
+            f(&bytes[..len]);
+        }
+        let mut longer = bytes.to_vec();
+        longer.push(0);
+        f(&longer);
+        for at in 0..bytes.len() {
+            for value in [0x00, 0x01, 0x02, 0x0f, 0x10, 0x7f, 0x80, 0xc0, 0xfe, 0xff] {
+                let mut changed = bytes.to_vec();
+                changed[at] = value;
+                f(&changed);
+            }
+        }
+    }
+
     /// Every truncation and many single-byte changes of every golden event: the view accepts
     /// exactly what the owned decoder accepts, with the same value.
     #[test]
@@ -348,20 +368,7 @@ mod views {
             checked += 1;
         };
         for event in golden_events() {
-            let bytes = encode(&event);
-            for len in 0..bytes.len() {
-                same(&bytes[..len]);
-            }
-            let mut longer = bytes.clone();
-            longer.push(0);
-            same(&longer);
-            for at in 0..bytes.len() {
-                for value in [0x00, 0x01, 0x02, 0x0f, 0x10, 0x7f, 0x80, 0xc0, 0xfe, 0xff] {
-                    let mut changed = bytes.clone();
-                    changed[at] = value;
-                    same(&changed);
-                }
-            }
+            for_each_damaged(&encode(&event), &mut same);
         }
         // Varints at and past their limits.
         for bytes in [
@@ -420,6 +427,55 @@ mod views {
             head.encode_into(&owned.payload, &mut buf);
             assert_eq!(buf[1..], encode(&owned), "payload of {len} bytes");
         }
+    }
+
+    /// Every truncation and many single-byte changes of outbound messages with every optional
+    /// field absent and present: the host's view accepts exactly what the owned decoder
+    /// accepts, with the same value, and borrows the payload.
+    #[test]
+    fn outbound_views_refuse_exactly_what_the_owned_decoder_refuses() {
+        let full = Outbound {
+            target: "actor/key".into(),
+            msg_type: "M".into(),
+            codec: Codec::Json,
+            payload: (0..130).map(|i| (i as u8) ^ 0xa5).collect(),
+            timeout_ms: Some(u64::MAX),
+            idempotency_key: Some("k".into()),
+            ext: vec![Ext {
+                key: "x".into(),
+                value: vec![9],
+            }],
+            to_ref: Some(u32::MAX),
+            attachments: vec![1, 300, u32::MAX],
+        };
+        let bare = Outbound {
+            target: "t".into(),
+            msg_type: "bench.ping".into(),
+            payload: vec![0xab, 0xcd],
+            ..Outbound::default()
+        };
+        let mut checked = 0;
+        let mut same = |bytes: &[u8]| {
+            let owned = decode::<Outbound>(bytes);
+            let viewed = OutboundView::decode(bytes).map(|v| v.to_outbound());
+            assert_eq!(viewed, owned, "bytes {bytes:?}");
+            checked += 1;
+        };
+        for out in [&full, &bare] {
+            let bytes = encode(out);
+            let view = OutboundView::decode(&bytes).unwrap();
+            assert_eq!(view.to_outbound(), *out);
+            let at = bytes
+                .windows(out.payload.len())
+                .position(|w| w == out.payload)
+                .unwrap();
+            assert!(std::ptr::eq(
+                view.payload,
+                &bytes[at..at + out.payload.len()]
+            ));
+            for_each_damaged(&bytes, &mut same);
+        }
+        assert!(checked > 1000);
     }
 
     #[test]

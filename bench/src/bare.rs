@@ -1,5 +1,5 @@
 //! A guest module on plain wasmtime, without the host: the stores hold only a [`BareState`], the
-//! `next` import hands out pre-encoded events, `send` decodes the guest's `Outbound` (as the host
+//! `next` import hands out pre-encoded events, `send` decodes the guest's `Outbound` as a view (as the host
 //! does) and counts it, and every other import (the rest of the `bunraku` module, the WASI subset)
 //! returns 0.
 //!
@@ -11,7 +11,8 @@
 
 use std::sync::Arc;
 
-use bunraku_abi::{Event, IMPORT_MODULE, Outbound, exports};
+use bunraku_abi::view::OutboundView;
+use bunraku_abi::{Event, IMPORT_MODULE, exports};
 use wasmtime::{
     AsContextMut, Caller, ExternType, InstancePre, Linker, Memory, Store, StoreLimits, TypedFunc,
     Val,
@@ -250,8 +251,8 @@ fn send(
         .get(ptr as usize..)
         .and_then(|s| s.get(..len as usize))
         .ok_or_else(|| wasmtime::format_err!("out-of-bounds buffer"))?;
-    let out: Outbound =
-        bunraku_abi::decode(bytes).map_err(|e| wasmtime::format_err!("bad outbound: {e}"))?;
+    let out =
+        OutboundView::decode(bytes).map_err(|e| wasmtime::format_err!("bad outbound: {e}"))?;
     std::hint::black_box(out);
     caller.data_mut().sent += 1;
     Ok(0)

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bunraku_abi::view::OutboundView;
 use bunraku_abi::{Codec, Envelope, HandlerKind, Outbound, Policy, ReplyBody, TraceContext};
 use dashmap::DashMap;
 use serde::{Deserialize, Serialize};
@@ -331,11 +332,7 @@ impl Shared {
         sender: Option<String>,
         subject: Option<String>,
     ) -> Envelope {
-        let id = self.next_msg.fetch_add(1, Ordering::Relaxed) + 1;
-        let trace = trace.map(|t| TraceContext {
-            span_id: id.to_le_bytes(),
-            ..t
-        });
+        let (id, trace) = self.stamp(trace);
         Envelope {
             id,
             msg_type: out.msg_type,
@@ -352,6 +349,45 @@ impl Shared {
             payload: out.payload,
             stream: None,
         }
+    }
+
+    /// Builds the envelope of a message a guest sends, copying what it keeps out of the guest's
+    /// memory (like [`Shared::envelope`], which takes an owned `Outbound`).
+    pub(crate) fn envelope_of(
+        &self,
+        out: &OutboundView<'_>,
+        chain: Vec<u64>,
+        deadline_ms: Option<u64>,
+        trace: Option<TraceContext>,
+        sender: String,
+    ) -> Envelope {
+        let (id, trace) = self.stamp(trace);
+        Envelope {
+            id,
+            msg_type: out.msg_type.to_owned(),
+            codec: out.codec,
+            reply: None,
+            deadline_ms,
+            chain,
+            trace,
+            sender: Some(sender),
+            subject: None,
+            idempotency_key: out.idempotency_key.map(ToOwned::to_owned),
+            attachments: Vec::new(),
+            ext: out.ext.to_vec(),
+            payload: out.payload.to_vec(),
+            stream: None,
+        }
+    }
+
+    /// A new message id, and the trace context of a message with it (its own span).
+    fn stamp(&self, trace: Option<TraceContext>) -> (u64, Option<TraceContext>) {
+        let id = self.next_msg.fetch_add(1, Ordering::Relaxed) + 1;
+        let trace = trace.map(|t| TraceContext {
+            span_id: id.to_le_bytes(),
+            ..t
+        });
+        (id, trace)
     }
 
     /// Delivers a published message to every matching subscription: into the mailbox when there

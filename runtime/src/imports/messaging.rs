@@ -2,12 +2,13 @@
 
 use std::sync::Arc;
 
-use bunraku_abi::{Completion, Envelope, ErrorCode, Outbound, ReplyBody, mode};
+use bunraku_abi::view::OutboundView;
+use bunraku_abi::{Completion, Envelope, ErrorCode, ReplyBody, mode};
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::oneshot;
 use wasmtime::{AsContextMut, Caller};
 
-use super::{ENVELOPE_SLACK, HostResult, fail, guest_bytes, read, read_outbound};
+use super::{ENVELOPE_SLACK, HostResult, fail, guest_bytes, memory_and_state, read, read_outbound};
 use crate::actor::{ActorGroup, ActorState};
 use crate::mailbox::{Delivery, Refs};
 
@@ -63,12 +64,12 @@ pub(crate) fn resolve(st: &mut ActorState, name: &str) -> Option<Arc<ActorGroup>
 /// Where an outbound message goes and what it carries: through `to_ref`, a handle of this
 /// instance's reference table (the handle is the grant), or by name, which needs the grant `act`
 /// names; and the actors its `attachments` stand for. A handle this instance does not hold is
-/// `denied`.
+/// `denied`. The name comes back only when it is not `out.target` (a handle's actor).
 pub(crate) fn address(
     st: &ActorState,
-    mut out: Outbound,
+    out: &OutboundView<'_>,
     act: fn(&str) -> crate::grants::Act<'_>,
-) -> Result<(Outbound, Refs), ErrorCode> {
+) -> Result<(Option<Arc<str>>, Refs), ErrorCode> {
     let forged = |handle: u32| {
         crate::grants::log_denial(
             st,
@@ -76,16 +77,13 @@ pub(crate) fn address(
         );
         ErrorCode::Denied
     };
-    match out.to_ref {
-        Some(handle) => {
-            let name = st.refs.get(&handle).ok_or_else(|| forged(handle))?;
-            out.target = name.to_string();
-        }
-        None if crate::grants::permits(st, act(&out.target)) => {}
+    let via = match out.to_ref {
+        Some(handle) => Some(st.refs.get(&handle).ok_or_else(|| forged(handle))?.clone()),
+        None if crate::grants::permits(st, act(out.target)) => None,
         None => return Err(ErrorCode::Denied),
-    }
+    };
     if out.attachments.is_empty() {
-        return Ok((out, None));
+        return Ok((via, None));
     }
     if out.attachments.len() > bunraku_abi::MAX_ATTACHMENTS {
         return Err(ErrorCode::Invalid);
@@ -93,20 +91,21 @@ pub(crate) fn address(
     let refs = out
         .attachments
         .iter()
-        .map(|h| st.refs.get(h).cloned().ok_or_else(|| forged(*h)))
+        .map(|h| st.refs.get(&h).cloned().ok_or_else(|| forged(h)))
         .collect::<Result<Box<[_]>, _>>()?;
-    Ok((out, Some(refs)))
+    Ok((via, Some(refs)))
 }
 
-/// Checks an outbound message against the target and builds its envelope.
+/// Checks an outbound message to `target` against that actor and builds its envelope.
 pub(crate) fn prepare(
     st: &mut ActorState,
-    out: Outbound,
+    target: &str,
+    out: &OutboundView<'_>,
     chain: Vec<u64>,
     deadline_ms: Option<u64>,
 ) -> Result<(Arc<ActorGroup>, Envelope), ErrorCode> {
-    let group = resolve(st, &out.target).ok_or(ErrorCode::NoSuchActor)?;
-    if group.kind_of(&out.msg_type).is_none() {
+    let group = resolve(st, target).ok_or(ErrorCode::NoSuchActor)?;
+    if group.kind_of(out.msg_type).is_none() {
         return Err(ErrorCode::UnknownType);
     }
     let limit = group
@@ -116,13 +115,12 @@ pub(crate) fn prepare(
     if out.payload.len() > limit {
         return Err(ErrorCode::TooLarge);
     }
-    let env = st.host.envelope(
+    let env = st.host.envelope_of(
         out,
         chain,
         deadline_ms,
         st.current.trace,
-        Some(st.group.name.to_string()),
-        None,
+        st.group.name.to_string(),
     );
     Ok((group, env))
 }
@@ -133,16 +131,17 @@ pub(crate) fn send(
     len: u32,
     mode: u32,
 ) -> HostResult {
-    let out = match read_outbound(&caller, ptr, len)? {
+    let (mem, st) = memory_and_state(&mut caller)?;
+    let out = match read_outbound(mem, st, ptr, len)? {
         Ok(out) => out,
         Err(code) => return fail(code),
     };
-    let st = caller.data_mut();
-    let (out, refs) = match address(st, out, |t| crate::grants::Act::Send(t)) {
+    let (via, refs) = match address(st, &out, |t| crate::grants::Act::Send(t)) {
         Ok(x) => x,
         Err(code) => return fail(code),
     };
-    let (mut group, env) = match prepare(st, out, Vec::new(), None) {
+    let target = via.as_deref().unwrap_or(out.target);
+    let (mut group, env) = match prepare(st, target, &out, Vec::new(), None) {
         Ok(x) => x,
         Err(code) => return fail(code),
     };
@@ -175,12 +174,12 @@ pub(crate) fn send(
 }
 
 pub(crate) fn request(mut caller: Caller<'_, ActorState>, ptr: u32, len: u32) -> HostResult {
-    let out = match read_outbound(&caller, ptr, len)? {
+    let (mem, st) = memory_and_state(&mut caller)?;
+    let out = match read_outbound(mem, st, ptr, len)? {
         Ok(out) => out,
         Err(code) => return fail(code),
     };
-    let st = caller.data_mut();
-    let (out, refs) = match address(st, out, |t| crate::grants::Act::Request(t)) {
+    let (via, refs) = match address(st, &out, |t| crate::grants::Act::Request(t)) {
         Ok(x) => x,
         Err(code) => return fail(code),
     };
@@ -191,7 +190,9 @@ pub(crate) fn request(mut caller: Caller<'_, ActorState>, ptr: u32, len: u32) ->
     let deadline = st.host.clock.unix_now() + timeout;
     let mut chain = st.current.chain.clone();
     chain.push(st.cell.id);
-    let (mut group, env) = match prepare(st, out, chain, Some(deadline.as_millis() as u64)) {
+    let target = via.as_deref().unwrap_or(out.target);
+    let deadline_ms = Some(deadline.as_millis() as u64);
+    let (mut group, env) = match prepare(st, target, &out, chain, deadline_ms) {
         Ok(x) => x,
         Err(code) => return fail(code),
     };

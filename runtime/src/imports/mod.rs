@@ -21,6 +21,7 @@ pub(crate) mod state;
 pub(crate) mod streams;
 pub(crate) mod timers;
 
+use bunraku_abi::view::OutboundView;
 use bunraku_abi::{Capability, ErrorCode, IMPORT_MODULE, encode_error};
 use serde::de::DeserializeOwned;
 use wasmtime::{Caller, Linker};
@@ -138,15 +139,39 @@ pub(crate) fn read<T: DeserializeOwned>(
     Ok(bunraku_abi::decode(bytes))
 }
 
-/// Reads the [`Outbound`](bunraku_abi::Outbound) a guest passes to `send`, `request` or
-/// `publish`: `Ok(Err(code))` when it does not decode or exceeds the actor's message limit.
-pub(crate) fn read_outbound(
-    caller: &Caller<'_, ActorState>,
+/// The guest's memory and the instance's state at once, so that a view decoded from the memory
+/// can be read while the state changes.
+pub(crate) fn memory_and_state<'a>(
+    caller: &'a mut Caller<'_, ActorState>,
+) -> wasmtime::Result<(&'a [u8], &'a mut ActorState)> {
+    let memory = caller
+        .data()
+        .memory
+        .ok_or_else(|| wasmtime::format_err!("no memory"))?;
+    let (mem, st) = memory.data_and_store_mut(caller);
+    Ok((mem, st))
+}
+
+/// Decodes the [`Outbound`](bunraku_abi::Outbound) a guest passes to `send`, `request`,
+/// `publish` or `stream_open` as a view of `mem` (no copy, no serde): `Ok(Err(code))` when it
+/// does not decode or exceeds the actor's message limit, a trap for an out-of-bounds buffer.
+pub(crate) fn read_outbound<'m>(
+    mem: &'m [u8],
+    st: &ActorState,
     ptr: u32,
     len: u32,
-) -> wasmtime::Result<Result<bunraku_abi::Outbound, ErrorCode>> {
-    let limit = caller.data().group.limits.max_message_bytes + ENVELOPE_SLACK;
-    read(caller, ptr, len, limit)
+) -> wasmtime::Result<Result<OutboundView<'m>, ErrorCode>> {
+    let limit = st.group.limits.max_message_bytes + ENVELOPE_SLACK;
+    if len as usize > limit {
+        return Ok(Err(ErrorCode::TooLarge));
+    }
+    let bytes = mem
+        .get(ptr as usize..)
+        .and_then(|s| s.get(..len as usize))
+        .ok_or_else(|| {
+            wasmtime::format_err!("guest passed an out-of-bounds buffer {ptr}+{len} to the host")
+        })?;
+    Ok(OutboundView::decode(bytes))
 }
 
 /// Longest actor name a host function reads (`watch`, `actor_ref`).

@@ -7,7 +7,7 @@
 use bunraku_abi::{Completion, ErrorCode, Subscribe, mode};
 use wasmtime::Caller;
 
-use super::{ENVELOPE_SLACK, HostResult, fail, read, read_outbound};
+use super::{ENVELOPE_SLACK, HostResult, fail, memory_and_state, read, read_outbound};
 use crate::actor::ActorState;
 use crate::grants::{Act, permits};
 use crate::host::Fanout;
@@ -20,24 +20,24 @@ pub(crate) fn publish(
     len: u32,
     mode: u32,
 ) -> HostResult {
-    let out = match read_outbound(&caller, ptr, len)? {
+    let (mem, st) = memory_and_state(&mut caller)?;
+    let out = match read_outbound(mem, st, ptr, len)? {
         Ok(out) => out,
         Err(code) => return fail(code),
     };
-    let st = caller.data_mut();
     // References go to one actor at a time, never to whoever subscribes.
-    if validate_subject(&out.target).is_err() || out.to_ref.is_some() || !out.attachments.is_empty()
+    if validate_subject(out.target).is_err() || out.to_ref.is_some() || !out.attachments.is_empty()
     {
         return fail(ErrorCode::Invalid);
     }
-    if !permits(st, Act::Publish(&out.target)) {
+    if !permits(st, Act::Publish(out.target)) {
         return fail(ErrorCode::Denied);
     }
     if out.payload.len() > st.group.limits.max_message_bytes {
         return fail(ErrorCode::TooLarge);
     }
     let fanout = st.host.fanout(
-        out,
+        out.to_outbound(),
         st.current.trace,
         &st.group.name,
         st.sender_hash,

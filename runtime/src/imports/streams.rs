@@ -1,10 +1,10 @@
 //! Streams: `stream_open`, `stream_write`, `stream_credit`, `stream_wait`, `stream_read`,
 //! `stream_end` (see [`crate::streams`]).
 
-use bunraku_abi::{Completion, ErrorCode, Outbound};
+use bunraku_abi::{Completion, ErrorCode};
 use wasmtime::Caller;
 
-use super::{ENVELOPE_SLACK, HostResult, fail, read, read_outbound};
+use super::{ENVELOPE_SLACK, HostResult, fail, memory_and_state, read, read_outbound};
 use crate::actor::ActorState;
 use crate::mailbox::Delivery;
 use crate::streams::{Endpoint, Read, Stream, encode_items};
@@ -13,19 +13,20 @@ use crate::streams::{Endpoint, Read, Stream, encode_items};
 pub(crate) const MAX_STREAMS: usize = 1024;
 
 pub(crate) fn stream_open(mut caller: Caller<'_, ActorState>, ptr: u32, len: u32) -> HostResult {
-    let out: Outbound = match read_outbound(&caller, ptr, len)? {
+    let (mem, st) = memory_and_state(&mut caller)?;
+    let out = match read_outbound(mem, st, ptr, len)? {
         Ok(out) => out,
         Err(code) => return fail(code),
     };
-    let st = caller.data_mut();
     if st.streams.len() >= MAX_STREAMS {
         return fail(ErrorCode::TooManyPending);
     }
-    let (out, refs) = match super::messaging::address(st, out, |t| crate::grants::Act::Send(t)) {
+    let (via, refs) = match super::messaging::address(st, &out, |t| crate::grants::Act::Send(t)) {
         Ok(x) => x,
         Err(code) => return fail(code),
     };
-    let (mut group, env) = match super::messaging::prepare(st, out, Vec::new(), None) {
+    let target = via.as_deref().unwrap_or(out.target);
+    let (mut group, env) = match super::messaging::prepare(st, target, &out, Vec::new(), None) {
         Ok(x) => x,
         Err(code) => return fail(code),
     };
