@@ -75,7 +75,7 @@ impl Shared {
         }
         let mut spec = template;
         spec.name = name.to_owned();
-        match self.start_group(&spec, module, Vec::new(), &self.guest) {
+        match self.start_group(&spec, module, Vec::new()) {
             Ok(group) => {
                 self.activations.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(actor = %name, "activated");
@@ -156,7 +156,7 @@ impl Shared {
         drop(entry);
         self.activations.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(actor = %group.name, "activated again for messages that raced an eviction");
-        self.spawn_cells(&next, ios, &self.guest);
+        self.spawn_cells(&next, ios);
         true
     }
 

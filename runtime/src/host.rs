@@ -39,7 +39,8 @@ pub struct HostConfig {
     pub engine: Option<Engine>,
     /// Settings for a new engine when `engine` is `None`.
     pub engine_config: EngineConfig,
-    /// Worker threads of the runtime that runs guests (default: the number of cores).
+    /// Threads that run the actors (the guest lanes), and worker threads of the host's own
+    /// runtime beside them (default: the number of cores).
     pub guest_threads: usize,
     /// The clock for timeouts, backoff and the guests' WASI clocks.
     pub clock: Arc<dyn Clock>,
@@ -165,8 +166,11 @@ pub(crate) struct Shared {
     pub spawnable: DashMap<String, (Arc<ActorModule>, ActorSpec)>,
     /// Virtual actor types by name: activations `NAME/KEY` are made from these on first use.
     pub virtual_types: DashMap<String, (Arc<ActorModule>, ActorSpec)>,
-    /// The guest runtime, where activations start their tasks.
+    /// The guest runtime: helper tasks (reminders, trimming, deactivation, refilling prepared
+    /// instances) and the context the lanes run actors in.
     pub guest: tokio::runtime::Handle,
+    /// The threads that run the actors' tasks (`crate::sched`).
+    pub(crate) lanes: crate::sched::Lanes,
     /// The embedded store, opened on first use.
     pub store: LazyStore,
     /// The durable reminder task's handle.
@@ -228,13 +232,12 @@ fn read_wasm(actor: &str, wasm: &Path) -> Result<Vec<u8>, DeployError> {
 
 impl Shared {
     /// Registers and starts an actor from a loaded module: its cells, mailboxes, subscriptions
-    /// and one task per instance on `handle`.
+    /// and one task per instance on the lanes.
     pub(crate) fn start_group(
         self: &Arc<Self>,
         spec: &ActorSpec,
         module: Arc<ActorModule>,
         patterns: Vec<(Pattern, Policy)>,
-        handle: &tokio::runtime::Handle,
     ) -> Result<Arc<ActorGroup>, DeployError> {
         let (group, ios) = self.new_group(spec, module);
         match self.registry.actors.entry(spec.name.clone()) {
@@ -247,7 +250,7 @@ impl Shared {
             self.pubsub
                 .subscribe(pattern, SubTarget::Group(group.cells.clone()), policy);
         }
-        self.spawn_cells(&group, ios, handle);
+        self.spawn_cells(&group, ios);
         Ok(group)
     }
 
@@ -305,15 +308,11 @@ impl Shared {
         self.prepared.iter().for_each(|p| p.close());
     }
 
-    /// Starts one task per cell of `group` on `handle`.
-    pub(crate) fn spawn_cells(
-        self: &Arc<Self>,
-        group: &Arc<ActorGroup>,
-        ios: Vec<InstanceIo>,
-        handle: &tokio::runtime::Handle,
-    ) {
+    /// Starts one task per cell of `group` on the lanes.
+    pub(crate) fn spawn_cells(self: &Arc<Self>, group: &Arc<ActorGroup>, ios: Vec<InstanceIo>) {
         for (cell, io) in group.cells.iter().zip(ios) {
-            handle.spawn(run_cell(self.clone(), group.clone(), cell.clone(), io));
+            self.lanes
+                .spawn(run_cell(self.clone(), group.clone(), cell.clone(), io));
         }
     }
 
@@ -601,6 +600,8 @@ impl Host {
             .build()
             .map_err(HostError::Runtime)?;
         let handle = runtime.handle().clone();
+        let lanes = crate::sched::Lanes::start(config.guest_threads, &handle)
+            .map_err(HostError::Runtime)?;
         let (reminders, reminder_changes) = crate::reminders::Reminders::new();
         let shared = Arc::new(Shared {
             engine,
@@ -612,6 +613,7 @@ impl Host {
             spawnable: DashMap::new(),
             virtual_types: DashMap::new(),
             guest: handle.clone(),
+            lanes,
             clock: config.clock,
             traces: TraceIds::new(&*config.entropy),
             entropy: config.entropy,
@@ -795,8 +797,7 @@ impl Host {
             tracing::info!(actor = %spec.name, "virtual actor type deployed");
             return Ok(());
         }
-        self.shared
-            .start_group(spec, module, patterns, &self.handle)?;
+        self.shared.start_group(spec, module, patterns)?;
         tracing::info!(actor = %spec.name, instances = spec.instances, "deployed");
         Ok(())
     }
@@ -1173,6 +1174,7 @@ impl Host {
         {
             std::thread::sleep(Duration::from_millis(5));
         }
+        self.shared.lanes.close();
         if let Some(rt) = self.runtime.lock().unwrap().take() {
             rt.shutdown_background();
         }
@@ -1186,6 +1188,7 @@ impl Drop for Host {
             for entry in self.shared.registry.actors.iter() {
                 entry.value().cells.iter().for_each(|c| c.request_stop());
             }
+            self.shared.lanes.close();
             rt.shutdown_background();
         }
     }

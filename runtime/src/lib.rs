@@ -64,6 +64,7 @@ mod module;
 pub mod prepared;
 mod pubsub;
 pub mod reminders;
+mod sched;
 pub mod store;
 mod streams;
 pub mod subject;

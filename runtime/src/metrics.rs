@@ -119,7 +119,7 @@ pub struct HostTotals {
 
 /// The time instances took to start, summed over every instance whose first entry returned
 /// (any actor: deployed, restarted, spawned or a virtual actor's activation), by stage. The
-/// stages run one after the other on a guest worker; what comes before them (registering a new
+/// stages run one after the other on a guest lane; what comes before them (registering a new
 /// activation, waking the worker) is not included.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct StartTimes {

@@ -23,7 +23,7 @@
 //! back from the image and applies the patches; the other pages come back as zero when touched.
 //! The guest sees the same memory; the first entry after a trim pays for the copy and the page
 //! faults (tens of microseconds for a small guest, `BENCHMARKS.md`), which is why only idle
-//! instances are trimmed. Trims take the guest workers' time too, so at most
+//! instances are trimmed. Trims take the guest lanes' time too, so at most
 //! [`MAX_TRIMS_IN_FLIGHT`] are asked for and not done at any time: many actors that fall idle
 //! together are trimmed as the workers get through them, not in one burst ahead of the messages
 //! of the others. An instance is trimmed once per idle period: it is looked at again after it
@@ -43,7 +43,7 @@ use crate::host::Shared;
 /// Default [`HostConfig::idle_trim`](crate::HostConfig::idle_trim): 1 second.
 pub const DEFAULT_IDLE_TRIM: Duration = Duration::from_secs(1);
 
-/// Most trims asked for and not done yet, at any time. A trim runs on a guest worker like a
+/// Most trims asked for and not done yet, at any time. A trim runs on a guest lane like a
 /// message, queued behind the work already there and ahead of what comes next: when many
 /// actors fall idle together (a burst of activations, a host that just started 100,000
 /// actors), asking all of them at once would queue every message behind all their trims.
