@@ -166,10 +166,8 @@ pub(crate) struct Shared {
     pub spawnable: DashMap<String, (Arc<ActorModule>, ActorSpec)>,
     /// Virtual actor types by name: activations `NAME/KEY` are made from these on first use.
     pub virtual_types: DashMap<String, (Arc<ActorModule>, ActorSpec)>,
-    /// The guest runtime: helper tasks (reminders, trimming, deactivation, refilling prepared
-    /// instances) and the context the lanes run actors in.
-    pub guest: tokio::runtime::Handle,
-    /// The threads that run the actors' tasks (`crate::sched`).
+    /// The threads that run the actors' tasks (`crate::sched`), in the context of the host's
+    /// runtime (which runs its helper tasks: reminders, trimming, deactivation).
     pub(crate) lanes: crate::sched::Lanes,
     /// The embedded store, opened on first use.
     pub store: LazyStore,
@@ -612,7 +610,6 @@ impl Host {
             supervisors: Default::default(),
             spawnable: DashMap::new(),
             virtual_types: DashMap::new(),
-            guest: handle.clone(),
             lanes,
             clock: config.clock,
             traces: TraceIds::new(&*config.entropy),

@@ -10,7 +10,7 @@
 //! [`DEFAULT_PREPARED`]), and an activation (or the restart of one) takes one instead of making
 //! its own: the instance is bound to its key's cell and mailbox, and its first entry runs
 //! `on_start` as usual. A prepared instance has run nothing but `_initialize`, so it is as
-//! fresh as one made on the spot. A task on the guest runtime refills the pool after every
+//! fresh as one made on the spot. A task on the guest lanes refills the pool after every
 //! take, one instance at a time, so the work leaves the activation's path but not the host.
 //!
 //! While it waits, a prepared instance belongs to a placeholder actor named after its type
@@ -55,7 +55,9 @@ pub(crate) struct Pool {
 
 impl Pool {
     /// Starts a pool of `size` instances of the virtual type `kind` and its refill task on the
-    /// guest runtime.
+    /// guest lanes, where it takes turns with the actors: a take wakes it from the activation's
+    /// lane, so it runs there after the activation's entry rather than on another thread at the
+    /// same time (which, with more threads than cores, slowed the activations it refills for).
     pub(crate) fn start(shared: &Arc<Shared>, kind: &str, size: usize) -> Arc<Pool> {
         let pool = Arc::new(Pool {
             ready: Mutex::new(Vec::with_capacity(size.min(MAX_PREPARED))),
@@ -63,7 +65,7 @@ impl Pool {
             wake: Notify::new(),
             closed: AtomicBool::new(false),
         });
-        shared.guest.spawn(refill(
+        shared.lanes.spawn(refill(
             Arc::downgrade(shared),
             kind.to_owned(),
             pool.clone(),
