@@ -115,6 +115,11 @@ impl Lanes {
                 .name(format!("bunraku-guest-{index}"))
                 .stack_size(LANE_STACK)
                 .spawn(move || {
+                    // Known before the lane can first sleep: a waker that sees it asleep must
+                    // find the thread to unpark.
+                    if let Some(inner) = weak.upgrade() {
+                        let _ = inner.lanes[index].thread.set(std::thread::current());
+                    }
                     let _context = runtime.enter();
                     run_lane(&weak, index);
                 })?;
