@@ -90,7 +90,7 @@ pub enum HostError {
     /// The engine could not be created.
     #[error(transparent)]
     Engine(#[from] EngineError),
-    /// The guest runtime could not be started.
+    /// The guest runtime or its lanes could not be started.
     #[error("cannot start the guest runtime: {0}")]
     Runtime(#[source] std::io::Error),
     /// Registering host functions failed (a bug).

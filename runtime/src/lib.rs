@@ -9,7 +9,9 @@
 //!   they are stale.
 //! - [`Host`] deploys actors from modules and runs them. Each deployed actor is a group of
 //!   instance *cells* (addresses with a bounded mailbox that survives restarts); each running
-//!   instance is one wasmtime `Store` driven by one tokio task on the host's guest runtime.
+//!   instance is one wasmtime `Store` driven by one task on the host's guest lanes (threads that
+//!   keep a chain of handoffs between actors on one thread, inside the context of the host's
+//!   tokio runtime).
 //! - The guest talks to the host only through the host functions of the ABI table
 //!   (`bunraku_abi::for_each_host_fn!`), registered in one place with one capability check, and
 //!   through a small synchronous WASI subset. What each actor (and each client principal, such
@@ -22,7 +24,7 @@
 //!   authentication (API keys, JWTs), rate limits and request limits; it acts as the principal
 //!   `gateway` through the same client API as the CLI, spreads requests over an actor's
 //!   instances, and serves `/healthz`, `/readyz` and `/metrics`. Like the control socket it runs
-//!   on an I/O runtime of the caller's, never on the guest runtime.
+//!   on an I/O runtime of the caller's, never on the guest lanes.
 //! - [`store`] is the embedded SQLite store in the host's data directory: actors' persisted
 //!   state, their event logs (append-only, checksummed, with snapshots) and durable
 //!   [`reminders`], written by one thread that commits many actors' writes per transaction.
