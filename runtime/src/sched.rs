@@ -16,7 +16,9 @@
 //! - A sleeping lane is woken only when there is work for two: something joins the inject queue,
 //!   a lane's queue holds a task besides the one just added, or a lane starts a task while others
 //!   wait behind it. A chain of one task waking the next keeps one lane busy and the others
-//!   asleep; a task that waits behind a long entry is taken by another lane.
+//!   asleep; tasks queued when a lane starts a long entry, or two or more queued during it, are
+//!   taken by another lane. The one task woken last during a long entry waits for it, as a task
+//!   in tokio's LIFO slot does.
 //!
 //! The lanes run outside tokio's scheduler, inside the guest runtime's context (its handle is
 //! entered on each lane thread), so actors keep using tokio's timers, channels and `spawn`: a
@@ -351,7 +353,7 @@ impl Task {
                 Ok(std::task::Poll::Pending) => None,
                 Ok(std::task::Poll::Ready(())) => slot.take(),
                 Err(_) => {
-                    tracing::error!("an actor task panicked; its instance slot is gone");
+                    tracing::error!("a task on the guest lanes panicked and ended");
                     slot.take()
                 }
             }
