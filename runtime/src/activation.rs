@@ -69,13 +69,12 @@ impl Shared {
             return Some(group);
         }
         let (kind, key) = name.split_once('/')?;
-        let (module, template) = self.virtual_types.get(kind)?.value().clone();
+        let kind = self.virtual_types.get(kind)?.value().clone();
         if validate_key(key).is_err() {
             return None;
         }
-        let mut spec = template;
-        spec.name = name.to_owned();
-        match self.start_group(&spec, module, Vec::new()) {
+        let (module, settings) = (kind.module.clone(), kind.settings.clone());
+        match self.start_group(name, &kind.spec, module, settings, Vec::new()) {
             Ok(group) => {
                 self.activations.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(actor = %name, "activated");
@@ -110,8 +109,7 @@ impl Shared {
         if group.cells.len() != 1 {
             return false;
         }
-        let dashmap::Entry::Occupied(mut entry) =
-            self.registry.actors.entry(group.name.to_string())
+        let dashmap::Entry::Occupied(mut entry) = self.registry.actors.entry(group.name.clone())
         else {
             return false;
         };
@@ -137,15 +135,17 @@ impl Shared {
             return true;
         }
         let kind = group.name.split_once('/').map_or("", |(kind, _)| kind);
-        let Some((module, template)) = self.virtual_types.get(kind).map(|t| t.value().clone())
-        else {
+        let Some(kind) = self.virtual_types.get(kind).map(|t| t.value().clone()) else {
             // The type is gone: what is left is a dead letter (requesters hear `target failed`).
             entry.remove();
             return true;
         };
-        let mut spec = template;
-        spec.name = group.name.to_string();
-        let (next, ios) = self.new_group(&spec, module);
+        let (next, ios) = self.new_group(
+            &group.name,
+            &kind.spec,
+            kind.module.clone(),
+            kind.settings.clone(),
+        );
         for d in left {
             // The new mailbox is as large as the old one and nobody else can reach it yet.
             if next.cells[0].tx.try_send(d).is_err() {
@@ -238,7 +238,7 @@ pub(crate) async fn deactivate_idle(shared: Weak<Shared>) {
             let shortest = shared
                 .virtual_types
                 .iter()
-                .filter_map(|t| t.value().1.virtual_idle)
+                .filter_map(|t| t.value().spec.virtual_idle)
                 .min()
                 .unwrap_or(Duration::from_secs(1));
             let tick = (shortest / 4).clamp(Duration::from_millis(5), Duration::from_secs(1));

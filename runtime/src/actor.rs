@@ -82,15 +82,38 @@ pub(crate) type PendingOp = Pin<Box<dyn Future<Output = (u32, Completion)> + Sen
 
 pub(crate) use crate::grants::Grants;
 
+/// What the instances of an actor read from its spec: built once per deployed actor, and once
+/// per virtual actor type, whose activations all share it (an activation copies nothing from
+/// its type's spec, and an idle key does not hold its own copy of the grants).
+#[derive(Debug)]
+pub(crate) struct Settings {
+    pub limits: Limits,
+    pub restart: RestartPolicy,
+    /// The spec's `config` as JSON, for the `Start` event.
+    pub config: Vec<u8>,
+    pub grants: Grants,
+}
+
+impl Settings {
+    /// The settings of `spec`.
+    pub(crate) fn of(spec: &crate::manifest::ActorSpec) -> Arc<Self> {
+        Arc::new(Self {
+            limits: spec.limits.clone(),
+            restart: spec.restart.clone(),
+            config: spec.config_json(),
+            grants: spec.grants.clone(),
+        })
+    }
+}
+
 /// Everything deployed under one name.
 pub(crate) struct ActorGroup {
     pub name: Arc<str>,
     pub cells: Vec<Arc<ActorCell>>,
     pub module: Arc<ActorModule>,
-    pub limits: Limits,
-    pub restart: RestartPolicy,
-    pub config: Vec<u8>,
-    pub grants: Grants,
+    /// Limits, restart policy, config and grants, shared with every activation of the same
+    /// virtual actor type.
+    pub settings: Arc<Settings>,
     /// The supervisor this actor reports its exits to, once it is placed under one.
     pub supervisor: std::sync::OnceLock<crate::supervision::Link>,
     /// Instances of other actors watching this one: watch id and the watcher's address.
@@ -680,9 +703,10 @@ impl ActorState {
         cell: Arc<ActorCell>,
         io: InstanceIo,
     ) -> Self {
-        let limits = host.engine.memory_limiter(group.limits.memory);
+        let limits = host.engine.memory_limiter(group.settings.limits.memory);
         let tick = host.engine.epoch_tick().as_nanos().max(1);
-        let budget_ticks = (group.limits.time_budget.as_nanos().div_ceil(tick)).max(1) as u64;
+        let budget_ticks =
+            (group.settings.limits.time_budget.as_nanos().div_ceil(tick)).max(1) as u64;
         let sender_hash = hash_name(&group.name);
         Self {
             host,
@@ -758,7 +782,7 @@ impl ActorState {
                     return Some(NextEvent::Owned(Event::Start {
                         name: self.group.name.to_string(),
                         instance: self.cell.instance,
-                        config: self.group.config.clone(),
+                        config: self.group.settings.config.clone(),
                     }));
                 }
                 Ready::Stop => return Some(NextEvent::Owned(Event::Stop)),
@@ -777,8 +801,8 @@ impl ActorState {
                 }
             }
         }
-        if in_flight as usize >= self.group.limits.concurrency
-            || self.batch >= self.group.limits.max_batch
+        if in_flight as usize >= self.group.settings.limits.concurrency
+            || self.batch >= self.group.settings.limits.max_batch
         {
             return None;
         }
@@ -1050,10 +1074,10 @@ pub(crate) async fn run_cell(
             // A normal exit without a supervisor ends the actor.
             break;
         }
-        if host.clock.now().saturating_sub(started) >= group.restart.reset_after {
+        if host.clock.now().saturating_sub(started) >= group.settings.restart.reset_after {
             attempt = 0;
         }
-        let delay = backoff_delay(&group.restart, attempt, host.entropy.next_u64());
+        let delay = backoff_delay(&group.settings.restart, attempt, host.entropy.next_u64());
         attempt = attempt.saturating_add(1);
         cell.set_phase(ActorPhase::Restarting);
         cell.gate.set_parked(true);
@@ -1142,7 +1166,7 @@ async fn run_instance(
     let mut pending: FuturesUnordered<PendingOp> = FuturesUnordered::new();
     let mut timers: FuturesUnordered<TimerWake> = FuturesUnordered::new();
     let mut stopping = false;
-    let concurrency = group.limits.concurrency as u32;
+    let concurrency = group.settings.limits.concurrency as u32;
     // One waiter for the stop signal, registered once: a fresh `notified()` per turn would take
     // the `Notify`'s lock twice per message. A `notify_one` before the first poll leaves a permit.
     let mut stop_signal = std::pin::pin!(cell.stop.notified());
@@ -1361,7 +1385,7 @@ fn describe_trap(store: &Store<ActorState>, err: &wasmtime::Error) -> String {
     let what = match err.downcast_ref::<Trap>() {
         Some(Trap::Interrupt) => format!(
             "exceeded its time budget of {} ms",
-            st.group.limits.time_budget.as_millis()
+            st.group.settings.limits.time_budget.as_millis()
         ),
         Some(trap) => format!("trapped: {trap}"),
         None => format!("failed: {}", err.root_cause()),

@@ -239,7 +239,7 @@ impl Act<'_> {
 /// A refusal is logged as a warning in the actor's log with the function and the target; the
 /// caller returns [`ErrorCode::Denied`](bunraku_abi::ErrorCode::Denied) to the guest.
 pub(crate) fn permits(st: &ActorState, act: Act<'_>) -> bool {
-    if act.allowed_by(&st.group.grants) {
+    if act.allowed_by(&st.group.settings.grants) {
         return true;
     }
     log_denial(

@@ -19,7 +19,9 @@ use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::oneshot;
 use wasmtime::Linker;
 
-use crate::actor::{ActorCell, ActorGroup, ActorState, Grants, InstanceIo, hash_name, run_cell};
+use crate::actor::{
+    ActorCell, ActorGroup, ActorState, Grants, InstanceIo, Settings, hash_name, run_cell,
+};
 use crate::build::{BuildOptions, resolve_module};
 use crate::clock::{Clock, Entropy, OsEntropy, SystemClock};
 use crate::engine::{Engine, EngineConfig, EngineError};
@@ -98,11 +100,19 @@ pub enum HostError {
     Linker(String),
 }
 
+/// A deployed virtual actor type: what its activations are made from, shared by all of them.
+pub(crate) struct VirtualType {
+    pub module: Arc<ActorModule>,
+    pub spec: ActorSpec,
+    pub settings: Arc<crate::actor::Settings>,
+}
+
 /// Resolves actor names. Local for now; hosts on other machines plug in here, which is why
 /// callers treat every lookup as fallible and cache what they resolved.
 #[derive(Default)]
 pub(crate) struct Registry {
-    pub(crate) actors: DashMap<String, Arc<ActorGroup>>,
+    /// Keyed by the group's own name, so an entry adds no copy of it.
+    pub(crate) actors: DashMap<Arc<str>, Arc<ActorGroup>>,
 }
 
 impl Registry {
@@ -112,7 +122,7 @@ impl Registry {
     }
 
     /// Every deployed group. Holds shard locks while iterating: never across an `.await`.
-    pub(crate) fn iter(&self) -> dashmap::iter::Iter<'_, String, Arc<ActorGroup>> {
+    pub(crate) fn iter(&self) -> dashmap::iter::Iter<'_, Arc<str>, Arc<ActorGroup>> {
         self.actors.iter()
     }
 }
@@ -165,7 +175,7 @@ pub(crate) struct Shared {
     /// Modules actors may `spawn`, by name, with the settings spawned actors get.
     pub spawnable: DashMap<String, (Arc<ActorModule>, ActorSpec)>,
     /// Virtual actor types by name: activations `NAME/KEY` are made from these on first use.
-    pub virtual_types: DashMap<String, (Arc<ActorModule>, ActorSpec)>,
+    pub virtual_types: DashMap<String, Arc<VirtualType>>,
     /// The threads that run the actors' tasks (`crate::sched`), in the context of the host's
     /// runtime (which runs its helper tasks: reminders, trimming, deactivation).
     pub(crate) lanes: crate::sched::Lanes,
@@ -233,13 +243,15 @@ impl Shared {
     /// and one task per instance on the lanes.
     pub(crate) fn start_group(
         self: &Arc<Self>,
+        name: &str,
         spec: &ActorSpec,
         module: Arc<ActorModule>,
+        settings: Arc<Settings>,
         patterns: Vec<(Pattern, Policy)>,
     ) -> Result<Arc<ActorGroup>, DeployError> {
-        let (group, ios) = self.new_group(spec, module);
-        match self.registry.actors.entry(spec.name.clone()) {
-            dashmap::Entry::Occupied(_) => return Err(DeployError::Duplicate(spec.name.clone())),
+        let (group, ios) = self.new_group(name, spec, module, settings);
+        match self.registry.actors.entry(group.name.clone()) {
+            dashmap::Entry::Occupied(_) => return Err(DeployError::Duplicate(name.to_owned())),
             dashmap::Entry::Vacant(v) => {
                 v.insert(group.clone());
             }
@@ -252,13 +264,17 @@ impl Shared {
         Ok(group)
     }
 
-    /// A group for `spec` with its cells and their mailboxes, neither registered nor running.
+    /// A group named `name` with the instances, mailboxes and idle timeout of `spec` and
+    /// `settings` (built from `spec`, or shared by the activations of a virtual actor type), with
+    /// its cells and their mailboxes, neither registered nor running.
     pub(crate) fn new_group(
         &self,
+        name: &str,
         spec: &ActorSpec,
         module: Arc<ActorModule>,
+        settings: Arc<Settings>,
     ) -> (Arc<ActorGroup>, Vec<InstanceIo>) {
-        let name: Arc<str> = Arc::from(spec.name.as_str());
+        let name: Arc<str> = Arc::from(name);
         let mut cells = Vec::new();
         let mut ios = Vec::new();
         for instance in 0..spec.instances.max(1) {
@@ -281,10 +297,7 @@ impl Shared {
             name,
             cells,
             module,
-            limits: spec.limits.clone(),
-            restart: spec.restart.clone(),
-            config: spec.config_json(),
-            grants: spec.grants.clone(),
+            settings,
             supervisor: std::sync::OnceLock::new(),
             watchers: Mutex::default(),
             idle_timeout: spec.virtual_idle,
@@ -758,7 +771,7 @@ impl Host {
             module: "<bytes>".into(),
             source,
         };
-        if self.shared.registry.actors.contains_key(&spec.name) {
+        if self.shared.registry.actors.contains_key(spec.name.as_str()) {
             return Err(DeployError::Duplicate(spec.name.clone()));
         }
         let patterns = spec
@@ -777,9 +790,14 @@ impl Host {
                 return Err(DeployError::Duplicate(spec.name.clone()));
             }
             let first = self.shared.virtual_types.is_empty();
+            let kind = VirtualType {
+                module,
+                spec: spec.clone(),
+                settings: Settings::of(spec),
+            };
             self.shared
                 .virtual_types
-                .insert(spec.name.clone(), (module, spec.clone()));
+                .insert(spec.name.clone(), Arc::new(kind));
             let prepared = spec.prepared_instances.unwrap_or(self.shared.prepared_size);
             if prepared > 0 {
                 let pool = crate::prepared::Pool::start(&self.shared, &spec.name, prepared);
@@ -794,7 +812,8 @@ impl Host {
             tracing::info!(actor = %spec.name, "virtual actor type deployed");
             return Ok(());
         }
-        self.shared.start_group(spec, module, patterns)?;
+        self.shared
+            .start_group(&spec.name, spec, module, Settings::of(spec), patterns)?;
         tracing::info!(actor = %spec.name, instances = spec.instances, "deployed");
         Ok(())
     }
@@ -881,10 +900,10 @@ impl Host {
                 }
             },
         };
-        if msg.payload.len() > group.limits.max_message_bytes {
+        if msg.payload.len() > group.settings.limits.max_message_bytes {
             return Err(CallError::TooLarge {
                 size: msg.payload.len(),
-                limit: group.limits.max_message_bytes,
+                limit: group.settings.limits.max_message_bytes,
             });
         }
         Ok((group, msg_type))
@@ -915,7 +934,7 @@ impl Host {
     /// Sends a request and waits for the reply or the deadline.
     pub async fn request(&self, msg: ClientMessage) -> Result<ClientReply, CallError> {
         let (group, msg_type) = self.target(&msg)?;
-        let timeout = msg.timeout.unwrap_or(group.limits.request_timeout);
+        let timeout = msg.timeout.unwrap_or(group.settings.limits.request_timeout);
         let hash = self.sender_hash(&msg);
         let name = group.name.clone();
         let deadline = self.shared.clock.unix_now() + timeout;

@@ -119,14 +119,16 @@ async fn refill(shared: Weak<Shared>, kind: String, pool: Arc<Pool>) {
             if pool.lock().len() >= pool.size {
                 break;
             }
-            let Some((module, template)) = host.virtual_types.get(&kind).map(|t| t.value().clone())
-            else {
+            let Some(vt) = host.virtual_types.get(&kind).map(|t| t.value().clone()) else {
                 return;
             };
             let group = placeholder
-                .get_or_insert_with(|| host.new_group(&template, module.clone()).0)
+                .get_or_insert_with(|| {
+                    let (module, settings) = (vt.module.clone(), vt.settings.clone());
+                    host.new_group(&kind, &vt.spec, module, settings).0
+                })
                 .clone();
-            match prepare(&host, &group, &module) {
+            match prepare(&host, &group, &vt.module) {
                 Ok(prepared) => {
                     if !pool.put(prepared) {
                         return;

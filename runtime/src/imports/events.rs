@@ -72,7 +72,7 @@ fn reply_postcard<T: serde::Serialize>(value: &T) -> Completion {
 }
 
 pub(crate) fn events_append(mut caller: Caller<'_, ActorState>, ptr: u32, len: u32) -> HostResult {
-    let limit = caller.data().group.limits.max_message_bytes;
+    let limit = caller.data().group.settings.limits.max_message_bytes;
     let append: Append = match read(&caller, ptr, len, limit + ENVELOPE_SLACK)? {
         Ok(append) => append,
         Err(code) => return fail(code),
@@ -107,7 +107,7 @@ pub(crate) fn events_snapshot(
     ptr: u32,
     len: u32,
 ) -> HostResult {
-    let limit = caller.data().group.limits.max_message_bytes;
+    let limit = caller.data().group.settings.limits.max_message_bytes;
     let snapshot: Snapshot = match read(&caller, ptr, len, limit + ENVELOPE_SLACK)? {
         Ok(snapshot) => snapshot,
         Err(code) => return fail(code),
@@ -132,7 +132,7 @@ pub(crate) fn events_snapshot(
 }
 
 pub(crate) fn events_read(mut caller: Caller<'_, ActorState>, ptr: u32, len: u32) -> HostResult {
-    let limit = caller.data().group.limits.max_message_bytes;
+    let limit = caller.data().group.settings.limits.max_message_bytes;
     let req: ReadEvents = match read(&caller, ptr, len, 64 * 1024)? {
         Ok(req) => req,
         Err(code) => return fail(code),
@@ -140,8 +140,8 @@ pub(crate) fn events_read(mut caller: Caller<'_, ActorState>, ptr: u32, len: u32
     let st = caller.data_mut();
     let allowed = match &req.log {
         Log::Own => true,
-        Log::Actor(name) => st.group.grants.may_read_events(name, false),
-        Log::Type(kind) => st.group.grants.may_read_events(kind, true),
+        Log::Actor(name) => st.group.settings.grants.may_read_events(name, false),
+        Log::Type(kind) => st.group.settings.grants.may_read_events(kind, true),
     };
     if !allowed {
         let (what, name) = match &req.log {
@@ -248,7 +248,7 @@ impl Drop for Decrement<'_> {
 }
 
 pub(crate) fn reminder_set(mut caller: Caller<'_, ActorState>, ptr: u32, len: u32) -> HostResult {
-    let limit = caller.data().group.limits.max_message_bytes;
+    let limit = caller.data().group.settings.limits.max_message_bytes;
     let reminder: Reminder = match read(&caller, ptr, len, limit + ENVELOPE_SLACK)? {
         Ok(reminder) => reminder,
         Err(code) => return fail(code),

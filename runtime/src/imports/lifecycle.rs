@@ -117,7 +117,8 @@ pub(crate) fn spawn(caller: Caller<'_, ActorState>, ptr: u32, len: u32) -> HostR
         }
     }
     let host = st.host.clone();
-    let group = match host.start_group(&spec, module, patterns) {
+    let settings = crate::actor::Settings::of(&spec);
+    let group = match host.start_group(&spec.name, &spec, module, settings, patterns) {
         Ok(group) => group,
         Err(crate::DeployError::Duplicate(_)) => {
             return refuse(ErrorCode::AlreadyExists, "the name is taken");

@@ -109,9 +109,10 @@ pub(crate) fn prepare(
         return Err(ErrorCode::UnknownType);
     }
     let limit = group
+        .settings
         .limits
         .max_message_bytes
-        .min(st.group.limits.max_message_bytes);
+        .min(st.group.settings.limits.max_message_bytes);
     if out.payload.len() > limit {
         return Err(ErrorCode::TooLarge);
     }
@@ -186,7 +187,7 @@ pub(crate) fn request(mut caller: Caller<'_, ActorState>, ptr: u32, len: u32) ->
     let timeout = out
         .timeout_ms
         .map(std::time::Duration::from_millis)
-        .unwrap_or(st.group.limits.request_timeout);
+        .unwrap_or(st.group.settings.limits.request_timeout);
     let deadline = st.host.clock.unix_now() + timeout;
     let mut chain = st.current.chain.clone();
     chain.push(st.cell.id);
@@ -241,7 +242,7 @@ pub(crate) fn request(mut caller: Caller<'_, ActorState>, ptr: u32, len: u32) ->
 }
 
 pub(crate) fn reply(caller: Caller<'_, ActorState>, handle: u32, ptr: u32, len: u32) -> HostResult {
-    let limit = caller.data().group.limits.max_message_bytes + ENVELOPE_SLACK;
+    let limit = caller.data().group.settings.limits.max_message_bytes + ENVELOPE_SLACK;
     let mut caller = caller;
     let body: Result<ReplyBody, ErrorCode> = read(&caller, ptr, len, limit)?;
     let st = caller.data_mut();
@@ -250,13 +251,15 @@ pub(crate) fn reply(caller: Caller<'_, ActorState>, handle: u32, ptr: u32, len: 
         return fail(ErrorCode::Denied);
     };
     let body = match body {
-        Ok(ReplyBody::Ok { payload, .. }) if payload.len() > st.group.limits.max_message_bytes => {
+        Ok(ReplyBody::Ok { payload, .. })
+            if payload.len() > st.group.settings.limits.max_message_bytes =>
+        {
             ReplyBody::Error {
                 code: ErrorCode::TooLarge,
                 message: format!(
                     "the reply of {} bytes exceeds the limit of {} bytes",
                     payload.len(),
-                    st.group.limits.max_message_bytes
+                    st.group.settings.limits.max_message_bytes
                 ),
             }
         }

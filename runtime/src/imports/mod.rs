@@ -65,7 +65,7 @@ bunraku_abi::for_each_host_fn!(register_host_fns);
 /// a warning in the actor's log.
 fn check(caller: &Caller<'_, ActorState>, cap: Capability, function: &str) -> bool {
     let st = caller.data();
-    if st.group.grants.allows(cap) {
+    if st.group.settings.grants.allows(cap) {
         return true;
     }
     // An actor reference is a grant of its own: an actor that holds one may send through it
@@ -161,7 +161,7 @@ pub(crate) fn read_outbound<'m>(
     ptr: u32,
     len: u32,
 ) -> wasmtime::Result<Result<OutboundView<'m>, ErrorCode>> {
-    let limit = st.group.limits.max_message_bytes + ENVELOPE_SLACK;
+    let limit = st.group.settings.limits.max_message_bytes + ENVELOPE_SLACK;
     if len as usize > limit {
         return Ok(Err(ErrorCode::TooLarge));
     }

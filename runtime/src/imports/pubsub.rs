@@ -33,7 +33,7 @@ pub(crate) fn publish(
     if !permits(st, Act::Publish(out.target)) {
         return fail(ErrorCode::Denied);
     }
-    if out.payload.len() > st.group.limits.max_message_bytes {
+    if out.payload.len() > st.group.settings.limits.max_message_bytes {
         return fail(ErrorCode::TooLarge);
     }
     let fanout = st.host.fanout(

@@ -53,7 +53,7 @@ pub(crate) fn state_load(
 }
 
 pub(crate) fn state_save(mut caller: Caller<'_, ActorState>, ptr: u32, len: u32) -> HostResult {
-    let limit = caller.data().group.limits.max_message_bytes;
+    let limit = caller.data().group.settings.limits.max_message_bytes;
     if len as usize > limit {
         let st = caller.data();
         tracing::debug!(actor = %st.cell.name, len, limit, "state larger than max_message_bytes refused");

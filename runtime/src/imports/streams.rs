@@ -30,7 +30,7 @@ pub(crate) fn stream_open(mut caller: Caller<'_, ActorState>, ptr: u32, len: u32
         Ok(x) => x,
         Err(code) => return fail(code),
     };
-    let stream = Stream::new(group.limits.stream_window);
+    let stream = Stream::new(group.settings.limits.stream_window);
     let delivery = Delivery::new(env).with(refs, Some(stream.clone()));
     // Opening does not wait for room: a full mailbox is `mailbox full`, as for `try_send`.
     match st.host.try_deliver(&mut group, st.sender_hash, delivery).0 {
@@ -78,7 +78,7 @@ pub(crate) fn stream_write(
             Ok(credit) => credit,
             Err(code) => return fail(code),
         };
-        let limit = st.group.limits.max_message_bytes;
+        let limit = st.group.settings.limits.max_message_bytes;
         // A batch within the credit, each item within the limit, and their lengths.
         (limit, limit.saturating_mul(credit.max(1)) + ENVELOPE_SLACK)
     };

@@ -15,7 +15,7 @@ use super::{ENVELOPE_SLACK, HostResult, fail, read};
 use crate::actor::ActorState;
 
 pub(crate) fn timer_set(caller: Caller<'_, ActorState>, ptr: u32, len: u32) -> HostResult {
-    let limit = caller.data().group.limits.max_message_bytes + ENVELOPE_SLACK;
+    let limit = caller.data().group.settings.limits.max_message_bytes + ENVELOPE_SLACK;
     let mut caller = caller;
     let timer: Timer = match read(&caller, ptr, len, limit)? {
         Ok(timer) => timer,
@@ -25,7 +25,7 @@ pub(crate) fn timer_set(caller: Caller<'_, ActorState>, ptr: u32, len: u32) -> H
     if st.group.kind_of(&timer.msg_type).is_none() {
         return fail(ErrorCode::UnknownType);
     }
-    if timer.payload.len() > st.group.limits.max_message_bytes {
+    if timer.payload.len() > st.group.settings.limits.max_message_bytes {
         return fail(ErrorCode::TooLarge);
     }
     if timer.period_ms == Some(0) {
