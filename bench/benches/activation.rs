@@ -20,6 +20,10 @@
 //!   Then the keys of the first loop again, once idle and trimmed (`HostConfig::idle_trim`): the
 //!   request brings the instance's pages back (image pages copied, patches applied) before the
 //!   handler runs.
+//! - first entry: on bare wasmtime (`bunraku_bench::bare`), a fresh instance's first entry
+//!   (`Start` and one `Get`) against its second, and against the first entry of an instance
+//!   entered once before with no event; right after each instance was made, and after all of
+//!   them were (out of the caches).
 //! - spawn: guest `testbed` asks the host to spawn a `testbed` (`ctx.spawn`), then the new actor
 //!   answers a `Ping`; the time of both requests, from the bench's client.
 //! - memory: in a child process per case, N keys each activated by an `Add` (instantiated, has
@@ -363,6 +367,8 @@ fn main() {
         );
     }
 
+    first_entry_case(keys);
+
     let exe = std::env::current_exe().expect("own path");
     let counts: Vec<usize> = std::env::var("BUNRAKU_BENCH_DENSITY")
         .unwrap_or_else(|_| "10000,100000".into())
@@ -391,6 +397,93 @@ fn main() {
     }
 }
 
+/// The first entry of a fresh instance (`Start`, `on_start`, one `Get`) against its second (one
+/// `Get`), on bare wasmtime with the host's engine (`bunraku_bench::bare`, whose `load` stub
+/// answers `NotFound`, as the host does for a new key): the one-time work of an activation's first entry without the host
+/// around it. Alternating in the same loop, the same entry on an instance that was first entered
+/// once with no event (`BareInstance::warm_up`, which sets up the SDK's executor). Twice: each
+/// instance entered right after it was made, and every instance entered after all `keys` of them
+/// were made (its memory and host structures out of the caches, as a prepared instance's may be).
+fn first_entry_case(keys: usize) {
+    use std::sync::Arc;
+
+    use bunraku_abi::{Codec, Envelope, Event};
+    use bunraku_bench::bare::{BareInstance, BareModule};
+
+    let wasm = std::fs::read(bunraku_bench::guest("stateful")).expect("module");
+    let engine = bunraku_runtime::engine::Engine::new(Default::default()).expect("engine");
+    let module = BareModule::load(engine.wasmtime(), &wasm, engine.store_limits(16 << 20));
+    let get = Envelope {
+        id: 1,
+        msg_type: "Get".into(),
+        codec: Codec::Postcard,
+        reply: Some(1),
+        deadline_ms: None,
+        chain: Vec::new(),
+        trace: None,
+        sender: Some("client".into()),
+        subject: None,
+        idempotency_key: None,
+        attachments: Vec::new(),
+        ext: Vec::new(),
+        payload: Vec::new(),
+        stream: None,
+    };
+    let script = Arc::new(vec![bunraku_abi::encode(&Event::Message(get))]);
+    let instance = || {
+        let start = Event::Start {
+            name: "counter/k".into(),
+            instance: 0,
+            config: b"null".to_vec(),
+        };
+        module.instantiate(start, script.clone())
+    };
+    let timed = |i: &mut BareInstance, into: &mut Vec<Duration>| {
+        let start = Instant::now();
+        i.run(1);
+        into.push(start.elapsed());
+    };
+    println!(
+        "\nFirst entry of a fresh instance on bare wasmtime (guest `stateful`, {keys} instances \
+         per column):\n\n| instances entered | first entry (`Start` + `Get`), p50 | second \
+         entry (`Get`), p50 | first entry after a warm-up entry, p50 |\n|---|---|---|---|"
+    );
+    for cold in [false, true] {
+        let (mut first, mut second, mut warmed) = (Vec::new(), Vec::new(), Vec::new());
+        let mut made = Vec::with_capacity(keys);
+        for _ in 0..keys {
+            let (mut plain, mut warm) = (instance(), instance());
+            warm.warm_up();
+            if !cold {
+                timed(&mut plain, &mut first);
+                timed(&mut warm, &mut warmed);
+                timed(&mut plain, &mut second);
+            }
+            made.push((plain, warm));
+        }
+        if cold {
+            for (plain, warm) in &mut made {
+                timed(plain, &mut first);
+                timed(warm, &mut warmed);
+            }
+            for (plain, _) in &mut made {
+                timed(plain, &mut second);
+            }
+        }
+        println!(
+            "| {} | {:.1} µs | {:.1} µs | {:.1} µs |",
+            if cold {
+                "after all were made"
+            } else {
+                "each right after it was made"
+            },
+            median_us(&first),
+            median_us(&second),
+            median_us(&warmed),
+        );
+    }
+}
+
 /// The guests' linear memory: the resident KiB of the slot chunks (the process's only mappings of
 /// `slot_size × slots_per_chunk` bytes, 64 GiB by default).
 fn linear_kib() -> u64 {
@@ -400,7 +493,7 @@ fn linear_kib() -> u64 {
 
 /// The floor, in a fresh process: N bare wasmtime instances of the same module on an engine
 /// like the host's (`bunraku_bench::bare`: each store holds nothing else, the imports are
-/// stubs), each started (`on_start`, whose `load` the stub answers with nothing), then each
+/// stubs), each started (`on_start`, whose `load` the stub answers `NotFound`), then each
 /// trimmed as the host trims an idle instance.
 fn bare_memory_case(n: usize) {
     use bunraku_runtime::memory::PageImage;

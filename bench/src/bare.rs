@@ -1,6 +1,7 @@
 //! A guest module on plain wasmtime, without the host: the stores hold only a [`BareState`], the
 //! `next` import hands out pre-encoded events, `send` decodes the guest's `Outbound` as a view (as the host
-//! does) and counts it, and every other import (the rest of the `bunraku` module, the WASI subset)
+//! does) and counts it, `state_load` answers `NotFound` (as the host does for a key that never
+//! saved state), and every other import (the rest of the `bunraku` module, the WASI subset)
 //! returns 0.
 //!
 //! Two uses: the guest's own share of a message's cost (`breakdown`), and the memory floor of an
@@ -12,7 +13,7 @@
 use std::sync::Arc;
 
 use bunraku_abi::view::OutboundView;
-use bunraku_abi::{Event, IMPORT_MODULE, exports};
+use bunraku_abi::{ErrorCode, Event, IMPORT_MODULE, exports};
 use wasmtime::{
     AsContextMut, Caller, ExternType, InstancePre, Linker, Memory, Store, StoreLimits, TypedFunc,
     Val,
@@ -24,6 +25,8 @@ pub struct BareState {
     limits: StoreLimits,
     /// Served first by `next`, once.
     start: Option<Vec<u8>>,
+    /// While set, `next` has nothing to serve (not even `start`).
+    hold: bool,
     /// Encoded events, served cyclically while `cursor < end`.
     script: Arc<Vec<Vec<u8>>>,
     cursor: usize,
@@ -68,10 +71,15 @@ impl BareModule {
             }
             if let ExternType::Func(ty) = import.ty() {
                 let results: Vec<_> = ty.results().collect();
+                // As the host answers a key that never saved state.
+                let not_found = m == IMPORT_MODULE && n == "state_load";
                 linker
                     .func_new(m, n, ty, move |_, _, out| {
                         for (slot, t) in out.iter_mut().zip(&results) {
                             *slot = Val::default_for_ty(t).unwrap_or(Val::I32(0));
+                        }
+                        if let (true, Some(slot)) = (not_found, out.first_mut()) {
+                            *slot = Val::I64(-(ErrorCode::NotFound as i64));
                         }
                         Ok(())
                     })
@@ -109,6 +117,7 @@ impl BareModule {
             memory: None,
             limits: self.limits.clone(),
             start: Some(bunraku_abi::encode(&start)),
+            hold: false,
             script,
             cursor: 0,
             end: 0,
@@ -159,6 +168,16 @@ impl BareInstance {
         self.run
             .call(&mut self.store, ())
             .map_err(|e| format!("{e:#}"))
+    }
+
+    /// Enters the guest with no event to hand out (not even the start event): what an instance
+    /// made ahead could be given to set up its SDK's executor before its first real entry.
+    /// Returns what `bunraku_run` returns.
+    pub fn warm_up(&mut self) -> i32 {
+        self.store.data_mut().hold = true;
+        let result = self.run(0);
+        self.store.data_mut().hold = false;
+        result
     }
 
     /// The instance's linear memory, between entries.
@@ -218,6 +237,7 @@ fn next(
     let memory = caller.data().memory.expect("memory");
     let (mem, st) = memory.data_and_store_mut(&mut caller);
     let event: &[u8] = match &st.start {
+        _ if st.hold => return Ok(0),
         Some(start) => start,
         None if st.cursor < st.end && !st.script.is_empty() => {
             &st.script[st.cursor % st.script.len()]
