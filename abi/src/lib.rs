@@ -44,7 +44,7 @@ pub const IMPORT_MODULE: &str = "bunraku";
 
 /// The version of this contract. A guest exports it from [`exports::ABI_VERSION`]; the host
 /// refuses a module whose version differs.
-pub const ABI_VERSION: u32 = 3;
+pub const ABI_VERSION: u32 = 4;
 
 /// Names of the functions and memory a guest module exports.
 pub mod exports {
@@ -768,6 +768,13 @@ macro_rules! for_each_host_fn {
                 capability = Subscribe, module = pubsub;
             /// Gives up waiting for operation `op` (its future was dropped).
             fn cancel(op: u32) -> i64,
+                capability = None, module = messaging;
+            /// Asks to be entered again although no event is waiting: the guest still has work
+            /// of its own (tasks woken in this entry that it did not poll, such as a task that
+            /// yields). When the current entry returns, the host enters the guest again once the
+            /// actors waiting for the same thread had their turn, with a fresh time budget.
+            /// Returns `0`.
+            fn yield_now() -> i64,
                 capability = None, module = messaging;
             /// Reads the state this actor last saved into `buf_ptr..buf_ptr+buf_cap` and returns
             /// its length; [`ErrorCode::NotFound`](crate::ErrorCode::NotFound) when it never saved

@@ -692,6 +692,8 @@ pub(crate) struct ActorState {
     pub in_flight: u32,
     /// Mailbox messages handed out in the current guest entry (bounded by `max_batch`).
     pub batch: usize,
+    /// The guest asked, in the current entry, to be entered again (`yield_now`).
+    pub resume: bool,
     /// Hash of this actor's name: picks the target instance so one sender stays on one instance.
     pub sender_hash: u64,
 }
@@ -736,6 +738,7 @@ impl ActorState {
             budget_ticks,
             in_flight: 0,
             batch: 0,
+            resume: false,
             sender_hash,
         }
     }
@@ -1220,6 +1223,9 @@ async fn run_instance(
             // A firing is waiting and the guest can take it: enter again at once.
             continue;
         }
+        // The guest asked to be entered again (`yield_now`): it is, once the other tasks of
+        // this lane had their turn, unless a kill, a stop or an event comes first.
+        let resume = std::mem::take(&mut st.resume);
         // Wait for something to enter the guest for; a trim request alone is handled here.
         loop {
             let st = store.data_mut();
@@ -1259,6 +1265,7 @@ async fn run_instance(
                         st.ready.push_back(Ready::Stop);
                     }
                 },
+                () = tokio::task::yield_now(), if resume => {}
             }
             if killed {
                 return finish(store, Ok(()));

@@ -16,7 +16,12 @@
 //!
 //! Any other future a task awaits is woken the standard way: tasks are polled with a [`Waker`]
 //! that names them, and a task woken by another (a `futures::channel::oneshot` completed by a
-//! second handler, say) is polled again before the executor asks the host for the next event.
+//! second handler, say) is polled again before the executor asks the host for the next event,
+//! for up to [`WAKE_ROUNDS`] rounds in a row. A task still woken after that (one that yields in
+//! a loop, [`crate::yield_now`]) is polled after the next event, or, when the host has none, in
+//! the next entry, which the executor asks for with the `yield_now` import: a task that keeps
+//! yielding lets the actor's other events and the other actors run, and each entry gets a
+//! fresh time budget.
 //! A wake from another thread (a guest has one) or, natively, while the testing harness has
 //! another actor's state installed, is ignored.
 //!
@@ -50,6 +55,11 @@ const INITIAL_BUFFER: usize = 4 * 1024;
 const KEPT_BUFFER: usize = 256 * 1024;
 /// How many distinct sender and subject names [`intern`] keeps.
 const INTERNED: usize = 16;
+/// Rounds of polling woken tasks in one go. A task that is still woken after them (one that
+/// yields, or wakes itself, in a loop) waits: the executor goes on with the host's events, and
+/// when they run out it asks the host to enter it again (`yield_now`) rather than spin inside
+/// one entry until its time budget traps it.
+const WAKE_ROUNDS: usize = 16;
 
 /// Who this instance is, from the `Start` event.
 #[derive(Debug)]
@@ -241,6 +251,8 @@ pub(crate) fn drop_tasks() {
 /// message is decoded into its type, [`Ctx`] copies the envelope fields it exposes, completions
 /// are stored owned).
 pub(crate) fn run<A: Actor>() -> i32 {
+    // Tasks woken in the previous entry and not polled then (it asked for this one).
+    wake_waiters();
     let mut buf = with(|s| std::mem::take(&mut s.buf));
     while let Some(len) = next_event(&mut buf) {
         let Ok(event) = EventView::decode(&buf[..len]) else {
@@ -261,6 +273,10 @@ pub(crate) fn run<A: Actor>() -> i32 {
     crate::streams::flush_all();
     if buf.len() > KEPT_BUFFER {
         buf = Vec::new();
+    }
+    if with(|s| !s.woken.ids.is_empty()) {
+        // Tasks are still woken: the next entry polls them.
+        sys::yield_now();
     }
     with(|s| {
         s.buf = buf;
@@ -401,9 +417,10 @@ fn drive(id: TaskId) {
 }
 
 /// Polls the tasks woken through their wakers and those waiting for the actor's state, until
-/// none is left to poll.
+/// none is left to poll or [`WAKE_ROUNDS`] rounds went by (the tasks woken meanwhile stay
+/// queued).
 fn wake_waiters() {
-    loop {
+    for _ in 0..WAKE_ROUNDS {
         wake_state_waiters();
         let Some(woken) = with(|s| s.woken.take()) else {
             return;
@@ -413,6 +430,7 @@ fn wake_waiters() {
         }
         with(|s| s.woken.give_back(woken));
     }
+    wake_state_waiters();
 }
 
 /// Polls the tasks waiting for the actor's state, again while some of them get through.
@@ -471,6 +489,58 @@ fn poll_task(id: TaskId, mut task: Task, new: bool) {
     });
     // Dropped outside the state: its destructors may use the executor (an `Op` cancels).
     drop(finished);
+}
+
+/// Lets the actor's other work run before the calling task goes on: a future that is pending
+/// once (its task woken at once) and then ready.
+///
+/// The executor polls the actor's other woken tasks first, and after a few such rounds in a row
+/// (16) it handles the host's next event, or, when there is none, returns to the host and asks
+/// to be entered again after the other actors waiting for the same thread. So a long loop that
+/// awaits `yield_now()` now and then keeps the actor's and the host's other work going, and each
+/// entry it spans gets a fresh time budget. A handler still holds the actor's concurrency slot
+/// while it yields: with the default concurrency of 1, the actor's next message waits for it.
+///
+/// ```
+/// use bunraku_sdk::prelude::*;
+///
+/// #[derive(Serialize, Deserialize, Message)]
+/// #[message(reply = u64)]
+/// struct SumTo(u64);
+///
+/// #[derive(Default)]
+/// struct Summer;
+///
+/// #[actor]
+/// impl Summer {
+///     #[handler]
+///     async fn sum(&mut self, _ctx: &Ctx, SumTo(n): SumTo) -> u64 {
+///         let mut sum = 0u64;
+///         for i in 0..=n {
+///             sum = sum.wrapping_add(i);
+///             if i % 1_000 == 0 {
+///                 // 101 turns: more than the executor polls in a row, so the actor is
+///                 // entered several times (here by the testing harness).
+///                 yield_now().await;
+///             }
+///         }
+///         sum
+///     }
+/// }
+///
+/// let mut summer = bunraku_sdk::testing::TestActor::<Summer>::start_default();
+/// assert_eq!(summer.call(&SumTo(100_000)).unwrap(), 5_000_050_000);
+/// ```
+pub fn yield_now() -> impl Future<Output = ()> {
+    let mut yielded = false;
+    poll_fn(move |cx| {
+        if yielded {
+            return Poll::Ready(());
+        }
+        yielded = true;
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    })
 }
 
 /// A pending host operation: resolves to its [`Completion`]. Dropping it before then cancels the
@@ -702,6 +772,29 @@ mod tests {
             });
             assert_eq!(*log.borrow(), ["sent", "woken with 7"]);
             assert_eq!(with(|s| (s.pending, s.woken.ids.len())), (1, 0));
+        });
+    }
+
+    #[test]
+    fn a_task_that_keeps_yielding_is_polled_a_bounded_number_of_rounds_in_a_row() {
+        let turns = Rc::new(Cell::new(0));
+        let seen = turns.clone();
+        isolated(NativeHost::default(), || {
+            spawn_test(async move {
+                for _ in 0..40 {
+                    seen.set(seen.get() + 1);
+                    yield_now().await;
+                }
+            });
+            // Its first poll, then one per round; it is still woken, and waits.
+            assert_eq!(turns.get(), 1 + WAKE_ROUNDS);
+            assert_eq!(with(|s| (s.pending, s.woken.ids.len())), (1, 1));
+            // The next event (or entry) gives it as many rounds again.
+            wake_waiters();
+            assert_eq!(turns.get(), 1 + 2 * WAKE_ROUNDS);
+            wake_waiters();
+            assert_eq!(turns.get(), 40);
+            assert_eq!(with(|s| (s.pending, s.woken.ids.len())), (0, 0));
         });
     }
 

@@ -90,7 +90,9 @@
 //!   needs the state while another holds it waits for it. Tasks are woken with standard
 //!   [`Waker`](std::task::Waker)s, so one handler can wait for another on any waker-based
 //!   primitive (a `futures::channel::oneshot`, an async channel): the woken task runs in the
-//!   same turn, before the executor asks the host for more.
+//!   same turn, before the executor asks the host for more. [`yield_now`] lets a long task give
+//!   way: to the actor's other tasks and events, and, when it keeps yielding, to the other
+//!   actors (the host enters the actor again after them, with a fresh time budget).
 //! - **Backends** (internal `sys` module): on `wasm32` the host functions are imports of the
 //!   `bunraku` module, declared from the ABI's table ([`bunraku_abi::for_each_host_fn!`]); on
 //!   other targets they go to a native stand-in host, driven by [`testing`].
@@ -142,6 +144,7 @@ pub use ctx::{
     Ctx, HTTP_HEADER_PREFIX, Level, PRINCIPAL_KEY_ID, PRINCIPAL_SUBJECT, Principal, SubscriptionId,
 };
 pub use error::Error;
+pub use executor::yield_now;
 pub use lifecycle::{Down, DownReason, WatchId};
 pub use message::{Message, Request};
 pub use refs::{ActorRef, Address};
@@ -152,7 +155,7 @@ pub use timers::TimerId;
 pub mod prelude {
     pub use crate::{
         Actor, ActorRef, Ctx, Error, ErrorCode, Level, Message, Policy, Request, SubscriptionId,
-        TimerId, actor, handler,
+        TimerId, actor, handler, yield_now,
     };
     pub use serde::{Deserialize, Serialize};
     pub use std::time::Duration;

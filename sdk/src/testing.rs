@@ -67,6 +67,10 @@ use crate::executor::{self, State};
 use crate::sys::native::{self, InStream, NativeHost, Responder, SharedEvents};
 use crate::{Actor, Error, Level, Message, Request, codec};
 
+/// Entries in a row a [`TestActor`] makes while the actor keeps asking to be entered again
+/// (`yield_now`) before it gives up.
+pub const MAX_RESUMES: usize = 100_000;
+
 /// One actor instance under test, with the host it talks to.
 ///
 /// Each `TestActor` has its own executor state and host, installed on the thread only while one
@@ -596,9 +600,24 @@ impl<A: Actor> TestActor<A> {
         f()
     }
 
-    /// Runs the actor until the host has no event for it.
+    /// Runs the actor until the host has no event for it, entering it again while it asks to
+    /// be (`yield_now`).
+    ///
+    /// # Panics
+    ///
+    /// When it still asks after [`MAX_RESUMES`] entries in a row (a task that never stops
+    /// yielding would otherwise hang the test; the host would keep entering it).
     fn run(&mut self) {
-        self.enter(executor::run::<A>);
+        for _ in 0..MAX_RESUMES {
+            self.enter(executor::run::<A>);
+            if !std::mem::take(&mut self.host_mut().resume_requested) {
+                return;
+            }
+        }
+        panic!(
+            "the actor asked to be entered again {MAX_RESUMES} times in a row: a task that \
+             yields and never finishes?"
+        );
     }
 
     fn parked(&self) -> &Parked {

@@ -19,6 +19,24 @@ fn call(
     tokio::spawn(async move { host.call_json(&to, Some(&ty), v).await })
 }
 
+/// Waits until `actor` took its first message.
+async fn handling_first_message(host: &Host, actor: &str) {
+    eventually(Duration::from_secs(30), || {
+        (host.actor(actor)[0].handled == 1).then_some(())
+    })
+    .await
+    .unwrap_or_else(|| panic!("{actor} did not take its first message"));
+}
+
+/// An echo actor answers.
+async fn echo_alive(host: &Host, echo: &str) {
+    let r = host
+        .call_json(echo, Some("Echo"), json!({"text": "alive"}))
+        .await
+        .unwrap();
+    assert_eq!(r, json!("alive"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trapping_actor_is_restarted_with_its_sender_told_and_its_queue_kept() {
     let host = host();
@@ -95,18 +113,10 @@ async fn runaway_loop_is_stopped_by_its_budget_while_others_keep_answering() {
 
     let started = Instant::now();
     let spin = call(&host, "runaway", "Spin", json!({}));
-    eventually(Duration::from_secs(30), || {
-        (host.actor("runaway")[0].handled == 1).then_some(())
-    })
-    .await
-    .unwrap();
+    handling_first_message(&host, "runaway").await;
     let mut answered = 0;
     while !spin.is_finished() {
-        let r = host
-            .call_json("healthy", Some("Echo"), json!({"text": "alive"}))
-            .await
-            .unwrap();
-        assert_eq!(r, json!("alive"));
+        echo_alive(&host, "healthy").await;
         answered += 1;
     }
     let elapsed = started.elapsed();
@@ -148,4 +158,56 @@ async fn budget_is_per_message_not_per_batch() {
         assert_eq!(c.await.unwrap().unwrap(), json!(150));
     }
     assert_eq!(host.actor("worker")[0].failures, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_that_keeps_yielding_outlives_its_budget_and_leaves_the_lane_to_others() {
+    let _timing = exclusive().await;
+    // One guest lane: the yielding actor and the bystander take turns on the same thread.
+    let host = Arc::new(
+        Host::new(bunraku_runtime::HostConfig {
+            engine: Some(engine()),
+            guest_threads: 1,
+            data_dir: Some(fresh_data_dir()),
+            ..Default::default()
+        })
+        .expect("host starts"),
+    );
+    let mut yielder = spec("yielder", "testbed");
+    // A short budget: the loop below runs for many times longer. Each entry gets a fresh one.
+    yielder.limits.time_budget = Duration::from_millis(100);
+    yielder.limits.concurrency = 2;
+    deploy_spec(&host, &yielder);
+    deploy(&host, "bystander", "echo");
+
+    let started = Instant::now();
+    let yielding = call(&host, "yielder", "Yielding", json!({}));
+    handling_first_message(&host, "yielder").await;
+    // While it yields, the actor on the same lane answers.
+    let mut answered = 0;
+    while started.elapsed() < Duration::from_millis(500) {
+        echo_alive(&host, "bystander").await;
+        answered += 1;
+    }
+    assert!(
+        !yielding.is_finished(),
+        "the yielding handler ended early: {:?}",
+        yielding.await
+    );
+    // Five budgets in, a second handler gets through (the actor's concurrency is 2) and ends
+    // the loop.
+    host.send(ClientMessage::json(
+        "yielder",
+        Some("StopYielding"),
+        &json!({}),
+    ))
+    .await
+    .unwrap();
+    // The host entered it again and again on its own: without that, it would only have made
+    // the 16 turns the SDK polls in a row after each of its three events.
+    let turns = yielding.await.unwrap().unwrap().as_u64().unwrap();
+    assert!(turns > 3 * 16, "{turns} turns");
+    assert!(answered >= 10, "the bystander answered {answered} times");
+    let yielder = &host.actor("yielder")[0];
+    assert_eq!((yielder.failures, yielder.restarts), (0, 0), "{yielder:?}");
 }

@@ -17,6 +17,16 @@ pub struct Panic {}
 #[message(reply = String)]
 pub struct Spin {}
 
+/// Loop, awaiting `yield_now()` on every turn, until `StopYielding` arrives; replies with the
+/// number of turns. Run with a concurrency of 2, so that `StopYielding` can arrive meanwhile.
+#[derive(Debug, Serialize, Deserialize, Message)]
+#[message(reply = u64)]
+pub struct Yielding {}
+
+/// Ends the loop of `Yielding`.
+#[derive(Debug, Serialize, Deserialize, Message)]
+pub struct StopYielding {}
+
 /// Busy for `ms` milliseconds.
 #[derive(Debug, Serialize, Deserialize, Message)]
 #[message(reply = u64)]
@@ -330,6 +340,9 @@ pub struct Testbed {
     fired: Vec<String>,
     /// `Inspect` calls handled.
     hits: u64,
+    /// Set by `StopYielding`; read by `Yielding` between its turns (a flag outside the state,
+    /// since `Yielding` borrows the state only briefly).
+    stop_yielding: std::cell::Cell<bool>,
 }
 
 /// Settings from the manifest.
@@ -378,6 +391,21 @@ impl Testbed {
         loop {
             i = std::hint::black_box(i.wrapping_add(1));
         }
+    }
+
+    #[handler]
+    async fn yielding(&self, _ctx: &Ctx, _msg: Yielding) -> u64 {
+        let mut turns = 0;
+        while !self.stop_yielding.get() {
+            turns += 1;
+            yield_now().await;
+        }
+        turns
+    }
+
+    #[handler]
+    async fn stop_yielding(&self, _ctx: &Ctx, _msg: StopYielding) {
+        self.stop_yielding.set(true);
     }
 
     #[handler]

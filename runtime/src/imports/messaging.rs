@@ -285,6 +285,11 @@ pub(crate) fn cancel(mut caller: Caller<'_, ActorState>, op: u32) -> HostResult 
     }
 }
 
+pub(crate) fn yield_now(mut caller: Caller<'_, ActorState>) -> HostResult {
+    caller.data_mut().resume = true;
+    Ok(0)
+}
+
 /// Reads a UTF-8 string argument (lossy).
 pub(crate) fn read_str(
     caller: &Caller<'_, ActorState>,

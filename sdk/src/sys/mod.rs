@@ -15,7 +15,7 @@ pub(crate) use wasm::{
     actor_ref, cancel, drop_ref, events_append, events_read, events_snapshot, log, next, publish,
     reminder_cancel, reminder_set, reply, request, send, set_status, sleep, spawn, state_load,
     state_save, stop, stream_credit, stream_end, stream_open, stream_read, stream_wait,
-    stream_write, subscribe, timer_cancel, timer_set, unsubscribe, unwatch, watch,
+    stream_write, subscribe, timer_cancel, timer_set, unsubscribe, unwatch, watch, yield_now,
 };
 
 #[cfg(not(target_arch = "wasm32"))]
@@ -25,7 +25,7 @@ pub(crate) use native::{
     actor_ref, cancel, drop_ref, events_append, events_read, events_snapshot, log, next, publish,
     reminder_cancel, reminder_set, reply, request, send, set_status, sleep, spawn, state_load,
     state_save, stop, stream_credit, stream_end, stream_open, stream_read, stream_wait,
-    stream_write, subscribe, timer_cancel, timer_set, unsubscribe, unwatch, watch,
+    stream_write, subscribe, timer_cancel, timer_set, unsubscribe, unwatch, watch, yield_now,
 };
 
 /// Refers to one backend function per table entry, so a new host function is a compile error here

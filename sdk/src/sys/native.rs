@@ -301,6 +301,8 @@ pub(crate) struct NativeHost {
     next_ref: u32,
     /// Whether the actor asked to stop (`Ctx::stop`).
     pub(crate) stop_requested: bool,
+    /// The actor asked to be entered again (`yield_now`) in its last entry.
+    pub(crate) resume_requested: bool,
     /// The state the actor last saved, as `state_save` received it.
     pub(crate) state: Option<Vec<u8>>,
     /// Fail `state_load` and `state_save` with `StorageUnavailable`, as a host with a full disk.
@@ -352,6 +354,7 @@ impl Default for NativeHost {
             next_stream: 0,
             stream_waits: BTreeMap::new(),
             stop_requested: false,
+            resume_requested: false,
             state: None,
             storage_unavailable: false,
             address: String::new(),
@@ -668,6 +671,13 @@ pub(crate) fn state_save(state: &[u8]) -> i64 {
             h.complete(op, Completion::Done);
         }
         i64::from(op)
+    })
+}
+
+pub(crate) fn yield_now() -> i64 {
+    with_or_fail(|h| {
+        h.resume_requested = true;
+        0
     })
 }
 

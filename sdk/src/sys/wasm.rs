@@ -70,6 +70,11 @@ pub(crate) fn cancel(op: u32) -> i64 {
     unsafe { imports::cancel(op) }
 }
 
+pub(crate) fn yield_now() -> i64 {
+    // SAFETY: no memory is passed.
+    unsafe { imports::yield_now() }
+}
+
 pub(crate) fn state_load(buf: &mut [u8]) -> i64 {
     // SAFETY: the host writes at most `buf.len()` bytes into `buf`, which is exclusively
     // borrowed for the call.
