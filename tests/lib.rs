@@ -51,15 +51,20 @@ pub fn host() -> Arc<Host> {
     host_with(HostConfig::default())
 }
 
-/// A host with a custom configuration, on the shared engine unless `config` brings its own.
-/// Without a `data_dir` it gets a fresh one of its own ([`fresh_data_dir`]), so actors that
+/// A host with a custom configuration on two guest threads, on the shared engine unless `config`
+/// brings its own. Without a `data_dir` it gets a fresh one of its own ([`fresh_data_dir`]), so actors that
 /// persist state never see another test's. The calling test takes its share of the timing lock
 /// ([`hold_shared`]) first, so it does not run beside a test that runs alone ([`exclusive`]).
 pub fn host_with(config: HostConfig) -> Arc<Host> {
+    host_on_lanes(2, config)
+}
+
+/// [`host_with`] on `lanes` guest threads.
+pub fn host_on_lanes(lanes: usize, config: HostConfig) -> Arc<Host> {
     hold_shared();
     let config = HostConfig {
         engine: config.engine.or_else(|| Some(engine())),
-        guest_threads: 2,
+        guest_threads: lanes,
         data_dir: config.data_dir.or_else(|| Some(fresh_data_dir())),
         ..config
     };

@@ -104,7 +104,7 @@ pub enum HostError {
 pub(crate) struct VirtualType {
     pub module: Arc<ActorModule>,
     pub spec: ActorSpec,
-    pub settings: Arc<crate::actor::Settings>,
+    pub settings: Arc<Settings>,
 }
 
 /// Resolves actor names. Local for now; hosts on other machines plug in here, which is why

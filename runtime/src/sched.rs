@@ -237,27 +237,34 @@ impl Inner {
     }
 
     /// The next task for lane `index`: its own queue (the inject queue first every
-    /// [`INJECT_INTERVAL`] tasks), then the inject queue, then another lane's oldest task.
-    fn next_task(&self, index: usize, turn: u32) -> Option<Arc<Task>> {
+    /// [`INJECT_INTERVAL`] tasks), then the inject queue, then another lane's oldest task; and
+    /// whether more tasks wait in its own queue behind it.
+    fn next_task(&self, index: usize, turn: u32) -> Option<(Arc<Task>, bool)> {
+        let own = &self.lanes[index].queue;
         let inject = || self.inject.lock().unwrap().pop_front();
         if turn.is_multiple_of(INJECT_INTERVAL)
             && let Some(task) = inject()
         {
-            return Some(task);
+            return Some((task, !own.lock().unwrap().is_empty()));
         }
-        if let Some(task) = self.lanes[index].queue.lock().unwrap().pop_front() {
-            return Some(task);
+        {
+            let mut queue = own.lock().unwrap();
+            if let Some(task) = queue.pop_front() {
+                return Some((task, !queue.is_empty()));
+            }
         }
+        // Its own queue was empty just now: nothing waits behind what it takes from elsewhere.
         if let Some(task) = inject() {
-            return Some(task);
+            return Some((task, false));
         }
         let n = self.lanes.len();
         (1..n).find_map(|k| {
-            self.lanes[(index + k) % n]
+            let stolen = self.lanes[(index + k) % n]
                 .queue
                 .lock()
                 .unwrap()
-                .pop_front()
+                .pop_front();
+            stolen.map(|task| (task, false))
         })
     }
 
@@ -288,10 +295,10 @@ fn run_lane(weak: &Weak<Inner>, index: usize) {
         lane.sleeping.store(false, Ordering::SeqCst);
         CURRENT.with(|c| c.set(Some((Arc::as_ptr(&inner), index))));
         while !inner.closed.load(Ordering::Acquire) {
-            if let Some(task) = inner.next_task(index, turn) {
+            if let Some((task, others_wait)) = inner.next_task(index, turn) {
                 turn = turn.wrapping_add(1);
                 // Others wait behind this task: let a sleeping lane take them meanwhile.
-                if !lane.queue.lock().unwrap().is_empty() {
+                if others_wait {
                     inner.wake_one(Some(index));
                 }
                 task.run(&inner);

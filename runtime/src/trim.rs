@@ -25,7 +25,7 @@
 //! faults (tens of microseconds for a small guest, `BENCHMARKS.md`), which is why only idle
 //! instances are trimmed. Trims take the guest lanes' time too, so at most
 //! [`MAX_TRIMS_IN_FLIGHT`] are asked for and not done at any time: many actors that fall idle
-//! together are trimmed as the workers get through them, not in one burst ahead of the messages
+//! together are trimmed as the lanes get through them, not in one burst ahead of the messages
 //! of the others. An instance is trimmed once per idle period: it is looked at again after it
 //! entered the guest.
 //!
@@ -48,7 +48,7 @@ pub const DEFAULT_IDLE_TRIM: Duration = Duration::from_secs(1);
 /// actors fall idle together (a burst of activations, a host that just started 100,000
 /// actors), asking all of them at once would queue every message behind all their trims.
 /// Asked a thousand at a time, a message waits behind a thousand trims at most, and the
-/// rest are asked as the workers get through them.
+/// rest are asked as the lanes get through them.
 pub const MAX_TRIMS_IN_FLIGHT: usize = 1_000;
 
 /// How often the task looks whether the workers got through the trims in flight, while idle

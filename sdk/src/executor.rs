@@ -274,14 +274,15 @@ pub(crate) fn run<A: Actor>() -> i32 {
     if buf.len() > KEPT_BUFFER {
         buf = Vec::new();
     }
-    if with(|s| !s.woken.ids.is_empty()) {
-        // Tasks are still woken: the next entry polls them.
+    let (pending, still_woken) = with(|s| {
+        s.buf = buf;
+        (s.pending, !s.woken.ids.is_empty())
+    });
+    if still_woken {
+        // The next entry polls them.
         sys::yield_now();
     }
-    with(|s| {
-        s.buf = buf;
-        i32::try_from(s.pending).unwrap_or(i32::MAX)
-    })
+    i32::try_from(pending).unwrap_or(i32::MAX)
 }
 
 /// Pulls the next event into `buf`, growing it when the host says it is too small; returns its

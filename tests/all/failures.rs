@@ -164,15 +164,7 @@ async fn budget_is_per_message_not_per_batch() {
 async fn a_task_that_keeps_yielding_outlives_its_budget_and_leaves_the_lane_to_others() {
     let _timing = exclusive().await;
     // One guest lane: the yielding actor and the bystander take turns on the same thread.
-    let host = Arc::new(
-        Host::new(bunraku_runtime::HostConfig {
-            engine: Some(engine()),
-            guest_threads: 1,
-            data_dir: Some(fresh_data_dir()),
-            ..Default::default()
-        })
-        .expect("host starts"),
-    );
+    let host = host_on_lanes(1, Default::default());
     let mut yielder = spec("yielder", "testbed");
     // A short budget: the loop below runs for many times longer. Each entry gets a fresh one.
     yielder.limits.time_budget = Duration::from_millis(100);
