@@ -19,11 +19,15 @@
 //!   the active key.
 //!   Then the keys of the first loop again, once idle and trimmed (`HostConfig::idle_trim`): the
 //!   request brings the instance's pages back (image pages copied, patches applied) before the
-//!   handler runs.
+//!   handler runs. Then the first entry's one-time work ahead or behind: the default host
+//!   against one that fills function tables on first use and enters no prepared instance
+//!   ahead (`lazy_tables = true`, `warm_prepared = false`), each host's active key then a new
+//!   key, which host first alternating.
 //! - first entry: on bare wasmtime (`bunraku_bench::bare`), a fresh instance's first entry
 //!   (`Start` and one `Get`) against its second, and against the first entry of an instance
 //!   entered once before with no event; right after each instance was made, and after all of
-//!   them were (out of the caches).
+//!   them were (out of the caches); on an engine that fills function tables at instantiation
+//!   (the host's) and on one that fills them on first use, alternating.
 //! - spawn: guest `testbed` asks the host to spawn a `testbed` (`ctx.spawn`), then the new actor
 //!   answers a `Ping`; the time of both requests, from the bench's client.
 //! - memory: in a child process per case, N keys each activated by an `Add` (instantiated, has
@@ -230,6 +234,61 @@ fn main() {
         .map(|new| median_us(new) - median_us(&active_key))
         .collect();
 
+    // The first entry's one-time work moved ahead: the default host against one that fills
+    // function tables on first use and hands out prepared instances never entered (as before
+    // both were changed), side by side. Each host gets its active key, then a new key, after
+    // eight untimed requests; which host goes first alternates.
+    let pair: Vec<(std::path::PathBuf, Host)> = [
+        ("activation-ahead", (false, true)),
+        ("activation-behind", (true, false)),
+    ]
+    .into_iter()
+    .map(|(tag, (lazy_tables, warm_prepared))| {
+        let dir = data_dir(tag);
+        let mut config = HostConfig::default();
+        config.engine_config.lazy_tables = lazy_tables;
+        config.warm_prepared = warm_prepared;
+        let host = host_with_counter_on(Duration::from_secs(3600), &dir, config);
+        (dir, host)
+    })
+    .collect();
+    let (mut pair_new, mut pair_active) = (vec![Vec::new(); 2], vec![Vec::new(); 2]);
+    ctl.block_on(async {
+        for (_, host) in &pair {
+            get(host, "counter/warm").await;
+        }
+        for i in 0..keys {
+            for h in [i % 2, 1 - i % 2] {
+                let host = &pair[h].1;
+                // Untimed: the refill the last activation asked for (an instantiation and, on
+                // the default host, the entry ahead: 50–150 µs) runs meanwhile, with both cores
+                // still busy (idle cores of this VM wake slowly).
+                for _ in 0..8 {
+                    get(host, "counter/warm").await;
+                }
+                pair_active[h].push(get(host, "counter/warm").await);
+                pair_new[h].push(get(host, &format!("counter/k{i}")).await);
+            }
+        }
+    });
+    let pair_first_entry: Vec<f64> = pair
+        .iter()
+        .map(|(_, h)| h.totals().starts.mean_us()[2].1)
+        .collect();
+    let pair_prepared: Vec<(u64, u64)> = pair
+        .iter()
+        .map(|(_, h)| (h.totals().starts.prepared, h.totals().starts.count))
+        .collect();
+    for (dir, host) in pair {
+        drop(host);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    let pair_activation: Vec<f64> = pair_new
+        .iter()
+        .zip(&pair_active)
+        .map(|(new, active)| median_us(new) - median_us(active))
+        .collect();
+
     // Spawn: a testbed spawns a testbed, which then answers.
     let host = bunraku_bench::host();
     let testbed = bunraku_bench::guest("testbed");
@@ -328,6 +387,27 @@ fn main() {
         per(active_key_faults),
     );
     println!(
+        "\none-time work ahead (default host) against behind (`lazy_tables = true`, \
+         `warm_prepared = false`), side by side: new key p50 {:.1} against {:.1} µs (ratio {:.2}); \
+         active key p50 {:.1} against {:.1} µs; activation {:.1} against {:.1} µs (ratio {:.2}); \
+         first entry, mean, {:.1} against {:.1} µs; starts that took a prepared instance {} of {} \
+         against {} of {}",
+        median_us(&pair_new[0]),
+        median_us(&pair_new[1]),
+        median_us(&pair_new[0]) / median_us(&pair_new[1]),
+        median_us(&pair_active[0]),
+        median_us(&pair_active[1]),
+        pair_activation[0],
+        pair_activation[1],
+        pair_activation[0] / pair_activation[1],
+        pair_first_entry[0],
+        pair_first_entry[1],
+        pair_prepared[0].0,
+        pair_prepared[0].1,
+        pair_prepared[1].0,
+        pair_prepared[1].1,
+    );
+    println!(
         "\nsecond loop (default host): activation of a key with saved state {:.1} µs, of a new key \
          {:.1} µs (ratio {:.2}; a new key's `load` is answered from the index of saved state); \
          starts that took a prepared instance: {} of {}",
@@ -399,20 +479,38 @@ fn main() {
 
 /// The first entry of a fresh instance (`Start`, `on_start`, one `Get`) against its second (one
 /// `Get`), on bare wasmtime with the host's engine (`bunraku_bench::bare`, whose `load` stub
-/// answers `NotFound`, as the host does for a new key): the one-time work of an activation's first entry without the host
-/// around it. Alternating in the same loop, the same entry on an instance that was first entered
-/// once with no event (`BareInstance::warm_up`, which sets up the SDK's executor). Twice: each
-/// instance entered right after it was made, and every instance entered after all `keys` of them
-/// were made (its memory and host structures out of the caches, as a prepared instance's may be).
+/// answers `NotFound`, as the host does for a new key): the one-time work of an activation's
+/// first entry without the host around it. Alternating in the same loop, the same entry on an
+/// instance that was first entered once with no event (`BareInstance::warm_up`, which sets up the
+/// SDK's executor), and all of it on two engines side by side: the host's (function tables filled
+/// at instantiation) and one that fills them on first use (`lazy_tables`). Twice: each instance
+/// entered right after it was made, and every instance entered after all `keys` of them were
+/// made (its memory and host structures out of the caches, as a prepared instance's may be).
 fn first_entry_case(keys: usize) {
     use std::sync::Arc;
 
     use bunraku_abi::{Codec, Envelope, Event};
     use bunraku_bench::bare::{BareInstance, BareModule};
+    use bunraku_runtime::engine::{Engine, EngineConfig};
 
     let wasm = std::fs::read(bunraku_bench::guest("stateful")).expect("module");
-    let engine = bunraku_runtime::engine::Engine::new(Default::default()).expect("engine");
-    let module = BareModule::load(engine.wasmtime(), &wasm, engine.store_limits(16 << 20));
+    let engines: Vec<(&str, Engine)> = [
+        ("filled at instantiation", false),
+        ("filled on first use", true),
+    ]
+    .into_iter()
+    .map(|(label, lazy_tables)| {
+        let config = EngineConfig {
+            lazy_tables,
+            ..EngineConfig::default()
+        };
+        (label, Engine::new(config).expect("engine"))
+    })
+    .collect();
+    let modules: Vec<BareModule> = engines
+        .iter()
+        .map(|(_, e)| BareModule::load(e.wasmtime(), &wasm, e.store_limits(16 << 20)))
+        .collect();
     let get = Envelope {
         id: 1,
         msg_type: "Get".into(),
@@ -430,7 +528,7 @@ fn first_entry_case(keys: usize) {
         stream: None,
     };
     let script = Arc::new(vec![bunraku_abi::encode(&Event::Message(get))]);
-    let instance = || {
+    let instance = |module: &BareModule| {
         let start = Event::Start {
             name: "counter/k".into(),
             instance: 0,
@@ -445,42 +543,50 @@ fn first_entry_case(keys: usize) {
     };
     println!(
         "\nFirst entry of a fresh instance on bare wasmtime (guest `stateful`, {keys} instances \
-         per column):\n\n| instances entered | first entry (`Start` + `Get`), p50 | second \
-         entry (`Get`), p50 | first entry after a warm-up entry, p50 |\n|---|---|---|---|"
+         per row, the two engines alternating):\n\n| instances entered | function tables | first \
+         entry (`Start` + `Get`), p50 | second entry (`Get`), p50 | first entry after a warm-up \
+         entry, p50 |\n|---|---|---|---|---|"
     );
     for cold in [false, true] {
-        let (mut first, mut second, mut warmed) = (Vec::new(), Vec::new(), Vec::new());
-        let mut made = Vec::with_capacity(keys);
+        // Per engine: first entries, second entries, first entries after a warm-up.
+        let mut times = vec![(Vec::new(), Vec::new(), Vec::new()); modules.len()];
+        let mut made = Vec::with_capacity(keys * modules.len());
         for _ in 0..keys {
-            let (mut plain, mut warm) = (instance(), instance());
-            warm.warm_up();
-            if !cold {
-                timed(&mut plain, &mut first);
-                timed(&mut warm, &mut warmed);
-                timed(&mut plain, &mut second);
+            for (m, module) in modules.iter().enumerate() {
+                let (mut plain, mut warm) = (instance(module), instance(module));
+                warm.warm_up();
+                if !cold {
+                    let (first, second, warmed) = &mut times[m];
+                    timed(&mut plain, first);
+                    timed(&mut warm, warmed);
+                    timed(&mut plain, second);
+                }
+                made.push((m, plain, warm));
             }
-            made.push((plain, warm));
         }
         if cold {
-            for (plain, warm) in &mut made {
-                timed(plain, &mut first);
-                timed(warm, &mut warmed);
+            for (m, plain, warm) in &mut made {
+                let (first, _, warmed) = &mut times[*m];
+                timed(plain, first);
+                timed(warm, warmed);
             }
-            for (plain, _) in &mut made {
-                timed(plain, &mut second);
+            for (m, plain, _) in &mut made {
+                timed(plain, &mut times[*m].1);
             }
         }
-        println!(
-            "| {} | {:.1} µs | {:.1} µs | {:.1} µs |",
-            if cold {
-                "after all were made"
-            } else {
-                "each right after it was made"
-            },
-            median_us(&first),
-            median_us(&second),
-            median_us(&warmed),
-        );
+        for ((label, _), (first, second, warmed)) in engines.iter().zip(&times) {
+            println!(
+                "| {} | {label} | {:.1} µs | {:.1} µs | {:.1} µs |",
+                if cold {
+                    "after all were made"
+                } else {
+                    "each right after it was made"
+                },
+                median_us(first),
+                median_us(second),
+                median_us(warmed),
+            );
+        }
     }
 }
 

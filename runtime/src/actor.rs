@@ -1379,7 +1379,7 @@ fn finish(mut store: Store<ActorState>, exit: Result<(), String>) -> (Exit, Inst
 }
 
 /// A readable reason for a trap, naming the message it belongs to.
-fn describe_trap(store: &Store<ActorState>, err: &wasmtime::Error) -> String {
+pub(crate) fn describe_trap(store: &Store<ActorState>, err: &wasmtime::Error) -> String {
     let st = store.data();
     let during = if st.current.msg_type.is_empty() {
         "while starting".to_string()

@@ -18,6 +18,11 @@
 //!   - `memory_reservation_for_growth(0)`, `memory_init_cow(false)` (slots are
 //!     plain memory, not mmaps wasmtime can remap), and the threads proposal
 //!     off (shared memories cannot live in slots).
+//! * **Tables**: `table_lazy_init(false)` unless [`EngineConfig::lazy_tables`]:
+//!   an instance's function tables are filled when it is instantiated, which a
+//!   prepared instance does ahead of its activation, so the first entry does
+//!   not call out to wasmtime's runtime for each function it first reaches
+//!   through a table.
 //! * **Interruption**: `epoch_interruption(true)`; a plain thread increments
 //!   the epoch every [`EngineConfig::epoch_tick`] and exits when the last
 //!   clone of the [`Engine`] is dropped. Stores set their deadline in ticks.
@@ -67,6 +72,13 @@ pub struct EngineConfig {
     /// of showing `[unknown]` addresses. Modules loaded from the cache are listed too. Default:
     /// off (the file grows with every module loaded).
     pub perf_map: bool,
+    /// Fill an instance's function tables on first use of each entry instead of when it is
+    /// instantiated (wasmtime's [`table_lazy_init`](wasmtime::Config::table_lazy_init)).
+    /// Default: `false`. Filling them at instantiation moves the work to the instantiation,
+    /// which a prepared instance does ahead of its activation, and saves the first entry a call
+    /// out to wasmtime's runtime for every function it first reaches through a table (the SDK's
+    /// futures, wakers and trait objects): BENCHMARKS.md §5.
+    pub lazy_tables: bool,
 }
 
 impl Default for EngineConfig {
@@ -78,6 +90,7 @@ impl Default for EngineConfig {
             opt_level: wasmtime::OptLevel::Speed,
             max_wasm_stack: DEFAULT_MAX_WASM_STACK,
             perf_map: false,
+            lazy_tables: false,
         }
     }
 }
@@ -235,6 +248,7 @@ impl Engine {
             .memory_reservation_for_growth(0)
             .memory_may_move(false)
             .memory_init_cow(false)
+            .table_lazy_init(cfg.lazy_tables)
             // Shared memories cannot live in slots. (The `threads` cargo
             // feature is off, so this is already the default; say it anyway.)
             .wasm_features(wasmtime::WasmFeatures::THREADS, false)

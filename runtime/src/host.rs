@@ -62,6 +62,10 @@ pub struct HostConfig {
     /// `0` turns this off. Default:
     /// [`DEFAULT_PREPARED`](crate::prepared::DEFAULT_PREPARED).
     pub prepared_instances: usize,
+    /// Enter each prepared instance once, with no event, before it waits for an activation, so
+    /// that the SDK's one-time set-up (its executor, its event buffer) runs ahead instead of in
+    /// the activation's first entry. Default: `true`.
+    pub warm_prepared: bool,
     /// How long an actor instance must not enter the guest before it gives back the pages of
     /// its linear memory that can be rebuilt (zero pages, and unchanged pages of its data
     /// segments); it copies them back before it next runs. `None` never trims. Default:
@@ -80,6 +84,7 @@ impl Default for HostConfig {
             data_dir: None,
             store: StoreOptions::default(),
             prepared_instances: crate::prepared::DEFAULT_PREPARED,
+            warm_prepared: true,
             idle_trim: Some(crate::trim::DEFAULT_IDLE_TRIM),
         }
     }
@@ -201,6 +206,8 @@ pub(crate) struct Shared {
     prepared: DashMap<String, Arc<crate::prepared::Pool>>,
     /// How many instances each type prepares.
     prepared_size: usize,
+    /// `HostConfig::warm_prepared`.
+    pub(crate) warm_prepared: bool,
     /// Loaded modules by the SHA-256 of their bytes: deploying the same module again (another
     /// actor, a thousand subscribers) reuses its compiled code and `InstancePre`.
     modules: Mutex<std::collections::HashMap<[u8; 32], Arc<ActorModule>>>,
@@ -638,6 +645,7 @@ impl Host {
             starts: Default::default(),
             prepared: DashMap::new(),
             prepared_size: config.prepared_instances,
+            warm_prepared: config.warm_prepared,
             modules: Mutex::default(),
         });
         handle.spawn(crate::reminders::run(

@@ -351,7 +351,23 @@ async fn activations_reuse_warm_slots_that_hold_nothing_of_the_keys_before_them(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn activations_take_instances_the_type_prepared_ahead() {
-    let host = accounts(Duration::from_secs(60));
+    activations_take_prepared_instances(&accounts(Duration::from_secs(60))).await;
+}
+
+/// As above, with prepared instances that were never entered before their activation (the SDK
+/// sets itself up in the activation's first entry instead).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn activations_take_prepared_instances_that_were_not_entered_ahead() {
+    let config = HostConfig {
+        warm_prepared: false,
+        ..Default::default()
+    };
+    activations_take_prepared_instances(&accounts_on(config, Duration::from_secs(60))).await;
+}
+
+/// Activates keys of `account` until one took a prepared instance; every key starts from nothing,
+/// and the one with the prepared instance has its own address, messages and figures.
+async fn activations_take_prepared_instances(host: &Host) {
     // The pool fills in the background after the deploy; keys activated meanwhile make their
     // own instances. Each new key starts from nothing either way.
     let mut keys = 0;
@@ -359,8 +375,8 @@ async fn activations_take_instances_the_type_prepared_ahead() {
         assert!(keys < 200, "no activation took a prepared instance");
         tokio::time::sleep(Duration::from_millis(5)).await;
         let key = format!("account/p{keys}");
-        counter_add(&host, &key, keys + 1).await;
-        let s = status(&host, &key).await;
+        counter_add(host, &key, keys + 1).await;
+        let s = status(host, &key).await;
         assert_eq!(
             (s["value"].clone(), s["loaded"].clone()),
             (json!(keys + 1), Value::Null),
@@ -375,7 +391,7 @@ async fn activations_take_instances_the_type_prepared_ahead() {
         (s.phase.as_str(), s.handled, s.restarts, s.failures),
         ("running", 2, 0, 0)
     );
-    assert_eq!(status(&host, &key).await["instance"], json!(0));
+    assert_eq!(status(host, &key).await["instance"], json!(0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
