@@ -15,7 +15,10 @@
 //! - guest work (bare wasmtime, see [`bunraku_bench::bare`]): a `next` that copies a pre-encoded
 //!   event, the SDK's decode and dispatch, the handler, `Outbound` encoding, a `send` that decodes
 //!   it; at 256 messages per entry, so the entry itself is amortised;
-//! - an empty guest entry: `bunraku_run` when `next` has nothing.
+//! - an empty guest entry: `bunraku_run` when `next` has nothing;
+//! - the guest work of `Ping` on three more engines: wasmtime's default memory (guard pages, no
+//!   explicit bounds checks), and wasmtime's own memory with explicit bounds checks as in the
+//!   slots, with and without Cranelift's Spectre guard on heap accesses.
 //!
 //! One part is not on ping-pong's path but on an activation's and on any actor's that waited
 //! while others ran: the same `Noop` entry on the next of 1,000 started instances in turn
@@ -32,7 +35,7 @@ use std::time::{Duration, Instant};
 
 use bunraku_abi::view::{EventView, OutboundHead, OutboundView};
 use bunraku_abi::{Codec, Envelope, Event, Outbound, ReplyBody, TraceContext};
-use bunraku_bench::bare::BareModule;
+use bunraku_bench::bare::{BareInstance, BareModule};
 use bunraku_bench::pingpong::Rally;
 use bunraku_bench::{Paired, median, rate};
 use serde::Serialize;
@@ -268,22 +271,48 @@ fn main() {
         env.msg_type = msg_type.into();
         Arc::new(vec![bunraku_abi::encode(&Event::Message(env))])
     };
-    // The same guest on wasmtime's default memory settings (a 4 GiB reservation with guard pages,
-    // so no explicit bounds checks), epochs on: what the slot allocator's settings cost.
-    let plain_engine = {
-        let mut config = wasmtime::Config::new();
-        config.epoch_interruption(true);
-        wasmtime::Engine::new(&config).expect("plain engine")
+    // The guest's `Ping`, started, on an engine of `config` with epochs on and wasmtime's own
+    // memory.
+    let ping_on = |mut config: wasmtime::Config| {
+        config.epoch_interruption(true).table_lazy_init(false);
+        let engine = wasmtime::Engine::new(&config).expect("engine");
+        let module = BareModule::load(
+            &engine,
+            &wasm,
+            wasmtime::StoreLimitsBuilder::new()
+                .memory_size(16 << 20)
+                .build(),
+        );
+        let mut ping = module.instantiate(start(), script("bench.ping"));
+        ping.run(0);
+        ping
     };
-    let plain_module = BareModule::load(
-        &plain_engine,
-        &wasm,
-        wasmtime::StoreLimitsBuilder::new()
-            .memory_size(16 << 20)
-            .build(),
-    );
-    let mut plain_ping = plain_module.instantiate(start(), script("bench.ping"));
-    plain_ping.run(0);
+    // The same guest on wasmtime's default memory settings (a 4 GiB reservation with guard pages,
+    // so no explicit bounds checks): what the slot allocator's settings cost.
+    let mut plain_ping = ping_on(wasmtime::Config::new());
+    // The same guest on wasmtime's own memory with explicit bounds checks against the current
+    // size, as in the host's slots (no reservation, no guard pages; unlike a slot, the memory may
+    // move when it grows, as wasmtime's own memory has no room to grow in place), with and
+    // without Cranelift's Spectre guard on heap accesses (a conditional move per checked access
+    // that keeps a mispredicted check from reading out of bounds). What the checks cost, and how
+    // much of it is the guard; the host keeps the guard, since its guests are untrusted.
+    let checked = |spectre_guard: bool| {
+        let mut config = wasmtime::Config::new();
+        config
+            .memory_reservation(0)
+            .memory_guard_size(0)
+            .guard_before_linear_memory(false)
+            .memory_reservation_for_growth(0);
+        if !spectre_guard {
+            // SAFETY: a Cranelift setting that wasmtime accepts; it weakens the sandbox against
+            // speculative reads, which is acceptable for a benchmark of trusted code.
+            unsafe {
+                config.cranelift_flag_set("enable_heap_access_spectre_mitigation", "false");
+            }
+        }
+        ping_on(config)
+    };
+    let (mut checked_ping, mut unguarded_ping) = (checked(true), checked(false));
     // Another build of the same guest (say, against the previous SDK), measured in the same
     // round-robin: `BUNRAKU_BENCH_BASELINE_WASM=path/to/bench_pingpong.wasm`.
     let mut baseline = std::env::var_os("BUNRAKU_BENCH_BASELINE_WASM").map(|path| {
@@ -325,6 +354,7 @@ fn main() {
     let (mut empty, mut p256, mut p1, mut n256, mut n1) = (vec![], vec![], vec![], vec![], vec![]);
     let mut n1_cold = vec![];
     let mut plain256 = vec![];
+    let (mut checked256, mut unguarded256) = (vec![], vec![]);
     let (mut base_p256, mut base_n256) = (vec![], vec![]);
     let per = |iters: usize, f: &mut dyn FnMut()| {
         let start = Instant::now();
@@ -358,22 +388,18 @@ fn main() {
             cold[next_cold].run(1);
             next_cold = (next_cold + 1) % cold.len();
         }));
-        plain256.push(
+        // ns per message of `batch` messages per entry.
+        let batched = |i: &mut BareInstance| {
             per(big, &mut || {
-                plain_ping.run(batch);
-            }) / batch as f64,
-        );
+                i.run(batch);
+            }) / batch as f64
+        };
+        plain256.push(batched(&mut plain_ping));
+        checked256.push(batched(&mut checked_ping));
+        unguarded256.push(batched(&mut unguarded_ping));
         if let Some((ping, noop)) = &mut baseline {
-            base_p256.push(
-                per(big, &mut || {
-                    ping.run(batch);
-                }) / batch as f64,
-            );
-            base_n256.push(
-                per(big, &mut || {
-                    noop.run(batch);
-                }) / batch as f64,
-            );
+            base_p256.push(batched(ping));
+            base_n256.push(batched(noop));
         }
     }
     let plain_256 = median(&plain256);
@@ -465,6 +491,14 @@ fn main() {
     );
     println!(
         "| guest `Ping` at 256 per entry on wasmtime's default memory (guard pages, no explicit bounds checks) | {plain_256:.0} |"
+    );
+    println!(
+        "| guest `Ping` at 256 per entry on wasmtime's own memory with explicit bounds checks, as in the slots | {:.0} |",
+        median(&checked256)
+    );
+    println!(
+        "| the same without Cranelift's Spectre guard on heap accesses (not an option for the host) | {:.0} |",
+        median(&unguarded256)
     );
     // `old / new` round by round: median (min–max).
     let ratios = |new: &[f64], old: &[f64]| {
