@@ -16,8 +16,9 @@
 //! [`HostConfig::warm_prepared`](crate::HostConfig::warm_prepared) is off, one entry with no
 //! event: no `Start`, no message, so none of the actor's own code, and it is as fresh as one made
 //! on the spot. That entry is the SDK's one-time set-up (its executor's state, its event buffer),
-//! which would otherwise be paid by the activation's first entry; with it ahead, a new key's
-//! request took 0.83 of the time side by side (BENCHMARKS.md §5).
+//! which would otherwise be paid by the activation's first entry. With it ahead, and the
+//! function tables filled at instantiation, the first entry took 0.77–0.80 of its time side by
+//! side (BENCHMARKS.md §5).
 //!
 //! While it waits, a prepared instance belongs to a placeholder actor named after its type
 //! (what `_initialize` logs is tagged with that name), holds its linear memory slot, and counts
