@@ -61,6 +61,29 @@ fn data_dir(tag: &str) -> std::path::PathBuf {
     dir
 }
 
+/// A host per variant with the counter deployed (idle timeout one hour), each with its own data
+/// directory.
+fn start_hosts(variants: &[Variant]) -> Vec<(std::path::PathBuf, Host)> {
+    variants
+        .iter()
+        .map(|(tag, _, configure)| {
+            let dir = data_dir(tag);
+            let mut config = HostConfig::default();
+            configure(&mut config);
+            let host = host_with_counter_on(Duration::from_secs(3600), &dir, config);
+            (dir, host)
+        })
+        .collect()
+}
+
+/// Stops the hosts of [`start_hosts`] and removes their data directories.
+fn stop_hosts(hosts: Vec<(std::path::PathBuf, Host)>) {
+    for (dir, host) in hosts {
+        drop(host);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
 fn host_with_counter_on(idle: Duration, dir: &std::path::Path, base: HostConfig) -> Host {
     let config = HostConfig {
         guest_threads: bunraku_bench::guest_threads(),
@@ -135,16 +158,7 @@ fn main() {
             },
         ),
     ];
-    let hosts: Vec<(std::path::PathBuf, Host)> = variants
-        .iter()
-        .map(|(tag, _, configure)| {
-            let dir = data_dir(tag);
-            let mut config = HostConfig::default();
-            configure(&mut config);
-            let host = host_with_counter_on(Duration::from_secs(3600), &dir, config);
-            (dir, host)
-        })
-        .collect();
+    let hosts = start_hosts(&variants);
     let mut new_key: Vec<Vec<Duration>> = vec![Vec::new(); hosts.len()];
     let mut active_key = Vec::new();
     // Minor page faults of the whole process during each kind of request (they include what
@@ -225,10 +239,7 @@ fn main() {
     let restored_per_key =
         (after_trimmed.pages_restored - before_trimmed.pages_restored) as f64 / keys as f64;
     let trimmed_extra = median_us(&trimmed_key) - median_us(&active_key_3);
-    for (dir, host) in hosts {
-        drop(host);
-        let _ = std::fs::remove_dir_all(&dir);
-    }
+    stop_hosts(hosts);
     let activation: Vec<f64> = new_key
         .iter()
         .map(|new| median_us(new) - median_us(&active_key))
@@ -238,20 +249,17 @@ fn main() {
     // function tables on first use and hands out prepared instances never entered (as before
     // both were changed), side by side. Each host gets its active key, then a new key, after
     // eight untimed requests; which host goes first alternates.
-    let pair: Vec<(std::path::PathBuf, Host)> = [
-        ("activation-ahead", (false, true)),
-        ("activation-behind", (true, false)),
-    ]
-    .into_iter()
-    .map(|(tag, (lazy_tables, warm_prepared))| {
-        let dir = data_dir(tag);
-        let mut config = HostConfig::default();
-        config.engine_config.lazy_tables = lazy_tables;
-        config.warm_prepared = warm_prepared;
-        let host = host_with_counter_on(Duration::from_secs(3600), &dir, config);
-        (dir, host)
-    })
-    .collect();
+    let pair = start_hosts(&[
+        ("activation-ahead", "default host", |_| {}),
+        (
+            "activation-behind",
+            "one-time work in the first entry",
+            |c| {
+                c.engine_config.lazy_tables = true;
+                c.warm_prepared = false;
+            },
+        ),
+    ]);
     let (mut pair_new, mut pair_active) = (vec![Vec::new(); 2], vec![Vec::new(); 2]);
     ctl.block_on(async {
         for (_, host) in &pair {
@@ -279,10 +287,7 @@ fn main() {
         .iter()
         .map(|(_, h)| (h.totals().starts.prepared, h.totals().starts.count))
         .collect();
-    for (dir, host) in pair {
-        drop(host);
-        let _ = std::fs::remove_dir_all(&dir);
-    }
+    stop_hosts(pair);
     let pair_activation: Vec<f64> = pair_new
         .iter()
         .zip(&pair_active)

@@ -251,9 +251,11 @@ pub(crate) fn drop_tasks() {
 /// message is decoded into its type, [`Ctx`] copies the envelope fields it exposes, completions
 /// are stored owned).
 pub(crate) fn run<A: Actor>() -> i32 {
-    // Tasks woken in the previous entry and not polled then (it asked for this one).
-    wake_waiters();
-    let mut buf = with(|s| std::mem::take(&mut s.buf));
+    let (mut buf, left_woken) = with(|s| (std::mem::take(&mut s.buf), !s.woken.ids.is_empty()));
+    if left_woken {
+        // Tasks woken in the previous entry and not polled then (it asked for this one).
+        wake_waiters();
+    }
     while let Some(len) = next_event(&mut buf) {
         let Ok(event) = EventView::decode(&buf[..len]) else {
             trap("the host sent an event that does not decode");
