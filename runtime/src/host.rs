@@ -1153,9 +1153,15 @@ impl Host {
     /// half of `grace`), stops supervision trees in reverse start order, then stops every other
     /// actor (each runs `on_stop`), and finally the runtime. Messages still queued at the end are
     /// dead letters.
+    ///
+    /// The deadlines are on the host's clock ([`HostConfig::clock`]), like every other wait of
+    /// the runtime: under a [`ManualClock`](crate::clock::ManualClock) a drain that does not
+    /// finish lasts until the clock is advanced past it. (How often the host looks whether the
+    /// actors are done is real time: every few milliseconds.)
     pub fn shutdown(&self, grace: Duration) {
-        let start = std::time::Instant::now();
-        let drain_until = start + grace / 2;
+        let clock = self.shared.clock.clone();
+        let start = clock.now();
+        let (drain_until, deadline) = (start + grace / 2, start + grace);
         let busy = || {
             self.shared.registry.actors.iter().any(|g| {
                 g.cells.iter().any(|c| {
@@ -1166,18 +1172,23 @@ impl Host {
                 })
             })
         };
-        while std::time::Instant::now() < drain_until && busy() {
-            std::thread::sleep(Duration::from_millis(5));
+        while clock.now() < drain_until && busy() {
+            std::thread::sleep(SHUTDOWN_POLL);
         }
-        let grace = grace.saturating_sub(start.elapsed());
         // Supervised actors first, each tree in reverse start order.
         let (done_tx, done_rx) = std::sync::mpsc::channel();
         let shared = self.shared.clone();
         self.handle.spawn(async move {
-            shared.supervisors.shutdown().await;
+            // Made here: the clock's timer belongs to the host's runtime.
+            let until = shared.clock.sleep_until(deadline);
+            tokio::select! {
+                () = shared.supervisors.shutdown() => {}
+                () = until => {}
+            }
             let _ = done_tx.send(());
         });
-        let _ = done_rx.recv_timeout(grace);
+        // An error only when the task was dropped with the runtime.
+        let _ = done_rx.recv();
         let groups: Vec<_> = self
             .shared
             .registry
@@ -1189,14 +1200,13 @@ impl Host {
         for g in &groups {
             g.cells.iter().for_each(|c| c.request_stop());
         }
-        let deadline = std::time::Instant::now() + grace;
-        while std::time::Instant::now() < deadline
+        while clock.now() < deadline
             && groups
                 .iter()
                 .flat_map(|g| &g.cells)
                 .any(|c| c.phase() != crate::actor::ActorPhase::Stopped)
         {
-            std::thread::sleep(Duration::from_millis(5));
+            std::thread::sleep(SHUTDOWN_POLL);
         }
         self.shared.lanes.close();
         if let Some(rt) = self.runtime.lock().unwrap().take() {
@@ -1204,6 +1214,10 @@ impl Host {
         }
     }
 }
+
+/// How often [`Host::shutdown`] looks whether the actors are done (real time; its deadlines
+/// are on the host's clock).
+const SHUTDOWN_POLL: Duration = Duration::from_millis(5);
 
 impl Drop for Host {
     fn drop(&mut self) {

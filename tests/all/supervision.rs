@@ -5,9 +5,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use bunraku_runtime::clock::ManualClock;
 use bunraku_runtime::supervision::{SupervisionError, SupervisorSpec};
 use bunraku_runtime::supervisor::{Intensity, RestartType, Strategy};
-use bunraku_runtime::{CallError, Host};
+use bunraku_runtime::{CallError, Host, HostConfig};
 use bunraku_tests::*;
 use serde_json::json;
 
@@ -612,4 +613,47 @@ async fn shutdown_drains_the_mailboxes_before_stopping() {
     assert_eq!(busy.await.unwrap().unwrap(), json!(300));
     let stopping = stopping_lines(&mut logs);
     assert_eq!(stopping, ["testbed worker stopping after 50 noops"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_deadlines_are_on_the_hosts_clock() {
+    let clock = ManualClock::new();
+    let host = host_with(HostConfig {
+        clock: Arc::new(clock.clone()),
+        ..HostConfig::default()
+    });
+    deploy(&host, "sleeper", "testbed");
+    // A nap of an hour on the manual clock: the drain cannot finish on its own.
+    let nap = {
+        let host = host.clone();
+        tokio::spawn(async move {
+            host.call_json("sleeper", Some("Nap"), json!({"ms": 3_600_000}))
+                .await
+        })
+    };
+    eventually(WAIT, || {
+        (host.actor("sleeper")[0].pending == 1).then_some(())
+    })
+    .await
+    .expect("the nap's timer is pending");
+
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let h = host.clone();
+    std::thread::spawn(move || {
+        h.shutdown(Duration::from_millis(200));
+        let _ = done_tx.send(());
+    });
+    // Far more real time than the grace: on real time the shutdown would be over.
+    assert!(
+        done_rx.recv_timeout(Duration::from_secs(2)).is_err(),
+        "the shutdown ended before the host's clock reached its deadline"
+    );
+    assert_eq!(host.actor("sleeper")[0].pending, 1, "still napping");
+    clock.advance(Duration::from_secs(1));
+    done_rx
+        .recv_timeout(WAIT)
+        .expect("the shutdown ends once the clock passed its grace");
+    // The nap was cut short by the stop: its caller is told, not left waiting.
+    let err = nap.await.unwrap().unwrap_err();
+    assert!(matches!(err, CallError::TargetFailed), "{err:?}");
 }
