@@ -129,13 +129,21 @@ impl Ctx {
             subject: env.subject.map(intern),
             idempotency_key: env.idempotency_key.map(Box::from),
             deadline_ms: env.deadline_ms,
-            attachments: env.attachments.iter().map(ActorRef).collect(),
+            // Most messages have neither: no iterator to run then.
+            attachments: if env.attachments.is_empty() {
+                Box::default()
+            } else {
+                env.attachments.iter().map(ActorRef).collect()
+            },
             stream: std::cell::Cell::new(env.stream),
-            ext: env
-                .ext
-                .iter()
-                .map(|e| (Box::from(e.key), Box::from(e.value)))
-                .collect(),
+            ext: if env.ext.is_empty() {
+                Box::default()
+            } else {
+                env.ext
+                    .iter()
+                    .map(|e| (Box::from(e.key), Box::from(e.value)))
+                    .collect()
+            },
         };
         Self {
             identity,
