@@ -208,9 +208,8 @@ pub(crate) struct Shared {
     prepared_size: usize,
     /// `HostConfig::warm_prepared`.
     pub(crate) warm_prepared: bool,
-    /// Loaded modules by the SHA-256 of their bytes: deploying the same module again (another
-    /// actor, a thousand subscribers) reuses its compiled code and `InstancePre`.
-    modules: Mutex<std::collections::HashMap<[u8; 32], Arc<ActorModule>>>,
+    /// Loaded modules, by their bytes.
+    modules: crate::module::Loaded<ActorModule>,
 }
 
 /// The result of delivering a published message to every matching subscriber.
@@ -646,7 +645,7 @@ impl Host {
             prepared: DashMap::new(),
             prepared_size: config.prepared_instances,
             warm_prepared: config.warm_prepared,
-            modules: Mutex::default(),
+            modules: Default::default(),
         });
         handle.spawn(crate::reminders::run(
             Arc::downgrade(&shared),
@@ -827,22 +826,9 @@ impl Host {
     }
 
     fn load_module(&self, wasm: &[u8]) -> Result<Arc<ActorModule>, LoadError> {
-        use sha2::Digest;
-        let key: [u8; 32] = sha2::Sha256::digest(wasm).into();
-        if let Some(m) = self.shared.modules.lock().unwrap().get(&key) {
-            return Ok(m.clone());
-        }
-        let module = Arc::new(ActorModule::load(
-            &self.shared.engine,
-            &self.shared.linker,
-            wasm,
-        )?);
-        self.shared
-            .modules
-            .lock()
-            .unwrap()
-            .insert(key, module.clone());
-        Ok(module)
+        self.shared.modules.get_or_load(wasm, || {
+            ActorModule::load(&self.shared.engine, &self.shared.linker, wasm)
+        })
     }
 
     /// Kills an actor: like [`stop_actor`](Self::stop_actor), but its instances end at their

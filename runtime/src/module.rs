@@ -2,7 +2,7 @@
 //! descriptor, and the `InstancePre` every instance is created from.
 
 use std::collections::HashMap;
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use bunraku_abi::{ABI_VERSION, Descriptor, HOST_FUNCTIONS, HandlerKind, IMPORT_MODULE, exports};
@@ -26,6 +26,63 @@ pub(crate) struct ActorModule {
     /// shadow stack is (`bunraku_stack`, when exported): what idle trimming compares
     /// pages against and restores them from (see [`crate::memory::SlotAllocator::trim`]).
     image: OnceLock<PageImage>,
+}
+
+/// The modules a host has loaded, found again by their bytes: deploying the same module again
+/// (another actor, a thousand subscribers) reuses its compiled code and `InstancePre`.
+///
+/// A lookup compares the bytes with those of every loaded module of the same length: a `memcmp`,
+/// where hashing them with SHA-256 took ~170 µs for a 250 KB guest, most of a deploy's time
+/// (BENCHMARKS §2). The price is a copy of each distinct module's bytes.
+pub(crate) struct Loaded<T> {
+    entries: Mutex<Vec<LoadedEntry<T>>>,
+}
+
+/// One loaded module and the bytes it was loaded from.
+struct LoadedEntry<T> {
+    bytes: Box<[u8]>,
+    module: Arc<T>,
+}
+
+impl<T> Default for Loaded<T> {
+    fn default() -> Self {
+        Self {
+            entries: Mutex::default(),
+        }
+    }
+}
+
+impl<T> Loaded<T> {
+    /// The module loaded from exactly these bytes, loading it with `load` the first time. The
+    /// lock is not held while `load` compiles, so two first deploys of the same bytes at once
+    /// may both load it; the first one kept is the one every later deploy gets.
+    pub(crate) fn get_or_load<E>(
+        &self,
+        wasm: &[u8],
+        load: impl FnOnce() -> Result<T, E>,
+    ) -> Result<Arc<T>, E> {
+        if let Some(found) = self.find(wasm) {
+            return Ok(found);
+        }
+        let loaded = Arc::new(load()?);
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(kept) = entries.iter().find(|e| *e.bytes == *wasm) {
+            return Ok(kept.module.clone());
+        }
+        entries.push(LoadedEntry {
+            bytes: wasm.into(),
+            module: loaded.clone(),
+        });
+        Ok(loaded)
+    }
+
+    fn find(&self, wasm: &[u8]) -> Option<Arc<T>> {
+        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries
+            .iter()
+            .find(|e| *e.bytes == *wasm)
+            .map(|e| e.module.clone())
+    }
 }
 
 fn func_type_is(ty: &FuncType, params: &[ValType], results: &[ValType]) -> bool {
@@ -296,6 +353,43 @@ mod tests {
         let engine = crate::test_engine();
         let module = Module::new(engine.wasmtime(), wat).unwrap();
         check_exports(&module)
+    }
+
+    #[test]
+    fn loaded_modules_are_found_again_only_by_equal_bytes() {
+        let loaded = Loaded::<u32>::default();
+        let mut loads = 0;
+        let mut get = |bytes: &[u8], value: u32| {
+            loaded
+                .get_or_load(bytes, || {
+                    loads += 1;
+                    Ok::<_, ()>(value)
+                })
+                .unwrap()
+        };
+        let a = get(b"module-a", 1);
+        assert!(
+            Arc::ptr_eq(&a, &get(b"module-a", 99)),
+            "the same bytes load once"
+        );
+        assert_eq!(
+            *get(b"module-b", 2),
+            2,
+            "same length, other bytes: another module"
+        );
+        assert_eq!(
+            *get(b"module-a-longer", 3),
+            3,
+            "another length: another module"
+        );
+        assert_eq!(loads, 3);
+        let failed = loaded.get_or_load(b"broken", || Err::<u32, _>("bad module"));
+        assert_eq!(failed.unwrap_err(), "bad module");
+        assert_eq!(
+            *loaded.get_or_load(b"broken", || Ok::<_, ()>(4)).unwrap(),
+            4,
+            "a failed load is not kept"
+        );
     }
 
     #[test]
