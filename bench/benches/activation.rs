@@ -29,7 +29,8 @@
 //!   them were (out of the caches); on an engine that fills function tables at instantiation
 //!   (the host's) and on one that fills them on first use, alternating.
 //! - spawn: guest `testbed` asks the host to spawn a `testbed` (`ctx.spawn`), then the new actor
-//!   answers a `Ping`; the time of both requests, from the bench's client.
+//!   answers a `Ping`; the time of both requests, from the bench's client. Alternating, the same
+//!   on a second host whose spawnable module prepares no instances (`prepared_instances = 0`).
 //! - memory: in a child process per case, N keys each activated by an `Add` (instantiated, has
 //!   handled a message, holds state in the store); (RSS after − RSS before) / N including every
 //!   host structure; then the same once every key was idle long enough to be trimmed
@@ -46,6 +47,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use bunraku_bench::procfs::{minor_faults, rss_kib, rss_of_mappings_kib};
+use bunraku_runtime::manifest::ActorSpec;
 use bunraku_runtime::{ClientMessage, Host, HostConfig};
 use serde_json::json;
 
@@ -294,33 +296,49 @@ fn main() {
         .map(|(new, active)| median_us(new) - median_us(active))
         .collect();
 
-    // Spawn: a testbed spawns a testbed, which then answers.
-    let host = bunraku_bench::host();
+    // Spawn: a testbed spawns a testbed, which then answers; from the module's prepared
+    // instances (the default) and, alternating, on a second host, from a module that prepares
+    // none. (On one host, the refill after a prepared spawn would run on the lane right before
+    // the next spawn, which then waited for it.)
     let testbed = bunraku_bench::guest("testbed");
-    bunraku_bench::deploy(&host, &bunraku_bench::spec("boss", &testbed));
-    host.define_spawnable("worker", &bunraku_bench::spec("worker", &testbed), &testbed)
-        .expect("spawnable");
-    let mut spawn = Vec::new();
+    let template = bunraku_bench::spec("worker", &testbed);
+    let spawn_hosts: Vec<Host> = [None, Some(0)]
+        .into_iter()
+        .map(|prepared_instances| {
+            let host = bunraku_bench::host();
+            bunraku_bench::deploy(&host, &bunraku_bench::spec("boss", &testbed));
+            let template = ActorSpec {
+                prepared_instances,
+                ..template.clone()
+            };
+            host.define_spawnable("worker", &template, &testbed)
+                .expect("spawnable");
+            host
+        })
+        .collect();
+    let mut spawn = [Vec::new(), Vec::new()];
     ctl.block_on(async {
         for i in 0..keys {
-            let name = format!("w{i}");
-            let start = Instant::now();
-            let r = host
-                .call_json(
-                    "boss",
-                    Some("SpawnChild"),
-                    json!({"module": "worker", "name": name, "config": null}),
-                )
-                .await
-                .expect("spawn request");
-            assert_eq!(r, json!({"Ok": null}), "spawn of {name}");
-            host.call_json(&name, Some("Ping"), json!({}))
-                .await
-                .expect("ping");
-            spawn.push(start.elapsed());
+            for (host, times) in spawn_hosts.iter().zip(&mut spawn) {
+                let name = format!("w{i}");
+                let start = Instant::now();
+                let r = host
+                    .call_json(
+                        "boss",
+                        Some("SpawnChild"),
+                        json!({"module": "worker", "name": name, "config": null}),
+                    )
+                    .await
+                    .expect("spawn request");
+                assert_eq!(r, json!({"Ok": null}), "spawn of {name}");
+                host.call_json(&name, Some("Ping"), json!({}))
+                    .await
+                    .expect("ping");
+                times.push(start.elapsed());
+            }
         }
     });
-    drop(host);
+    drop(spawn_hosts);
 
     println!("## activation ({})", bunraku_bench::machine_line());
     println!("| case | samples | p50 | p90 | p99 |\n|---|---|---|---|---|");
@@ -362,11 +380,20 @@ fn main() {
         "{}",
         row("`Get` to an active key, third loop", active_key_3)
     );
+    let spawn_p50 = [median_us(&spawn[0]), median_us(&spawn[1])];
+    let [spawn_prepared, spawn_unprepared] = spawn;
     println!(
         "{}",
         row(
             "spawn (`SpawnChild` request) + first `Ping` of the child",
-            spawn
+            spawn_prepared
+        )
+    );
+    println!(
+        "{}",
+        row(
+            "the same on a host whose module prepares no instances (`prepared_instances = 0`)",
+            spawn_unprepared
         )
     );
 
@@ -381,6 +408,13 @@ fn main() {
         activation[0] / activation[2],
         slots.warm_hits,
         slots.prefaulted,
+    );
+    println!(
+        "\nspawn (p50), from the module's prepared instances against instantiating, alternating: \
+         {:.1} against {:.1} µs (ratio {:.2})",
+        spawn_p50[0],
+        spawn_p50[1],
+        spawn_p50[0] / spawn_p50[1],
     );
     let per = |faults: u64| faults as f64 / keys as f64;
     println!(

@@ -82,9 +82,9 @@ pub(crate) type PendingOp = Pin<Box<dyn Future<Output = (u32, Completion)> + Sen
 
 pub(crate) use crate::grants::Grants;
 
-/// What the instances of an actor read from its spec: built once per deployed actor, and once
-/// per virtual actor type, whose activations all share it (an activation copies nothing from
-/// its type's spec, and an idle key does not hold its own copy of the grants).
+/// What the instances of an actor read from its spec: built once per deployed or spawned actor,
+/// and once per virtual actor type, whose activations all share it (an activation copies nothing
+/// from its type's spec, and an idle key does not hold its own copy of the grants).
 #[derive(Debug)]
 pub(crate) struct Settings {
     pub limits: Limits,
@@ -92,16 +92,23 @@ pub(crate) struct Settings {
     /// The spec's `config` as JSON, for the `Start` event.
     pub config: Vec<u8>,
     pub grants: Grants,
+    /// The instances prepared ahead that this actor's starts take, when there is one ready: its
+    /// virtual actor type's, or its spawnable module's (see [`crate::prepared`]).
+    pub prepared: Option<Arc<crate::prepared::Pool>>,
 }
 
 impl Settings {
-    /// The settings of `spec`.
-    pub(crate) fn of(spec: &crate::manifest::ActorSpec) -> Arc<Self> {
+    /// The settings of `spec`, whose instances start from `prepared` when it has one ready.
+    pub(crate) fn of(
+        spec: &crate::manifest::ActorSpec,
+        prepared: Option<Arc<crate::prepared::Pool>>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             limits: spec.limits.clone(),
             restart: spec.restart.clone(),
             config: spec.config_json(),
             grants: spec.grants.clone(),
+            prepared,
         })
     }
 }
@@ -743,9 +750,9 @@ impl ActorState {
         }
     }
 
-    /// Binds a prepared instance (made for a placeholder of its virtual actor type, see
-    /// [`crate::prepared`]) to the activation `group`, slot `cell` and its mailbox. Everything
-    /// else a fresh instance has is the same for every key of the type.
+    /// Binds a prepared instance (made for a placeholder of its virtual actor type or spawnable
+    /// module, see [`crate::prepared`]) to the actor `group`, slot `cell` and its mailbox.
+    /// Everything else a fresh instance has is the same for every actor started from them.
     pub(crate) fn bind(&mut self, group: &Arc<ActorGroup>, cell: &Arc<ActorCell>, io: InstanceIo) {
         self.group = group.clone();
         self.cell = cell.clone();
@@ -1142,7 +1149,8 @@ async fn run_instance(
     io: InstanceIo,
 ) -> (Exit, InstanceIo) {
     let begin = std::time::Instant::now();
-    let (mut store, run, starting) = match host.take_prepared(group) {
+    let prepared = group.settings.prepared.as_ref().and_then(|p| p.take());
+    let (mut store, run, starting) = match prepared {
         Some(mut prepared) => {
             prepared.store.data_mut().bind(group, cell, io);
             (

@@ -56,15 +56,15 @@ pub struct HostConfig {
     pub data_dir: Option<PathBuf>,
     /// Settings of the embedded store (a size limit).
     pub store: StoreOptions,
-    /// Instances each virtual actor type keeps instantiated ahead of its activations (see
-    /// [`crate::prepared`]) unless its spec says otherwise
+    /// Instances each virtual actor type and spawnable module keeps instantiated ahead of its
+    /// activations or spawns (see [`crate::prepared`]) unless its spec says otherwise
     /// ([`ActorSpec::prepared_instances`](crate::manifest::ActorSpec::prepared_instances));
     /// `0` turns this off. Default:
     /// [`DEFAULT_PREPARED`](crate::prepared::DEFAULT_PREPARED).
     pub prepared_instances: usize,
-    /// Enter each prepared instance once, with no event, before it waits for an activation, so
-    /// that the SDK's one-time set-up (its executor, its event buffer) runs ahead instead of in
-    /// the activation's first entry. Default: `true`.
+    /// Enter each prepared instance once, with no event, before it waits for an activation or
+    /// a spawn, so that the SDK's one-time set-up (its executor, its event buffer) runs ahead
+    /// instead of in the actor's first entry. Default: `true`.
     pub warm_prepared: bool,
     /// How long an actor instance must not enter the guest before it gives back the pages of
     /// its linear memory that can be rebuilt (zero pages, and unchanged pages of its data
@@ -103,6 +103,15 @@ pub enum HostError {
     /// Registering host functions failed (a bug).
     #[error("cannot register host functions: {0}")]
     Linker(String),
+}
+
+/// A module actors may start with `ctx.spawn` ([`Host::define_spawnable`]).
+pub(crate) struct Spawnable {
+    pub module: Arc<ActorModule>,
+    /// The settings every actor spawned from it gets, but for its name and config.
+    pub template: ActorSpec,
+    /// The instances it keeps prepared for its spawns (`template.prepared_instances`).
+    pub prepared: Option<Arc<crate::prepared::Pool>>,
 }
 
 /// A deployed virtual actor type: what its activations are made from, shared by all of them.
@@ -177,8 +186,8 @@ pub(crate) struct Shared {
     pub logs: LogSink,
     /// Supervisors, and the fatal error of a tree that gave up.
     pub supervisors: crate::supervision::Tree,
-    /// Modules actors may `spawn`, by name, with the settings spawned actors get.
-    pub spawnable: DashMap<String, (Arc<ActorModule>, ActorSpec)>,
+    /// Modules actors may `spawn`, by name.
+    pub spawnable: DashMap<String, Arc<Spawnable>>,
     /// Virtual actor types by name: activations `NAME/KEY` are made from these on first use.
     pub virtual_types: DashMap<String, Arc<VirtualType>>,
     /// The threads that run the actors' tasks (`crate::sched`), in the context of the host's
@@ -202,9 +211,10 @@ pub(crate) struct Shared {
     pub evictions: AtomicU64,
     /// Instance starts and their time by stage.
     pub starts: crate::metrics::StartCounters,
-    /// Prepared instances of each virtual actor type, by type.
-    prepared: DashMap<String, Arc<crate::prepared::Pool>>,
-    /// How many instances each type prepares.
+    /// The prepared instances of every virtual actor type and spawnable module (each actor's
+    /// [`Settings`] names its own), to close when the host stops.
+    prepared: Mutex<Vec<Arc<crate::prepared::Pool>>>,
+    /// How many instances each type or module prepares unless its spec says otherwise.
     prepared_size: usize,
     /// `HostConfig::warm_prepared`.
     pub(crate) warm_prepared: bool,
@@ -311,18 +321,37 @@ impl Shared {
         (group, ios)
     }
 
-    /// A prepared instance for `group` when it is an activation of a virtual actor type that
-    /// has one ready.
-    pub(crate) fn take_prepared(&self, group: &ActorGroup) -> Option<crate::prepared::Prepared> {
-        group.idle_timeout?;
-        let (kind, _) = group.name.split_once('/')?;
-        self.prepared.get(kind)?.take()
+    /// Starts the pool of instances prepared for the virtual actor type or spawnable module
+    /// `name` (`spec.prepared_instances`, else the host's default); `None` when that is zero.
+    pub(crate) fn start_prepared(
+        self: &Arc<Self>,
+        name: &str,
+        module: &Arc<ActorModule>,
+        spec: &ActorSpec,
+    ) -> Option<Arc<crate::prepared::Pool>> {
+        let size = spec.prepared_instances.unwrap_or(self.prepared_size);
+        if size == 0 {
+            return None;
+        }
+        let pool = crate::prepared::Pool::start(self, name, module.clone(), spec, size);
+        self.prepared.lock().unwrap().push(pool.clone());
+        Some(pool)
+    }
+
+    /// Closes a pool of prepared instances no actor will start from any more.
+    fn retire_prepared(&self, pool: &Arc<crate::prepared::Pool>) {
+        pool.close();
+        self.prepared
+            .lock()
+            .unwrap()
+            .retain(|p| !Arc::ptr_eq(p, pool));
     }
 
     /// Drops every prepared instance and prepares no more. They hold the host
     /// (`ActorState::host`), so a host must do this when it stops, or it would never be freed.
     pub(crate) fn close_prepared(&self) {
-        self.prepared.iter().for_each(|p| p.close());
+        let pools = std::mem::take(&mut *self.prepared.lock().unwrap());
+        pools.iter().for_each(|p| p.close());
     }
 
     /// Starts one task per cell of `group` on the lanes.
@@ -642,7 +671,7 @@ impl Host {
             activations: AtomicU64::new(0),
             evictions: AtomicU64::new(0),
             starts: Default::default(),
-            prepared: DashMap::new(),
+            prepared: Mutex::default(),
             prepared_size: config.prepared_instances,
             warm_prepared: config.warm_prepared,
             modules: Default::default(),
@@ -797,19 +826,15 @@ impl Host {
                 return Err(DeployError::Duplicate(spec.name.clone()));
             }
             let first = self.shared.virtual_types.is_empty();
+            let prepared = self.shared.start_prepared(&spec.name, &module, spec);
             let kind = VirtualType {
                 module,
                 spec: spec.clone(),
-                settings: Settings::of(spec),
+                settings: Settings::of(spec, prepared),
             };
             self.shared
                 .virtual_types
                 .insert(spec.name.clone(), Arc::new(kind));
-            let prepared = spec.prepared_instances.unwrap_or(self.shared.prepared_size);
-            if prepared > 0 {
-                let pool = crate::prepared::Pool::start(&self.shared, &spec.name, prepared);
-                self.shared.prepared.insert(spec.name.clone(), pool);
-            }
             if first {
                 self.handle
                     .spawn(crate::activation::deactivate_idle(Arc::downgrade(
@@ -820,7 +845,7 @@ impl Host {
             return Ok(());
         }
         self.shared
-            .start_group(&spec.name, spec, module, Settings::of(spec), patterns)?;
+            .start_group(&spec.name, spec, module, Settings::of(spec, None), patterns)?;
         tracing::info!(actor = %spec.name, instances = spec.instances, "deployed");
         Ok(())
     }
@@ -1029,9 +1054,19 @@ impl Host {
         let module = self
             .load_module(&bytes)
             .map_err(|source| load_error(name, wasm, source))?;
-        self.shared
+        let prepared = self.shared.start_prepared(name, &module, template);
+        let spawnable = Spawnable {
+            module,
+            template: template.clone(),
+            prepared,
+        };
+        let replaced = self
+            .shared
             .spawnable
-            .insert(name.to_owned(), (module, template.clone()));
+            .insert(name.to_owned(), Arc::new(spawnable));
+        if let Some(pool) = replaced.and_then(|old| old.prepared.clone()) {
+            self.shared.retire_prepared(&pool);
+        }
         Ok(())
     }
 

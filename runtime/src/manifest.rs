@@ -172,10 +172,10 @@ pub struct ActorSpec {
     /// activation per key on its first message, deactivated after this much idle time
     /// (`idle_timeout_ms`, default 60 000 ms) when it persists state.
     pub virtual_idle: Option<Duration>,
-    /// Virtual actor types only: how many instances the type keeps instantiated ahead of its
-    /// activations (`prepared_instances`); `None` takes the host's
-    /// [`HostConfig::prepared_instances`](crate::HostConfig::prepared_instances), `Some(0)`
-    /// makes every activation instantiate its own. See [`crate::prepared`].
+    /// Virtual actor types and spawnable modules only: how many instances the type or module
+    /// keeps instantiated ahead of its activations or spawns (`prepared_instances`); `None`
+    /// takes the host's [`HostConfig::prepared_instances`](crate::HostConfig::prepared_instances),
+    /// `Some(0)` makes every start instantiate its own. See [`crate::prepared`].
     pub prepared_instances: Option<usize>,
     /// What the actor may do (`[actor.grants]`); nothing unless granted. Its manifest
     /// `subscriptions` need no grant.
@@ -1366,12 +1366,12 @@ fn validate(raw: RawManifest, path: PathBuf, dir: PathBuf) -> (Manifest, Vec<Pro
                 }
                 (false, None) => None,
             },
-            prepared_instances: match (a.is_virtual, a.prepared_instances) {
+            prepared_instances: match (a.is_virtual || spawnable, a.prepared_instances) {
                 (false, Some(_)) => {
                     problem(
                         "prepared_instances",
                         ProblemKind::Virtual {
-                            reason: "only virtual actor types prepare instances ahead of their activations: add `virtual = true`"
+                            reason: "only virtual actor types and spawnable modules prepare instances ahead of their actors: add `virtual = true`"
                                 .into(),
                         },
                     );
@@ -2358,6 +2358,7 @@ mod tests {
                 [[spawnable]]
                 name = "worker"
                 module = "echo.wasm"
+                prepared_instances = 2
                 [spawnable.restart]
                 type = "temporary"
 
@@ -2400,6 +2401,7 @@ mod tests {
         assert_eq!(inner.shutdown_timeout, Duration::from_millis(300));
         assert_eq!(m.spawnables[0].name, "worker");
         assert_eq!(m.spawnables[0].restart_type, RestartType::Temporary);
+        assert_eq!(m.spawnables[0].prepared_instances, Some(2));
         let order: Vec<&str> = m.start_order().iter().map(|a| a.name.as_str()).collect();
         assert_eq!(order, ["a", "b"]);
         assert!(m.is_supervised("a") && !m.is_supervised("worker"));
@@ -2437,7 +2439,7 @@ mod tests {
         }
         assert_eq!(
             f.error(&format!("{ECHO}prepared_instances = 2\n")),
-            "<dir>/bunraku.toml: actor[0].prepared_instances (actor `echo`): only virtual actor types prepare instances ahead of their activations: add `virtual = true`"
+            "<dir>/bunraku.toml: actor[0].prepared_instances (actor `echo`): only virtual actor types and spawnable modules prepare instances ahead of their actors: add `virtual = true`"
         );
         assert_eq!(
             f.error(&format!(

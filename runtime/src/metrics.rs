@@ -256,7 +256,7 @@ fn render_starts(out: &mut String, s: &StartTimes) {
         out,
         "bunraku_instance_starts_prepared_total",
         "counter",
-        "Of those, instances a virtual actor type had prepared ahead of the activation.",
+        "Of those, instances a virtual actor type or spawnable module had prepared ahead.",
         s.prepared,
     );
     let seconds = |ns: u64| ns as f64 / 1e9;

@@ -1,16 +1,19 @@
-//! Prepared instances: instances of a virtual actor type made ahead of their activations.
+//! Prepared instances: instances of a virtual actor type or a spawnable module made ahead of
+//! the actors that will run on them.
 //!
 //! Creating an instance's `Store` and instantiating its module take about half of an
 //! activation (BENCHMARKS.md §5): linear memory, the data segments copied in, `_initialize`,
 //! and the host memory of the instance, all faulted in for the first time. None of it depends
-//! on the key. So each virtual actor type keeps a few instances instantiated ahead (its
-//! manifest's `prepared_instances`,
+//! on the key, nor on the name and configuration a spawner gives an actor. So each virtual actor
+//! type and each spawnable module keeps a few instances instantiated ahead (its manifest's
+//! `prepared_instances`,
 //! [`ActorSpec::prepared_instances`](crate::manifest::ActorSpec::prepared_instances); when that
 //! is absent, [`HostConfig::prepared_instances`](crate::HostConfig::prepared_instances), default
-//! [`DEFAULT_PREPARED`]), and an activation (or the restart of one) takes one instead of making
-//! its own: the instance is bound to its key's cell and mailbox, and its first entry runs
-//! `on_start` as usual. A task on the guest lanes refills the pool after every take, one
-//! instance at a time, so the work leaves the activation's path but not the host.
+//! [`DEFAULT_PREPARED`]), and an activation or a `ctx.spawn` (or the restart of either) takes
+//! one instead of making its own: the instance is bound to its actor's cell and mailbox (the
+//! pool travels in the actor's `Settings`), and its first entry runs `on_start` as usual. A task
+//! on the guest lanes refills the pool after every take, one instance at a time, so the work
+//! leaves the start's path but not the host.
 //!
 //! A prepared instance has run `_initialize` and, unless
 //! [`HostConfig::warm_prepared`](crate::HostConfig::warm_prepared) is off, one entry with no
@@ -20,11 +23,11 @@
 //! function tables filled at instantiation, the first entry took 0.77–0.80 of its time side by
 //! side (BENCHMARKS.md §5).
 //!
-//! While it waits, a prepared instance belongs to a placeholder actor named after its type
-//! (what `_initialize` logs is tagged with that name), holds its linear memory slot, and counts
-//! against the host's memory budget like any instance. When instantiating fails (a memory wall,
-//! say), the pool stays short until the next take, and activations make their own instances,
-//! which fail with the error that names the wall.
+//! While it waits, a prepared instance belongs to a placeholder actor named after its type or
+//! spawnable module (what `_initialize` logs is tagged with that name), holds its linear memory
+//! slot, and counts against the host's memory budget like any instance. When instantiating fails
+//! (a memory wall, say), the pool stays short until the next take, and starts make their own
+//! instances, which fail with the error that names the wall.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -32,15 +35,17 @@ use std::sync::{Arc, Mutex, Weak};
 use tokio::sync::Notify;
 use wasmtime::{Store, TypedFunc};
 
-use crate::actor::{ActorGroup, ActorState, InstanceIo};
+use crate::actor::{ActorGroup, ActorState, InstanceIo, Settings};
 use crate::host::Shared;
 use crate::mailbox::mailbox;
+use crate::manifest::ActorSpec;
 use crate::module::ActorModule;
 
-/// Prepared instances per virtual actor type unless the host is configured otherwise.
+/// Prepared instances per virtual actor type or spawnable module unless the host is configured
+/// otherwise.
 pub const DEFAULT_PREPARED: usize = 4;
 
-/// The most prepared instances a manifest may ask of one type: each holds an instantiated
+/// The most prepared instances a manifest may ask of one type or module: each holds an instantiated
 /// module (its linear memory slot and about 75 KiB resident for a std guest) from deploy on.
 pub const MAX_PREPARED: usize = 1024;
 
@@ -50,7 +55,7 @@ pub(crate) struct Prepared {
     pub(crate) run: TypedFunc<(), i32>,
 }
 
-/// The prepared instances of one virtual actor type.
+/// The prepared instances of one virtual actor type or spawnable module.
 pub(crate) struct Pool {
     ready: Mutex<Vec<Prepared>>,
     size: usize,
@@ -61,22 +66,35 @@ pub(crate) struct Pool {
 }
 
 impl Pool {
-    /// Starts a pool of `size` instances of the virtual type `kind` and its refill task on the
-    /// guest lanes, where it takes turns with the actors: a take wakes it from the activation's
-    /// lane, so it runs there after the activation's entry rather than on another thread at the
-    /// same time (which, with more threads than cores, slowed the activations it refills for).
-    pub(crate) fn start(shared: &Arc<Shared>, kind: &str, size: usize) -> Arc<Pool> {
+    /// Starts a pool of `size` instances of `module`, for the virtual type or spawnable module
+    /// `name` with the settings of `spec`, and its refill task on the guest lanes, where it takes turns with the
+    /// actors: a take wakes it from the starting actor's lane, so it runs there after that
+    /// actor's entry rather than on another thread at the same time (which, with more threads
+    /// than cores, slowed the activations it refills for).
+    pub(crate) fn start(
+        shared: &Arc<Shared>,
+        name: &str,
+        module: Arc<ActorModule>,
+        spec: &ActorSpec,
+        size: usize,
+    ) -> Arc<Pool> {
         let pool = Arc::new(Pool {
             ready: Mutex::new(Vec::with_capacity(size.min(MAX_PREPARED))),
             size,
             wake: Notify::new(),
             closed: AtomicBool::new(false),
         });
-        shared.lanes.spawn(refill(
-            Arc::downgrade(shared),
-            kind.to_owned(),
-            pool.clone(),
-        ));
+        // The placeholder every waiting instance belongs to, made on the first refill.
+        let placeholder = Placeholder {
+            module,
+            spec: ActorSpec {
+                name: name.to_owned(),
+                ..spec.clone()
+            },
+        };
+        shared
+            .lanes
+            .spawn(refill(Arc::downgrade(shared), placeholder, pool.clone()));
         pool
     }
 
@@ -106,6 +124,8 @@ impl Pool {
             std::mem::take(&mut *ready)
         };
         drop(dropped);
+        // A refill task waiting for the next take ends.
+        self.wake.notify_one();
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Prepared>> {
@@ -113,36 +133,52 @@ impl Pool {
     }
 }
 
-/// Keeps `pool` full until the host is gone: instantiates one instance at a time, yielding to
-/// the guests in between, then waits for the next take.
-async fn refill(shared: Weak<Shared>, kind: String, pool: Arc<Pool>) {
-    // The placeholder every waiting instance belongs to.
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool")
+            .field("size", &self.size)
+            .field("ready", &self.lock().len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the waiting instances of a pool are made from.
+struct Placeholder {
+    module: Arc<ActorModule>,
+    spec: ActorSpec,
+}
+
+/// Keeps `pool` full until the host is gone or the pool is closed: instantiates one instance at
+/// a time, yielding to the guests in between, then waits for the next take.
+async fn refill(shared: Weak<Shared>, from: Placeholder, pool: Arc<Pool>) {
     let mut placeholder: Option<Arc<ActorGroup>> = None;
     loop {
         loop {
             let Some(host) = shared.upgrade() else {
                 return;
             };
+            if pool.closed.load(Ordering::Relaxed) {
+                return;
+            }
             if pool.lock().len() >= pool.size {
                 break;
             }
-            let Some(vt) = host.virtual_types.get(&kind).map(|t| t.value().clone()) else {
-                return;
-            };
             let group = placeholder
                 .get_or_insert_with(|| {
-                    let (module, settings) = (vt.module.clone(), vt.settings.clone());
-                    host.new_group(&kind, &vt.spec, module, settings).0
+                    let settings = Settings::of(&from.spec, None);
+                    let module = from.module.clone();
+                    host.new_group(&from.spec.name, &from.spec, module, settings)
+                        .0
                 })
                 .clone();
-            match prepare(&host, &group, &vt.module) {
+            match prepare(&host, &group, &from.module) {
                 Ok(prepared) => {
                     if !pool.put(prepared) {
                         return;
                     }
                 }
                 Err(reason) => {
-                    tracing::debug!(actor = %kind, "cannot prepare an instance: {reason}");
+                    tracing::debug!(actor = %from.spec.name, "cannot prepare an instance: {reason}");
                     break;
                 }
             }

@@ -451,6 +451,66 @@ async fn spawned_actors_run_with_their_config_and_errors_are_typed() {
     assert!(host.actor("g2").is_empty());
 }
 
+/// Spawns `greeter` children of `boss` named `{prefix}N`, each with its own greeting, until
+/// `done` holds for the host's start figures (at most 200), checking that every child runs
+/// with its own name and config; how many it spawned.
+async fn spawn_greeters_until(
+    host: &Arc<Host>,
+    prefix: &str,
+    done: impl Fn(&bunraku_runtime::metrics::StartTimes) -> bool,
+) -> usize {
+    let mut spawned = 0;
+    while !done(&host.totals().starts) {
+        assert!(
+            spawned < 200,
+            "spawned {spawned} without reaching the figures"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let name = format!("{prefix}{spawned}");
+        let greeting = format!("{name}> ");
+        let ok = spawn_child(
+            host,
+            "boss",
+            "greeter",
+            &name,
+            json!({ "greeting": greeting }),
+        )
+        .await;
+        assert_eq!(ok, json!({ "Ok": null }), "{name}");
+        let r = host.call_json(&name, Some("Echo"), json!({"text": "hi"}));
+        assert_eq!(r.await.unwrap(), json!(format!("{greeting}hi")), "{name}");
+        spawned += 1;
+    }
+    spawned
+}
+
+/// A spawnable module keeps instances prepared ahead, as a virtual actor type does: spawns bind
+/// them, and each spawned actor still starts with its own name and config.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spawns_take_instances_their_module_prepared_ahead() {
+    let host = host();
+    deploy_all(&host, &["boss"]);
+    host.define_spawnable("greeter", &spec("template", "echo"), &guest("echo"))
+        .unwrap();
+    // The pool fills in the background; spawns made meanwhile instantiate their own.
+    spawn_greeters_until(&host, "g", |s| s.prepared > 0).await;
+}
+
+/// `prepared_instances = 0` on a spawnable module: every spawn instantiates its own instance.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spawnable_module_with_no_prepared_instances_instantiates_each_spawn() {
+    let host = host();
+    deploy_all(&host, &["boss"]);
+    let mut template = spec("template", "echo");
+    template.prepared_instances = Some(0);
+    host.define_spawnable("greeter", &template, &guest("echo"))
+        .unwrap();
+    // The boss and 20 children started (a start is counted once its first entry returned).
+    let spawned = spawn_greeters_until(&host, "g", |s| s.count >= 21).await;
+    assert!(spawned >= 20);
+    assert_eq!(host.totals().starts.prepared, 0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spawning_needs_the_spawn_grant() {
     let host = host();

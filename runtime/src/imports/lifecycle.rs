@@ -87,7 +87,7 @@ pub(crate) fn spawn(caller: Caller<'_, ActorState>, ptr: u32, len: u32) -> HostR
         );
         fail(code)
     };
-    let Some((module, template)) = st
+    let Some(spawnable) = st
         .host
         .spawnable
         .get(&req.module)
@@ -106,7 +106,7 @@ pub(crate) fn spawn(caller: Caller<'_, ActorState>, ptr: u32, len: u32) -> HostR
             Err(e) => return refuse(ErrorCode::Invalid, &format!("config is not JSON: {e}")),
         }
     };
-    let mut spec = template;
+    let mut spec = spawnable.template.clone();
     spec.name = req.name.clone();
     spec.config = config;
     let mut patterns = Vec::new();
@@ -117,7 +117,8 @@ pub(crate) fn spawn(caller: Caller<'_, ActorState>, ptr: u32, len: u32) -> HostR
         }
     }
     let host = st.host.clone();
-    let settings = crate::actor::Settings::of(&spec);
+    let settings = crate::actor::Settings::of(&spec, spawnable.prepared.clone());
+    let module = spawnable.module.clone();
     let group = match host.start_group(&spec.name, &spec, module, settings, patterns) {
         Ok(group) => group,
         Err(crate::DeployError::Duplicate(_)) => {
