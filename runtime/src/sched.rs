@@ -17,8 +17,13 @@
 //!   a lane's queue holds a task besides the one just added, or a lane starts a task while others
 //!   wait behind it. A chain of one task waking the next keeps one lane busy and the others
 //!   asleep; tasks queued when a lane starts a long entry, or two or more queued during it, are
-//!   taken by another lane. The one task woken last during a long entry waits for it, as a task
-//!   in tokio's LIFO slot does.
+//!   taken by another lane.
+//! - A single task woken during a long entry is the one case that rule leaves waiting (as a task
+//!   in tokio's LIFO slot waits for a long poll). The lanes' watchdog thread looks at every lane
+//!   each [`WATCH_BUSY`] while any lane is awake ([`WATCH_IDLE`] while all sleep): a lane still in
+//!   the same poll as at its last look, with tasks queued behind it, gets a sleeping lane woken,
+//!   which takes them. So a task waits for another actor's long entry a few milliseconds at
+//!   most, not up to that actor's time budget. Lanes only store a counter per poll for it.
 //!
 //! The lanes run outside tokio's scheduler, inside the guest runtime's context (its handle is
 //! entered on each lane thread), so actors keep using tokio's timers, channels and `spawn`: a
@@ -40,10 +45,17 @@ use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Wake, Waker};
 use std::thread::Thread;
+use std::time::Duration;
 
 /// How many tasks a lane takes from its own queue before it looks at the inject queue (so that
 /// a chain of local handoffs cannot starve work from outside).
 pub(crate) const INJECT_INTERVAL: u32 = 31;
+
+/// How often the watchdog looks at the lanes while any lane is awake.
+pub(crate) const WATCH_BUSY: Duration = Duration::from_millis(2);
+
+/// How often the watchdog looks while every lane sleeps.
+pub(crate) const WATCH_IDLE: Duration = Duration::from_millis(50);
 
 /// Native stack of a lane thread: wasm runs on it (up to the engine's `max_wasm_stack`, 512 KiB
 /// by default) below the host's frames.
@@ -78,6 +90,9 @@ struct Lane {
     queue: Mutex<VecDeque<Arc<Task>>>,
     /// Set before the lane parks, cleared by whoever wakes it (or by the lane itself).
     sleeping: AtomicBool,
+    /// Polls started and ended by the lane (odd while it is in one), for the watchdog; written
+    /// by the lane thread only.
+    polls: AtomicU64,
     thread: std::sync::OnceLock<Thread>,
 }
 
@@ -102,6 +117,7 @@ impl Lanes {
                 .map(|_| Lane {
                     queue: Mutex::default(),
                     sleeping: AtomicBool::new(false),
+                    polls: AtomicU64::new(0),
                     thread: std::sync::OnceLock::new(),
                 })
                 .collect(),
@@ -127,6 +143,10 @@ impl Lanes {
                 })?;
             let _ = inner.lanes[index].thread.set(handle.thread().clone());
         }
+        let weak = Arc::downgrade(&inner);
+        std::thread::Builder::new()
+            .name("bunraku-lanes-watch".into())
+            .spawn(move || watch(&weak))?;
         Ok(Self { inner })
     }
 
@@ -286,9 +306,39 @@ fn current_lane(inner: &Inner) -> Option<usize> {
         .map(|(_, index)| index)
 }
 
+/// The watchdog: wakes a sleeping lane for the tasks queued behind a lane that has stayed in one
+/// poll since its last look (see the module's docs), until the lanes close or are dropped.
+fn watch(weak: &Weak<Inner>) {
+    let mut seen: Vec<u64> = Vec::new();
+    loop {
+        let pause = {
+            let Some(inner) = weak.upgrade() else {
+                return;
+            };
+            if inner.closed.load(Ordering::Acquire) {
+                return;
+            }
+            seen.resize(inner.lanes.len(), 0);
+            let mut awake = false;
+            for (index, lane) in inner.lanes.iter().enumerate() {
+                let polls = lane.polls.load(Ordering::Acquire);
+                let stuck = polls % 2 == 1 && polls == seen[index];
+                if stuck && !lane.queue.lock().unwrap().is_empty() {
+                    inner.wake_one(Some(index));
+                }
+                seen[index] = polls;
+                awake |= !lane.sleeping.load(Ordering::Relaxed);
+            }
+            if awake { WATCH_BUSY } else { WATCH_IDLE }
+        };
+        std::thread::sleep(pause);
+    }
+}
+
 /// The loop of lane `index`, until the lanes close or are dropped.
 fn run_lane(weak: &Weak<Inner>, index: usize) {
     let mut turn: u32 = 0;
+    let mut polls: u64 = 0;
     // Holding the lanes only while awake, so that dropped lanes are freed (and wake us).
     while let Some(inner) = weak.upgrade() {
         let lane = &inner.lanes[index];
@@ -301,7 +351,11 @@ fn run_lane(weak: &Weak<Inner>, index: usize) {
                 if others_wait {
                     inner.wake_one(Some(index));
                 }
+                polls += 1;
+                lane.polls.store(polls, Ordering::Release);
                 task.run(&inner);
+                polls += 1;
+                lane.polls.store(polls, Ordering::Release);
                 continue;
             }
             lane.sleeping.store(true, Ordering::SeqCst);
@@ -501,8 +555,9 @@ mod tests {
         lanes.close();
     }
 
-    #[test]
-    fn tasks_queued_behind_a_long_poll_are_taken_by_another_lane() {
+    /// A task on a lane queues `count` tasks on it, then blocks its lane until one of them ran
+    /// elsewhere (at most 10 s); the lane that ran one, if any did.
+    fn help_behind_a_long_poll(count: usize) {
         let rt = runtime();
         let lanes = Lanes::start(2, rt.handle()).unwrap();
         let helped = Arc::new(Mutex::new(None::<String>));
@@ -510,13 +565,12 @@ mod tests {
         let (inner_lanes, seen, done) = (lanes.clone(), helped.clone(), ended.clone());
         lanes.spawn(async move {
             let me = thread_name();
-            for _ in 0..2 {
+            for _ in 0..count {
                 let seen = seen.clone();
                 inner_lanes.spawn(async move {
                     seen.lock().unwrap().get_or_insert_with(thread_name);
                 });
             }
-            // A long entry: blocks its lane until one of the two ran elsewhere (at most 10 s).
             let start = Instant::now();
             while seen.lock().unwrap().is_none() && start.elapsed() < Duration::from_secs(10) {
                 std::thread::sleep(Duration::from_millis(1));
@@ -530,6 +584,18 @@ mod tests {
             "another lane took a task meanwhile"
         );
         lanes.close();
+    }
+
+    #[test]
+    fn tasks_queued_behind_a_long_poll_are_taken_by_another_lane() {
+        help_behind_a_long_poll(2);
+    }
+
+    /// One queued task does not wake another lane when it is queued; the watchdog does, once
+    /// the poll in front of it has lasted past its look.
+    #[test]
+    fn a_single_task_queued_behind_a_long_poll_is_taken_by_another_lane() {
+        help_behind_a_long_poll(1);
     }
 
     #[test]

@@ -150,6 +150,36 @@ async fn request_past_its_deadline_times_out_for_host_and_guest_callers() {
     assert_eq!(busy.await.unwrap().unwrap(), json!(3000));
 }
 
+/// A message an actor sends right before it stays long in one handler does not wait for that
+/// handler: the receiver, woken on the busy actor's lane, is taken by the other lane.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_sent_before_a_long_handler_is_handled_while_it_runs() {
+    let host = host();
+    let mut busy = spec("busy", "testbed");
+    busy.limits.time_budget = Duration::from_secs(10);
+    deploy_spec(&host, &busy);
+    deploy(&host, "receiver", "testbed");
+    let h = host.clone();
+    let long = tokio::spawn(async move {
+        h.call_json(
+            "busy",
+            Some("Busy"),
+            json!({"ms": 3000, "notify": "receiver"}),
+        )
+        .await
+    });
+    eventually(Duration::from_secs(30), || {
+        (host.actor("receiver")[0].handled == 1).then_some(())
+    })
+    .await
+    .unwrap();
+    assert!(
+        !long.is_finished(),
+        "the receiver waited for the busy actor's handler to end"
+    );
+    assert_eq!(long.await.unwrap().unwrap(), json!(3000));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_cycle_fails_at_once_with_deadlock() {
     let host = host();

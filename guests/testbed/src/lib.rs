@@ -27,11 +27,13 @@ pub struct Yielding {}
 #[derive(Debug, Serialize, Deserialize, Message)]
 pub struct StopYielding {}
 
-/// Busy for `ms` milliseconds.
+/// Busy for `ms` milliseconds, after `try_send`ing `Noop { i: 0 }` to `notify` when given.
 #[derive(Debug, Serialize, Deserialize, Message)]
 #[message(reply = u64)]
 pub struct Busy {
     pub ms: u64,
+    #[serde(default)]
+    pub notify: Option<String>,
 }
 
 /// Request `Ping` from `to` and reply with the answer, or the error's code name.
@@ -409,7 +411,10 @@ impl Testbed {
     }
 
     #[handler]
-    async fn busy(&mut self, _ctx: &Ctx, msg: Busy) -> u64 {
+    async fn busy(&mut self, ctx: &Ctx, msg: Busy) -> u64 {
+        if let Some(to) = &msg.notify {
+            let _ = ctx.try_send(to, &Noop { i: 0 });
+        }
         let start = std::time::Instant::now();
         while start.elapsed().as_millis() < msg.ms as u128 {
             std::hint::spin_loop();
