@@ -16,9 +16,10 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Notify, mpsc, watch};
 
 use crate::actor::{ActorCell, ActorGroup, ActorPhase};
 use crate::clock::{Clock, Entropy};
@@ -109,53 +110,64 @@ pub enum SupervisionError {
 }
 
 /// The supervisor's hold on one instance slot, and the slot's report of whether an instance runs.
-#[derive(Debug)]
+///
+/// Two flags and one `Notify` inline in the cell: a cell is made for every activation, and two
+/// `watch` channels here cost two allocations of ~0.5 KiB each (BENCHMARKS §5).
+#[derive(Debug, Default)]
 pub(crate) struct Gate {
-    held: watch::Sender<bool>,
-    parked: watch::Sender<bool>,
-}
-
-impl Default for Gate {
-    fn default() -> Self {
-        Self {
-            held: watch::Sender::new(false),
-            parked: watch::Sender::new(true),
-        }
-    }
+    held: AtomicBool,
+    /// An instance runs in the slot (the slot starts parked).
+    running: AtomicBool,
+    /// Notified on every change of either flag.
+    changed: Notify,
 }
 
 impl Gate {
     pub(crate) fn is_held(&self) -> bool {
-        *self.held.borrow()
+        self.held.load(Ordering::SeqCst)
     }
 
     pub(crate) fn hold(&self) {
-        self.held.send_replace(true);
+        self.held.store(true, Ordering::SeqCst);
+        self.changed.notify_waiters();
     }
 
     pub(crate) fn release(&self) {
-        self.held.send_replace(false);
+        self.held.store(false, Ordering::SeqCst);
+        self.changed.notify_waiters();
     }
 
     /// Completes once the gate is not held.
     pub(crate) async fn released(&self) {
-        let mut rx = self.held.subscribe();
-        // The sender lives in the cell, which outlives this wait.
-        let _ = rx.wait_for(|held| !*held).await;
+        self.until(|gate| !gate.is_held()).await;
     }
 
     pub(crate) fn set_parked(&self, parked: bool) {
-        self.parked.send_replace(parked);
+        self.running.store(!parked, Ordering::SeqCst);
+        self.changed.notify_waiters();
     }
 
     pub(crate) fn is_parked(&self) -> bool {
-        *self.parked.borrow()
+        !self.running.load(Ordering::SeqCst)
     }
 
     /// Completes once no instance runs in the slot.
     async fn parked(&self) {
-        let mut rx = self.parked.subscribe();
-        let _ = rx.wait_for(|parked| *parked).await;
+        self.until(Gate::is_parked).await;
+    }
+
+    /// Completes once `done` holds, looking again after every change.
+    async fn until(&self, done: impl Fn(&Gate) -> bool) {
+        loop {
+            // Registered before the look, so a change right after it is not missed.
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if done(self) {
+                return;
+            }
+            changed.await;
+        }
     }
 }
 
