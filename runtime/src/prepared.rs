@@ -45,8 +45,9 @@ use crate::module::ActorModule;
 /// otherwise.
 pub const DEFAULT_PREPARED: usize = 4;
 
-/// The most prepared instances a manifest may ask of one type or module: each holds an instantiated
-/// module (its linear memory slot and about 75 KiB resident for a std guest) from deploy on.
+/// The most prepared instances a manifest may ask of one type or module: each holds an
+/// instantiated module (its linear memory slot and about 75 KiB resident for a std guest) from
+/// deploy on.
 pub const MAX_PREPARED: usize = 1024;
 
 /// An instantiated module waiting for an activation, with its entry point.
@@ -67,10 +68,10 @@ pub(crate) struct Pool {
 
 impl Pool {
     /// Starts a pool of `size` instances of `module`, for the virtual type or spawnable module
-    /// `name` with the settings of `spec`, and its refill task on the guest lanes, where it takes turns with the
-    /// actors: a take wakes it from the starting actor's lane, so it runs there after that
-    /// actor's entry rather than on another thread at the same time (which, with more threads
-    /// than cores, slowed the activations it refills for).
+    /// `name` with the settings of `spec`, and its refill task on the guest lanes, where it
+    /// takes turns with the actors: a take wakes it from the starting actor's lane, so it runs
+    /// there after that actor's entry rather than on another thread at the same time (which,
+    /// with more threads than cores, slowed the activations it refills for).
     pub(crate) fn start(
         shared: &Arc<Shared>,
         name: &str,
@@ -137,7 +138,6 @@ impl std::fmt::Debug for Pool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Pool")
             .field("size", &self.size)
-            .field("ready", &self.lock().len())
             .finish_non_exhaustive()
     }
 }
