@@ -152,6 +152,28 @@ pub async fn eventually<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) ->
     }
 }
 
+/// Sends the JSON request `v` of type `ty` to `to` from a task of its own, so that the test can
+/// look at the actor while it handles it.
+pub fn call_in_background(
+    host: &Arc<Host>,
+    to: &str,
+    ty: &str,
+    v: serde_json::Value,
+) -> tokio::task::JoinHandle<Result<serde_json::Value, bunraku_runtime::CallError>> {
+    let host = host.clone();
+    let (to, ty) = (to.to_owned(), ty.to_owned());
+    tokio::spawn(async move { host.call_json(&to, Some(&ty), v).await })
+}
+
+/// Waits until `actor` (instance 0) took its first message, at most 30 s.
+pub async fn handling_first_message(host: &Host, actor: &str) {
+    eventually(Duration::from_secs(30), || {
+        (host.actor(actor)[0].handled == 1).then_some(())
+    })
+    .await
+    .unwrap_or_else(|| panic!("{actor} did not take its first message"));
+}
+
 /// Tests that must run alone take this: those whose assertions are about time (a budget, a
 /// deadline), and those that load both cores for long (compiling the guests natively, 100,000
 /// actors). It waits until no other test holds its share ([`hold_shared`]) and keeps new ones

@@ -1,32 +1,11 @@
 //! Traps, restarts and runaway guests: a failing actor is discarded, its requester told, its
 //! queue kept, and nobody else notices.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bunraku_runtime::{CallError, ClientMessage, Host};
 use bunraku_tests::*;
 use serde_json::json;
-
-fn call(
-    host: &Arc<Host>,
-    to: &str,
-    ty: &str,
-    v: serde_json::Value,
-) -> tokio::task::JoinHandle<Result<serde_json::Value, CallError>> {
-    let host = host.clone();
-    let (to, ty) = (to.to_owned(), ty.to_owned());
-    tokio::spawn(async move { host.call_json(&to, Some(&ty), v).await })
-}
-
-/// Waits until `actor` took its first message.
-async fn handling_first_message(host: &Host, actor: &str) {
-    eventually(Duration::from_secs(30), || {
-        (host.actor(actor)[0].handled == 1).then_some(())
-    })
-    .await
-    .unwrap_or_else(|| panic!("{actor} did not take its first message"));
-}
 
 /// An echo actor answers.
 async fn echo_alive(host: &Host, echo: &str) {
@@ -48,13 +27,13 @@ async fn trapping_actor_is_restarted_with_its_sender_told_and_its_queue_kept() {
     deploy(&host, "bystander", "echo");
 
     // Keep the victim busy so the next messages queue up behind the one that traps.
-    let busy = call(&host, "victim", "Busy", json!({"ms": 2000}));
+    let busy = call_in_background(&host, "victim", "Busy", json!({"ms": 2000}));
     eventually(Duration::from_secs(30), || {
         (host.actor("victim")[0].handled == 1).then_some(())
     })
     .await
     .unwrap();
-    let panic = call(&host, "victim", "Panic", json!({}));
+    let panic = call_in_background(&host, "victim", "Panic", json!({}));
     eventually(Duration::from_secs(30), || {
         (host.actor("victim")[0].mailbox == 1).then_some(())
     })
@@ -112,7 +91,7 @@ async fn runaway_loop_is_stopped_by_its_budget_while_others_keep_answering() {
     let tick = host.engine().epoch_tick();
 
     let started = Instant::now();
-    let spin = call(&host, "runaway", "Spin", json!({}));
+    let spin = call_in_background(&host, "runaway", "Spin", json!({}));
     handling_first_message(&host, "runaway").await;
     let mut answered = 0;
     while !spin.is_finished() {
@@ -152,7 +131,7 @@ async fn budget_is_per_message_not_per_batch() {
     // Five 150 ms messages queued together are handled in one guest entry (750 ms in all),
     // yet none exceeds its own 400 ms budget.
     let calls: Vec<_> = (0..5)
-        .map(|_| call(&host, "worker", "Busy", json!({"ms": 150})))
+        .map(|_| call_in_background(&host, "worker", "Busy", json!({"ms": 150})))
         .collect();
     for c in calls {
         assert_eq!(c.await.unwrap().unwrap(), json!(150));
@@ -173,7 +152,7 @@ async fn a_task_that_keeps_yielding_outlives_its_budget_and_leaves_the_lane_to_o
     deploy(&host, "bystander", "echo");
 
     let started = Instant::now();
-    let yielding = call(&host, "yielder", "Yielding", json!({}));
+    let yielding = call_in_background(&host, "yielder", "Yielding", json!({}));
     handling_first_message(&host, "yielder").await;
     // While it yields, the actor on the same lane answers.
     let mut answered = 0;

@@ -159,20 +159,9 @@ async fn a_message_sent_before_a_long_handler_is_handled_while_it_runs() {
     busy.limits.time_budget = Duration::from_secs(10);
     deploy_spec(&host, &busy);
     deploy(&host, "receiver", "testbed");
-    let h = host.clone();
-    let long = tokio::spawn(async move {
-        h.call_json(
-            "busy",
-            Some("Busy"),
-            json!({"ms": 3000, "notify": "receiver"}),
-        )
-        .await
-    });
-    eventually(Duration::from_secs(30), || {
-        (host.actor("receiver")[0].handled == 1).then_some(())
-    })
-    .await
-    .unwrap();
+    let notify = json!({"ms": 3000, "notify": "receiver"});
+    let long = call_in_background(&host, "busy", "Busy", notify);
+    handling_first_message(&host, "receiver").await;
     assert!(
         !long.is_finished(),
         "the receiver waited for the busy actor's handler to end"

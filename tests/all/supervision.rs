@@ -649,13 +649,7 @@ async fn shutdown_drains_the_mailboxes_before_stopping() {
     deploy_all(&host, &["worker"]);
     pong(&host, "worker").await;
     // 50 messages queued behind a busy handler.
-    let busy = {
-        let host = host.clone();
-        tokio::spawn(async move {
-            host.call_json("worker", Some("Busy"), json!({"ms": 300}))
-                .await
-        })
-    };
+    let busy = call_in_background(&host, "worker", "Busy", json!({"ms": 300}));
     eventually(WAIT, || {
         (host.actor("worker")[0].handled >= 2).then_some(())
     })
@@ -684,13 +678,7 @@ async fn shutdown_deadlines_are_on_the_hosts_clock() {
     });
     deploy(&host, "sleeper", "testbed");
     // A nap of an hour on the manual clock: the drain cannot finish on its own.
-    let nap = {
-        let host = host.clone();
-        tokio::spawn(async move {
-            host.call_json("sleeper", Some("Nap"), json!({"ms": 3_600_000}))
-                .await
-        })
-    };
+    let nap = call_in_background(&host, "sleeper", "Nap", json!({"ms": 3_600_000}));
     eventually(WAIT, || {
         (host.actor("sleeper")[0].pending == 1).then_some(())
     })
