@@ -38,6 +38,7 @@ use bunraku_abi::{Codec, Envelope, Event, Outbound, ReplyBody, TraceContext};
 use bunraku_bench::bare::{BareInstance, BareModule};
 use bunraku_bench::pingpong::Rally;
 use bunraku_bench::{Paired, median, rate};
+use bunraku_runtime::mailbox;
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
@@ -186,25 +187,27 @@ fn main() {
         black_box(OutboundView::decode(black_box(&outbound_bytes)).unwrap());
     });
 
-    let (tx, mut rx) = mpsc::channel::<Delivery>(1024);
-    let mailbox = ns_per_op_with(
-        reps,
-        iters,
-        || Delivery {
-            env: Box::new(sample_env.clone()),
-            reply: None,
-        },
-        |d| {
-            tx.try_send(d).expect("room");
-            black_box(rx.try_recv().unwrap());
-        },
-    );
+    let delivery = || Delivery {
+        env: Box::new(sample_env.clone()),
+        reply: None,
+    };
+    let (tx, mut rx) = mailbox::channel::<Delivery>(1024);
+    let mailbox = ns_per_op_with(reps, iters, delivery, |d| {
+        tx.try_send(d).expect("room");
+        black_box(rx.try_recv().unwrap());
+    });
+    // The tokio channel the mailboxes were before.
+    let (tokio_tx, mut tokio_rx) = mpsc::channel::<Delivery>(1024);
+    let tokio_mailbox = ns_per_op_with(reps, iters, delivery, |d| {
+        tokio_tx.try_send(d).expect("room");
+        black_box(tokio_rx.try_recv().unwrap());
+    });
 
     // The whole native host path from a decoded outbound to encoded event bytes.
     struct Group {
         name: Arc<str>,
         kinds: HashMap<String, u8>,
-        tx: mpsc::Sender<Delivery>,
+        tx: mailbox::Sender<Delivery>,
     }
     let kinds: HashMap<String, u8> = [
         "bench.go",
@@ -476,7 +479,10 @@ fn main() {
         "| decode `Outbound` as an `OutboundView` (the host, since it stopped using postcard for it) | {view_outbound:.0} |"
     );
     println!("| postcard decode `Outbound` (the host before) | {decode_outbound:.0} |");
-    println!("| tokio mpsc `try_send` + `try_recv` of a `Delivery` | {mailbox:.0} |");
+    println!("| mailbox `try_send` + `try_recv` of a `Delivery` | {mailbox:.0} |");
+    println!(
+        "| the same through a tokio `mpsc` channel (the mailbox before) | {tokio_mailbox:.0} |"
+    );
     println!("| guest `Noop` (decode + dispatch, no send) at 256 per entry | {noop_256:.0} |");
     println!("| guest `Noop` at 1 per entry | {noop_1:.0} |");
     println!(

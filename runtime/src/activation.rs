@@ -25,12 +25,10 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use tokio::sync::mpsc::error::{SendError, TrySendError};
-
 use crate::actor::{ActorGroup, ActorPhase, InstanceIo};
 use crate::error::DeployError;
 use crate::host::Shared;
-use crate::mailbox::Delivery;
+use crate::mailbox::{Delivery, SendError, TrySendError};
 
 /// The longest key of a virtual actor address (`TYPE/KEY`), in bytes.
 pub const MAX_KEY_LEN: usize = 256;
@@ -126,7 +124,7 @@ impl Shared {
             io.mailbox.close();
         }
         let mut left: Vec<Delivery> = io.peeked.take().into_iter().collect();
-        while let Ok(d) = io.mailbox.try_recv() {
+        while let Some(d) = io.mailbox.try_recv() {
             left.push(d);
         }
         self.evictions.fetch_add(1, Ordering::Relaxed);

@@ -824,7 +824,7 @@ impl ActorState {
         }
         let delivery = match self.io.peeked.take() {
             Some(d) => d,
-            None => self.io.mailbox.try_recv().ok()?,
+            None => self.io.mailbox.try_recv()?,
         };
         self.batch += 1;
         Some(NextEvent::Delivered(self.accept(delivery)))
@@ -1101,7 +1101,7 @@ pub(crate) async fn run_cell(
     // Messages still queued are dead letters; dropping them tells waiting requesters.
     io.mailbox.close();
     let mut dropped = io.peeked.take().map_or(0, |_| 1);
-    while io.mailbox.try_recv().is_ok() {
+    while io.mailbox.try_recv().is_some() {
         dropped += 1;
     }
     cell.stats
@@ -1116,7 +1116,7 @@ fn refuse_queued(cell: &ActorCell, io: &mut InstanceIo, reason: &str) {
     *cell.stats.last_failure.lock().unwrap() = Some(reason.to_owned());
     let mut refused = 0;
     let queued = io.peeked.take().into_iter();
-    for delivery in queued.chain(std::iter::from_fn(|| io.mailbox.try_recv().ok())) {
+    for delivery in queued.chain(std::iter::from_fn(|| io.mailbox.try_recv())) {
         refused += 1;
         if let Some(reply) = delivery.reply {
             let _ = reply.send(bunraku_abi::ReplyBody::Error {

@@ -15,7 +15,6 @@ use bunraku_abi::view::OutboundView;
 use bunraku_abi::{Codec, Envelope, HandlerKind, Outbound, Policy, ReplyBody, TraceContext};
 use dashmap::DashMap;
 use serde::{Deserialize, Serialize};
-use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::oneshot;
 use wasmtime::Linker;
 
@@ -27,7 +26,7 @@ use crate::clock::{Clock, Entropy, OsEntropy, SystemClock};
 use crate::engine::{Engine, EngineConfig, EngineError};
 use crate::error::{CallError, DeployError, LoadError};
 use crate::logs::LogSink;
-use crate::mailbox::{Delivery, MailboxTx, mailbox};
+use crate::mailbox::{Delivery, MailboxTx, TrySendError, mailbox};
 use crate::manifest::{ActorSpec, Manifest};
 use crate::module::ActorModule;
 use crate::pubsub::{PubSub, SubTarget};
@@ -291,9 +290,11 @@ impl Shared {
         settings: Arc<Settings>,
     ) -> (Arc<ActorGroup>, Vec<InstanceIo>) {
         let name: Arc<str> = Arc::from(name);
-        let mut cells = Vec::new();
-        let mut ios = Vec::new();
-        for instance in 0..spec.instances.max(1) {
+        let instances = spec.instances.max(1);
+        // Exact: a vector's first growth makes room for four.
+        let mut cells = Vec::with_capacity(instances as usize);
+        let mut ios = Vec::with_capacity(instances as usize);
+        for instance in 0..instances {
             let (tx, rx) = mailbox(spec.limits.mailbox);
             let id = self.next_actor.fetch_add(1, Ordering::Relaxed) + 1;
             cells.push(Arc::new(ActorCell::new(

@@ -58,7 +58,9 @@ mod grants;
 mod host;
 mod imports;
 pub mod logs;
-mod mailbox;
+// Public for the benches, which hold the runtime's own queue against tokio's (`breakdown`).
+#[doc(hidden)]
+pub mod mailbox;
 pub mod manifest;
 pub mod memory;
 pub mod metrics;

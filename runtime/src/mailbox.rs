@@ -1,15 +1,28 @@
 //! Mailboxes: where messages to an actor wait.
 //!
-//! A mailbox is a bounded tokio channel of [`Delivery`]s owned by an actor's *address* (an
-//! [`ActorCell`](crate::actor::ActorCell)), not by an instance: when an instance traps, the
-//! messages not yet started stay queued for the next instance. The bound is the actor's
-//! `limits.mailbox`; senders either fail fast (`try`) or wait for room (the waiting guest is
-//! suspended, the host holds at most the one message it is trying to deliver).
+//! A mailbox is a bounded queue of `Delivery`s owned by an actor's *address* (an `ActorCell`),
+//! not by an instance: when an instance traps, the messages not yet started stay queued for the
+//! next instance. The bound is the actor's `limits.mailbox`; senders either fail fast (`try`) or
+//! wait for room (the waiting guest is suspended, the host holds at most the one message it is
+//! trying to deliver).
+//!
+//! It is a `VecDeque` under a mutex, with the receiver's waker next to it and a `Notify` for
+//! senders waiting for room, rather than a tokio `mpsc` channel: a tokio channel allocates a
+//! block of 32 slots and its shared state up front (1.5 KiB for every actor, on the path of
+//! every activation), where this one starts at 128 bytes and grows with what is queued. One
+//! actor's instance is its only receiver, so the lock is rarely contended.
+//!
+//! The queue ([`channel`], [`Sender`], [`Receiver`]) is generic; the runtime's mailboxes are
+//! `MailboxTx` and `MailboxRx` of `Delivery`s.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
 
 use bunraku_abi::{Envelope, ReplyBody};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, oneshot};
 
 /// Where a reply goes: the requester's one-shot slot. Dropping it unanswered tells the requester
 /// `target failed`.
@@ -21,18 +34,18 @@ pub(crate) struct Delivery {
     /// The envelope, shared: a published message's envelope is one allocation for all of its
     /// subscribers. What differs per receiver (the reply handle, attachment and stream handles
     /// of the receiving instance) is issued on delivery to the guest, next to it, never written
-    /// into it. Behind a pointer also because a tokio channel allocates its slots in blocks of
-    /// 32, and an inline envelope (about 260 bytes) made every idle mailbox cost 8 KiB.
+    /// into it. Behind a pointer also because a mailbox's ring keeps its capacity while idle,
+    /// and an inline envelope is about 260 bytes.
     pub env: Arc<Envelope>,
     /// Where the reply goes, when the sender waits for one.
     pub reply: Option<ReplySlot>,
     /// What few messages carry (moved references, an opened stream), behind a pointer: every
-    /// slot of a mailbox's first block of 32 pays for this field, idle or not.
+    /// slot of a mailbox's ring pays for this field, idle or not.
     pub extra: Option<Box<Extra>>,
 }
 
-// A mailbox's first block (allocated with the mailbox) is 32 of these: 1 KiB (the reply slot
-// takes two words, a `tokio` oneshot sender being an `Option` already).
+// A queued message takes one of these in its mailbox's ring (the reply slot takes two words, a
+// `tokio` oneshot sender being an `Option` already).
 const _: () = assert!(std::mem::size_of::<Delivery>() <= 32);
 
 /// The rarer parts of a [`Delivery`].
@@ -75,12 +88,382 @@ impl Delivery {
     }
 }
 
-/// The sending side of a mailbox.
-pub(crate) type MailboxTx = mpsc::Sender<Delivery>;
-/// The receiving side of a mailbox, moved from instance to instance.
-pub(crate) type MailboxRx = mpsc::Receiver<Delivery>;
+/// The sending side of an actor's mailbox.
+pub(crate) type MailboxTx = Sender<Delivery>;
+/// The receiving side of an actor's mailbox, moved from instance to instance.
+pub(crate) type MailboxRx = Receiver<Delivery>;
 
-/// A new mailbox holding at most `bound` messages.
+/// A new mailbox for an actor, holding at most `bound` messages.
 pub(crate) fn mailbox(bound: usize) -> (MailboxTx, MailboxRx) {
-    mpsc::channel(bound.max(1))
+    channel(bound)
+}
+
+/// Why [`Sender::try_send`] did not queue a message, which it gives back.
+#[derive(Debug)]
+pub enum TrySendError<T> {
+    /// The mailbox holds its bound.
+    Full(T),
+    /// The mailbox was closed (its actor stopped, or an activation was evicted).
+    Closed(T),
+}
+
+/// [`Sender::send`] found the mailbox closed; the message back.
+#[derive(Debug)]
+pub struct SendError<T>(pub T);
+
+/// What both sides of a mailbox share.
+struct Chan<T> {
+    /// How many deliveries it holds at most.
+    bound: usize,
+    queue: Mutex<Queue<T>>,
+    /// Senders waiting for room. Each delivery taken from a full mailbox wakes one; a woken
+    /// sender that queues and leaves room wakes the next.
+    room: Notify,
+    /// Live [`Sender`]s: with none left, an empty mailbox reads as closed.
+    senders: AtomicUsize,
+}
+
+struct Queue<T> {
+    deliveries: VecDeque<T>,
+    closed: bool,
+    /// The receiver waiting for a delivery, woken (and forgotten) by the next one.
+    receiver: Option<Waker>,
+}
+
+impl<T> Chan<T> {
+    fn lock(&self) -> MutexGuard<'_, Queue<T>> {
+        // Nothing that can panic runs under the lock; a poisoned lock still holds a valid queue.
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The sending side of a mailbox: cheap to clone, one per holder.
+pub struct Sender<T> {
+    chan: Arc<Chan<T>>,
+}
+
+/// The receiving side of a mailbox, moved from instance to instance. Dropping it closes the
+/// mailbox and drops what is queued (requesters hear `target failed`).
+pub struct Receiver<T> {
+    chan: Arc<Chan<T>>,
+}
+
+/// A new mailbox holding at most `bound` messages (at least one).
+pub fn channel<T>(bound: usize) -> (Sender<T>, Receiver<T>) {
+    let chan = Arc::new(Chan {
+        bound: bound.max(1),
+        queue: Mutex::new(Queue {
+            deliveries: VecDeque::new(),
+            closed: false,
+            receiver: None,
+        }),
+        room: Notify::new(),
+        senders: AtomicUsize::new(1),
+    });
+    (Sender { chan: chan.clone() }, Receiver { chan })
+}
+
+impl<T> Sender<T> {
+    /// Queues `delivery` if there is room, waking the receiver.
+    pub fn try_send(&self, delivery: T) -> Result<(), TrySendError<T>> {
+        let receiver = {
+            let mut queue = self.chan.lock();
+            if queue.closed {
+                return Err(TrySendError::Closed(delivery));
+            }
+            if queue.deliveries.len() >= self.chan.bound {
+                return Err(TrySendError::Full(delivery));
+            }
+            queue.deliveries.push_back(delivery);
+            queue.receiver.take()
+        };
+        if let Some(waker) = receiver {
+            waker.wake();
+        }
+        Ok(())
+    }
+
+    /// Queues `delivery`, waiting for room; the delivery back when the mailbox is closed.
+    /// Cancel-safe: dropped while it waits, it has queued nothing (and passes a wake-up it
+    /// received on to the next waiting sender).
+    pub async fn send(&self, mut delivery: T) -> Result<(), SendError<T>> {
+        loop {
+            let room = self.chan.room.notified();
+            let mut room = std::pin::pin!(room);
+            // Registered before looking: room made after the look wakes this sender.
+            room.as_mut().enable();
+            match self.try_send(delivery) {
+                Ok(()) => {
+                    // A waking sender passes the wake-up on while room is left.
+                    if self.capacity() > 0 {
+                        self.chan.room.notify_one();
+                    }
+                    return Ok(());
+                }
+                Err(TrySendError::Closed(d)) => return Err(SendError(d)),
+                Err(TrySendError::Full(d)) => delivery = d,
+            }
+            room.await;
+        }
+    }
+
+    /// Whether the mailbox was closed.
+    pub fn is_closed(&self) -> bool {
+        self.chan.lock().closed
+    }
+
+    /// How many more deliveries fit.
+    pub fn capacity(&self) -> usize {
+        self.chan.bound - self.chan.lock().deliveries.len().min(self.chan.bound)
+    }
+
+    /// The bound.
+    pub fn max_capacity(&self) -> usize {
+        self.chan.bound
+    }
+}
+
+impl<T> Clone for Sender<T> {
+    fn clone(&self) -> Self {
+        self.chan.senders.fetch_add(1, Ordering::Relaxed);
+        Self {
+            chan: self.chan.clone(),
+        }
+    }
+}
+
+impl<T> Drop for Sender<T> {
+    fn drop(&mut self) {
+        if self.chan.senders.fetch_sub(1, Ordering::AcqRel) == 1 {
+            // The last sender: a receiver waiting on an empty mailbox reads the end.
+            let receiver = self.chan.lock().receiver.take();
+            if let Some(waker) = receiver {
+                waker.wake();
+            }
+        }
+    }
+}
+
+impl<T> std::fmt::Debug for Sender<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sender")
+            .field("bound", &self.chan.bound)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T> Receiver<T> {
+    /// The next delivery, waiting for one; `None` once the mailbox is closed (or every sender
+    /// is gone) and empty. Cancel-safe.
+    pub async fn recv(&mut self) -> Option<T> {
+        std::future::poll_fn(|cx| self.poll_recv(cx)).await
+    }
+
+    fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<T>> {
+        let taken = {
+            let mut queue = self.chan.lock();
+            let taken = self.take(&mut queue);
+            if taken.is_none() {
+                if queue.closed || self.chan.senders.load(Ordering::Acquire) == 0 {
+                    return Poll::Ready(None);
+                }
+                match &mut queue.receiver {
+                    Some(waker) if waker.will_wake(cx.waker()) => {}
+                    slot => *slot = Some(cx.waker().clone()),
+                }
+                return Poll::Pending;
+            }
+            taken
+        };
+        Poll::Ready(self.made_room(taken))
+    }
+
+    /// The next delivery if one is queued (also after the mailbox was closed).
+    pub fn try_recv(&mut self) -> Option<T> {
+        let taken = self.take(&mut self.chan.lock());
+        self.made_room(taken)
+    }
+
+    /// Pops the oldest delivery, and whether the mailbox was full before.
+    fn take(&self, queue: &mut Queue<T>) -> Option<(T, bool)> {
+        let was_full = queue.deliveries.len() >= self.chan.bound;
+        queue.deliveries.pop_front().map(|d| (d, was_full))
+    }
+
+    /// The delivery [`Receiver::take`] popped, after waking a sender waiting for room when the
+    /// mailbox was full (outside the lock).
+    fn made_room(&self, taken: Option<(T, bool)>) -> Option<T> {
+        let (delivery, was_full) = taken?;
+        if was_full {
+            self.chan.room.notify_one();
+        }
+        Some(delivery)
+    }
+
+    /// Refuses new deliveries (senders waiting for room get theirs back); what is queued can
+    /// still be taken.
+    pub fn close(&mut self) {
+        self.chan.lock().closed = true;
+        self.chan.room.notify_waiters();
+    }
+}
+
+impl<T> Drop for Receiver<T> {
+    fn drop(&mut self) {
+        self.close();
+        // Dropped outside the lock: a reply slot's drop wakes its requester.
+        let left = std::mem::take(&mut self.chan.lock().deliveries);
+        drop(left);
+    }
+}
+
+impl<T> std::fmt::Debug for Receiver<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Receiver")
+            .field("bound", &self.chan.bound)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::Future;
+    use std::task::{Context, Poll, Waker};
+
+    use super::*;
+
+    fn numbered(id: u64) -> Delivery {
+        Delivery::new(Envelope {
+            id,
+            ..Default::default()
+        })
+    }
+
+    fn id(d: Option<Delivery>) -> Option<u64> {
+        d.map(|d| d.env.id)
+    }
+
+    /// Polls `f` once with a waker that does nothing.
+    fn poll_once<F: Future>(f: std::pin::Pin<&mut F>) -> Poll<F::Output> {
+        f.poll(&mut Context::from_waker(Waker::noop()))
+    }
+
+    #[test]
+    fn try_send_queues_up_to_the_bound_in_order_then_says_full() {
+        let (tx, mut rx) = mailbox(2);
+        tx.try_send(numbered(1)).unwrap();
+        tx.try_send(numbered(2)).unwrap();
+        assert!(matches!(tx.try_send(numbered(3)), Err(TrySendError::Full(d)) if d.env.id == 3));
+        assert_eq!((tx.capacity(), tx.max_capacity()), (0, 2));
+        assert_eq!(id(rx.try_recv()), Some(1));
+        assert_eq!(tx.capacity(), 1);
+        tx.try_send(numbered(3)).unwrap();
+        assert_eq!(id(rx.try_recv()), Some(2));
+        assert_eq!(id(rx.try_recv()), Some(3));
+        assert_eq!(id(rx.try_recv()), None);
+    }
+
+    #[test]
+    fn senders_waiting_for_room_all_get_in_as_it_is_made() {
+        // Two senders wait on a full mailbox of two. Taking both queued deliveries wakes one
+        // sender (the mailbox was full only at the first take); it passes the room left on.
+        let (tx, mut rx) = mailbox(2);
+        tx.try_send(numbered(1)).unwrap();
+        tx.try_send(numbered(2)).unwrap();
+        let mut third = std::pin::pin!(tx.send(numbered(3)));
+        let mut fourth = std::pin::pin!(tx.send(numbered(4)));
+        assert!(poll_once(third.as_mut()).is_pending());
+        assert!(poll_once(fourth.as_mut()).is_pending());
+        assert_eq!(id(rx.try_recv()), Some(1));
+        assert_eq!(id(rx.try_recv()), Some(2));
+        assert!(matches!(poll_once(third.as_mut()), Poll::Ready(Ok(()))));
+        assert!(matches!(poll_once(fourth.as_mut()), Poll::Ready(Ok(()))));
+        assert_eq!(id(rx.try_recv()), Some(3));
+        assert_eq!(id(rx.try_recv()), Some(4));
+    }
+
+    #[test]
+    fn a_waiting_sender_dropped_after_its_wake_up_passes_it_on() {
+        let (tx, mut rx) = mailbox(1);
+        tx.try_send(numbered(1)).unwrap();
+        let mut second = Box::pin(tx.send(numbered(2)));
+        let mut third = std::pin::pin!(tx.send(numbered(3)));
+        assert!(poll_once(second.as_mut()).is_pending());
+        assert!(poll_once(third.as_mut()).is_pending());
+        assert_eq!(id(rx.try_recv()), Some(1));
+        // Woken, the second sender gives up before it runs: the third gets the room.
+        drop(second);
+        assert!(matches!(poll_once(third.as_mut()), Poll::Ready(Ok(()))));
+        assert_eq!(id(rx.try_recv()), Some(3));
+    }
+
+    #[test]
+    fn closing_refuses_new_and_waiting_deliveries_and_keeps_the_queued_ones() {
+        let (tx, mut rx) = mailbox(1);
+        tx.try_send(numbered(1)).unwrap();
+        let mut waiting = std::pin::pin!(tx.send(numbered(2)));
+        assert!(poll_once(waiting.as_mut()).is_pending());
+        rx.close();
+        assert!(tx.is_closed());
+        assert!(matches!(
+            poll_once(waiting.as_mut()),
+            Poll::Ready(Err(SendError(d))) if d.env.id == 2
+        ));
+        assert!(matches!(tx.try_send(numbered(3)), Err(TrySendError::Closed(d)) if d.env.id == 3));
+        let mut recv = Box::pin(rx.recv());
+        assert!(matches!(poll_once(recv.as_mut()), Poll::Ready(Some(d)) if d.env.id == 1));
+        drop(recv);
+        assert!(matches!(
+            poll_once(std::pin::pin!(rx.recv())),
+            Poll::Ready(None)
+        ));
+    }
+
+    #[test]
+    fn recv_waits_for_a_delivery_and_ends_when_every_sender_is_gone() {
+        let (tx, mut rx) = mailbox(4);
+        let other = tx.clone();
+        {
+            let mut recv = std::pin::pin!(rx.recv());
+            assert!(poll_once(recv.as_mut()).is_pending());
+            other.try_send(numbered(7)).unwrap();
+            assert!(matches!(poll_once(recv.as_mut()), Poll::Ready(Some(d)) if d.env.id == 7));
+        }
+        drop(other);
+        let mut recv = std::pin::pin!(rx.recv());
+        assert!(poll_once(recv.as_mut()).is_pending());
+        drop(tx);
+        assert!(matches!(poll_once(recv.as_mut()), Poll::Ready(None)));
+    }
+
+    #[tokio::test]
+    async fn a_dropped_mailbox_fails_the_requesters_still_queued() {
+        let (tx, rx) = mailbox(4);
+        let (reply, answer) = oneshot::channel();
+        tx.try_send(Delivery {
+            reply: Some(reply),
+            ..numbered(1)
+        })
+        .unwrap();
+        drop(rx);
+        assert!(
+            answer.await.is_err(),
+            "the requester hears that no reply comes"
+        );
+        assert!(matches!(
+            tx.try_send(numbered(2)),
+            Err(TrySendError::Closed(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_sender_waiting_on_another_thread_wakes_when_the_receiver_takes() {
+        let (tx, mut rx) = mailbox(1);
+        tx.try_send(numbered(1)).unwrap();
+        let sender = tokio::spawn(async move { tx.send(numbered(2)).await.is_ok() });
+        tokio::task::yield_now().await;
+        assert_eq!(id(rx.recv().await), Some(1));
+        assert_eq!(id(rx.recv().await), Some(2));
+        assert!(sender.await.unwrap());
+    }
 }

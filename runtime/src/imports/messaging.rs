@@ -4,13 +4,12 @@ use std::sync::Arc;
 
 use bunraku_abi::view::OutboundView;
 use bunraku_abi::{Completion, Envelope, ErrorCode, ReplyBody, mode};
-use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::oneshot;
 use wasmtime::{AsContextMut, Caller};
 
 use super::{ENVELOPE_SLACK, HostResult, fail, guest_bytes, memory_and_state, read, read_outbound};
 use crate::actor::{ActorGroup, ActorState};
-use crate::mailbox::{Delivery, Refs};
+use crate::mailbox::{Delivery, Refs, TrySendError};
 
 pub(crate) fn next(
     mut caller: Caller<'_, ActorState>,

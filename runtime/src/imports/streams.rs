@@ -35,10 +35,10 @@ pub(crate) fn stream_open(mut caller: Caller<'_, ActorState>, ptr: u32, len: u32
     // Opening does not wait for room: a full mailbox is `mailbox full`, as for `try_send`.
     match st.host.try_deliver(&mut group, st.sender_hash, delivery).0 {
         Ok(()) => {}
-        Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => {
+        Err(crate::mailbox::TrySendError::Full(_)) => {
             return fail(ErrorCode::MailboxFull);
         }
-        Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => {
+        Err(crate::mailbox::TrySendError::Closed(_)) => {
             return fail(ErrorCode::NoSuchActor);
         }
     }
