@@ -12,6 +12,11 @@
 //! every activation), where this one starts at 128 bytes and grows with what is queued. One
 //! actor's instance is its only receiver, so the lock is rarely contended.
 //!
+//! The channel crates of the field were read for this and do not fit it: `async-channel`'s
+//! bounded queue (`concurrent-queue`'s `Bounded`) allocates all of its slots when it is made,
+//! 1,024 of them at the default bound; `flume`'s receive future allocates a signal (`Arc<Hook>`)
+//! each time a new one waits, and the run loop makes a new one every turn it goes idle.
+//!
 //! The queue ([`channel`], [`Sender`], [`Receiver`]) is generic; the runtime's mailboxes are
 //! `MailboxTx` and `MailboxRx` of `Delivery`s.
 
