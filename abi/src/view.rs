@@ -757,8 +757,9 @@ fn put_bytes_with<E>(
     Ok(())
 }
 
-/// The fields of an [`Outbound`](crate::Outbound) other than its payload, borrowed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The fields of an [`Outbound`](crate::Outbound) other than its payload, borrowed. The default
+/// is empty, in postcard, with no options (as `Outbound`'s).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct OutboundHead<'a> {
     /// An actor name (send, request) or a subject (publish).
     pub target: &'a str,

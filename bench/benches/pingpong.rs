@@ -1,9 +1,11 @@
 //! Ping-pong between two actors against the same exchange between two plain tokio tasks
-//! (see [`bunraku_bench::pingpong`] for both sides).
+//! (see [`bunraku_bench::pingpong`] for both sides), and the host's floor: the same rally between
+//! two actors written against the ABI without the SDK (`bench-raw`).
 //!
 //! `cargo bench -p bunraku-bench --bench pingpong` (`BUNRAKU_BENCH_LONG=1` for a longer run,
-//! `BUNRAKU_BENCH_PAIRS=n` for another number of pairs). Samples alternate wasm, tokio, wasm,
-//! tokio; each counts `2 * rounds` messages.
+//! `BUNRAKU_BENCH_PAIRS=n` for another number of pairs). Samples go round robin: SDK actors, raw
+//! actors, tokio; each counts `2 * rounds` messages. Both wasm rows are paired with the same tokio
+//! samples.
 
 use std::time::Duration;
 
@@ -18,11 +20,13 @@ fn main() {
 
     let rally = Rally::new();
     let rounds = rally.calibrate(target);
-    let mut samples = Paired::default();
+    let (mut samples, mut raw) = (Paired::default(), Paired::default());
     for _ in 0..pairs {
         let w = rate(2 * rounds, rally.wasm(rounds));
+        let r = rate(2 * rounds, rally.raw(rounds));
         let t = rate(2 * rounds, rally.tokio(rounds));
         samples.push(w, t);
+        raw.push(r, t);
     }
 
     println!("## ping-pong ({})", bunraku_bench::machine_line());
@@ -34,8 +38,13 @@ fn main() {
     println!("{}", Paired::header());
     println!("{}", samples.row("ping-pong", "msgs/s"));
     println!(
-        "\nper message: wasm {:.0} ns, tokio {:.0} ns (medians)",
+        "{}",
+        raw.row("ping-pong without the SDK (`bench-raw`)", "msgs/s")
+    );
+    println!(
+        "\nper message: wasm {:.0} ns, wasm without the SDK {:.0} ns, tokio {:.0} ns (medians)",
         1e9 / median(&samples.wasm),
+        1e9 / median(&raw.wasm),
         1e9 / median(&samples.tokio)
     );
     rally.host.shutdown(Duration::from_secs(2));

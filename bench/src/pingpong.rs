@@ -6,6 +6,9 @@
 //! answered after the last pong. Tokio: tasks `a` and `b` on a runtime built like the host's guest
 //! runtime, exchanging `Ping{n}`/`Pong{n}` structs over `mpsc` channels of the mailboxes'
 //! capacity. A rally of `rounds` round trips is `2 * rounds` messages either way.
+//!
+//! The host's floor: guest `bench-raw`, the same exchange written against the ABI alone (no SDK),
+//! deployed on the same host as `raw-a` (concurrency 2) and `raw-b`.
 
 use std::time::{Duration, Instant};
 
@@ -51,13 +54,18 @@ pub struct Rally {
 impl Rally {
     /// Builds the guest, starts a default host with `a` and `b`, and the tokio pair.
     pub fn new() -> Self {
-        let wasm = crate::guest("bench-pingpong");
         let host = crate::host();
         let capacity = Limits::default().mailbox;
-        let mut a = crate::spec("a", &wasm);
-        a.limits.concurrency = 2;
-        crate::deploy(&host, &a);
-        crate::deploy(&host, &crate::spec("b", &wasm));
+        for (guest, a, b) in [
+            ("bench-pingpong", "a", "b"),
+            ("bench-raw", "raw-a", "raw-b"),
+        ] {
+            let wasm = crate::guest(guest);
+            let mut a = crate::spec(a, &wasm);
+            a.limits.concurrency = 2;
+            crate::deploy(&host, &a);
+            crate::deploy(&host, &crate::spec(b, &wasm));
+        }
         let baseline = crate::baseline_runtime(crate::guest_threads());
         let to_a = spawn_tokio_pair(&baseline, capacity);
         Self {
@@ -71,12 +79,17 @@ impl Rally {
 
     /// One rally between the actors.
     pub fn wasm(&self, rounds: u64) -> Duration {
-        let msg = ClientMessage::json(
-            "a",
-            Some("bench.go"),
-            &json!({"peer": "b", "rounds": rounds}),
-        )
-        .with_timeout(Duration::from_secs(120));
+        self.rally("a", "b", rounds)
+    }
+
+    /// One rally between the actors without the SDK (`bench-raw`).
+    pub fn raw(&self, rounds: u64) -> Duration {
+        self.rally("raw-a", "raw-b", rounds)
+    }
+
+    fn rally(&self, a: &str, b: &str, rounds: u64) -> Duration {
+        let msg = ClientMessage::json(a, Some("bench.go"), &json!({"peer": b, "rounds": rounds}))
+            .with_timeout(Duration::from_secs(120));
         let start = Instant::now();
         let reply = self.ctl.block_on(self.host.request(msg)).expect("rally");
         let elapsed = start.elapsed();
@@ -111,6 +124,7 @@ impl Rally {
         let t = self.wasm(probe);
         let rounds = ((probe as f64 * target.as_secs_f64() / t.as_secs_f64()) as u64).max(1_000);
         self.wasm(rounds);
+        self.raw(rounds);
         self.tokio(rounds);
         rounds
     }

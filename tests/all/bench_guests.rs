@@ -22,6 +22,36 @@ async fn bench_pingpong_rally_completes_every_round() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_raw_rallies_without_the_sdk_and_with_the_sdk_guest() {
+    let host = host();
+    // `a` waits with `bench.go` in flight while its pongs arrive, as `bench-pingpong` does.
+    for (name, guest, concurrency) in [
+        ("a", "bench-raw", 2),
+        ("b", "bench-raw", 1),
+        ("sdk", "bench-pingpong", 1),
+    ] {
+        let mut s = spec(name, guest);
+        s.limits.concurrency = concurrency;
+        deploy_spec(&host, &s);
+    }
+    let go = |peer: &str, rounds: u64| {
+        host.call_json(
+            "a",
+            Some("bench.go"),
+            json!({"peer": peer, "rounds": rounds}),
+        )
+    };
+    assert_eq!(go("b", 100).await.unwrap(), json!(100));
+    assert_eq!(host.actor("b")[0].handled, 100, "b saw one ping per round");
+    // The same protocol as `bench-pingpong`: a rally with an SDK guest as the peer.
+    assert_eq!(go("sdk", 50).await.unwrap(), json!(50));
+    assert_eq!(host.actor("sdk")[0].handled, 50);
+    // No rounds: answered at once, and nothing waits in flight afterwards.
+    assert_eq!(go("b", 0).await.unwrap(), json!(0));
+    assert_eq!(host.actor("b")[0].handled, 100);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bench_fanout_reaches_every_subscriber() {
     let host = host();
     deploy(&host, "publisher", "bench-fanout");
