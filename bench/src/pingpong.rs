@@ -52,7 +52,8 @@ pub struct Rally {
 }
 
 impl Rally {
-    /// Builds the guest, starts a default host with `a` and `b`, and the tokio pair.
+    /// Builds both guests, starts a default host with `a` and `b` (SDK) and `raw-a` and `raw-b`
+    /// (no SDK), and the tokio pair.
     pub fn new() -> Self {
         let host = crate::host();
         let capacity = Limits::default().mailbox;

@@ -46,7 +46,7 @@ async fn bench_raw_rallies_without_the_sdk_and_with_the_sdk_guest() {
     // The same protocol as `bench-pingpong`: a rally with an SDK guest as the peer.
     assert_eq!(go("sdk", 50).await.unwrap(), json!(50));
     assert_eq!(host.actor("sdk")[0].handled, 50);
-    // No rounds: answered at once, and nothing waits in flight afterwards.
+    // No rounds: answered at once, without a ping.
     assert_eq!(go("b", 0).await.unwrap(), json!(0));
     assert_eq!(host.actor("b")[0].handled, 100);
 }
