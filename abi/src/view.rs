@@ -714,7 +714,42 @@ fn put_varint(buf: &mut Vec<u8>, mut v: u64) {
 #[inline]
 fn put_bytes(buf: &mut Vec<u8>, bytes: &[u8]) {
     put_varint(buf, bytes.len() as u64);
-    buf.extend_from_slice(bytes);
+    put_raw(buf, bytes);
+}
+
+/// Appends `bytes`. Up to 16 bytes (most names, message types and small payloads) are copied as
+/// two overlapping fixed-size pieces instead of through `memcpy`: in a wasm guest, a `memcpy` of
+/// a length not known at compile time is a `memory.copy` instruction, which wasmtime runs as a
+/// call out of the guest's code, costlier than such a copy.
+#[inline(always)]
+fn put_raw(buf: &mut Vec<u8>, bytes: &[u8]) {
+    let n = bytes.len();
+    let start = buf.len();
+    match n {
+        0 => {}
+        1..=3 => {
+            buf.push(bytes[0]);
+            buf.push(bytes[n / 2]);
+            buf.push(bytes[n - 1]);
+            buf.truncate(start + n);
+        }
+        4..=7 => put_overlapping::<4>(buf, bytes),
+        8..=16 => put_overlapping::<8>(buf, bytes),
+        _ => buf.extend_from_slice(bytes),
+    }
+}
+
+/// Appends `bytes` (`N..=2 * N` of them) as its first `N` bytes and then its last `N`, the
+/// second piece written over the first where they overlap.
+#[inline(always)]
+fn put_overlapping<const N: usize>(buf: &mut Vec<u8>, bytes: &[u8]) {
+    let n = bytes.len();
+    let end = buf.len() + n;
+    let head: [u8; N] = bytes[..N].try_into().expect("N bytes");
+    let tail: [u8; N] = bytes[n - N..].try_into().expect("N bytes");
+    buf.extend_from_slice(&head);
+    buf.truncate(end - N);
+    buf.extend_from_slice(&tail);
 }
 
 /// Appends a codec (its variant index).
@@ -727,19 +762,25 @@ fn put_codec(buf: &mut Vec<u8>, codec: Codec) {
 }
 
 /// Appends the bytes `write` appends to `buf`, preceded by their length: the encoding of a byte
-/// string whose length is not known in advance. The bytes are written in place and moved once by
-/// the length prefix's size (one byte below 128 bytes).
+/// string whose length is not known in advance. The bytes are written in place behind a one-byte
+/// prefix; from 128 bytes on, when the prefix takes more, they are moved once to make room.
 #[inline]
 fn put_bytes_with<E>(
     buf: &mut Vec<u8>,
     write: impl FnOnce(&mut Vec<u8>) -> Result<(), E>,
 ) -> Result<(), E> {
     let start = buf.len();
+    // Room for a one-byte prefix, which is what a length below 128 takes.
+    buf.push(0);
     if let Err(e) = write(buf) {
         buf.truncate(start);
         return Err(e);
     }
-    let len = buf.len() - start;
+    let len = buf.len() - start - 1;
+    if len < 0x80 {
+        buf[start] = len as u8;
+        return Ok(());
+    }
     let mut prefix = [0u8; 10];
     let mut n = 0;
     let mut v = len as u64;
@@ -750,9 +791,9 @@ fn put_bytes_with<E>(
     }
     prefix[n] = v as u8;
     n += 1;
-    // Make room for the prefix and move the bytes behind it.
-    buf.extend_from_slice(&prefix[..n]);
-    buf.copy_within(start..start + len, start + n);
+    // Make room for the longer prefix and move the bytes behind it.
+    buf.extend_from_slice(&prefix[1..n]);
+    buf.copy_within(start + 1..start + 1 + len, start + n);
     buf[start..start + n].copy_from_slice(&prefix[..n]);
     Ok(())
 }

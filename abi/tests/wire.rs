@@ -429,6 +429,41 @@ mod views {
         }
     }
 
+    /// Names and payloads of every length up to 40 bytes, each byte different, so that a short
+    /// copy that puts a byte in the wrong place or drops one shows.
+    #[test]
+    fn outbound_head_copies_strings_and_payloads_of_every_short_length_exactly() {
+        let text: String = ('a'..='z').chain('A'..='Z').collect();
+        for len in 0..=40 {
+            let name = &text[..len];
+            let payload: Vec<u8> = (0..len as u8).map(|i| i.wrapping_mul(37) ^ 0x5a).collect();
+            let owned = Outbound {
+                target: name.into(),
+                msg_type: name.chars().rev().collect(),
+                payload: payload.clone(),
+                idempotency_key: Some(name.into()),
+                ..Outbound::default()
+            };
+            let head = OutboundHead {
+                target: &owned.target,
+                msg_type: &owned.msg_type,
+                idempotency_key: owned.idempotency_key.as_deref(),
+                ..OutboundHead::default()
+            };
+            let mut buf = vec![0xee];
+            head.encode_with(&mut buf, |b| {
+                b.extend_from_slice(&payload);
+                Ok::<(), ()>(())
+            })
+            .unwrap();
+            assert_eq!(
+                buf[1..],
+                encode(&owned),
+                "strings and payload of {len} bytes"
+            );
+        }
+    }
+
     /// Every truncation and many single-byte changes of outbound messages with every optional
     /// field absent and present: the host's view accepts exactly what the owned decoder
     /// accepts, with the same value, and borrows the payload.

@@ -688,7 +688,9 @@ pub(crate) struct ActorState {
     next_op: u32,
     pub new_ops: Vec<PendingOp>,
     pub current: TaskMeta,
-    pub resolved: HashMap<String, Arc<ActorGroup>>,
+    /// Names this instance sent to, resolved (looked up on every send; FxHash, as the keys are
+    /// short and the table is this instance's own: colliding names only slow their sender).
+    pub resolved: rustc_hash::FxHashMap<String, Arc<ActorGroup>>,
     pub subscriptions: Vec<u64>,
     /// Timers this instance set (they end with it).
     pub timers: Timers,
@@ -737,7 +739,7 @@ impl ActorState {
             next_op: 0,
             new_ops: Vec::new(),
             current: TaskMeta::default(),
-            resolved: HashMap::new(),
+            resolved: rustc_hash::FxHashMap::default(),
             subscriptions: Vec::new(),
             timers: Timers::default(),
             watches: Vec::new(),
@@ -1214,7 +1216,9 @@ async fn run_instance(
             }
         }
         let st = store.data_mut();
-        pending.extend(st.new_ops.drain(..));
+        if !st.new_ops.is_empty() {
+            pending.extend(st.new_ops.drain(..));
+        }
         timers.extend(st.timers.take_armed(&host.clock));
         cell.stats
             .pending
@@ -1279,11 +1283,15 @@ async fn run_instance(
                 return finish(store, Ok(()));
             }
             // Hand every completion and timer firing that is already there to the same guest
-            // entry.
-            while let Some(Some((op, result))) = pending.next().now_or_never() {
+            // entry (polling an empty set is not free: it registers a waker).
+            while !pending.is_empty()
+                && let Some(Some((op, result))) = pending.next().now_or_never()
+            {
                 st.push_completion(op, result);
             }
-            while let Some(Some(wake)) = timers.next().now_or_never() {
+            while !timers.is_empty()
+                && let Some(Some(wake)) = timers.next().now_or_never()
+            {
                 if let Some((id, generation)) = wake {
                     st.timers.fired(id, generation, host.clock.now());
                 }

@@ -1,7 +1,6 @@
 //! Loading a compiled module as an actor: export and import checks, the ABI version, the
 //! descriptor, and the `InstancePre` every instance is created from.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -18,7 +17,8 @@ use crate::wasi;
 pub(crate) struct ActorModule {
     pub pre: InstancePre<ActorState>,
     pub descriptor: Descriptor,
-    pub types: HashMap<String, HandlerKind>,
+    /// The message types it handles, by wire name (looked up on every message sent to it).
+    pub types: rustc_hash::FxHashMap<String, HandlerKind>,
     has_initialize: bool,
     /// The module exports `bunraku_stack`: where its shadow stack is.
     has_stack: bool,
