@@ -323,8 +323,9 @@ pub(crate) struct ActorCell {
     /// What the idle trimmer saw of this slot ([`crate::trim`]).
     pub(crate) idle: IdleWatch,
     /// Wakes the running instance's task for a kill or a trim; the flags below say which. One
-    /// signal for both, so that waiting for them costs the message path one poll, not two.
-    signal: Notify,
+    /// waker for both, and no lock: waiting for them costs the message path two loads and a
+    /// waker check per poll.
+    signal: futures::task::AtomicWaker,
     /// End the running instance at once, without `on_stop` (after a stop timed out).
     kill_requested: AtomicBool,
     /// Give the idle instance's rebuildable memory pages back ([`crate::trim`]).
@@ -362,7 +363,7 @@ impl ActorCell {
             deactivating: AtomicBool::new(false),
             booted: AtomicBool::new(false),
             stop: Notify::new(),
-            signal: Notify::new(),
+            signal: futures::task::AtomicWaker::new(),
             kill_requested: AtomicBool::new(false),
             trim_requested: AtomicBool::new(false),
             idle: IdleWatch::default(),
@@ -425,14 +426,35 @@ impl ActorCell {
     /// its time budget at the latest. The slot itself lives on (combine with a stop to end it).
     pub(crate) fn kill_instance(&self) {
         self.kill_requested.store(true, Ordering::SeqCst);
-        self.signal.notify_one();
+        self.signal.wake();
     }
 
     /// Asks the running instance, idle, to give back the pages of its linear memory that can be
     /// rebuilt (see [`crate::trim`]); it copies them back before it next enters the guest.
     pub(crate) fn request_trim(&self) {
         self.trim_requested.store(true, Ordering::SeqCst);
-        self.signal.notify_one();
+        self.signal.wake();
+    }
+
+    /// Ready once a kill or a trim is asked for (their flags say which); the running instance's
+    /// task waits on it.
+    fn signalled(&self) -> impl Future<Output = ()> + '_ {
+        let asked = || {
+            self.kill_requested.load(Ordering::SeqCst) || self.trim_requested.load(Ordering::SeqCst)
+        };
+        std::future::poll_fn(move |cx| {
+            if asked() {
+                return std::task::Poll::Ready(());
+            }
+            self.signal.register(cx.waker());
+            // Asked between the look above and the registration: its wake may have found the
+            // previous waker.
+            if asked() {
+                std::task::Poll::Ready(())
+            } else {
+                std::task::Poll::Pending
+            }
+        })
     }
 
     /// Whether a trim was asked for that the instance has not taken yet.
@@ -1009,7 +1031,6 @@ pub(crate) async fn run_cell(
         }
         // A signal left over from a hold or a normal exit must not stop the new instance.
         let _ = cell.stop.notified().now_or_never();
-        let _ = cell.signal.notified().now_or_never();
         cell.kill_requested.store(false, Ordering::SeqCst);
         cell.trim_requested.store(false, Ordering::SeqCst);
         if cell.stop_requested() {
@@ -1183,7 +1204,6 @@ async fn run_instance(
     // One waiter for the stop signal, registered once: a fresh `notified()` per turn would take
     // the `Notify`'s lock twice per message. A `notify_one` before the first poll leaves a permit.
     let mut stop_signal = std::pin::pin!(cell.stop.notified());
-    let mut signal = std::pin::pin!(cell.signal.notified());
     // The pages an idle trim dropped, to copy back before the guest runs again.
     let mut trimmed: Option<crate::memory::Trimmed> = None;
 
@@ -1248,10 +1268,9 @@ async fn run_instance(
             let mut woke = true;
             tokio::select! {
                 biased;
-                _ = signal.as_mut() => {
+                () = cell.signalled() => {
                     killed = cell.kill_requested.swap(false, Ordering::SeqCst);
                     trim = cell.trim_requested.swap(false, Ordering::SeqCst);
-                    signal.set(cell.signal.notified());
                     woke = false;
                 }
                 _ = stop_signal.as_mut(), if !stopping => {

@@ -43,7 +43,9 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::task::{Context, Wake, Waker};
+use std::task::Context;
+
+use futures::task::{ArcWake, waker_ref};
 use std::thread::Thread;
 use std::time::Duration;
 
@@ -397,7 +399,9 @@ impl Task {
             // Closed meanwhile.
             return;
         }
-        let waker = Waker::from(self.clone());
+        // A waker borrowed from this `Arc` for the poll: no reference count changes unless the
+        // future keeps a clone.
+        let waker = waker_ref(&self);
         let mut cx = Context::from_waker(&waker);
         let finished = {
             let mut slot = self.future.lock().unwrap();
@@ -440,13 +444,9 @@ impl Task {
     }
 }
 
-impl Wake for Task {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
-    }
-
-    fn wake_by_ref(self: &Arc<Self>) {
-        let mut state = self.state.load(Ordering::Acquire);
+impl ArcWake for Task {
+    fn wake_by_ref(task: &Arc<Self>) {
+        let mut state = task.state.load(Ordering::Acquire);
         loop {
             let next = match state {
                 IDLE => SCHEDULED,
@@ -454,7 +454,7 @@ impl Wake for Task {
                 // Already queued, already to be queued again, or finished.
                 _ => return,
             };
-            match self
+            match task
                 .state
                 .compare_exchange_weak(state, next, Ordering::AcqRel, Ordering::Acquire)
             {
@@ -463,9 +463,9 @@ impl Wake for Task {
             }
         }
         if state == IDLE
-            && let Some(inner) = self.lanes.upgrade()
+            && let Some(inner) = task.lanes.upgrade()
         {
-            inner.schedule(self.clone());
+            inner.schedule(task.clone());
         }
     }
 }
