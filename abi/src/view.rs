@@ -359,6 +359,10 @@ impl<'a> ExtsView<'a> {
 
     /// Owned copies of the entries.
     pub fn to_vec(&self) -> Vec<Ext> {
+        // Most messages carry none: no iterator to set up for them.
+        if self.len == 0 {
+            return Vec::new();
+        }
         self.iter()
             .map(|e| Ext {
                 key: e.key.to_owned(),
@@ -444,6 +448,7 @@ impl<'a> EnvelopeView<'a> {
     /// The envelope at the start of `r`, and what follows it. The reader is taken and given
     /// back by value so that its position stays in locals: through a `&mut`, the guest's build
     /// stored it to linear memory after every byte.
+    #[inline(always)]
     fn read(mut r: Reader<'a>) -> Result<(Self, Reader<'a>), ErrorCode> {
         let env = Self {
             id: r.u64()?,
@@ -639,6 +644,11 @@ pub enum EventView<'a> {
 impl<'a> EventView<'a> {
     /// Decodes the bytes of an [`Event`] without allocating, refusing what
     /// [`decode::<Event>`](crate::decode) refuses (trailing bytes included).
+    ///
+    /// Inlined into its caller, with the envelope's reading: a guest's build then keeps the
+    /// fields its handler reads in locals instead of building the view in linear memory and
+    /// copying it twice on the way out.
+    #[inline(always)]
     pub fn decode(bytes: &'a [u8]) -> Result<Self, ErrorCode> {
         let mut r = Reader { bytes };
         let event = match r.variant()? {

@@ -1243,9 +1243,8 @@ async fn run_instance(
         cell.stats
             .pending
             .store(pending.len() as u64, Ordering::Relaxed);
-        if let Some(memory) = st.memory {
-            let size = memory.data_size(&store) as u64;
-            cell.stats.memory.store(size, Ordering::Relaxed);
+        if let Some(size) = st.limits.take_resized() {
+            cell.stats.memory.store(size as u64, Ordering::Relaxed);
         }
         let st = store.data_mut();
         if stopping && st.in_flight == 0 && st.ready.is_empty() {

@@ -346,6 +346,7 @@ impl Engine {
             limits: self.store_limits(limit),
             limit: usize::try_from(limit).unwrap_or(usize::MAX),
             refused: None,
+            resized: None,
         }
     }
 }
@@ -358,12 +359,20 @@ pub struct MemoryLimiter {
     limits: wasmtime::StoreLimits,
     limit: usize,
     refused: Option<String>,
+    /// The size the memory was created with or grew to, until taken.
+    resized: Option<usize>,
 }
 
 impl MemoryLimiter {
     /// Why the last refused growth was refused, if one was.
     pub fn refused(&self) -> Option<&str> {
         self.refused.as_deref()
+    }
+
+    /// The memory's size in bytes if it was created or grew since the last call: wasmtime asks
+    /// the limiter for both, so the size is known without asking the memory after every entry.
+    pub fn take_resized(&mut self) -> Option<usize> {
+        self.resized.take()
     }
 }
 
@@ -375,7 +384,9 @@ impl wasmtime::ResourceLimiter for MemoryLimiter {
         maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
         let allowed = self.limits.memory_growing(current, desired, maximum)?;
-        if !allowed {
+        if allowed {
+            self.resized = Some(desired);
+        } else {
             self.refused = Some(format!(
                 "its memory limit of {} KiB refused growing linear memory from {} KiB to {} KiB",
                 self.limit / 1024,
@@ -387,6 +398,8 @@ impl wasmtime::ResourceLimiter for MemoryLimiter {
     }
 
     fn memory_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        // Allowed, then failed: the size did not change.
+        self.resized = None;
         // The slot allocator's error names the wall (host memory budget, slots, mappings).
         self.refused = Some(format!(
             "the host refused to grow its linear memory: {error}"

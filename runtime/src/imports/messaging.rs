@@ -120,7 +120,8 @@ pub(crate) fn prepare(
         chain,
         deadline_ms,
         st.current.trace,
-        st.group.name.to_string(),
+        // Not `to_string`, which goes through `Display` and a growing buffer for an `Arc<str>`.
+        String::from(&*st.group.name),
     );
     Ok((group, env))
 }
