@@ -771,6 +771,58 @@ fn put_codec(buf: &mut Vec<u8>, codec: Codec) {
     });
 }
 
+/// The longest target and type name [`put_short_head`] takes.
+const SHORT: usize = 16;
+
+/// Appends two length-prefixed strings of at most [`SHORT`] bytes each and a codec: the fields
+/// of an `Outbound` before its payload, for the common short names. They are written through a
+/// slice of zeroed room at a position kept in a local, then the room is cut to what was written.
+/// In a guest, each `Vec::push` instead loads and stores the vector's length in linear memory
+/// again (a byte store may alias it), which made the encoding cost more than the copies.
+#[inline(always)]
+fn put_short_head(buf: &mut Vec<u8>, target: &[u8], msg_type: &[u8], codec: Codec) {
+    const ROOM: usize = 2 * (1 + SHORT) + 1;
+    let start = buf.len();
+    buf.extend_from_slice(&[0; ROOM]);
+    let room = &mut buf[start..];
+    let mut at = 0;
+    for name in [target, msg_type] {
+        // At most 16 bytes: the length takes one byte.
+        room[at] = name.len() as u8;
+        at += 1;
+        copy_short(&mut room[at..at + name.len()], name);
+        at += name.len();
+    }
+    room[at] = match codec {
+        Codec::Postcard => 0,
+        Codec::Json => 1,
+    };
+    buf.truncate(start + at + 1);
+}
+
+/// Copies at most 16 bytes to `dest` (of the same length) as at most two overlapping
+/// fixed-size pieces, without `memcpy` (see [`put_raw`]).
+#[inline(always)]
+fn copy_short(dest: &mut [u8], bytes: &[u8]) {
+    let n = bytes.len();
+    match n {
+        0 => {}
+        1..=3 => {
+            dest[0] = bytes[0];
+            dest[n / 2] = bytes[n / 2];
+            dest[n - 1] = bytes[n - 1];
+        }
+        4..=7 => {
+            dest[..4].copy_from_slice(&bytes[..4]);
+            dest[n - 4..].copy_from_slice(&bytes[n - 4..]);
+        }
+        _ => {
+            dest[..8].copy_from_slice(&bytes[..8]);
+            dest[n - 8..].copy_from_slice(&bytes[n - 8..]);
+        }
+    }
+}
+
 /// Appends the bytes `write` appends to `buf`, preceded by their length: the encoding of a byte
 /// string whose length is not known in advance. The bytes are written in place behind a one-byte
 /// prefix; from 128 bytes on, when the prefix takes more, they are moved once to make room.
@@ -849,12 +901,27 @@ impl OutboundHead<'_> {
         write_payload: impl FnOnce(&mut Vec<u8>) -> Result<(), E>,
     ) -> Result<(), E> {
         let start = buf.len();
-        put_bytes(buf, self.target.as_bytes());
-        put_bytes(buf, self.msg_type.as_bytes());
-        put_codec(buf, self.codec);
+        let (target, msg_type) = (self.target.as_bytes(), self.msg_type.as_bytes());
+        if target.len() <= SHORT && msg_type.len() <= SHORT {
+            put_short_head(buf, target, msg_type, self.codec);
+        } else {
+            put_bytes(buf, target);
+            put_bytes(buf, msg_type);
+            put_codec(buf, self.codec);
+        }
         if let Err(e) = put_bytes_with(buf, write_payload) {
             buf.truncate(start);
             return Err(e);
+        }
+        if self.timeout_ms.is_none()
+            && self.idempotency_key.is_none()
+            && self.ext.is_empty()
+            && self.to_ref.is_none()
+            && self.attachments.is_empty()
+        {
+            // What most messages end with: five absent or empty fields.
+            buf.extend_from_slice(&[0; 5]);
+            return Ok(());
         }
         match self.timeout_ms {
             Some(ms) => {

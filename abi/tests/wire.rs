@@ -430,18 +430,19 @@ mod views {
     }
 
     /// Names and payloads of every length up to 40 bytes, each byte different, so that a short
-    /// copy that puts a byte in the wrong place or drops one shows.
+    /// copy that puts a byte in the wrong place or drops one shows; with the optional fields
+    /// absent (the shortcut for the common tail) and with one present.
     #[test]
     fn outbound_head_copies_strings_and_payloads_of_every_short_length_exactly() {
         let text: String = ('a'..='z').chain('A'..='Z').collect();
-        for len in 0..=40 {
+        for (len, with_key) in (0..=40).flat_map(|len| [(len, false), (len, true)]) {
             let name = &text[..len];
             let payload: Vec<u8> = (0..len as u8).map(|i| i.wrapping_mul(37) ^ 0x5a).collect();
             let owned = Outbound {
                 target: name.into(),
                 msg_type: name.chars().rev().collect(),
                 payload: payload.clone(),
-                idempotency_key: Some(name.into()),
+                idempotency_key: with_key.then(|| name.into()),
                 ..Outbound::default()
             };
             let head = OutboundHead {
@@ -459,7 +460,7 @@ mod views {
             assert_eq!(
                 buf[1..],
                 encode(&owned),
-                "strings and payload of {len} bytes"
+                "strings and payload of {len} bytes, key: {with_key}"
             );
         }
     }
