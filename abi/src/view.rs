@@ -727,39 +727,21 @@ fn put_bytes(buf: &mut Vec<u8>, bytes: &[u8]) {
     put_raw(buf, bytes);
 }
 
-/// Appends `bytes`. Up to 16 bytes (most names, message types and small payloads) are copied as
-/// two overlapping fixed-size pieces instead of through `memcpy`: in a wasm guest, a `memcpy` of
-/// a length not known at compile time is a `memory.copy` instruction, which wasmtime runs as a
-/// call out of the guest's code, costlier than such a copy.
+/// Appends `bytes`. Up to 16 bytes (most names, message types and small payloads) are copied
+/// without `memcpy` ([`copy_short`]) into zeroed room that is then cut to their length: in a wasm
+/// guest, a `memcpy` of a length not known at compile time is a `memory.copy` instruction, which
+/// wasmtime runs as a call out of the guest's code, costlier than such a copy.
 #[inline(always)]
 fn put_raw(buf: &mut Vec<u8>, bytes: &[u8]) {
     let n = bytes.len();
-    let start = buf.len();
-    match n {
-        0 => {}
-        1..=3 => {
-            buf.push(bytes[0]);
-            buf.push(bytes[n / 2]);
-            buf.push(bytes[n - 1]);
-            buf.truncate(start + n);
-        }
-        4..=7 => put_overlapping::<4>(buf, bytes),
-        8..=16 => put_overlapping::<8>(buf, bytes),
-        _ => buf.extend_from_slice(bytes),
+    if n > SHORT {
+        buf.extend_from_slice(bytes);
+        return;
     }
-}
-
-/// Appends `bytes` (`N..=2 * N` of them) as its first `N` bytes and then its last `N`, the
-/// second piece written over the first where they overlap.
-#[inline(always)]
-fn put_overlapping<const N: usize>(buf: &mut Vec<u8>, bytes: &[u8]) {
-    let n = bytes.len();
-    let end = buf.len() + n;
-    let head: [u8; N] = bytes[..N].try_into().expect("N bytes");
-    let tail: [u8; N] = bytes[n - N..].try_into().expect("N bytes");
-    buf.extend_from_slice(&head);
-    buf.truncate(end - N);
-    buf.extend_from_slice(&tail);
+    let start = buf.len();
+    buf.extend_from_slice(&[0; SHORT]);
+    copy_short(&mut buf[start..start + n], bytes);
+    buf.truncate(start + n);
 }
 
 /// Appends a codec (its variant index).
@@ -801,7 +783,7 @@ fn put_short_head(buf: &mut Vec<u8>, target: &[u8], msg_type: &[u8], codec: Code
 }
 
 /// Copies at most 16 bytes to `dest` (of the same length) as at most two overlapping
-/// fixed-size pieces, without `memcpy` (see [`put_raw`]).
+/// fixed-size pieces, without `memcpy` (see [`put_raw`] for why).
 #[inline(always)]
 fn copy_short(dest: &mut [u8], bytes: &[u8]) {
     let n = bytes.len();
