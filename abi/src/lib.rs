@@ -8,9 +8,9 @@
 //! - the wire types, all encoded with postcard: what the host hands the guest ([`Event`],
 //!   [`Envelope`], [`Completion`]) and what the guest hands the host ([`Outbound`], [`ReplyBody`],
 //!   [`Subscribe`], [`Descriptor`]);
-//! - the single table of host functions ([`for_each_host_fn!`], [`HOST_FUNCTIONS`]) from which the
-//!   guest SDK derives its `extern` declarations and the runtime derives its linker registrations,
-//!   each entry naming the [`Capability`] it needs.
+//! - the single table of host functions ([`for_each_host_fn!`], [`HOST_FUNCTIONS`]) from which
+//!   guests derive their `extern` declarations ([`declare_host_imports!`]) and the runtime derives
+//!   its linker registrations, each entry naming the [`Capability`] it needs.
 //!
 //! # Calling convention
 //!
@@ -711,6 +711,41 @@ macro_rules! __wasm_type {
     };
 }
 
+/// Declares every host function of the table as an import of the [`IMPORT_MODULE`] module, in an
+/// `unsafe extern "C"` block of `pub(crate)` functions: what the guest SDK calls, and what a guest
+/// written against the ABI alone calls instead. Put it in a module of its own:
+///
+/// ```ignore
+/// mod imports {
+///     bunraku_abi::declare_host_imports!();
+/// }
+/// // unsafe { imports::next(ptr, cap, 0) }
+/// ```
+#[macro_export]
+macro_rules! declare_host_imports {
+    () => {
+        use $crate::__host_imports_from_table;
+        $crate::for_each_host_fn!(__host_imports_from_table);
+    };
+}
+
+/// The callback of [`declare_host_imports!`]. The module name is a literal because
+/// `#[link(wasm_import_module = ..)]` takes nothing else; a test holds it equal to
+/// [`IMPORT_MODULE`].
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __host_imports_from_table {
+    ($( $(#[$doc:meta])* fn $name:ident($($arg:ident: $ty:ident),*) -> $ret:ident,
+        capability = $cap:ident, module = $module:ident; )*) => {
+        #[link(wasm_import_module = "bunraku")]
+        // A guest declares every function and calls those it needs.
+        #[allow(dead_code)]
+        unsafe extern "C" {
+            $( pub(crate) fn $name($($arg: $ty),*) -> $ret; )*
+        }
+    };
+}
+
 /// The single table of host functions. Calls `$callback!` with every entry, in the form
 ///
 /// ```text
@@ -718,8 +753,9 @@ macro_rules! __wasm_type {
 /// ```
 ///
 /// where `$ty` is `u32` or `u64`, `$ret` is `i64`, `$cap` a [`Capability`] variant name and
-/// `$module` the runtime module implementing it. The guest SDK turns each entry into an
-/// `extern "C"` import; the runtime turns each into a capability-checked linker registration.
+/// `$module` the runtime module implementing it. [`declare_host_imports!`] turns each entry into
+/// an `extern "C"` import for guests; the runtime turns each into a capability-checked linker
+/// registration.
 ///
 /// ```
 /// macro_rules! names {

@@ -193,6 +193,24 @@ fn host_function_table_has_unique_names_and_integer_signatures() {
     assert_eq!(publish.capability, Capability::Publish);
 }
 
+/// The guests' import declarations expand outside the SDK too (natively they are declared and
+/// never called, so never linked).
+mod declared_imports {
+    bunraku_abi::declare_host_imports!();
+}
+
+#[test]
+fn declared_imports_name_the_import_module() {
+    // The `#[link]` attribute takes only a literal: it must spell IMPORT_MODULE.
+    let source = include_str!("../src/lib.rs");
+    assert!(
+        source.contains(&format!(
+            "#[link(wasm_import_module = \"{IMPORT_MODULE}\")]"
+        )),
+        "declare_host_imports! must import from `{IMPORT_MODULE}`"
+    );
+}
+
 mod views {
     //! The borrowed views decode and encode the same bytes as the owned types.
 

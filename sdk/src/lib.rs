@@ -94,7 +94,7 @@
 //!   way: to the actor's other tasks and events, and, when it keeps yielding, to the other
 //!   actors (the host enters the actor again after them, with a fresh time budget).
 //! - **Backends** (internal `sys` module): on `wasm32` the host functions are imports of the
-//!   `bunraku` module, declared from the ABI's table ([`bunraku_abi::for_each_host_fn!`]); on
+//!   `bunraku` module, declared from the ABI's table ([`bunraku_abi::declare_host_imports!`]); on
 //!   other targets they go to a native stand-in host, driven by [`testing`].
 //!
 //! A message that does not decode, or has no handler, is refused with an error reply

@@ -25,18 +25,8 @@ use bunraku_abi::{ABI_VERSION, Codec, Descriptor, HandlerKind, MessageInfo, mode
 
 /// The host functions, declared from the ABI's table (this guest calls `next`, `send` and
 /// `reply`).
-#[allow(dead_code)]
 mod imports {
-    macro_rules! declare_imports {
-        ($( $(#[$doc:meta])* fn $name:ident($($arg:ident: $ty:ident),*) -> $ret:ident,
-            capability = $cap:ident, module = $module:ident; )*) => {
-            #[bunraku_sdk_macros::__host_imports]
-            unsafe extern "C" {
-                $( pub(super) fn $name($($arg: $ty),*) -> $ret; )*
-            }
-        };
-    }
-    bunraku_abi::for_each_host_fn!(declare_imports);
+    bunraku_abi::declare_host_imports!();
 }
 
 const GO: &str = "bench.go";

@@ -78,13 +78,3 @@ pub fn handler(_args: TokenStream, item: TokenStream) -> TokenStream {
     let error = error.into_compile_error();
     quote::quote!(#error #item).into()
 }
-
-/// Adds `#[link(wasm_import_module = ...)]` naming [`bunraku_abi::IMPORT_MODULE`] to the SDK's
-/// `extern` block: the attribute needs a literal, and this keeps the ABI crate its only source.
-#[doc(hidden)]
-#[proc_macro_attribute]
-pub fn __host_imports(_args: TokenStream, item: TokenStream) -> TokenStream {
-    let item = proc_macro2::TokenStream::from(item);
-    let module = bunraku_abi::IMPORT_MODULE;
-    quote::quote!(#[link(wasm_import_module = #module)] #item).into()
-}

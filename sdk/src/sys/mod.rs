@@ -2,7 +2,7 @@
 //! host.
 //!
 //! On `wasm32` they call the `extern "C"` imports of the `bunraku` module, declared from the ABI's
-//! table ([`bunraku_abi::for_each_host_fn!`]) in [`wasm`](self). On every other target they call
+//! table ([`bunraku_abi::declare_host_imports!`]) in [`wasm`](self). On every other target they call
 //! [`native`], a thread-local host the [`testing`](crate::testing) harness drives. Both backends
 //! have the same functions, with the table's names and raw `i64` results (decode them with
 //! [`bunraku_abi::decode_result`]); a function added to the table fails to compile until both

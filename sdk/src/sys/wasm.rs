@@ -5,16 +5,7 @@
 //! range for the duration of the call.
 
 mod imports {
-    macro_rules! declare_imports {
-        ($( $(#[$doc:meta])* fn $name:ident($($arg:ident: $ty:ident),*) -> $ret:ident,
-            capability = $cap:ident, module = $module:ident; )*) => {
-            #[bunraku_sdk_macros::__host_imports]
-            unsafe extern "C" {
-                $( pub(super) fn $name($($arg: $ty),*) -> $ret; )*
-            }
-        };
-    }
-    bunraku_abi::for_each_host_fn!(declare_imports);
+    bunraku_abi::declare_host_imports!();
 }
 
 /// A guest address as the host sees it.
