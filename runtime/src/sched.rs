@@ -44,10 +44,10 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::task::Context;
-
-use futures::task::{ArcWake, waker_ref};
 use std::thread::Thread;
 use std::time::Duration;
+
+use futures::task::{ArcWake, waker_ref};
 
 /// How many tasks a lane takes from its own queue before it looks at the inject queue (so that
 /// a chain of local handoffs cannot starve work from outside).
