@@ -30,6 +30,20 @@ struct Reader<'a> {
     bytes: &'a [u8],
 }
 
+/// `bytes` as text. Names are short and ASCII: those are checked here, byte by byte, so that
+/// decoding an event in a guest does not call out to `from_utf8` for each of them.
+#[inline(always)]
+fn utf8(bytes: &[u8]) -> Result<&str, ErrorCode> {
+    if bytes.len() <= SHORT_TEXT && bytes.is_ascii() {
+        // SAFETY: ASCII text is UTF-8.
+        return Ok(unsafe { core::str::from_utf8_unchecked(bytes) });
+    }
+    core::str::from_utf8(bytes).map_err(|_| MALFORMED)
+}
+
+/// The longest text [`utf8`] checks inline.
+const SHORT_TEXT: usize = 32;
+
 impl<'a> Reader<'a> {
     #[inline(always)]
     fn byte(&mut self) -> Result<u8, ErrorCode> {
@@ -120,7 +134,7 @@ impl<'a> Reader<'a> {
 
     #[inline(always)]
     fn str(&mut self) -> Result<&'a str, ErrorCode> {
-        core::str::from_utf8(self.bytes()?).map_err(|_| MALFORMED)
+        utf8(self.bytes()?)
     }
 
     #[inline(always)]

@@ -356,6 +356,64 @@ mod views {
         assert_eq!(result, CompletionView::Reply(body));
     }
 
+    /// Type names and senders of every length from 0 to 40 (around the length up to which the
+    /// view checks ASCII text inline): ASCII, with a two-byte character, and with a byte that
+    /// is not UTF-8 at each position. The view accepts exactly what the owned decoder accepts.
+    #[test]
+    fn envelope_views_check_text_of_every_short_length_as_the_owned_decoder_does() {
+        let bytes_of = |text: &[u8]| {
+            // Encoded with `Z`s in place of the text (no other byte of this envelope is a `Z`),
+            // then the text patched over both runs of them.
+            let placeholder = "Z".repeat(text.len());
+            let env = Envelope {
+                msg_type: placeholder.clone(),
+                sender: Some(placeholder),
+                ..Envelope::default()
+            };
+            let mut bytes = encode(&env);
+            if !text.is_empty() {
+                for _ in 0..2 {
+                    let at = bytes
+                        .windows(text.len())
+                        .position(|w| w.iter().all(|&b| b == b'Z'))
+                        .expect("a run of placeholders");
+                    bytes[at..at + text.len()].copy_from_slice(text);
+                }
+            }
+            bytes
+        };
+        for len in 0..=40usize {
+            let ascii: Vec<u8> = (0..len).map(|i| b'a' + (i % 26) as u8).collect();
+            let mut cases = vec![ascii.clone()];
+            for at in 0..len.saturating_sub(1) {
+                let mut two_byte = ascii.clone();
+                two_byte[at..at + 2].copy_from_slice("é".as_bytes());
+                cases.push(two_byte);
+            }
+            for at in 0..len {
+                for bad in [0x80, 0xc3, 0xff] {
+                    let mut broken = ascii.clone();
+                    broken[at] = bad;
+                    cases.push(broken);
+                }
+            }
+            for text in cases {
+                let bytes = bytes_of(&text);
+                let owned = decode::<Envelope>(&bytes).ok();
+                let view = EnvelopeView::decode(&bytes).ok();
+                assert_eq!(
+                    view.map(|v| v.to_envelope()),
+                    owned,
+                    "text {text:?} of {len} bytes"
+                );
+                if let Ok(valid) = std::str::from_utf8(&text) {
+                    let env = view.expect("valid text decodes");
+                    assert_eq!((env.msg_type, env.sender), (valid, Some(valid)));
+                }
+            }
+        }
+    }
+
     /// Calls `f` with every truncation of `bytes`, `bytes` with a byte more, and `bytes` with
     /// each byte changed to each of several values chosen around varint and tag boundaries.
     fn for_each_damaged(bytes: &[u8], f: &mut impl FnMut(&[u8])) {
