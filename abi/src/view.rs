@@ -30,8 +30,9 @@ struct Reader<'a> {
     bytes: &'a [u8],
 }
 
-/// `bytes` as text. Names are short and ASCII: those are checked here, byte by byte, so that
-/// decoding an event in a guest does not call out to `from_utf8` for each of them.
+/// `bytes` as text. Names are short and ASCII: such text is checked here, inline, so that
+/// decoding an event in a guest does not call out to `from_utf8` for each name; any other text
+/// goes through `from_utf8`.
 #[inline(always)]
 fn utf8(bytes: &[u8]) -> Result<&str, ErrorCode> {
     if bytes.len() <= SHORT_TEXT && bytes.is_ascii() {
