@@ -762,10 +762,16 @@ fn put_raw(buf: &mut Vec<u8>, bytes: &[u8]) {
 /// Appends a codec (its variant index).
 #[inline]
 fn put_codec(buf: &mut Vec<u8>, codec: Codec) {
-    buf.push(match codec {
+    buf.push(codec_byte(codec));
+}
+
+/// A codec's encoding: its variant index, one byte.
+#[inline(always)]
+fn codec_byte(codec: Codec) -> u8 {
+    match codec {
         Codec::Postcard => 0,
         Codec::Json => 1,
-    });
+    }
 }
 
 /// The longest target and type name [`put_short_head`] takes.
@@ -790,10 +796,7 @@ fn put_short_head(buf: &mut Vec<u8>, target: &[u8], msg_type: &[u8], codec: Code
         copy_short(&mut room[at..at + name.len()], name);
         at += name.len();
     }
-    room[at] = match codec {
-        Codec::Postcard => 0,
-        Codec::Json => 1,
-    };
+    room[at] = codec_byte(codec);
     buf.truncate(start + at + 1);
 }
 
