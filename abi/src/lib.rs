@@ -59,7 +59,10 @@ pub mod exports {
     pub const RUN: &str = "bunraku_run";
     /// The guest's linear memory.
     pub const MEMORY: &str = "memory";
-    /// WASI reactor initialiser, called once after instantiation when present.
+    /// WASI reactor initialiser, called once after instantiation when present. The SDK
+    /// exports it (running the module's static constructors), which also keeps wasm-ld from
+    /// wrapping every other export in the constructors and destructors, as it does for a
+    /// module without one.
     pub const INITIALIZE: &str = "_initialize";
     /// Optional, `() -> i64`: the start (high 32 bits) and length (low 32 bits) of the guest's
     /// shadow stack in linear memory. By exporting it the guest promises that those bytes hold

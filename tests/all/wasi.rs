@@ -10,7 +10,7 @@ use bunraku_tests::*;
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn std_in_a_guest_logs_reads_host_time_and_has_no_file_system() {
+async fn std_in_a_guest_logs_reads_host_time_runs_constructors_once_and_has_no_file_system() {
     let host = host();
     deploy(&host, "probe", "wasi-probe");
     let report = host
@@ -44,6 +44,14 @@ async fn std_in_a_guest_logs_reads_host_time_and_has_no_file_system() {
         (report["args"].clone(), report["env_vars"].clone()),
         (json!(0), json!(0))
     );
+    // The module's static constructors ran once, at `_initialize`: not again around each entry
+    // (as wasm-ld's wrappers for a command module's exports would run them).
+    assert_eq!(report["constructor_runs"], json!(1), "{report}");
+    let again = host
+        .call_json("probe", Some("Probe"), json!({}))
+        .await
+        .unwrap();
+    assert_eq!(again["constructor_runs"], json!(1), "{again}");
     // println! and eprintln! become the actor's log lines.
     let (logs, _) = host.logs().follow();
     let lines: Vec<_> = logs.iter().filter(|l| l.actor == "probe").collect();

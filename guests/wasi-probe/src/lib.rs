@@ -1,6 +1,7 @@
 //! Shows what the standard library gives an actor under bunraku's WASI.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use bunraku_sdk::prelude::*;
 
@@ -26,7 +27,23 @@ pub struct ProbeReport {
     pub args: usize,
     /// Environment variables visible.
     pub env_vars: usize,
+    /// How many times the module's static constructor ran so far (once: the host calls
+    /// `_initialize`, and no export runs the constructors again).
+    pub constructor_runs: u32,
 }
+
+/// Runs of [`constructor`].
+static CONSTRUCTOR_RUNS: AtomicU32 = AtomicU32::new(0);
+
+/// A static constructor, as C++ globals and crates such as `ctor` or `inventory` make them: the
+/// linker calls every function in `.init_array` from `__wasm_call_ctors`.
+extern "C" fn constructor() {
+    CONSTRUCTOR_RUNS.fetch_add(1, Ordering::Relaxed);
+}
+
+#[used]
+#[unsafe(link_section = ".init_array")]
+static CONSTRUCTOR: extern "C" fn() = constructor;
 
 /// Call `std::thread::sleep` (a blocking wait: the host refuses it).
 #[derive(Debug, Serialize, Deserialize, Message)]
@@ -71,6 +88,7 @@ impl WasiProbe {
             ),
             args: std::env::args().count(),
             env_vars: std::env::vars().count(),
+            constructor_runs: CONSTRUCTOR_RUNS.load(Ordering::Relaxed),
         }
     }
 

@@ -442,6 +442,7 @@ fn generate(
     let export_describe = bunraku_abi::exports::DESCRIBE;
     let export_run = bunraku_abi::exports::RUN;
     let export_stack = bunraku_abi::exports::STACK;
+    let export_initialize = bunraku_abi::exports::INITIALIZE;
 
     quote! {
         // Handlers hold the state's `RefMut` across their awaits by design: the executor makes a
@@ -512,6 +513,10 @@ fn generate(
             #[unsafe(export_name = #export_stack)]
             extern "C" fn __bunraku_stack() -> i64 {
                 #p::stack()
+            }
+            #[unsafe(export_name = #export_initialize)]
+            extern "C" fn __bunraku_initialize() {
+                #p::initialize()
             }
         };
     }
