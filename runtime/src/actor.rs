@@ -671,6 +671,11 @@ impl Timers {
         None
     }
 
+    /// Whether wake-ups wait to be armed ([`Timers::take_armed`]).
+    pub(crate) fn has_to_arm(&self) -> bool {
+        !self.to_arm.is_empty()
+    }
+
     /// Whether a firing waits for the guest.
     pub(crate) fn has_due(&self) -> bool {
         !self.due.is_empty()
@@ -1218,8 +1223,12 @@ async fn run_instance(
         match run.call(&mut store, ()) {
             Ok(in_flight) => {
                 store.data_mut().in_flight = in_flight.max(0) as u32;
-                // The first entry ran `on_start` (or started it, if it awaits something).
-                cell.booted.store(true, Ordering::SeqCst);
+                // The first entry ran `on_start` (or started it, if it awaits something). Only
+                // this task sets the flag, so a plain load tells whether it is set already: a
+                // sequentially consistent store on every entry is a locked instruction.
+                if !cell.booted.load(Ordering::Relaxed) {
+                    cell.booted.store(true, Ordering::SeqCst);
+                }
                 // This task alone writes the counter: no read-modify-write needed.
                 let entries = &cell.stats.entries;
                 entries.store(entries.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
@@ -1239,7 +1248,9 @@ async fn run_instance(
         if !st.new_ops.is_empty() {
             pending.extend(st.new_ops.drain(..));
         }
-        timers.extend(st.timers.take_armed(&host.clock));
+        if st.timers.has_to_arm() {
+            timers.extend(st.timers.take_armed(&host.clock));
+        }
         cell.stats
             .pending
             .store(pending.len() as u64, Ordering::Relaxed);

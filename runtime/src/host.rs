@@ -406,9 +406,11 @@ impl Shared {
         deadline_ms: Option<u64>,
         trace: Option<TraceContext>,
         sender: String,
-    ) -> Envelope {
+    ) -> Arc<Envelope> {
         let (id, trace) = self.stamp(trace);
-        Envelope {
+        // Built in its allocation: returned by value, the 250-byte envelope was copied three
+        // times (into `prepare`'s result, out of it, into the `Arc`) on every send.
+        Arc::new(Envelope {
             id,
             msg_type: out.msg_type.to_owned(),
             codec: out.codec,
@@ -423,7 +425,7 @@ impl Shared {
             ext: out.ext.to_vec(),
             payload: out.payload.to_vec(),
             stream: None,
-        }
+        })
     }
 
     /// A new message id, and the trace context of a message with it (its own span).

@@ -102,7 +102,7 @@ pub(crate) fn prepare(
     out: &OutboundView<'_>,
     chain: Vec<u64>,
     deadline_ms: Option<u64>,
-) -> Result<(Arc<ActorGroup>, Envelope), ErrorCode> {
+) -> Result<(Arc<ActorGroup>, Arc<Envelope>), ErrorCode> {
     let group = resolve(st, target).ok_or(ErrorCode::NoSuchActor)?;
     if group.kind_of(out.msg_type).is_none() {
         return Err(ErrorCode::UnknownType);
@@ -146,7 +146,7 @@ pub(crate) fn send(
         Ok(x) => x,
         Err(code) => return fail(code),
     };
-    let delivery = Delivery::new(env).with(refs, None);
+    let delivery = Delivery::shared(env).with(refs, None);
     let (sent, moved) = st.host.try_deliver(&mut group, st.sender_hash, delivery);
     if moved {
         // An evicted activation was followed to the next one: remember that one.
@@ -205,7 +205,7 @@ pub(crate) fn request(mut caller: Caller<'_, ActorState>, ptr: u32, len: u32) ->
     let (reply_tx, reply_rx) = oneshot::channel();
     let delivery = Delivery {
         reply: Some(reply_tx),
-        ..Delivery::new(env).with(refs, None)
+        ..Delivery::shared(env).with(refs, None)
     };
     let (sent, moved) = st.host.try_deliver(&mut group, st.sender_hash, delivery);
     if moved {

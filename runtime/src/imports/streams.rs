@@ -31,7 +31,7 @@ pub(crate) fn stream_open(mut caller: Caller<'_, ActorState>, ptr: u32, len: u32
         Err(code) => return fail(code),
     };
     let stream = Stream::new(group.settings.limits.stream_window);
-    let delivery = Delivery::new(env).with(refs, Some(stream.clone()));
+    let delivery = Delivery::shared(env).with(refs, Some(stream.clone()));
     // Opening does not wait for room: a full mailbox is `mailbox full`, as for `try_send`.
     match st.host.try_deliver(&mut group, st.sender_hash, delivery).0 {
         Ok(()) => {}
