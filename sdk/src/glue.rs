@@ -116,7 +116,7 @@ where
     })?;
     let reply = ctx.reply_handle();
     let handler = f(ctx, msg);
-    Ok(Box::pin(async move {
+    Ok(executor::task(async move {
         let out = handler.await;
         if let Some(handle) = reply {
             executor::reply_value(handle, codec, &out);
