@@ -6,6 +6,11 @@
 //! `BUNRAKU_BENCH_PAIRS=n` for another number of pairs). Samples go round robin: SDK actors, raw
 //! actors, tokio; each counts `2 * rounds` messages. Both wasm rows are paired with the same tokio
 //! samples.
+//!
+//! `BUNRAKU_BENCH_ONLY=sdk` (or `raw`) runs only that rally, sample after sample, for
+//! `BUNRAKU_BENCH_SECS` seconds (2 by default), and prints each sample's time per message: for
+//! comparing two builds of the host, run alternately (`bench/ab-hosts.sh`), where one process
+//! cannot hold both.
 
 use std::time::Duration;
 
@@ -20,6 +25,20 @@ fn main() {
 
     let rally = Rally::new();
     let rounds = rally.calibrate(target);
+    if let Ok(only) = std::env::var("BUNRAKU_BENCH_ONLY") {
+        let secs = bunraku_bench::env_usize("BUNRAKU_BENCH_SECS", 2) as u64;
+        let end = std::time::Instant::now() + Duration::from_secs(secs);
+        while std::time::Instant::now() < end {
+            let took = match only.as_str() {
+                "sdk" => rally.wasm(rounds),
+                "raw" => rally.raw(rounds),
+                other => panic!("BUNRAKU_BENCH_ONLY is `sdk` or `raw`, not `{other}`"),
+            };
+            println!("{only} {:.0} ns", 1e9 / rate(2 * rounds, took));
+        }
+        rally.host.shutdown(Duration::from_secs(2));
+        return;
+    }
     let (mut samples, mut raw) = (Paired::default(), Paired::default());
     for _ in 0..pairs {
         let w = rate(2 * rounds, rally.wasm(rounds));
