@@ -183,7 +183,9 @@ pub(crate) fn task<F: Future<Output = ()> + 'static>(future: F) -> Task {
     if layout.size() == 0 {
         return Box::pin(future);
     }
-    match with(|s| s.spare_tasks.take(layout)) {
+    // `try_with`: made while the state is borrowed (it is not, by the executor's rule), it
+    // simply takes new memory.
+    match try_with(|s| s.spare_tasks.take(layout)).flatten() {
         Some(memory) => {
             let slot = memory.cast::<F>().as_ptr();
             // SAFETY: the global allocator allocated `memory` with `Layout::new::<F>()` (a
@@ -851,6 +853,55 @@ mod tests {
 
     fn spawn_test(f: impl Future<Output = ()> + 'static) {
         spawn(Box::pin(f));
+    }
+
+    /// Where a task's future lives.
+    fn address(task: &Task) -> *const u8 {
+        std::ptr::from_ref::<dyn Future<Output = ()>>(&**task).cast()
+    }
+
+    #[test]
+    fn a_finished_tasks_memory_is_reused_by_the_next_task_of_its_layout_only() {
+        let dropped = Rc::new(Cell::new(0));
+        let (_, _host) = isolated(NativeHost::default(), || {
+            let make = |n: u64| {
+                let guard = DropCount(dropped.clone());
+                task(async move {
+                    let _guard = &guard;
+                    std::hint::black_box([n; 4]);
+                })
+            };
+            let first = make(1);
+            let at = address(&first);
+            spawn(first);
+            // It finished in its first poll: its future was dropped, its memory kept.
+            assert_eq!(dropped.get(), 1);
+            let second = make(2);
+            assert_eq!(address(&second), at, "same layout: the kept memory");
+            spawn(second);
+            assert_eq!(dropped.get(), 2);
+            // Another layout does not fit: new memory, the kept one stays for its own layout.
+            let other = task(async move {
+                std::hint::black_box([0u64; 64]);
+            });
+            assert_ne!(address(&other), at);
+            spawn(other);
+            assert_eq!(address(&make(3)), at);
+        });
+        assert_eq!(
+            dropped.get(),
+            3,
+            "every future was dropped, the unspawned one too"
+        );
+    }
+
+    /// Counts its drops.
+    struct DropCount(Rc<Cell<u32>>);
+
+    impl Drop for DropCount {
+        fn drop(&mut self) {
+            self.0.set(self.0.get() + 1);
+        }
     }
 
     #[test]
