@@ -35,19 +35,50 @@ use crate::manifest::{Limits, RestartPolicy};
 use crate::module::ActorModule;
 
 /// What `next` hands the guest: an event of the instance's own, or a message from its mailbox.
-#[allow(clippy::large_enum_variant)] // one per `next`, encoded at once; boxing would allocate
+///
+/// Not an `Event`, which holds a whole `Envelope` (264 bytes) for a timer's firing: returned from
+/// `next_event` on every `next`, it was copied with a `memcpy` call each time, and read back
+/// right after (a store-forwarding stall). The timer's envelope is boxed here instead; the rest
+/// is a few words.
 pub(crate) enum NextEvent {
-    /// A start, stop, completion or timer firing.
-    Owned(Event),
+    /// `Event::Start`.
+    Start {
+        name: String,
+        instance: u32,
+        config: Vec<u8>,
+    },
+    /// `Event::Stop`.
+    Stop,
+    /// `Event::Completion`.
+    Completion { op: u32, result: Completion },
+    /// A timer's firing: `Event::Message` with this envelope.
+    Timer(Box<Envelope>),
     /// A message delivered to this instance.
     Delivered(Accepted),
 }
 
 impl NextEvent {
     /// Appends the event's wire bytes (`Event` as the ABI encodes it).
-    pub(crate) fn encode_into(&self, buf: &mut Vec<u8>) {
+    pub(crate) fn encode_into(self, buf: &mut Vec<u8>) {
+        use bunraku_abi::view::encode_event_into;
         match self {
-            NextEvent::Owned(event) => bunraku_abi::view::encode_event_into(event, buf),
+            NextEvent::Start {
+                name,
+                instance,
+                config,
+            } => encode_event_into(
+                &Event::Start {
+                    name,
+                    instance,
+                    config,
+                },
+                buf,
+            ),
+            NextEvent::Stop => encode_event_into(&Event::Stop, buf),
+            NextEvent::Completion { op, result } => {
+                encode_event_into(&Event::Completion { op, result }, buf);
+            }
+            NextEvent::Timer(env) => encode_event_into(&Event::Message(*env), buf),
             NextEvent::Delivered(a) => bunraku_abi::view::encode_message_event_into(
                 &a.env,
                 &bunraku_abi::view::Received {
@@ -818,13 +849,13 @@ impl ActorState {
         while let Some(ready) = self.ready.pop_front() {
             match ready {
                 Ready::Start => {
-                    return Some(NextEvent::Owned(Event::Start {
+                    return Some(NextEvent::Start {
                         name: self.group.name.to_string(),
                         instance: self.cell.instance,
                         config: self.group.settings.config.clone(),
-                    }));
+                    });
                 }
-                Ready::Stop => return Some(NextEvent::Owned(Event::Stop)),
+                Ready::Stop => return Some(NextEvent::Stop),
                 Ready::Completion(op, result) => {
                     // A cancelled operation's completion is dropped.
                     let Some(meta) = self.ops.remove(&op) else {
@@ -836,7 +867,7 @@ impl ActorState {
                         msg_id: meta.msg_id,
                         trace: meta.trace,
                     };
-                    return Some(NextEvent::Owned(Event::Completion { op, result }));
+                    return Some(NextEvent::Completion { op, result });
                 }
             }
         }
@@ -847,7 +878,7 @@ impl ActorState {
         }
         if let Some((msg_type, codec, payload)) = self.timers.take_due() {
             self.batch += 1;
-            return Some(NextEvent::Owned(Event::Message(
+            return Some(NextEvent::Timer(Box::new(
                 self.timer_envelope(msg_type, codec, payload),
             )));
         }
