@@ -699,6 +699,20 @@ pub struct HostFn {
     pub capability: Capability,
 }
 
+/// Runs the module's static constructors (the linker's `__wasm_call_ctors`): the body of a
+/// guest's [`exports::INITIALIZE`] export, which the host calls once after instantiation. A module
+/// that calls it is a WASI reactor to wasm-ld, which then leaves the other exports unwrapped
+/// (without it, every export runs the constructors before it and the destructors after it).
+#[cfg(target_arch = "wasm32")]
+pub fn run_static_constructors() {
+    unsafe extern "C" {
+        fn __wasm_call_ctors();
+    }
+    // SAFETY: the linker defines it; called once, before any other export, as in WASI's
+    // crt1-reactor.
+    unsafe { __wasm_call_ctors() }
+}
+
 /// Maps a Rust parameter type of the table to its wasm type.
 #[doc(hidden)]
 #[macro_export]

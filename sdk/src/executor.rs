@@ -79,7 +79,6 @@ struct OpSlot {
 }
 
 /// Everything the executor keeps between events.
-#[derive(Default)]
 pub(crate) struct State {
     /// Pending tasks by id (a slab: `None` is a free slot or a task being polled).
     tasks: Vec<Option<Task>>,
@@ -114,13 +113,17 @@ pub(crate) struct State {
 
 /// Tasks to poll again, with an empty vector swapped in while they are polled (so that polling
 /// them allocates nothing and they may queue again meanwhile).
-#[derive(Default)]
 struct TaskQueue {
     ids: Vec<TaskId>,
     spare: Vec<TaskId>,
 }
 
 impl TaskQueue {
+    const EMPTY: TaskQueue = TaskQueue {
+        ids: Vec::new(),
+        spare: Vec::new(),
+    };
+
     /// The queued tasks, leaving the queue empty; `None` when there are none.
     fn take(&mut self) -> Option<Vec<TaskId>> {
         if self.ids.is_empty() {
@@ -142,7 +145,6 @@ impl TaskQueue {
 /// A handler's task is the one allocation the executor makes per message, and an actor's
 /// messages go to a few handlers, so the memory one task leaves fits the next: reusing it skips
 /// the allocator (in wasm, dlmalloc's `malloc` and `free` were about 3% of a ping-pong message).
-#[derive(Default)]
 struct TaskCache {
     free: Vec<(Layout, NonNull<u8>)>,
 }
@@ -307,37 +309,42 @@ impl State {
 
 thread_local! {
     // One state per module on wasm32, built at compile time: an access checks no lazy
-    // initialiser (the executor reaches the state about ten times per message).
+    // initialiser (the executor reaches the state about ten times per message). Its tag is
+    // never read on wasm32 (see `waker_data`).
     #[cfg(target_arch = "wasm32")]
-    static STATE: RefCell<State> = const { RefCell::new(State::FIRST) };
+    static STATE: RefCell<State> = const { RefCell::new(State::new(StateTag(0))) };
     #[cfg(not(target_arch = "wasm32"))]
     static STATE: RefCell<State> = RefCell::new(State::default());
 }
 
-#[cfg(target_arch = "wasm32")]
 impl State {
-    /// The module's one state. Its tag is never read on wasm32 (see [`waker_data`]).
-    const FIRST: State = State {
-        tasks: Vec::new(),
-        free: Vec::new(),
-        pending: 0,
-        current: None,
-        ops: BTreeMap::new(),
-        state_waiters: TaskQueue {
-            ids: Vec::new(),
-            spare: Vec::new(),
-        },
-        woken: TaskQueue {
-            ids: Vec::new(),
-            spare: Vec::new(),
-        },
-        tag: StateTag(0),
-        actor: None,
-        identity: None,
-        buf: Vec::new(),
-        names: Vec::new(),
-        spare_tasks: TaskCache { free: Vec::new() },
-    };
+    /// An empty state tagged `tag` (built at compile time for wasm32's one state).
+    const fn new(tag: StateTag) -> State {
+        State {
+            tasks: Vec::new(),
+            free: Vec::new(),
+            pending: 0,
+            current: None,
+            ops: BTreeMap::new(),
+            state_waiters: TaskQueue::EMPTY,
+            woken: TaskQueue::EMPTY,
+            tag,
+            actor: None,
+            identity: None,
+            buf: Vec::new(),
+            names: Vec::new(),
+            spare_tasks: TaskCache { free: Vec::new() },
+            #[cfg(not(target_arch = "wasm32"))]
+            rejected: Vec::new(),
+        }
+    }
+}
+
+impl Default for State {
+    /// An empty state with a tag of its own.
+    fn default() -> Self {
+        State::new(StateTag::default())
+    }
 }
 
 fn with<R>(f: impl FnOnce(&mut State) -> R) -> R {

@@ -39,22 +39,17 @@ pub fn describe<A: Actor>() -> i64 {
     bunraku_abi::pack_ptr_len(bytes.as_ptr().addr() as u32, bytes.len() as u32)
 }
 
-/// `_initialize`: runs the module's static constructors, once, before the host's first call.
+/// `_initialize`: runs the module's static constructors, once, before the host's first call
+/// ([`bunraku_abi::run_static_constructors`]).
 ///
 /// Exporting it makes the module a WASI *reactor*. Without it the linker treats a `cdylib` for
 /// `wasm32-wasip1` as a *command* and wraps every export in a call to `__wasm_call_ctors` before
 /// and `__wasm_call_dtors` after (wasm-ld's command export wrappers), so each `bunraku_run` ran
 /// the constructors again and the exit-time destructors (`atexit` handlers, C stdio's flush)
-/// after every entry. With a call to `__wasm_call_ctors` in the module, wasm-ld leaves the
-/// exports as they are.
+/// after every entry.
 #[cfg(target_arch = "wasm32")]
 pub fn initialize() {
-    unsafe extern "C" {
-        fn __wasm_call_ctors();
-    }
-    // The linker's constructor list; the host calls `_initialize` once, before any other export,
-    // as WASI's reactor model asks (crt1-reactor.c does the same).
-    unsafe { __wasm_call_ctors() }
+    bunraku_abi::run_static_constructors();
 }
 
 /// `bunraku_stack`: the start and length of the shadow stack, which is empty between entries

@@ -58,15 +58,11 @@ thread_local! {
     };
 }
 
-/// The WASI reactor's initialiser, as the SDK exports it (`bunraku_sdk::__private::initialize`):
-/// with it, wasm-ld does not wrap every export in the static constructors and destructors.
+/// The WASI reactor's initialiser, as the SDK exports it: with it, wasm-ld does not wrap every
+/// export in the static constructors and destructors.
 #[unsafe(no_mangle)]
 pub extern "C" fn _initialize() {
-    unsafe extern "C" {
-        fn __wasm_call_ctors();
-    }
-    // Once, before any other export: the host calls `_initialize` right after instantiation.
-    unsafe { __wasm_call_ctors() }
+    bunraku_abi::run_static_constructors();
 }
 
 #[unsafe(no_mangle)]
