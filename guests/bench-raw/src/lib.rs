@@ -59,7 +59,9 @@ thread_local! {
 }
 
 /// The WASI reactor's initialiser, as the SDK exports it: with it, wasm-ld does not wrap every
-/// export in the static constructors and destructors.
+/// export in the static constructors and destructors. (A wasm export only: natively, the unit
+/// tests' build, there is nothing of the kind to run.)
+#[cfg(target_arch = "wasm32")]
 #[unsafe(no_mangle)]
 pub extern "C" fn _initialize() {
     bunraku_abi::run_static_constructors();
