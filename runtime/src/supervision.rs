@@ -300,7 +300,7 @@ impl Node {
             Some(Child::Actor(group)) => {
                 for cell in &group.cells {
                     cell.gate.hold();
-                    cell.stop.notify_one();
+                    cell.notify_stop();
                 }
                 for cell in &group.cells {
                     self.wait_parked(cell).await;
