@@ -409,23 +409,29 @@ impl Shared {
     ) -> Arc<Envelope> {
         let (id, trace) = self.stamp(trace);
         // Built in its allocation: returned by value, the envelope (264 bytes) was copied three
-        // times (into `prepare`'s result, out of it, into the `Arc`) on every send.
-        Arc::new(Envelope {
-            id,
-            msg_type: out.msg_type.to_owned(),
-            codec: out.codec,
-            reply: None,
-            deadline_ms,
-            chain,
-            trace,
-            sender: Some(sender),
-            subject: None,
-            idempotency_key: out.idempotency_key.map(ToOwned::to_owned),
-            attachments: Vec::new(),
-            ext: out.ext.to_vec(),
-            payload: out.payload.to_vec(),
-            stream: None,
-        })
+        // times (into `prepare`'s result, out of it, into the `Arc`) on every send; and
+        // `Arc::new` builds its argument on the stack before it allocates, then copies it in.
+        let mut env = Arc::<Envelope>::new_uninit();
+        Arc::get_mut(&mut env)
+            .expect("not shared yet")
+            .write(Envelope {
+                id,
+                msg_type: out.msg_type.to_owned(),
+                codec: out.codec,
+                reply: None,
+                deadline_ms,
+                chain,
+                trace,
+                sender: Some(sender),
+                subject: None,
+                idempotency_key: out.idempotency_key.map(ToOwned::to_owned),
+                attachments: Vec::new(),
+                ext: out.ext.to_vec(),
+                payload: out.payload.to_vec(),
+                stream: None,
+            });
+        // SAFETY: written just above.
+        unsafe { env.assume_init() }
     }
 
     /// A new message id, and the trace context of a message with it (its own span).
