@@ -350,9 +350,10 @@ pub(crate) struct ActorCell {
     deactivating: AtomicBool,
     /// The current instance has been entered once: its `on_start` ran (or is awaiting).
     pub(crate) booted: AtomicBool,
-    /// Stop signals (a stop, a deactivation, a normal exit, a supervisor's hold): one permit
-    /// each, taken by whoever waits for the next. Send them with [`ActorCell::notify_stop`],
-    /// which also raises [`Signals::STOP`] for the running instance.
+    /// Stop signals (a stop, a deactivation, a normal exit, a supervisor's hold): a
+    /// `notify_one` each, which wakes whoever waits or else leaves one permit (signals sent
+    /// while nobody waits are one). Send them with [`ActorCell::notify_stop`], which also
+    /// raises [`Signals::STOP`] for the running instance.
     pub(crate) stop: Notify,
     /// What the idle trimmer saw of this slot ([`crate::trim`]).
     pub(crate) idle: IdleWatch,
