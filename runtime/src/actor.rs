@@ -1121,6 +1121,8 @@ pub(crate) async fn run_cell(
         }
         // A signal left over from a hold or a normal exit must not stop the new instance.
         let _ = cell.stop.notified().now_or_never();
+        // Kill and trim were for the instance that ended. A stop flag may stay: the run loop
+        // goes by the permit, which was just taken.
         cell.signals.take(Signals::KILL);
         cell.signals.take(Signals::TRIM);
         if cell.stop_requested() {
@@ -1371,9 +1373,7 @@ async fn run_instance(
                 && stop_signal.as_mut().now_or_never().is_some()
             {
                 stopping = true;
-                st.timers.clear();
-                timers.clear();
-                st.ready.push_back(Ready::Stop);
+                begin_stop(st, &mut timers);
                 break;
             }
             tokio::select! {
@@ -1397,9 +1397,7 @@ async fn run_instance(
                     Some(d) => st.io.peeked = Some(d),
                     None => {
                         stopping = true;
-                        st.timers.clear();
-                        timers.clear();
-                        st.ready.push_back(Ready::Stop);
+                begin_stop(st, &mut timers);
                     }
                 },
                 () = tokio::task::yield_now(), if resume => {}
@@ -1435,6 +1433,14 @@ async fn run_instance(
             }
         }
     }
+}
+
+/// Starts stopping the instance (the run loop sets its `stopping`): no more timer firings, and
+/// `Stop` for the guest next.
+fn begin_stop(st: &mut ActorState, timers: &mut FuturesUnordered<TimerWake>) {
+    st.timers.clear();
+    timers.clear();
+    st.ready.push_back(Ready::Stop);
 }
 
 /// Gives back the pages of an idle instance's memory that can be rebuilt (zero, or equal to
