@@ -3,7 +3,7 @@
 //!
 //! Wasm: guest `bench-pingpong` deployed as `a` (concurrency 2, so that its `Go` request can wait
 //! while pongs arrive) and `b`; one request `Go{peer: "b", rounds}` to `a` starts the rally and is
-//! answered after the last pong. Tokio: tasks `a` and `b` on a runtime built like the host's guest
+//! answered after the last pong (`GoNow` the same with plain `fn` handlers for ping and pong). Tokio: tasks `a` and `b` on a runtime built like the host's guest
 //! runtime, exchanging `Ping{n}`/`Pong{n}` structs over `mpsc` channels of the mailboxes'
 //! capacity. A rally of `rounds` round trips is `2 * rounds` messages either way.
 //!
@@ -83,13 +83,23 @@ impl Rally {
         self.rally("a", "b", rounds)
     }
 
+    /// One rally between the same actors whose ping and pong handlers are plain `fn`s
+    /// (`bench.go_now`): the SDK runs them without a task.
+    pub fn wasm_fn(&self, rounds: u64) -> Duration {
+        self.rally_with("a", "b", "bench.go_now", rounds)
+    }
+
     /// One rally between the actors without the SDK (`bench-raw`).
     pub fn raw(&self, rounds: u64) -> Duration {
         self.rally("raw-a", "raw-b", rounds)
     }
 
     fn rally(&self, a: &str, b: &str, rounds: u64) -> Duration {
-        let msg = ClientMessage::json(a, Some("bench.go"), &json!({"peer": b, "rounds": rounds}))
+        self.rally_with(a, b, "bench.go", rounds)
+    }
+
+    fn rally_with(&self, a: &str, b: &str, go: &str, rounds: u64) -> Duration {
+        let msg = ClientMessage::json(a, Some(go), &json!({"peer": b, "rounds": rounds}))
             .with_timeout(Duration::from_secs(120));
         let start = Instant::now();
         let reply = self.ctl.block_on(self.host.request(msg)).expect("rally");
@@ -125,6 +135,7 @@ impl Rally {
         let t = self.wasm(probe);
         let rounds = ((probe as f64 * target.as_secs_f64() / t.as_secs_f64()) as u64).max(1_000);
         self.wasm(rounds);
+        self.wasm_fn(rounds);
         self.raw(rounds);
         self.tokio(rounds);
         rounds

@@ -66,7 +66,8 @@ pub trait Actor: Default + 'static {
     #[doc(hidden)]
     fn __stop(this: &'static RefCell<Self>, ctx: Ctx) -> Option<Task>;
 
-    /// Decodes a message of type `msg_type` and starts its handler. Errors are
+    /// Decodes a message of type `msg_type` and runs its handler: a plain `fn` handler at once
+    /// (`None`), an `async` one as a task to poll (`Some`). Errors are
     /// [`ErrorCode::UnknownType`](crate::ErrorCode::UnknownType) and
     /// [`ErrorCode::Malformed`](crate::ErrorCode::Malformed).
     #[doc(hidden)]
@@ -75,5 +76,5 @@ pub trait Actor: Default + 'static {
         ctx: Ctx,
         msg_type: &str,
         payload: &[u8],
-    ) -> Result<Task, Error>;
+    ) -> Result<Option<Task>, Error>;
 }

@@ -2,8 +2,10 @@
 //!
 //! The host calls `bunraku_run` whenever the actor has work; [`run`] pulls events with `next`
 //! until there are none and returns how many tasks are still pending. Each event either starts a
-//! task (`Start` runs `on_start`, `Message` a handler, `Stop` runs `on_stop`) or resumes one
-//! (`Completion`). A task is a boxed future.
+//! task (`Start` runs `on_start`, `Message` an `async` handler, `Stop` runs `on_stop`) or resumes
+//! one (`Completion`). A task is a boxed future. A `Message` for a handler that is a plain `fn`
+//! runs it at once instead (`glue::handle_now`), with no task, unless an `async` handler holds
+//! the actor's state across an await: then it is a task that waits for the state.
 //!
 //! Suspension points are the two futures here:
 //! - [`Op`], an operation the host returned an id for (a request, a send waiting for room). It
@@ -493,7 +495,9 @@ fn message<A: Actor>(env: &EnvelopeView<'_>) {
         trap("a message arrived before the `Start` event");
     };
     match A::__dispatch(cell, Ctx::message(identity, env), env.msg_type, env.payload) {
-        Ok(task) => spawn(task),
+        Ok(Some(task)) => spawn(task),
+        // A plain `fn` handler ran already; it may have woken tasks.
+        Ok(None) => wake_waiters(),
         Err(e) => reject(env.id, env.reply, e),
     }
 }

@@ -93,30 +93,116 @@ pub fn unknown_type(msg_type: &str) -> Error {
 
 /// Decodes an `M` and makes the task that runs its handler `f` and, when the sender waits,
 /// replies with its result in the message's codec.
-pub fn handle<M, T, F, Fut>(ctx: Ctx, payload: &[u8], f: F) -> Result<Task, Error>
+pub fn handle<M, T, F, Fut>(ctx: Ctx, payload: &[u8], f: F) -> Result<Option<Task>, Error>
 where
     M: Message,
     T: Serialize + 'static,
     F: FnOnce(Ctx, M) -> Fut,
     Fut: Future<Output = T> + 'static,
 {
+    let msg: M = decode_message(&ctx, payload)?;
     let codec = ctx.codec();
-    let msg: M = codec::decode(codec, payload).map_err(|e| {
+    let reply = ctx.reply_handle();
+    let handler = f(ctx, msg);
+    Ok(Some(executor::task(async move {
+        let out = handler.await;
+        if let Some(handle) = reply {
+            executor::reply_value(handle, codec, &out);
+        }
+    })))
+}
+
+/// Decodes an `M` and runs its plain-`fn` handler `f` at once, on the actor's state borrowed
+/// the way `B` says ([`Shared`] for `&self`, [`Exclusive`] for `&mut self`): no task, no
+/// future. Only when an `async` handler holds the state across an await (possible with a
+/// concurrency above one) does it make a task that waits for the state, as an `async` handler's
+/// does, and runs `f` then.
+pub fn handle_now<B, A, M, T, F>(
+    cell: &'static RefCell<A>,
+    ctx: Ctx,
+    payload: &[u8],
+    f: F,
+) -> Result<Option<Task>, Error>
+where
+    B: Borrow<A>,
+    A: 'static,
+    M: Message,
+    T: Serialize + 'static,
+    F: FnOnce(&mut B::Guard, &Ctx, M) -> T + 'static,
+{
+    let msg: M = decode_message(&ctx, payload)?;
+    let Some(mut state) = B::now(cell) else {
+        return Ok(Some(executor::task(async move {
+            let out = f(&mut B::wait(cell).await, &ctx, msg);
+            reply_now(&ctx, &out);
+        })));
+    };
+    let out = f(&mut state, &ctx, msg);
+    drop(state);
+    reply_now(&ctx, &out);
+    Ok(None)
+}
+
+/// How a handler borrows the actor's state: [`Shared`] or [`Exclusive`].
+pub trait Borrow<A: 'static> {
+    /// The borrow.
+    type Guard: 'static;
+
+    /// The borrow, unless a handler that waits holds the state.
+    fn now(cell: &'static RefCell<A>) -> Option<Self::Guard>;
+
+    /// The borrow, once nothing else holds the state.
+    fn wait(cell: &'static RefCell<A>) -> impl Future<Output = Self::Guard> + 'static;
+}
+
+/// `&self`.
+pub struct Shared;
+
+/// `&mut self`.
+pub struct Exclusive;
+
+impl<A: 'static> Borrow<A> for Shared {
+    type Guard = Ref<'static, A>;
+
+    fn now(cell: &'static RefCell<A>) -> Option<Self::Guard> {
+        cell.try_borrow().ok()
+    }
+
+    fn wait(cell: &'static RefCell<A>) -> impl Future<Output = Self::Guard> + 'static {
+        executor::borrow(cell)
+    }
+}
+
+impl<A: 'static> Borrow<A> for Exclusive {
+    type Guard = RefMut<'static, A>;
+
+    fn now(cell: &'static RefCell<A>) -> Option<Self::Guard> {
+        cell.try_borrow_mut().ok()
+    }
+
+    fn wait(cell: &'static RefCell<A>) -> impl Future<Output = Self::Guard> + 'static {
+        executor::borrow_mut(cell)
+    }
+}
+
+/// The message in `payload`, decoded in the codec of the message `ctx` is handling.
+fn decode_message<M: Message>(ctx: &Ctx, payload: &[u8]) -> Result<M, Error> {
+    let codec = ctx.codec();
+    codec::decode(codec, payload).map_err(|e| {
         let message = format!(
             "`{}` does not decode as {}: {e}",
             M::NAME,
             codec::name(codec)
         );
         Error::new(ErrorCode::Malformed, message)
-    })?;
-    let reply = ctx.reply_handle();
-    let handler = f(ctx, msg);
-    Ok(executor::task(async move {
-        let out = handler.await;
-        if let Some(handle) = reply {
-            executor::reply_value(handle, codec, &out);
-        }
-    }))
+    })
+}
+
+/// Replies `out` to the message `ctx` is handling, when its sender waits for a reply.
+fn reply_now<T: Serialize>(ctx: &Ctx, out: &T) {
+    if let Some(handle) = ctx.reply_handle() {
+        executor::reply_value(handle, ctx.codec(), out);
+    }
 }
 
 /// Decodes the configuration (`null` or nothing is `C::default()`) and makes the `on_start` task.

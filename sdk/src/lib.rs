@@ -84,8 +84,10 @@
 //!   the host's embedded store, so a restarted instance (or host) picks up where it left off.
 //! - **Executor** (internal): the host calls the module's `bunraku_run` export when the actor
 //!   has work; the executor pulls events (start, message, completion, stop) with the `next` host
-//!   function, runs each handler as a task, and parks a task whose `.await` waits on a host
-//!   operation until that operation's completion event arrives. One handler runs at a time unless
+//!   function, runs each `async` handler as a task, and parks a task whose `.await` waits on a
+//!   host operation until that operation's completion event arrives. A handler that is a plain
+//!   `fn` runs at once, without a task: the cheaper choice for one that awaits nothing (it sends
+//!   with [`Ctx::try_send`]). One handler runs at a time unless
 //!   the actor's concurrency is raised; handlers then interleave at their `.await`s, and one that
 //!   needs the state while another holds it waits for it. Tasks are woken with standard
 //!   [`Waker`](std::task::Waker)s, so one handler can wait for another on any waker-based

@@ -19,6 +19,20 @@ async fn bench_pingpong_rally_completes_every_round() {
         .await;
     assert_eq!(last.unwrap(), json!(100));
     assert_eq!(host.actor("b")[0].handled, 100, "b saw one ping per round");
+    // The same rally with plain `fn` handlers for ping and pong.
+    let last = host
+        .call_json(
+            "a",
+            Some("bench.go_now"),
+            json!({"peer": "b", "rounds": 100}),
+        )
+        .await;
+    assert_eq!(last.unwrap(), json!(100));
+    assert_eq!(
+        host.actor("b")[0].handled,
+        200,
+        "b saw one more ping per round"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,6 +9,10 @@
 //! `Pong` completes: the SDK's executor wakes a task the standard way, so one handler can wait
 //! for another with any waker-based primitive.
 //!
+//! [`GoNow`] runs the same rally with [`PingNow`] and [`PongNow`], whose handlers are plain
+//! `fn`s: the SDK runs them at once, without a task, and they send with `try_send` (one message
+//! is in flight, so the peer's mailbox is never full).
+//!
 //! [`Noop`] does nothing, for the per-stage breakdown (`bench/benches/breakdown.rs`).
 
 use std::cell::{Cell, RefCell};
@@ -38,6 +42,28 @@ pub struct Pong {
     pub n: u64,
 }
 
+/// [`Go`], with plain `fn` handlers for the rally.
+#[derive(Debug, Serialize, Deserialize, Message)]
+#[message(name = "bench.go_now", reply = u64)]
+pub struct GoNow {
+    pub peer: String,
+    pub rounds: u64,
+}
+
+/// [`Ping`], handled by a plain `fn`.
+#[derive(Debug, Serialize, Deserialize, Message)]
+#[message(name = "bench.ping_now")]
+pub struct PingNow {
+    pub n: u64,
+}
+
+/// [`Pong`], handled by a plain `fn`.
+#[derive(Debug, Serialize, Deserialize, Message)]
+#[message(name = "bench.pong_now")]
+pub struct PongNow {
+    pub n: u64,
+}
+
 /// Does nothing (measures dispatch).
 #[derive(Debug, Serialize, Deserialize, Message)]
 #[message(name = "bench.noop")]
@@ -60,6 +86,29 @@ pub struct PingPong {
 }
 
 impl PingPong {
+    /// Starts a rally of `rounds`: what the last pong completes, or `None` for no rounds.
+    fn begin(&self, rounds: u64) -> Option<oneshot::Receiver<()>> {
+        self.rounds.set(rounds);
+        self.last.set(0);
+        if rounds == 0 {
+            return None;
+        }
+        let (done, finished) = oneshot::channel();
+        *self.done.borrow_mut() = Some(done);
+        Some(finished)
+    }
+
+    /// Records pong `n`: the next ping's number, or `None` when the rally is over (and `Go`
+    /// replies).
+    fn next_ping(&self, n: u64) -> Option<u64> {
+        self.last.set(n);
+        if n >= self.rounds.get() {
+            self.finish();
+            return None;
+        }
+        Some(n + 1)
+    }
+
     /// Ends the rally: `Go` replies.
     fn finish(&self) {
         if let Some(done) = self.done.borrow_mut().take() {
@@ -72,13 +121,9 @@ impl PingPong {
 impl PingPong {
     #[handler]
     async fn go(&self, ctx: &Ctx, msg: Go) -> u64 {
-        self.rounds.set(msg.rounds);
-        self.last.set(0);
-        if msg.rounds == 0 {
+        let Some(finished) = self.begin(msg.rounds) else {
             return 0;
-        }
-        let (done, finished) = oneshot::channel();
-        *self.done.borrow_mut() = Some(done);
+        };
         if let Err(e) = ctx.send(&msg.peer, &Ping { n: 1 }).await {
             ctx.error(format_args!(
                 "cannot start the rally with {}: {e}",
@@ -101,13 +146,47 @@ impl PingPong {
 
     #[handler]
     async fn pong(&self, ctx: &Ctx, msg: Pong) {
-        self.last.set(msg.n);
-        if msg.n >= self.rounds.get() {
-            self.finish();
+        let Some(n) = self.next_ping(msg.n) else {
             return;
-        }
+        };
         let to = ctx.sender().unwrap_or_default();
-        if let Err(e) = ctx.send(to, &Ping { n: msg.n + 1 }).await {
+        if let Err(e) = ctx.send(to, &Ping { n }).await {
+            ctx.error(format_args!("ping to {to} failed: {e}"));
+            self.finish();
+        }
+    }
+
+    #[handler]
+    async fn go_now(&self, ctx: &Ctx, msg: GoNow) -> u64 {
+        let Some(finished) = self.begin(msg.rounds) else {
+            return 0;
+        };
+        if let Err(e) = ctx.try_send(&msg.peer, &PingNow { n: 1 }) {
+            ctx.error(format_args!(
+                "cannot start the rally with {}: {e}",
+                msg.peer
+            ));
+            return 0;
+        }
+        let _ = finished.await;
+        self.last.get()
+    }
+
+    #[handler]
+    fn ping_now(&self, ctx: &Ctx, msg: PingNow) {
+        let to = ctx.sender().unwrap_or_default();
+        if let Err(e) = ctx.try_send(to, &PongNow { n: msg.n }) {
+            ctx.error(format_args!("pong to {to} failed: {e}"));
+        }
+    }
+
+    #[handler]
+    fn pong_now(&self, ctx: &Ctx, msg: PongNow) {
+        let Some(n) = self.next_ping(msg.n) else {
+            return;
+        };
+        let to = ctx.sender().unwrap_or_default();
+        if let Err(e) = ctx.try_send(to, &PingNow { n }) {
             ctx.error(format_args!("ping to {to} failed: {e}"));
             self.finish();
         }

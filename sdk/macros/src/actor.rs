@@ -338,14 +338,32 @@ fn generate(
 
     let arms = handlers.iter().map(|h| {
         let Handler { method, msg_ty, .. } = h;
+        let ctx = quote_spanned!(h.ctx_span=> ctx);
+        if !h.receiver.is_async {
+            // A plain `fn` runs at once, without a task.
+            let (borrow, state) = if h.receiver.mutable {
+                (quote!(#p::Exclusive), quote!(&mut **state))
+            } else {
+                (quote!(#p::Shared), quote!(&**state))
+            };
+            return quote! {
+                if msg_type == <#msg_ty as ::bunraku_sdk::Message>::NAME {
+                    return #p::handle_now::<#borrow, Self, #msg_ty, _, _>(
+                        this,
+                        ctx,
+                        payload,
+                        |state, ctx, msg| Self::#method(#state, #ctx, msg),
+                    );
+                }
+            };
+        }
         let (bind, state) = bind_state(&h.receiver);
         let ctx = quote_spanned!(h.ctx_span=> &ctx);
-        let wait = h.receiver.is_async.then(|| quote!(.await));
         quote! {
             if msg_type == <#msg_ty as ::bunraku_sdk::Message>::NAME {
                 return #p::handle::<#msg_ty, _, _, _>(ctx, payload, move |ctx, msg| async move {
                     #bind
-                    Self::#method(#state, #ctx, msg) #wait
+                    Self::#method(#state, #ctx, msg).await
                 });
             }
         }
@@ -484,7 +502,7 @@ fn generate(
                 ctx: ::bunraku_sdk::Ctx,
                 msg_type: &str,
                 payload: &[u8],
-            ) -> ::core::result::Result<#p::Task, ::bunraku_sdk::Error> {
+            ) -> ::core::result::Result<::core::option::Option<#p::Task>, ::bunraku_sdk::Error> {
                 #[allow(unused_imports)]
                 use #p::{ProbeMessage as _, ProbeRequest as _};
                 let _checks = || { #(#checks)* };

@@ -46,7 +46,9 @@ pub fn derive_message(input: TokenStream) -> TokenStream {
 /// - `#[handler]` methods, one per message type:
 ///   `async fn name(&mut self, ctx: &Ctx, msg: M) -> R`. `R` is `M`'s reply type when `M` is a
 ///   request and `()` otherwise (the compiler checks both). `&self` instead of `&mut self`, and
-///   plain `fn` instead of `async fn`, work too. Two handled types cannot share a wire name.
+///   plain `fn` instead of `async fn`, work too. A plain `fn` runs at once, with no task and no
+///   future: the cheaper choice for a handler that awaits nothing (it sends with
+///   `ctx.try_send`). Two handled types cannot share a wire name.
 /// - optional `on_start(&mut self, ctx: &Ctx)` or `on_start(&mut self, ctx: &Ctx, config: C)`,
 ///   run first with `C` (any `Deserialize + Default` type) decoded from the actor's JSON
 ///   configuration (`null` gives `C::default()`);
