@@ -43,8 +43,9 @@ use serde::{Deserialize, Serialize};
 pub const IMPORT_MODULE: &str = "bunraku";
 
 /// The version of this contract. A guest exports it from [`exports::ABI_VERSION`]; the host
-/// refuses a module whose version differs.
-pub const ABI_VERSION: u32 = 4;
+/// refuses a module whose version differs. (5: `next` flags the last ready event,
+/// [`NEXT_LAST`].)
+pub const ABI_VERSION: u32 = 5;
 
 /// Names of the functions and memory a guest module exports.
 pub mod exports {
@@ -197,6 +198,26 @@ impl core::fmt::Display for ErrorCode {
 /// Encodes an error as a host function result.
 pub const fn encode_error(code: ErrorCode) -> i64 {
     -(code as i64)
+}
+
+/// The flag `next` adds to an event's length when nothing else was ready for the instance as it
+/// handed the event out: the guest may return once it has handled the event instead of asking
+/// `next` again, which would answer `0`. A hint, never a promise that nothing comes: what
+/// arrives later, or what the guest's handling of the event makes ready (a message it sends
+/// itself, say), makes the host enter the guest again. [`split_next`] takes it apart.
+pub const NEXT_LAST: u64 = 1 << 32;
+
+/// Splits what `next` returned (after [`decode_result`]) into the event's length (`0`: no event)
+/// and whether it was the last one ready ([`NEXT_LAST`]).
+///
+/// ```
+/// use bunraku_abi::{NEXT_LAST, split_next};
+/// assert_eq!(split_next(40), (40, false));
+/// assert_eq!(split_next(40 | NEXT_LAST), (40, true));
+/// assert_eq!(split_next(0), (0, false));
+/// ```
+pub const fn split_next(value: u64) -> (u64, bool) {
+    (value & (NEXT_LAST - 1), value & NEXT_LAST != 0)
 }
 
 /// Splits a host function result into its value or its error.
@@ -791,7 +812,9 @@ macro_rules! for_each_host_fn {
             /// Writes the next [`Event`](crate::Event) (postcard) into `buf_ptr..buf_ptr+buf_cap`
             /// and returns its length; `0` when there is none. When the length is larger than
             /// `buf_cap` nothing is written and the event stays first in line: grow the buffer and
-            /// call again. `in_flight` is the number of handlers the guest has waiting: the host
+            /// call again. The length carries [`NEXT_LAST`](crate::NEXT_LAST) when nothing else
+            /// was ready: the guest may return after handling the event instead of calling again.
+            /// `in_flight` is the number of handlers the guest has waiting: the host
             /// only hands out a new mailbox message when it is below the actor's concurrency.
             /// Resets the time budget.
             fn next(buf_ptr: u32, buf_cap: u32, in_flight: u32) -> i64,

@@ -785,6 +785,9 @@ pub(crate) struct ActorState {
     pub ready: VecDeque<Ready>,
     /// An encoded event that did not fit the guest's buffer yet.
     pub staged: Option<Vec<u8>>,
+    /// Whether nothing else was ready when [`ActorState::next_event`] last handed out an event:
+    /// `next` flags its length with [`bunraku_abi::NEXT_LAST`] then.
+    pub last: bool,
     pub scratch: Vec<u8>,
     pub replies: HashMap<u32, ReplySlot>,
     next_handle: u32,
@@ -840,6 +843,7 @@ impl ActorState {
             memory: None,
             ready: VecDeque::new(),
             staged: None,
+            last: false,
             scratch: Vec::new(),
             replies: HashMap::new(),
             next_handle: 0,
@@ -900,6 +904,7 @@ impl ActorState {
     /// The next event for the guest, if one may be handed out now.
     pub(crate) fn next_event(&mut self, in_flight: u32) -> Option<NextEvent> {
         self.in_flight = in_flight;
+        self.last = false;
         while let Some(ready) = self.ready.pop_front() {
             match ready {
                 Ready::Start => {
@@ -941,6 +946,9 @@ impl ActorState {
             None => self.io.mailbox.try_recv()?,
         };
         self.batch += 1;
+        // The mailbox as it was when the delivery was taken: what came since, the run loop finds
+        // once the guest returns.
+        self.last = self.io.mailbox.drained() && self.ready.is_empty() && !self.timers.has_due();
         Some(NextEvent::Delivered(self.accept(delivery)))
     }
 

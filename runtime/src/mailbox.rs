@@ -159,6 +159,8 @@ pub struct Sender<T> {
 /// mailbox and drops what is queued (requesters hear `target failed`).
 pub struct Receiver<T> {
     chan: Arc<Chan<T>>,
+    /// Whether the last delivery taken was the only one queued.
+    drained: bool,
 }
 
 /// A new mailbox holding at most `bound` messages (at least one).
@@ -174,7 +176,13 @@ pub fn channel<T>(bound: usize) -> (Sender<T>, Receiver<T>) {
         room: Notify::new(),
         senders: AtomicUsize::new(1),
     });
-    (Sender { chan: chan.clone() }, Receiver { chan })
+    (
+        Sender { chan: chan.clone() },
+        Receiver {
+            chan,
+            drained: false,
+        },
+    )
 }
 
 impl<T> Sender<T> {
@@ -326,7 +334,7 @@ impl<T> Receiver<T> {
     fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<T>> {
         let taken = {
             let mut queue = self.chan.lock();
-            let taken = self.take(&mut queue);
+            let taken = Self::take(&mut self.drained, self.chan.bound, &mut queue);
             if taken.is_none() {
                 if queue.closed || self.chan.senders.load(Ordering::Acquire) == 0 {
                     return Poll::Ready(None);
@@ -344,14 +352,23 @@ impl<T> Receiver<T> {
 
     /// The next delivery if one is queued (also after the mailbox was closed).
     pub fn try_recv(&mut self) -> Option<T> {
-        let taken = self.take(&mut self.chan.lock());
+        let taken = Self::take(&mut self.drained, self.chan.bound, &mut self.chan.lock());
         self.made_room(taken)
     }
 
-    /// Pops the oldest delivery, and whether the mailbox was full before.
-    fn take(&self, queue: &mut Queue<T>) -> Option<(T, bool)> {
-        let was_full = queue.deliveries.len() >= self.chan.bound;
-        queue.deliveries.pop_front().map(|d| (d, was_full))
+    /// Whether the last delivery [`recv`](Self::recv) or [`try_recv`](Self::try_recv) took was
+    /// the only one queued then (others may have come since).
+    pub fn drained(&self) -> bool {
+        self.drained
+    }
+
+    /// Pops the oldest delivery, and whether the mailbox was full before; notes whether it was
+    /// the only one.
+    fn take(drained: &mut bool, bound: usize, queue: &mut Queue<T>) -> Option<(T, bool)> {
+        let was_full = queue.deliveries.len() >= bound;
+        let taken = queue.deliveries.pop_front().map(|d| (d, was_full));
+        *drained = queue.deliveries.is_empty();
+        taken
     }
 
     /// The delivery [`Receiver::take`] popped, after waking a sender waiting for room when the
@@ -410,6 +427,24 @@ mod tests {
     /// Polls `f` once with a waker that does nothing.
     fn poll_once<F: Future>(f: std::pin::Pin<&mut F>) -> Poll<F::Output> {
         f.poll(&mut Context::from_waker(Waker::noop()))
+    }
+
+    #[test]
+    fn drained_says_whether_the_delivery_taken_was_the_only_one_queued() {
+        let (tx, mut rx) = mailbox(4);
+        tx.try_send(numbered(1)).unwrap();
+        tx.try_send(numbered(2)).unwrap();
+        assert_eq!(id(rx.try_recv()), Some(1));
+        assert!(!rx.drained(), "another waits behind it");
+        assert_eq!(id(rx.try_recv()), Some(2));
+        assert!(rx.drained());
+        tx.try_send(numbered(3)).unwrap();
+        tx.try_send(numbered(4)).unwrap();
+        {
+            let mut recv = std::pin::pin!(rx.recv());
+            assert!(matches!(poll_once(recv.as_mut()), Poll::Ready(Some(d)) if d.env.id == 3));
+        }
+        assert!(!rx.drained(), "`recv` notes it too");
     }
 
     #[test]

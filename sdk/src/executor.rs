@@ -392,7 +392,10 @@ pub(crate) fn run<A: Actor>() -> i32 {
         // Tasks woken in the previous entry and not polled then (it asked for this one).
         wake_waiters();
     }
-    while let Some(len) = next_event(&mut buf) {
+    // Set when the host flagged the event as the last one ready: asking again would get none.
+    let mut last = false;
+    while !last && let Some((len, only)) = next_event(&mut buf) {
+        last = only;
         let Ok(event) = EventView::decode(&buf[..len]) else {
             trap("the host sent an event that does not decode");
         };
@@ -424,19 +427,20 @@ pub(crate) fn run<A: Actor>() -> i32 {
 }
 
 /// Pulls the next event into `buf`, growing it when the host says it is too small; returns its
-/// length, or `None` when there is no event.
-fn next_event(buf: &mut Vec<u8>) -> Option<usize> {
+/// length and whether it was the last one ready ([`bunraku_abi::NEXT_LAST`]), or `None` when
+/// there is no event.
+fn next_event(buf: &mut Vec<u8>) -> Option<(usize, bool)> {
     let in_flight = u32::try_from(with(|s| s.pending)).unwrap_or(u32::MAX);
     if buf.len() < INITIAL_BUFFER {
         buf.resize(INITIAL_BUFFER, 0);
     }
     loop {
-        match decode_result(sys::next(buf, in_flight)) {
-            Ok(0) => return None,
-            Ok(len) => {
+        match decode_result(sys::next(buf, in_flight)).map(bunraku_abi::split_next) {
+            Ok((0, _)) => return None,
+            Ok((len, last)) => {
                 let len = usize::try_from(len).unwrap_or(usize::MAX);
                 if len <= buf.len() {
-                    return Some(len);
+                    return Some((len, last));
                 }
                 // The event is still first in line: make room and ask again.
                 buf.resize(len, 0);
@@ -1063,7 +1067,7 @@ mod tests {
         host.inbox.push_back(Event::Message(big.clone()));
         let (event, _) = isolated(host, || {
             let mut buf = Vec::new();
-            let len = next_event(&mut buf).unwrap();
+            let (len, _) = next_event(&mut buf).unwrap();
             EventView::decode(&buf[..len]).unwrap().to_event()
         });
         assert_eq!(event, Event::Message(big));

@@ -235,3 +235,33 @@ async fn oversized_message_is_refused_before_delivery() {
         "nothing reached the actor"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_an_actor_sends_itself_while_handling_its_last_ready_one_are_handled() {
+    let host = host();
+    deploy(&host, "tb", "testbed");
+    // The only message queued: the host flags it as the last one ready, and the guest returns
+    // after it without asking for more. The five it sends itself meanwhile must not wait for
+    // another message to come along.
+    host.send(ClientMessage::json(
+        "tb",
+        Some("TryFlood"),
+        &json!({"to": "tb", "count": 5}),
+    ))
+    .await
+    .unwrap();
+    let handled = eventually(Duration::from_secs(10), || {
+        (host.actor("tb")[0].handled == 6).then_some(())
+    })
+    .await;
+    assert!(
+        handled.is_some(),
+        "handled {} of 6 messages",
+        host.actor("tb")[0].handled
+    );
+    let stats = host
+        .call_json("tb", Some("GetStats"), json!({}))
+        .await
+        .unwrap();
+    assert_eq!(stats["noops"], json!(5));
+}

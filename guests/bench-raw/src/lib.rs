@@ -100,7 +100,10 @@ pub extern "C" fn bunraku_describe() -> i64 {
 #[unsafe(no_mangle)]
 pub extern "C" fn bunraku_run() -> i32 {
     RALLY.with_borrow_mut(|rally| {
-        while let Some(len) = next_event(rally) {
+        // The host flags the last event ready: no need to ask again after it.
+        let mut last = false;
+        while !last && let Some((len, only)) = next_event(rally) {
+            last = only;
             let Rally {
                 event,
                 out,
@@ -144,8 +147,8 @@ pub extern "C" fn bunraku_run() -> i32 {
 }
 
 /// Pulls the next event into the event buffer (grown when the host says it is too small); its
-/// length, or `None` when there is none.
-fn next_event(rally: &mut Rally) -> Option<usize> {
+/// length and whether it was the last one ready, or `None` when there is none.
+fn next_event(rally: &mut Rally) -> Option<(usize, bool)> {
     let in_flight = u32::from(rally.go.is_some());
     if rally.event.is_empty() {
         rally.event.resize(256, 0);
@@ -154,13 +157,14 @@ fn next_event(rally: &mut Rally) -> Option<usize> {
         let buf = &mut rally.event;
         // SAFETY: the host writes at most `buf.len()` bytes into `buf`, borrowed for the call.
         let raw = unsafe { imports::next(addr(buf), buf.len() as u32, in_flight) };
-        let len =
-            usize::try_from(bunraku_abi::decode_result(raw).expect("`next` succeeds")).ok()?;
+        let (len, last) =
+            bunraku_abi::split_next(bunraku_abi::decode_result(raw).expect("`next` succeeds"));
+        let len = usize::try_from(len).ok()?;
         if len == 0 {
             return None;
         }
         if len <= buf.len() {
-            return Some(len);
+            return Some((len, last));
         }
         buf.resize(len, 0);
     }

@@ -47,7 +47,8 @@ pub(crate) fn next(
     let staged = st.staged.take().expect("staged above");
     dest.copy_from_slice(&staged);
     st.scratch = staged;
-    Ok(len as i64)
+    let last = if st.last { bunraku_abi::NEXT_LAST } else { 0 };
+    Ok((len as u64 | last) as i64)
 }
 
 /// Finds the group for a name: the instance's cache first, then the registry.
