@@ -946,9 +946,10 @@ impl ActorState {
             None => self.io.mailbox.try_recv()?,
         };
         self.batch += 1;
-        // The mailbox as it was when the delivery was taken: what came since, the run loop finds
-        // once the guest returns.
-        self.last = self.io.mailbox.drained() && self.ready.is_empty() && !self.timers.has_due();
+        // Ready events and due timers went first, so the mailbox decides, as it was when the
+        // delivery was taken (what came since, the run loop finds once the guest returns); or
+        // the batch is full, and `next` would hand out no more messages in this entry.
+        self.last = self.io.mailbox.drained() || self.batch >= self.group.settings.limits.max_batch;
         Some(NextEvent::Delivered(self.accept(delivery)))
     }
 
