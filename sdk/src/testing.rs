@@ -68,7 +68,7 @@ use crate::sys::native::{self, InStream, NativeHost, Responder, SharedEvents};
 use crate::{Actor, Error, Level, Message, Request, codec};
 
 /// Entries in a row a [`TestActor`] makes while the actor keeps asking to be entered again
-/// (`yield_now`) before it gives up.
+/// (`yield_now`), or keeps having events ready, before it gives up.
 pub const MAX_RESUMES: usize = 100_000;
 
 /// One actor instance under test, with the host it talks to.
@@ -601,22 +601,25 @@ impl<A: Actor> TestActor<A> {
     }
 
     /// Runs the actor until the host has no event for it, entering it again while it asks to
-    /// be (`yield_now`).
+    /// be (`yield_now`) or while an event is ready (one that came after the event the host
+    /// flagged as the last one ready: a message the actor sent itself, say).
     ///
     /// # Panics
     ///
-    /// When it still asks after [`MAX_RESUMES`] entries in a row (a task that never stops
-    /// yielding would otherwise hang the test; the host would keep entering it).
+    /// After [`MAX_RESUMES`] entries in a row (a task that never stops yielding, or an actor
+    /// that keeps sending itself messages, would otherwise hang the test; the host would keep
+    /// entering it).
     fn run(&mut self) {
         for _ in 0..MAX_RESUMES {
-            self.enter(executor::run::<A>);
-            if !std::mem::take(&mut self.host_mut().resume_requested) {
+            let in_flight = u32::try_from(self.enter(executor::run::<A>)).unwrap_or(0);
+            let host = self.host_mut();
+            if !std::mem::take(&mut host.resume_requested) && !host.has_event(in_flight) {
                 return;
             }
         }
         panic!(
             "the actor asked to be entered again {MAX_RESUMES} times in a row: a task that \
-             yields and never finishes?"
+             yields and never finishes, or an actor that keeps sending itself messages?"
         );
     }
 

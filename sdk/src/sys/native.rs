@@ -320,7 +320,9 @@ pub(crate) struct NativeHost {
     /// The status the actor set (`set_status`).
     pub(crate) status: String,
     completions: VecDeque<(u32, Completion)>,
-    staged: Option<Vec<u8>>,
+    /// An encoded event that did not fit the guest's buffer yet, and whether it was the last
+    /// one ready.
+    staged: Option<(Vec<u8>, bool)>,
     pending_ops: BTreeSet<u32>,
     next_op: u32,
     next_sub: u64,
@@ -457,6 +459,19 @@ impl NativeHost {
         }
     }
 
+    /// Whether [`take_event`](Self::take_event) would hand out an event now: the host enters
+    /// the actor again for it (the guest returns after an event flagged last, and handling it
+    /// may have made another ready).
+    pub(crate) fn has_event(&mut self, in_flight: u32) -> bool {
+        self.poll_event_waits();
+        !self.completions.is_empty()
+            || match self.inbox.front() {
+                Some(Event::Message(_)) => in_flight < self.concurrency,
+                Some(_) => true,
+                None => false,
+            }
+    }
+
     fn take_event(&mut self, in_flight: u32) -> Option<Event> {
         self.poll_event_waits();
         if let Some((op, result)) = self.completions.pop_front() {
@@ -512,15 +527,20 @@ pub(crate) fn next(buf: &mut [u8], in_flight: u32) -> i64 {
             let Some(event) = h.take_event(in_flight) else {
                 return 0;
             };
-            h.staged = Some(encode(&event));
+            // As the host flags it: a message with nothing else ready behind it.
+            let last = matches!(event, Event::Message(_))
+                && h.completions.is_empty()
+                && h.inbox.is_empty();
+            h.staged = Some((encode(&event), last));
         }
-        let staged = h.staged.as_ref().expect("staged above");
+        let (staged, _) = h.staged.as_ref().expect("staged above");
         if staged.len() > buf.len() {
             return staged.len() as i64;
         }
-        let staged = h.staged.take().expect("staged above");
+        let (staged, last) = h.staged.take().expect("staged above");
         buf[..staged.len()].copy_from_slice(&staged);
-        staged.len() as i64
+        let flag = if last { bunraku_abi::NEXT_LAST } else { 0 };
+        (staged.len() as u64 | flag) as i64
     })
     .unwrap_or_else(|| panic!("{NO_HOST}"))
 }
