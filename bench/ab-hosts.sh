@@ -3,12 +3,16 @@
 # share a process, and this machine's speed drifts: alternating short runs and taking medians
 # holds the comparison to what changed).
 #
-#   bench/ab-hosts.sh BASE NEW [sdk|raw] [ROUNDS]
+#   bench/ab-hosts.sh BASE NEW [sdk|fn|raw] [ROUNDS]
 #
 # BASE and NEW are copies of the `pingpong` bench binary (`cargo bench -p bunraku-bench --bench
 # pingpong --no-run` prints its path; copy it aside before rebuilding). Each round runs BASE, then
-# NEW, for 2 s each (`BUNRAKU_BENCH_ONLY`, `BUNRAKU_BENCH_SECS`); the guests are the current
-# sources' for both. Prints the median time per message of each and their ratio.
+# NEW, for 2 s each (`BUNRAKU_BENCH_ONLY`, `BUNRAKU_BENCH_SECS`). Each binary builds the guests
+# of the checkout it was built from: built in one checkout, both run its current guests; for a
+# change on both sides of the ABI, build BASE in a `git worktree` of its own (with the shared
+# target directory, clean the workspace crates' release artifacts afterwards: `cargo clean
+# --release -p bunraku-runtime ...`, or cargo may take the worktree's build as fresh). Prints
+# the median time per message of each and their ratio.
 set -euo pipefail
 base=$1 new=$2 only=${3:-raw} rounds=${4:-8}
 cd "$(dirname "$0")"

@@ -602,13 +602,13 @@ impl<A: Actor> TestActor<A> {
 
     /// Runs the actor until the host has no event for it, entering it again while it asks to
     /// be (`yield_now`) or while an event is ready (one that came after the event the host
-    /// flagged as the last one ready: a message the actor sent itself, say).
+    /// flagged as the last one ready: a responder's answer to a request the handler made, say).
     ///
     /// # Panics
     ///
-    /// After [`MAX_RESUMES`] entries in a row (a task that never stops yielding, or an actor
-    /// that keeps sending itself messages, would otherwise hang the test; the host would keep
-    /// entering it).
+    /// After [`MAX_RESUMES`] entries in a row (a task that never stops yielding, or a handler
+    /// that never stops making requests its responders answer, would otherwise hang the test;
+    /// the host would keep entering it).
     fn run(&mut self) {
         for _ in 0..MAX_RESUMES {
             let in_flight = u32::try_from(self.enter(executor::run::<A>)).unwrap_or(0);
@@ -619,7 +619,7 @@ impl<A: Actor> TestActor<A> {
         }
         panic!(
             "the actor asked to be entered again {MAX_RESUMES} times in a row: a task that \
-             yields and never finishes, or an actor that keeps sending itself messages?"
+             yields and never finishes, or one that never stops making requests?"
         );
     }
 
