@@ -140,6 +140,9 @@ impl Ctx {
         let raw = outbound(to.into(), msg, None, refs, None, |out| {
             sys::send(out, bunraku_abi::mode::WAIT)
         })?;
+        if raw == 0 {
+            return Ok(());
+        }
         delivered(raw).await
     }
 
