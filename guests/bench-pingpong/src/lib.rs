@@ -98,6 +98,24 @@ impl PingPong {
         Some(finished)
     }
 
+    /// Waits for the rally the first ping `started` with `peer` to end; the last pong's number,
+    /// or 0 when it did not start.
+    async fn rally(
+        &self,
+        ctx: &Ctx,
+        peer: &str,
+        started: Result<(), Error>,
+        finished: oneshot::Receiver<()>,
+    ) -> u64 {
+        if let Err(e) = started {
+            ctx.error(format_args!("cannot start the rally with {peer}: {e}"));
+            return 0;
+        }
+        // An error only when the sender went unused (a second `Go` replaced it): reply anyway.
+        let _ = finished.await;
+        self.last.get()
+    }
+
     /// Records pong `n`: the next ping's number, or `None` when the rally is over (and `Go`
     /// replies).
     fn next_ping(&self, n: u64) -> Option<u64> {
@@ -124,16 +142,8 @@ impl PingPong {
         let Some(finished) = self.begin(msg.rounds) else {
             return 0;
         };
-        if let Err(e) = ctx.send(&msg.peer, &Ping { n: 1 }).await {
-            ctx.error(format_args!(
-                "cannot start the rally with {}: {e}",
-                msg.peer
-            ));
-            return 0;
-        }
-        // An error only when the sender went unused (a second `Go` replaced it): reply anyway.
-        let _ = finished.await;
-        self.last.get()
+        let started = ctx.send(&msg.peer, &Ping { n: 1 }).await;
+        self.rally(ctx, &msg.peer, started, finished).await
     }
 
     #[handler]
@@ -161,15 +171,8 @@ impl PingPong {
         let Some(finished) = self.begin(msg.rounds) else {
             return 0;
         };
-        if let Err(e) = ctx.try_send(&msg.peer, &PingNow { n: 1 }) {
-            ctx.error(format_args!(
-                "cannot start the rally with {}: {e}",
-                msg.peer
-            ));
-            return 0;
-        }
-        let _ = finished.await;
-        self.last.get()
+        let started = ctx.try_send(&msg.peer, &PingNow { n: 1 });
+        self.rally(ctx, &msg.peer, started, finished).await
     }
 
     #[handler]
