@@ -473,15 +473,14 @@ impl NativeHost {
     }
 
     fn take_event(&mut self, in_flight: u32) -> Option<Event> {
-        self.poll_event_waits();
+        if !self.has_event(in_flight) {
+            return None;
+        }
         if let Some((op, result)) = self.completions.pop_front() {
             self.pending_ops.remove(&op);
             return Some(Event::Completion { op, result });
         }
-        match self.inbox.front()? {
-            Event::Message(_) if in_flight >= self.concurrency => None,
-            _ => self.inbox.pop_front(),
-        }
+        self.inbox.pop_front()
     }
 
     fn new_op(&mut self) -> u32 {
