@@ -5,8 +5,9 @@
 //! - the import module name ([`IMPORT_MODULE`]) and the names of the guest's exports ([`exports`]);
 //! - the ABI version ([`ABI_VERSION`]) that a guest exports and the host checks before anything else;
 //! - the status codes host functions return ([`ErrorCode`], [`encode_error`], [`decode_result`]);
-//! - the wire types, all encoded with postcard: what the host hands the guest ([`Event`],
-//!   [`Envelope`], [`Completion`]) and what the guest hands the host ([`Outbound`], [`ReplyBody`],
+//! - the wire types, encoded with postcard: what the host hands the guest ([`Event`],
+//!   [`Envelope`], [`Completion`]; a message comes in a fixed-layout frame,
+//!   [`view::MESSAGE_HEADER`]) and what the guest hands the host ([`Outbound`], [`ReplyBody`],
 //!   [`Subscribe`], [`Descriptor`]);
 //! - the single table of host functions ([`for_each_host_fn!`], [`HOST_FUNCTIONS`]) from which
 //!   guests derive their `extern` declarations ([`declare_host_imports!`]) and the runtime derives
@@ -44,8 +45,9 @@ pub const IMPORT_MODULE: &str = "bunraku";
 
 /// The version of this contract. A guest exports it from [`exports::ABI_VERSION`]; the host
 /// refuses a module whose version differs. (5: `next` flags the last ready event,
-/// [`NEXT_LAST`].)
-pub const ABI_VERSION: u32 = 5;
+/// [`NEXT_LAST`]; 6: `next` hands a message as a frame read at fixed offsets,
+/// [`view::MESSAGE_HEADER`].)
+pub const ABI_VERSION: u32 = 6;
 
 /// Names of the functions and memory a guest module exports.
 pub mod exports {

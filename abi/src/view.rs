@@ -1,15 +1,17 @@
 //! Borrowed views of the wire types, for the per-message path.
 //!
-//! [`EventView`] decodes exactly the postcard bytes of an [`Event`] (same layout,
-//! same refusals, trailing bytes included), but its strings and byte strings borrow from the
-//! input and its lists (`chain`, `attachments`, `ext`) are validated in place and read through
-//! iterators: decoding allocates nothing. [`OutboundHead`] and [`encode_reply_ok_with`] go the
+//! [`EventView`] decodes the frame `next` hands a guest ([`encode_event_into`]): an [`Event`]'s
+//! postcard bytes (same layout, same refusals, trailing bytes included), except a message, which
+//! is a fixed header and its fields ([`MESSAGE_HEADER`]). Its strings and byte strings borrow
+//! from the input and its lists (`chain`, `attachments`, `ext`) are validated in place and read
+//! through iterators: decoding allocates nothing. [`EnvelopeView`] decodes an [`Envelope`]'s
+//! postcard bytes the same way. [`OutboundHead`] and [`encode_reply_ok_with`] go the
 //! other way: they append the bytes of an [`Outbound`](crate::Outbound) or a
 //! [`ReplyBody::Ok`] to a caller's buffer, with the payload written in
 //! place by a closure, so a guest can reuse one buffer for every send.
 //!
-//! The wire format is the one of the owned types; `abi/tests/wire.rs` holds both against the same
-//! golden bytes. postcard's rules, as mirrored here: integers are LEB128 varints (at most 5 bytes
+//! But for the message frame, the wire format is the one of the owned types; `abi/tests/wire.rs`
+//! holds both against the same golden bytes, and pins the frame's. postcard's rules, as mirrored here: integers are LEB128 varints (at most 5 bytes
 //! for a `u32`, 10 for a `u64`, with the unused high bits of the last byte zero; a length is a
 //! `usize`, so 5 bytes on 32-bit targets), an `Option` is a `0`/`1` byte, an enum is its variant
 //! index as a `u32` varint, a string or list is a length followed by its items, and a `[u8; N]`
@@ -272,6 +274,13 @@ pub struct VarintSeq<'a, T> {
 }
 
 impl<'a, T: Varint> VarintSeq<'a, T> {
+    /// No integers.
+    const EMPTY: Self = Self {
+        bytes: &[],
+        len: 0,
+        _item: PhantomData,
+    };
+
     /// How many integers there are.
     pub fn len(&self) -> usize {
         self.len
@@ -354,6 +363,9 @@ pub struct ExtsView<'a> {
 }
 
 impl<'a> ExtsView<'a> {
+    /// No entries.
+    const EMPTY: Self = Self { bytes: &[], len: 0 };
+
     /// How many entries there are.
     pub fn len(&self) -> usize {
         self.len
@@ -489,6 +501,121 @@ impl<'a> EnvelopeView<'a> {
             stream: r.opt_u32()?,
         };
         Ok((env, r))
+    }
+
+    /// The envelope of a message frame (the whole event, its tag included), refused unless
+    /// it is exactly what [`encode_event_into`] writes for some envelope. The header is read
+    /// at fixed offsets and every length checked at once against the frame's; only the type
+    /// name and the texts are checked further, and the extras when there are any.
+    #[inline(always)]
+    fn read_frame(bytes: &'a [u8]) -> Result<Self, ErrorCode> {
+        let Some((h, rest)) = bytes.split_first_chunk::<MESSAGE_HEADER>() else {
+            return Err(MALFORMED);
+        };
+        let u32_at = |i: usize| u32::from_le_bytes([h[i], h[i + 1], h[i + 2], h[i + 3]]);
+        let u64_at = |i: usize| {
+            u64::from_le_bytes([
+                h[i],
+                h[i + 1],
+                h[i + 2],
+                h[i + 3],
+                h[i + 4],
+                h[i + 5],
+                h[i + 6],
+                h[i + 7],
+            ])
+        };
+        let codec = match h[1] {
+            0 => Codec::Postcard,
+            1 => Codec::Json,
+            _ => return Err(MALFORMED),
+        };
+        let flags = u16::from_le_bytes([h[2], h[3]]);
+        let has = |flag: u16| flags & flag != 0;
+        let (reply, deadline, stream) = (u32_at(4), u64_at(16), u32_at(24));
+        let lens = [
+            u32_at(28),
+            u32_at(32),
+            u32_at(36),
+            u32_at(40),
+            u32_at(44),
+            u32_at(48),
+        ];
+        // The payload is what is left.
+        let [type_len, sender_len, subject_len, key_len, extras_len, _] = lens;
+        let trace_len = if has(frame::TRACE) { TRACE_BYTES } else { 0 };
+        let total = lens.iter().map(|&n| u64::from(n)).sum::<u64>() + trace_len as u64;
+        // An absent field is all zeros, so that one envelope has one frame.
+        let absent_but_set = (!has(frame::REPLY) && reply != 0)
+            | (!has(frame::DEADLINE) && deadline != 0)
+            | (!has(frame::STREAM) && stream != 0)
+            | (!has(frame::SENDER) && sender_len != 0)
+            | (!has(frame::SUBJECT) && subject_len != 0)
+            | (!has(frame::IDEMPOTENCY_KEY) && key_len != 0);
+        if flags & !frame::ALL != 0 || absent_but_set || total != rest.len() as u64 {
+            return Err(MALFORMED);
+        }
+        // Every length fits in what the check above found: none of these splits can fail.
+        let mut rest = rest;
+        let mut field = |len: usize| {
+            let (head, tail) = rest.split_at(len);
+            rest = tail;
+            head
+        };
+        let trace = field(trace_len);
+        let msg_type = utf8(field(type_len as usize))?;
+        let opt_text = |bytes: &'a [u8], flag: u16| -> Result<Option<&'a str>, ErrorCode> {
+            if has(flag) {
+                utf8(bytes).map(Some)
+            } else {
+                Ok(None)
+            }
+        };
+        let sender = opt_text(field(sender_len as usize), frame::SENDER)?;
+        let subject = opt_text(field(subject_len as usize), frame::SUBJECT)?;
+        let idempotency_key = opt_text(field(key_len as usize), frame::IDEMPOTENCY_KEY)?;
+        let extras = field(extras_len as usize);
+        let payload = rest;
+        let (chain, attachments, ext) = if extras.is_empty() {
+            (VarintSeq::EMPTY, VarintSeq::EMPTY, ExtsView::EMPTY)
+        } else {
+            Self::read_extras(extras)?
+        };
+        Ok(Self {
+            id: u64_at(8),
+            msg_type,
+            codec,
+            reply: has(frame::REPLY).then_some(reply),
+            deadline_ms: has(frame::DEADLINE).then_some(deadline),
+            chain,
+            trace: (!trace.is_empty()).then(|| TraceContext {
+                trace_id: trace[..16].try_into().expect("16 bytes"),
+                span_id: trace[16..].try_into().expect("8 bytes"),
+            }),
+            sender,
+            subject,
+            idempotency_key,
+            attachments,
+            ext,
+            payload,
+            stream: has(frame::STREAM).then_some(stream),
+        })
+    }
+
+    /// A frame's extras: the chain, the attachments and the extensions, not all empty (a frame
+    /// without any has none).
+    #[inline(never)]
+    #[allow(clippy::type_complexity)]
+    fn read_extras(
+        bytes: &'a [u8],
+    ) -> Result<(VarintSeq<'a, u64>, VarintSeq<'a, u32>, ExtsView<'a>), ErrorCode> {
+        let mut r = Reader { bytes };
+        let (chain, attachments, ext) = (r.varints()?, r.varints()?, r.exts()?);
+        r.end()?;
+        if chain.is_empty() && attachments.is_empty() && ext.is_empty() {
+            return Err(MALFORMED);
+        }
+        Ok((chain, attachments, ext))
     }
 
     /// An owned copy.
@@ -657,14 +784,20 @@ pub enum EventView<'a> {
 }
 
 impl<'a> EventView<'a> {
-    /// Decodes the bytes of an [`Event`] without allocating, refusing what
-    /// [`decode::<Event>`](crate::decode) refuses (trailing bytes included).
+    /// Decodes an event's frame (what [`encode_event_into`] writes) without allocating. Every
+    /// kind but a message is its postcard bytes, and decodes as
+    /// [`decode::<Event>`](crate::decode) would (trailing bytes refused); a message is a fixed
+    /// header and its fields ([`MESSAGE_HEADER`]), refused unless it is exactly what
+    /// [`encode_event_into`] writes for some envelope.
     ///
     /// Inlined into its caller, with the envelope's reading: a guest's build then keeps the
     /// fields its handler reads in locals instead of building the view in linear memory and
     /// copying it twice on the way out.
     #[inline(always)]
     pub fn decode(bytes: &'a [u8]) -> Result<Self, ErrorCode> {
+        if bytes.first() == Some(&MESSAGE) {
+            return EnvelopeView::read_frame(bytes).map(Self::Message);
+        }
         let mut r = Reader { bytes };
         let event = match r.variant()? {
             0 => Self::Start {
@@ -672,11 +805,6 @@ impl<'a> EventView<'a> {
                 instance: r.u32()?,
                 config: r.bytes()?,
             },
-            1 => {
-                let (env, rest) = EnvelopeView::read(r)?;
-                r = rest;
-                Self::Message(env)
-            }
             2 => Self::Completion {
                 op: r.u32()?,
                 result: match r.variant()? {
@@ -733,6 +861,23 @@ fn put_varint(buf: &mut Vec<u8>, mut v: u64) {
         v >>= 7;
     }
     buf.push(v as u8);
+}
+
+/// Appends a list of varints, its length first.
+fn put_varints(buf: &mut Vec<u8>, items: impl ExactSizeIterator<Item = u64>) {
+    put_varint(buf, items.len() as u64);
+    for v in items {
+        put_varint(buf, v);
+    }
+}
+
+/// Appends a list of extension entries, its length first.
+fn put_exts(buf: &mut Vec<u8>, exts: &[Ext]) {
+    put_varint(buf, exts.len() as u64);
+    for ext in exts {
+        put_bytes(buf, ext.key.as_bytes());
+        put_bytes(buf, &ext.value);
+    }
 }
 
 /// Appends a length-prefixed byte string.
@@ -937,22 +1082,9 @@ impl OutboundHead<'_> {
             }
             None => buf.push(0),
         }
-        put_varint(buf, self.ext.len() as u64);
-        for ext in self.ext {
-            put_bytes(buf, ext.key.as_bytes());
-            put_bytes(buf, &ext.value);
-        }
-        match self.to_ref {
-            Some(handle) => {
-                buf.push(1);
-                put_varint(buf, u64::from(handle));
-            }
-            None => buf.push(0),
-        }
-        put_varint(buf, self.attachments.len() as u64);
-        for &handle in self.attachments {
-            put_varint(buf, u64::from(handle));
-        }
+        put_exts(buf, self.ext);
+        put_opt_varint(buf, self.to_ref.map(u64::from));
+        put_varints(buf, self.attachments.iter().map(|&h| u64::from(h)));
         Ok(())
     }
 }
@@ -1002,12 +1134,28 @@ fn put_error_code(buf: &mut Vec<u8>, code: ErrorCode) {
 
 /// Appends the bytes of `env` (what [`encode`](crate::encode) gives, without serde).
 pub fn encode_envelope_into(env: &Envelope, buf: &mut Vec<u8>) {
-    let own = Received {
+    encode_received_into(env, &own_handles(env), buf);
+}
+
+/// An envelope's own handles.
+fn own_handles(env: &Envelope) -> Received<'_> {
+    Received {
         reply: env.reply,
         attachments: &env.attachments,
         stream: env.stream,
-    };
-    encode_received_into(env, &own, buf);
+    }
+}
+
+/// Appends the frame of `Event::Message(env)`.
+fn encode_envelope_frame_into(env: &Envelope, buf: &mut Vec<u8>) {
+    encode_message_event_into(env, &own_handles(env), buf);
+}
+
+/// The frame `next` hands a guest for `event` (what [`encode_event_into`] appends).
+pub fn encode_event(event: &Event) -> Vec<u8> {
+    let mut buf = Vec::new();
+    encode_event_into(event, &mut buf);
+    buf
 }
 
 /// The handles a receiving instance issues for an envelope it shares with other receivers (a
@@ -1023,13 +1171,134 @@ pub struct Received<'a> {
     pub stream: Option<u32>,
 }
 
-/// Appends the bytes of `Event::Message` for `env` as one receiver sees it: the bytes
+/// Appends the frame of `Event::Message` for `env` as one receiver sees it: the bytes
 /// [`encode_event_into`] gives for a copy of `env` whose `reply`, `attachments` and `stream`
 /// are `received`'s. The host shares one envelope between the subscribers of a publish and
 /// encodes each one's handles this way, without copying the envelope.
 pub fn encode_message_event_into(env: &Envelope, received: &Received<'_>, buf: &mut Vec<u8>) {
-    buf.push(1);
-    encode_received_into(env, received, buf);
+    let start = buf.len();
+    let (trace, sender, subject, key) = (
+        env.trace.is_some(),
+        env.sender.as_deref(),
+        env.subject.as_deref(),
+        env.idempotency_key.as_deref(),
+    );
+    let flags = [
+        (received.reply.is_some(), frame::REPLY),
+        (env.deadline_ms.is_some(), frame::DEADLINE),
+        (trace, frame::TRACE),
+        (sender.is_some(), frame::SENDER),
+        (subject.is_some(), frame::SUBJECT),
+        (key.is_some(), frame::IDEMPOTENCY_KEY),
+        (received.stream.is_some(), frame::STREAM),
+    ]
+    .into_iter()
+    .fold(
+        0,
+        |flags, (present, bit)| if present { flags | bit } else { flags },
+    );
+    fn text(s: Option<&str>) -> &[u8] {
+        s.map_or(&[], str::as_bytes)
+    }
+    let mut h = [0u8; MESSAGE_HEADER];
+    h[0] = MESSAGE;
+    h[1] = codec_byte(env.codec);
+    h[2..4].copy_from_slice(&flags.to_le_bytes());
+    h[4..8].copy_from_slice(&received.reply.unwrap_or(0).to_le_bytes());
+    h[8..16].copy_from_slice(&env.id.to_le_bytes());
+    h[16..24].copy_from_slice(&env.deadline_ms.unwrap_or(0).to_le_bytes());
+    h[24..28].copy_from_slice(&received.stream.unwrap_or(0).to_le_bytes());
+    h[28..32].copy_from_slice(&len32(env.msg_type.len()));
+    h[32..36].copy_from_slice(&len32(text(sender).len()));
+    h[36..40].copy_from_slice(&len32(text(subject).len()));
+    h[40..44].copy_from_slice(&len32(text(key).len()));
+    // 44..48: the extras' length, written below once known.
+    h[48..52].copy_from_slice(&len32(env.payload.len()));
+    buf.reserve(
+        MESSAGE_HEADER
+            + if trace { TRACE_BYTES } else { 0 }
+            + env.msg_type.len()
+            + text(sender).len()
+            + text(subject).len()
+            + text(key).len()
+            + env.payload.len(),
+    );
+    buf.extend_from_slice(&h);
+    if let Some(t) = &env.trace {
+        buf.extend_from_slice(&t.trace_id);
+        buf.extend_from_slice(&t.span_id);
+    }
+    for field in [
+        env.msg_type.as_bytes(),
+        text(sender),
+        text(subject),
+        text(key),
+    ] {
+        buf.extend_from_slice(field);
+    }
+    if !(env.chain.is_empty() && received.attachments.is_empty() && env.ext.is_empty()) {
+        let at = buf.len();
+        put_varints(buf, env.chain.iter().copied());
+        put_varints(buf, received.attachments.iter().map(|&h| u64::from(h)));
+        put_exts(buf, &env.ext);
+        let extras = len32(buf.len() - at);
+        buf[start + 44..start + 48].copy_from_slice(&extras);
+    }
+    buf.extend_from_slice(&env.payload);
+}
+
+/// A field's length as the frame holds it.
+#[inline(always)]
+fn len32(len: usize) -> [u8; 4] {
+    u32::try_from(len)
+        .expect("a message field of 4 GiB or more")
+        .to_le_bytes()
+}
+
+/// The event tag of a message: its `Event` variant index, the frame's first byte.
+const MESSAGE: u8 = 1;
+
+/// The bytes of a [`TraceContext`] in a message frame.
+const TRACE_BYTES: usize = 24;
+
+/// The size of a message frame's fixed header (ABI 6).
+///
+/// `next` hands a guest every event as its postcard bytes except a message, the event of every
+/// handler call, which is framed so that a guest reads it at fixed offsets instead of decoding
+/// fifteen varints and tags one after another. All integers are little-endian:
+///
+/// | bytes | field |
+/// |---|---|
+/// | 0 | `1` (the `Event::Message` tag) |
+/// | 1 | codec: `0` postcard, `1` JSON |
+/// | 2..4 | flags, `u16`: which optional fields are present (`1` reply, `2` deadline, `4` trace, `8` sender, `16` subject, `32` idempotency key, `64` stream); other bits are `0` |
+/// | 4..8 | reply handle, `u32` (`0` when absent) |
+/// | 8..16 | message id, `u64` |
+/// | 16..24 | deadline in ms, `u64` (`0` when absent) |
+/// | 24..28 | stream handle, `u32` (`0` when absent) |
+/// | 28..32 | length of the message type name, `u32` |
+/// | 32..36 | length of the sender, `u32` (`0` when absent) |
+/// | 36..40 | length of the subject, `u32` (`0` when absent) |
+/// | 40..44 | length of the idempotency key, `u32` (`0` when absent) |
+/// | 44..48 | length of the extras, `u32`: `0` when the chain, the attachments and the extensions are all empty |
+/// | 48..52 | length of the payload, `u32` |
+///
+/// Then, in order and without gaps: the trace (16 bytes of trace id, 8 of span id) when
+/// flagged, the type name, the sender, the subject, the idempotency key (UTF-8 text), the
+/// extras (the chain, the attachments and the extensions, each as postcard encodes the
+/// envelope's field), and the payload, which ends the frame.
+pub const MESSAGE_HEADER: usize = 52;
+
+/// The flag bits of a message frame ([`MESSAGE_HEADER`]).
+mod frame {
+    pub(super) const REPLY: u16 = 1;
+    pub(super) const DEADLINE: u16 = 2;
+    pub(super) const TRACE: u16 = 4;
+    pub(super) const SENDER: u16 = 8;
+    pub(super) const SUBJECT: u16 = 16;
+    pub(super) const IDEMPOTENCY_KEY: u16 = 32;
+    pub(super) const STREAM: u16 = 64;
+    pub(super) const ALL: u16 = 127;
 }
 
 fn encode_received_into(env: &Envelope, received: &Received<'_>, buf: &mut Vec<u8>) {
@@ -1038,10 +1307,7 @@ fn encode_received_into(env: &Envelope, received: &Received<'_>, buf: &mut Vec<u
     put_codec(buf, env.codec);
     put_opt_varint(buf, received.reply.map(u64::from));
     put_opt_varint(buf, env.deadline_ms);
-    put_varint(buf, env.chain.len() as u64);
-    for &id in &env.chain {
-        put_varint(buf, id);
-    }
+    put_varints(buf, env.chain.iter().copied());
     match &env.trace {
         Some(trace) => {
             buf.push(1);
@@ -1053,21 +1319,15 @@ fn encode_received_into(env: &Envelope, received: &Received<'_>, buf: &mut Vec<u
     put_opt_str(buf, env.sender.as_deref());
     put_opt_str(buf, env.subject.as_deref());
     put_opt_str(buf, env.idempotency_key.as_deref());
-    put_varint(buf, received.attachments.len() as u64);
-    for &handle in received.attachments {
-        put_varint(buf, u64::from(handle));
-    }
-    put_varint(buf, env.ext.len() as u64);
-    for ext in &env.ext {
-        put_bytes(buf, ext.key.as_bytes());
-        put_bytes(buf, &ext.value);
-    }
+    put_varints(buf, received.attachments.iter().map(|&h| u64::from(h)));
+    put_exts(buf, &env.ext);
     put_bytes(buf, &env.payload);
     put_opt_varint(buf, received.stream.map(u64::from));
 }
 
-/// Appends the bytes of `event` (what [`encode`](crate::encode) gives, without serde): the host
-/// encodes one per event handed to a guest.
+/// Appends the frame of `event` that `next` hands a guest: what [`encode`](crate::encode) gives
+/// (without serde) for every kind but a message, which is framed as [`MESSAGE_HEADER`] says. The
+/// host encodes one per event handed to a guest.
 pub fn encode_event_into(event: &Event, buf: &mut Vec<u8>) {
     match event {
         Event::Start {
@@ -1080,10 +1340,7 @@ pub fn encode_event_into(event: &Event, buf: &mut Vec<u8>) {
             put_varint(buf, u64::from(*instance));
             put_bytes(buf, config);
         }
-        Event::Message(env) => {
-            buf.push(1);
-            encode_envelope_into(env, buf);
-        }
+        Event::Message(env) => encode_envelope_frame_into(env, buf),
         Event::Completion { op, result } => {
             buf.push(2);
             put_varint(buf, u64::from(*op));

@@ -99,9 +99,88 @@ fn event_wire_bytes_are_stable() {
         },
         &[2, 1, 1, 0, 0, 1, 4],
     );
-    let mut message = vec![1];
-    message.extend(encode(&envelope()));
-    golden(Event::Message(envelope()), &message);
+}
+
+/// What `next` hands a guest: every event but a message is its postcard bytes.
+#[test]
+fn events_other_than_messages_reach_the_guest_as_their_postcard_bytes() {
+    for event in [
+        Event::Start {
+            name: "a".into(),
+            instance: 2,
+            config: b"{}".to_vec(),
+        },
+        Event::Stop,
+        Event::Completion {
+            op: 1,
+            result: Completion::Failed(ErrorCode::Timeout),
+        },
+    ] {
+        assert_eq!(view::encode_event(&event), encode(&event), "{event:?}");
+    }
+}
+
+#[test]
+fn message_frame_bytes_are_stable() {
+    #[rustfmt::skip]
+    let frame = [
+        1,                            // Event::Message
+        1,                            // Codec::Json
+        0x6f, 0,                      // flags: reply, deadline, trace, sender, key, stream
+        7, 0, 0, 0,                   // reply 7
+        0x2c, 0x01, 0, 0, 0, 0, 0, 0, // id 300
+        1, 0, 0, 0, 0, 0, 0, 0,       // deadline 1
+        3, 0, 0, 0,                   // stream 3
+        5, 0, 0, 0,                   // type name: 5 bytes
+        3, 0, 0, 0,                   // sender: 3 bytes
+        0, 0, 0, 0,                   // subject: none
+        1, 0, 0, 0,                   // idempotency key: 1 byte
+        9, 0, 0, 0,                   // extras: 9 bytes
+        2, 0, 0, 0,                   // payload: 2 bytes
+        1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, // trace id
+        2, 2, 2, 2, 2, 2, 2, 2,       // span id
+        b'G', b'r', b'e', b'e', b't',
+        b'c', b'l', b'i',
+        b'k',
+        2, 1, 2,                      // chain [1, 2]
+        0,                            // attachments []
+        1, 1, b'x', 1, 9,             // ext [{x: [9]}]
+        0xAA, 0xBB,                   // payload
+    ];
+    assert_eq!(frame.len(), view::MESSAGE_HEADER + 24 + 5 + 3 + 1 + 9 + 2);
+    let message = Event::Message(envelope());
+    assert_eq!(view::encode_event(&message), frame);
+    let decoded = view::EventView::decode(&frame).expect("the golden frame decodes");
+    assert_eq!(decoded.to_event(), message);
+
+    // With nothing optional and no extras: the header, the type name and the payload.
+    let bare = Envelope {
+        id: 1,
+        msg_type: "M".into(),
+        payload: vec![5],
+        ..Envelope::default()
+    };
+    #[rustfmt::skip]
+    let frame = [
+        1, 0, 0, 0,
+        0, 0, 0, 0,
+        1, 0, 0, 0, 0, 0, 0, 0,
+        0, 0, 0, 0, 0, 0, 0, 0,
+        0, 0, 0, 0,
+        1, 0, 0, 0,
+        0, 0, 0, 0,
+        0, 0, 0, 0,
+        0, 0, 0, 0,
+        0, 0, 0, 0,
+        1, 0, 0, 0,
+        b'M',
+        5,
+    ];
+    assert_eq!(view::encode_event(&Event::Message(bare.clone())), frame);
+    assert_eq!(
+        view::EventView::decode(&frame).map(|v| v.to_event()),
+        Ok(Event::Message(bare))
+    );
 }
 
 #[test]
@@ -276,20 +355,22 @@ mod views {
     }
 
     #[test]
-    fn event_views_of_golden_bytes_equal_the_owned_events() {
+    fn event_views_of_encoded_events_equal_the_owned_events() {
         for event in golden_events() {
-            let bytes = encode(&event);
+            let bytes = view::encode_event(&event);
             let view = EventView::decode(&bytes).unwrap();
             assert_eq!(view.to_event(), event, "view of {bytes:?}");
         }
     }
 
     #[test]
-    fn events_encode_without_serde_to_the_same_bytes() {
+    fn events_other_than_messages_encode_without_serde_to_their_postcard_bytes() {
         for event in golden_events() {
             let mut buf = vec![0xee];
             view::encode_event_into(&event, &mut buf);
-            assert_eq!(buf[1..], encode(&event), "{event:?}");
+            if !matches!(event, Event::Message(_)) {
+                assert_eq!(buf[1..], encode(&event), "{event:?}");
+            }
         }
     }
 
@@ -310,7 +391,11 @@ mod views {
             };
             let mut buf = vec![0xee];
             view::encode_message_event_into(&shared, &received, &mut buf);
-            assert_eq!(buf[1..], encode(&Event::Message(copy)), "{received:?}");
+            assert_eq!(
+                buf[1..],
+                view::encode_event(&Event::Message(copy)),
+                "{received:?}"
+            );
         }
     }
 
@@ -344,6 +429,18 @@ mod views {
     }
 
     #[test]
+    fn message_frame_view_borrows_the_payload_at_the_frame_end() {
+        let bytes = view::encode_event(&Event::Message(super::envelope()));
+        let Ok(EventView::Message(env)) = EventView::decode(&bytes) else {
+            panic!("a message");
+        };
+        let payload_at = bytes.len() - 2;
+        assert!(std::ptr::eq(env.payload, &bytes[payload_at..]), "borrowed");
+        assert_eq!((env.msg_type, env.sender), ("Greet", Some("cli")));
+        assert_eq!(env.chain.iter().collect::<Vec<_>>(), [1, 2]);
+    }
+
+    #[test]
     fn completion_views_name_replies_and_failures() {
         let bytes = [2, 1, 1, 0, 0, 1, 4];
         let Ok(EventView::Completion { op: 1, result }) = EventView::decode(&bytes) else {
@@ -370,7 +467,19 @@ mod views {
                 sender: Some(placeholder),
                 ..Envelope::default()
             };
-            let mut bytes = encode(&env);
+            patch(encode(&env), text)
+        };
+        // The same, as a message frame.
+        let frame_of = |text: &[u8]| {
+            let placeholder = "Z".repeat(text.len());
+            let env = Envelope {
+                msg_type: placeholder.clone(),
+                sender: Some(placeholder),
+                ..Envelope::default()
+            };
+            patch(view::encode_event(&Event::Message(env)), text)
+        };
+        fn patch(mut bytes: Vec<u8>, text: &[u8]) -> Vec<u8> {
             if !text.is_empty() {
                 for _ in 0..2 {
                     let at = bytes
@@ -381,7 +490,7 @@ mod views {
                 }
             }
             bytes
-        };
+        }
         for len in 0..=40usize {
             let ascii: Vec<u8> = (0..len).map(|i| b'a' + (i % 26) as u8).collect();
             let mut cases = vec![ascii.clone()];
@@ -400,6 +509,13 @@ mod views {
             for text in cases {
                 let bytes = bytes_of(&text);
                 let owned = decode::<Envelope>(&bytes).ok();
+                let frame = frame_of(&text);
+                let framed = match EventView::decode(&frame) {
+                    Ok(EventView::Message(env)) => Some(env.to_envelope()),
+                    Ok(other) => panic!("not a message: {other:?}"),
+                    Err(_) => None,
+                };
+                assert_eq!(framed, owned, "framed text {text:?} of {len} bytes");
                 let view = EnvelopeView::decode(&bytes).ok();
                 assert_eq!(
                     view.map(|v| v.to_envelope()),
@@ -432,8 +548,9 @@ mod views {
         }
     }
 
-    /// Every truncation and many single-byte changes of every golden event: the view accepts
-    /// exactly what the owned decoder accepts, with the same value.
+    /// Every truncation and many single-byte changes of every golden event other than a
+    /// message, and of every golden envelope: the view accepts exactly what the owned decoder
+    /// accepts, with the same value.
     #[test]
     fn event_views_refuse_exactly_what_the_owned_decoder_refuses() {
         let mut checked = 0;
@@ -444,7 +561,9 @@ mod views {
             checked += 1;
         };
         for event in golden_events() {
-            for_each_damaged(&encode(&event), &mut same);
+            if !matches!(event, Event::Message(_)) {
+                for_each_damaged(&encode(&event), &mut same);
+            }
         }
         // Varints at and past their limits.
         for bytes in [
@@ -452,17 +571,97 @@ mod views {
             &[2, 0xff, 0xff, 0xff, 0xff, 0x10, 0],
             &[2, 0x80, 0x80, 0x80, 0x80, 0x80, 0x00, 0],
             &[2, 0x85, 0x00, 0],
-            &[
-                1, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x01, 0,
-            ],
-            &[
-                1, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x02, 0,
-            ],
-            &[1, 0, 2, 0xc3, 0x28, 0],
         ] {
             same(bytes);
         }
+        let mut same_envelope = |bytes: &[u8]| {
+            let owned = decode::<Envelope>(bytes);
+            let viewed = EnvelopeView::decode(bytes).map(|v| v.to_envelope());
+            assert_eq!(viewed, owned, "bytes {bytes:?}");
+            checked += 1;
+        };
+        for event in golden_events() {
+            if let Event::Message(env) = event {
+                for_each_damaged(&encode(&env), &mut same_envelope);
+            }
+        }
+        for bytes in [
+            &[
+                0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x01, 0,
+            ][..],
+            &[
+                0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x02, 0,
+            ],
+            &[0, 2, 0xc3, 0x28, 0],
+        ] {
+            same_envelope(bytes);
+        }
         assert!(checked > 1000);
+    }
+
+    /// Every truncation and many single-byte changes of every golden message frame, and frames
+    /// with a field's length or an absent field's value changed: each is refused, or decodes
+    /// to a message whose frame decodes to it again, and is those very bytes but for an
+    /// overlong varint in the extras (postcard accepts those, and the extras are postcard).
+    /// Nothing panics.
+    #[test]
+    fn message_frames_decode_only_as_the_frame_of_what_they_decode_to() {
+        let mut accepted = 0;
+        let mut refused = 0;
+        let mut check = |bytes: &[u8]| match EventView::decode(bytes) {
+            Ok(view) => {
+                let EventView::Message(env) = view else {
+                    panic!("not a message: {bytes:?}");
+                };
+                let event = view.to_event();
+                let again = view::encode_event(&event);
+                assert_eq!(
+                    EventView::decode(&again).map(|v| v.to_event()),
+                    Ok(event),
+                    "re-encoded {bytes:?}"
+                );
+                if again != bytes {
+                    // Only the extras (and so their length) may differ.
+                    let extras = |frame: &[u8]| {
+                        let len = u32::from_le_bytes(frame[44..48].try_into().unwrap()) as usize;
+                        let end = frame.len() - env.payload.len();
+                        (frame[..44].to_vec(), frame[48..end - len].to_vec())
+                    };
+                    assert_eq!(extras(&again), extras(bytes), "{bytes:?}");
+                }
+                accepted += 1;
+            }
+            Err(code) => {
+                assert_eq!(code, ErrorCode::Malformed, "{bytes:?}");
+                refused += 1;
+            }
+        };
+        for event in golden_events() {
+            if !matches!(event, Event::Message(_)) {
+                continue;
+            }
+            let frame = view::encode_event(&event);
+            for_each_damaged(&frame, &mut check);
+            // Each length (and each absent field's slot) one more and one less, and at its
+            // largest: the lengths no longer add up, or a field takes bytes of the next.
+            for at in (4..view::MESSAGE_HEADER).step_by(4) {
+                for delta in [1u32, u32::MAX, 0x8000_0000] {
+                    let mut changed = frame.clone();
+                    let v = u32::from_le_bytes(changed[at..at + 4].try_into().unwrap());
+                    changed[at..at + 4].copy_from_slice(&v.wrapping_add(delta).to_le_bytes());
+                    check(&changed);
+                }
+            }
+        }
+        // Extras that are present but empty are not the frame of any envelope.
+        let mut empty_extras = view::encode_event(&Event::Message(Envelope::default()));
+        empty_extras[44] = 3;
+        empty_extras.extend_from_slice(&[0, 0, 0]);
+        check(&empty_extras);
+        assert!(
+            accepted > 0 && refused > 1000,
+            "{accepted} accepted, {refused} refused"
+        );
     }
 
     #[test]

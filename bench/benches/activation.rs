@@ -566,7 +566,7 @@ fn first_entry_case(keys: usize) {
         payload: Vec::new(),
         stream: None,
     };
-    let script = Arc::new(vec![bunraku_abi::encode(&Event::Message(get))]);
+    let script = Arc::new(vec![bunraku_abi::view::encode_event(&Event::Message(get))]);
     let instance = |module: &BareModule| {
         let start = Event::Start {
             name: "counter/k".into(),

@@ -272,7 +272,7 @@ fn main() {
     let script = |msg_type: &str| {
         let mut env = envelope(outbound("b", msg_type), 1, "a");
         env.msg_type = msg_type.into();
-        Arc::new(vec![bunraku_abi::encode(&Event::Message(env))])
+        Arc::new(vec![bunraku_abi::view::encode_event(&Event::Message(env))])
     };
     // The guest's `Ping`, started, on an engine of `config` with epochs on and wasmtime's own
     // memory.

@@ -530,7 +530,7 @@ pub(crate) fn next(buf: &mut [u8], in_flight: u32) -> i64 {
             let last = matches!(event, Event::Message(_))
                 && h.completions.is_empty()
                 && h.inbox.is_empty();
-            h.staged = Some((encode(&event), last));
+            h.staged = Some((bunraku_abi::view::encode_event(&event), last));
         }
         let (staged, _) = h.staged.as_ref().expect("staged above");
         if staged.len() > buf.len() {
