@@ -144,7 +144,7 @@ fn main() {
     // --- host path, native ------------------------------------------------------------------
     let sample_env = envelope(outbound("a", "bench.ping"), 42, "b");
     let sample_event = Event::Message(sample_env.clone());
-    let event_bytes = bunraku_abi::encode(&sample_event);
+    let event_bytes = bunraku_abi::view::encode_event(&sample_event);
     let outbound_bytes = bunraku_abi::encode(&outbound("a", "bench.pong"));
 
     let mut scratch = Vec::new();
