@@ -11,11 +11,11 @@
 //! place by a closure, so a guest can reuse one buffer for every send.
 //!
 //! But for the message frame, the wire format is the one of the owned types; `abi/tests/wire.rs`
-//! holds both against the same golden bytes, and pins the frame's. postcard's rules, as mirrored here: integers are LEB128 varints (at most 5 bytes
-//! for a `u32`, 10 for a `u64`, with the unused high bits of the last byte zero; a length is a
-//! `usize`, so 5 bytes on 32-bit targets), an `Option` is a `0`/`1` byte, an enum is its variant
-//! index as a `u32` varint, a string or list is a length followed by its items, and a `[u8; N]`
-//! is `N` bytes.
+//! holds both against the same golden bytes, and pins the frame's. postcard's rules, as mirrored
+//! here: integers are LEB128 varints (at most 5 bytes for a `u32`, 10 for a `u64`, with the
+//! unused high bits of the last byte zero; a length is a `usize`, so 5 bytes on 32-bit targets),
+//! an `Option` is a `0`/`1` byte, an enum is its variant index as a `u32` varint, a string or
+//! list is a length followed by its items, and a `[u8; N]` is `N` bytes.
 
 use alloc::borrow::ToOwned;
 use alloc::vec::Vec;
