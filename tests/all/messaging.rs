@@ -42,6 +42,42 @@ async fn counter_sees_sends_in_order_before_a_later_request() {
     assert_eq!(host.actor("counter")[0].handled, 101);
 }
 
+/// A plain `fn` handler runs at once, without a task, unless an `async` handler holds the
+/// state across an await: then it waits for the state and runs after that handler, not beside
+/// it (which would be a `BorrowMutError`, a trap).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plain_fn_handler_waits_while_an_async_handler_holds_the_state() {
+    let host = host();
+    let mut testbed = spec("holder", "testbed");
+    // Two handlers in flight: the plain `fn` is handed to the guest while `HoldState` sleeps.
+    testbed.limits.concurrency = 2;
+    deploy_spec(&host, &testbed);
+    let hold = call_in_background(&host, "holder", "HoldState", json!({"ms": 1500}));
+    handling_first_message(&host, "holder").await;
+    let tally = call_in_background(&host, "holder", "Tally", json!({}));
+    // The guest took `Tally` while `HoldState` still sleeps with the state borrowed.
+    eventually(Duration::from_secs(30), || {
+        (host.actor("holder")[0].handled == 2).then_some(())
+    })
+    .await
+    .expect("the holder took `Tally`");
+    assert!(
+        !hold.is_finished(),
+        "HoldState ended before Tally was taken"
+    );
+    let log = tally.await.unwrap().unwrap();
+    assert_eq!(log, json!(["hold:start", "hold:end", "tally"]));
+    assert_eq!(hold.await.unwrap().unwrap(), json!(2));
+    // Alone, it runs at once.
+    let log = host
+        .call_json("holder", Some("Tally"), json!({}))
+        .await
+        .unwrap();
+    assert_eq!(log, json!(["hold:start", "hold:end", "tally", "tally"]));
+    let holder = &host.actor("holder")[0];
+    assert_eq!((holder.failures, holder.restarts), (0, 0), "{holder:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn type_is_optional_only_for_an_actor_with_one_handler() {
     let host = host();

@@ -250,6 +250,20 @@ pub struct Nap {
     pub ms: u64,
 }
 
+/// Hold the actor's state (`&mut self`) across a sleep of `ms` milliseconds, noting
+/// `hold:start` and `hold:end` in the log around it; answer the log's length.
+#[derive(Debug, Serialize, Deserialize, Message)]
+#[message(reply = u64)]
+pub struct HoldState {
+    pub ms: u64,
+}
+
+/// Note `tally` in the log and answer the whole log: a plain `fn` handler, which the SDK runs at
+/// once unless an `async` handler holds the state (then it waits for it, as a task).
+#[derive(Debug, Serialize, Deserialize, Message)]
+#[message(reply = Vec<String>)]
+pub struct Tally {}
+
 /// Answer with an application error whose text must never reach an HTTP client.
 #[derive(Debug, Serialize, Deserialize, Message)]
 #[message(reply = Result<String, String>)]
@@ -342,6 +356,8 @@ pub struct Testbed {
     fired: Vec<String>,
     /// `Inspect` calls handled.
     hits: u64,
+    /// What `HoldState` and `Tally` did, in order.
+    log: Vec<String>,
     /// Set by `StopYielding`; read by `Yielding` between its turns (a flag outside the state,
     /// since `Yielding` borrows the state only briefly).
     stop_yielding: std::cell::Cell<bool>,
@@ -697,6 +713,22 @@ impl Testbed {
             Ok(()) => "rested".into(),
             Err(e) => e.to_string(),
         }
+    }
+
+    #[handler]
+    async fn hold_state(&mut self, ctx: &Ctx, msg: HoldState) -> u64 {
+        self.log.push("hold:start".into());
+        if let Err(e) = ctx.sleep(Duration::from_millis(msg.ms)).await {
+            ctx.error(format_args!("hold_state could not sleep: {e}"));
+        }
+        self.log.push("hold:end".into());
+        self.log.len() as u64
+    }
+
+    #[handler]
+    fn tally(&mut self, _ctx: &Ctx, _msg: Tally) -> Vec<String> {
+        self.log.push("tally".into());
+        self.log.clone()
     }
 
     #[handler]
