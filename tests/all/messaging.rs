@@ -63,7 +63,7 @@ async fn a_plain_fn_handler_waits_while_an_async_handler_holds_the_state() {
     .expect("the holder took `Tally`");
     assert!(
         !hold.is_finished(),
-        "HoldState ended before Tally was taken"
+        "HoldState had ended (or the instance had failed) when Tally was taken"
     );
     let log = tally.await.unwrap().unwrap();
     assert_eq!(log, json!(["hold:start", "hold:end", "tally"]));
