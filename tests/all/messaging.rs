@@ -3,7 +3,8 @@
 use std::time::{Duration, Instant};
 
 use bunraku_abi::ErrorCode;
-use bunraku_runtime::{CallError, ClientMessage};
+use bunraku_runtime::clock::ManualClock;
+use bunraku_runtime::{CallError, ClientMessage, HostConfig};
 use bunraku_tests::*;
 use serde_json::json;
 
@@ -47,7 +48,13 @@ async fn counter_sees_sends_in_order_before_a_later_request() {
 /// it (which would be a `BorrowMutError`, a trap).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plain_fn_handler_waits_while_an_async_handler_holds_the_state() {
-    let host = host();
+    // `HoldState` sleeps on a manual clock: it holds the state until the test moves the clock,
+    // however slowly a loaded machine gets through the steps before.
+    let clock = ManualClock::new();
+    let host = host_with(HostConfig {
+        clock: std::sync::Arc::new(clock.clone()),
+        ..HostConfig::default()
+    });
     let mut testbed = spec("holder", "testbed");
     // Two handlers in flight: the plain `fn` is handed to the guest while `HoldState` sleeps.
     testbed.limits.concurrency = 2;
@@ -65,6 +72,7 @@ async fn a_plain_fn_handler_waits_while_an_async_handler_holds_the_state() {
         !hold.is_finished(),
         "HoldState had ended (or the instance had failed) when Tally was taken"
     );
+    clock.advance(Duration::from_millis(1500));
     let log = tally.await.unwrap().unwrap();
     assert_eq!(log, json!(["hold:start", "hold:end", "tally"]));
     assert_eq!(hold.await.unwrap().unwrap(), json!(2));
