@@ -467,16 +467,7 @@ pub struct EnvelopeView<'a> {
 impl<'a> EnvelopeView<'a> {
     /// Decodes the bytes of an [`Envelope`], refusing trailing bytes.
     pub fn decode(bytes: &'a [u8]) -> Result<Self, ErrorCode> {
-        let (env, r) = Self::read(Reader { bytes })?;
-        r.end()?;
-        Ok(env)
-    }
-
-    /// The envelope at the start of `r`, and what follows it. The reader is taken and given
-    /// back by value so that its position stays in locals: through a `&mut`, the guest's build
-    /// stored it to linear memory after every byte.
-    #[inline(always)]
-    fn read(mut r: Reader<'a>) -> Result<(Self, Reader<'a>), ErrorCode> {
+        let mut r = Reader { bytes };
         let env = Self {
             id: r.u64()?,
             msg_type: r.str()?,
@@ -500,7 +491,8 @@ impl<'a> EnvelopeView<'a> {
             payload: r.bytes()?,
             stream: r.opt_u32()?,
         };
-        Ok((env, r))
+        r.end()?;
+        Ok(env)
     }
 
     /// The envelope of a message frame (the whole event, its tag included), refused unless
