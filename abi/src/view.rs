@@ -37,7 +37,7 @@ struct Reader<'a> {
 /// goes through `from_utf8`.
 #[inline(always)]
 fn utf8(bytes: &[u8]) -> Result<&str, ErrorCode> {
-    if bytes.len() <= SHORT_TEXT && bytes.is_ascii() {
+    if bytes.len() <= SHORT_TEXT && short_ascii(bytes) {
         // SAFETY: ASCII text is UTF-8.
         return Ok(unsafe { core::str::from_utf8_unchecked(bytes) });
     }
@@ -46,6 +46,30 @@ fn utf8(bytes: &[u8]) -> Result<&str, ErrorCode> {
 
 /// The longest text [`utf8`] checks inline.
 const SHORT_TEXT: usize = 32;
+
+/// Whether `bytes` (at most [`SHORT_TEXT`] long) is ASCII: no byte has its high bit set. Reads
+/// whole words, the last one overlapping the one before, where `<[u8]>::is_ascii` aligns its
+/// reads first (a loop of its own for the few bytes of a name, which in wasm32 reads 4 at a time).
+#[inline(always)]
+fn short_ascii(bytes: &[u8]) -> bool {
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let n = bytes.len();
+    let word = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
+    if n >= 8 {
+        let mut seen = word(n - 8);
+        let mut at = 0;
+        while at + 8 < n {
+            seen |= word(at);
+            at += 8;
+        }
+        return seen & HIGH == 0;
+    }
+    if n >= 4 {
+        let half = |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes"));
+        return (half(0) | half(n - 4)) & HIGH as u32 == 0;
+    }
+    bytes.iter().fold(0, |seen, b| seen | b) & 0x80 == 0
+}
 
 impl<'a> Reader<'a> {
     #[inline(always)]
@@ -1169,6 +1193,80 @@ pub struct Received<'a> {
 /// encodes each one's handles this way, without copying the envelope.
 pub fn encode_message_event_into(env: &Envelope, received: &Received<'_>, buf: &mut Vec<u8>) {
     let start = buf.len();
+    let (h, fixed) = frame_header(env, received);
+    buf.reserve(fixed);
+    buf.extend_from_slice(&h);
+    for field in frame_texts(env) {
+        buf.extend_from_slice(field);
+    }
+    if !(env.chain.is_empty() && received.attachments.is_empty() && env.ext.is_empty()) {
+        let at = buf.len();
+        put_varints(buf, env.chain.iter().copied());
+        put_varints(buf, received.attachments.iter().map(|&h| u64::from(h)));
+        put_exts(buf, &env.ext);
+        let extras = len32(buf.len() - at);
+        buf[start + 44..start + 48].copy_from_slice(&extras);
+    }
+    buf.extend_from_slice(&env.payload);
+}
+
+/// The frame [`encode_message_event_into`] appends for `env` and `received`, ready to be written
+/// into a buffer of exactly its length ([`PlainFrame::write`]): for a message without extras (no
+/// call chain, attachments or extension entries, as most messages). `None` when it has extras.
+pub fn plain_frame<'a>(env: &'a Envelope, received: &Received<'_>) -> Option<PlainFrame<'a>> {
+    if !(env.chain.is_empty() && received.attachments.is_empty() && env.ext.is_empty()) {
+        return None;
+    }
+    let (header, len) = frame_header(env, received);
+    Some(PlainFrame { env, header, len })
+}
+
+/// A message frame without extras, its header made ([`plain_frame`]).
+#[derive(Debug)]
+pub struct PlainFrame<'a> {
+    env: &'a Envelope,
+    header: [u8; MESSAGE_HEADER],
+    len: usize,
+}
+
+impl PlainFrame<'_> {
+    /// The frame's length in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the frame is empty: never (it has its header).
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// Writes the frame into `dest`, straight into the receiver's buffer (in guest memory), with
+    /// no copy in between.
+    ///
+    /// # Panics
+    ///
+    /// When `dest` is not [`len`](Self::len) bytes long.
+    pub fn write(&self, dest: &mut [u8]) {
+        assert_eq!(
+            dest.len(),
+            self.len,
+            "a frame written into a buffer of another length"
+        );
+        let (head, mut rest) = dest.split_at_mut(MESSAGE_HEADER);
+        head.copy_from_slice(&self.header);
+        for field in frame_texts(self.env) {
+            let (to, after) = rest.split_at_mut(field.len());
+            to.copy_from_slice(field);
+            rest = after;
+        }
+        rest.copy_from_slice(&self.env.payload);
+    }
+}
+
+/// A message frame's fixed header with every length but the extras' (zero), and the frame's
+/// length without extras.
+#[inline(always)]
+fn frame_header(env: &Envelope, received: &Received<'_>) -> ([u8; MESSAGE_HEADER], usize) {
     let (trace, sender, subject, key) = (
         env.trace.is_some(),
         env.sender.as_deref(),
@@ -1189,9 +1287,6 @@ pub fn encode_message_event_into(env: &Envelope, received: &Received<'_>, buf: &
         0,
         |flags, (present, bit)| if present { flags | bit } else { flags },
     );
-    fn text(s: Option<&str>) -> &[u8] {
-        s.map_or(&[], str::as_bytes)
-    }
     let mut h = [0u8; MESSAGE_HEADER];
     h[0] = MESSAGE;
     h[1] = codec_byte(env.codec);
@@ -1204,39 +1299,40 @@ pub fn encode_message_event_into(env: &Envelope, received: &Received<'_>, buf: &
     h[32..36].copy_from_slice(&len32(text(sender).len()));
     h[36..40].copy_from_slice(&len32(text(subject).len()));
     h[40..44].copy_from_slice(&len32(text(key).len()));
-    // 44..48: the extras' length, written below once known.
+    // 44..48: the extras' length, zero unless the caller writes extras.
     h[48..52].copy_from_slice(&len32(env.payload.len()));
-    buf.reserve(
-        MESSAGE_HEADER
-            + if trace { TRACE_BYTES } else { 0 }
-            + env.msg_type.len()
-            + text(sender).len()
-            + text(subject).len()
-            + text(key).len()
-            + env.payload.len(),
-    );
-    buf.extend_from_slice(&h);
-    if let Some(t) = &env.trace {
-        buf.extend_from_slice(&t.trace_id);
-        buf.extend_from_slice(&t.span_id);
-    }
-    for field in [
+    let len = MESSAGE_HEADER
+        + if trace { TRACE_BYTES } else { 0 }
+        + env.msg_type.len()
+        + text(sender).len()
+        + text(subject).len()
+        + text(key).len()
+        + env.payload.len();
+    (h, len)
+}
+
+/// The variable fields of a message frame before its extras, in order: the trace (when
+/// present; empty otherwise), the type, the sender, the subject and the idempotency key.
+#[inline(always)]
+fn frame_texts(env: &Envelope) -> [&[u8]; 6] {
+    let (trace_id, span_id): (&[u8], &[u8]) = match &env.trace {
+        Some(t) => (&t.trace_id, &t.span_id),
+        None => (&[], &[]),
+    };
+    [
+        trace_id,
+        span_id,
         env.msg_type.as_bytes(),
-        text(sender),
-        text(subject),
-        text(key),
-    ] {
-        buf.extend_from_slice(field);
-    }
-    if !(env.chain.is_empty() && received.attachments.is_empty() && env.ext.is_empty()) {
-        let at = buf.len();
-        put_varints(buf, env.chain.iter().copied());
-        put_varints(buf, received.attachments.iter().map(|&h| u64::from(h)));
-        put_exts(buf, &env.ext);
-        let extras = len32(buf.len() - at);
-        buf[start + 44..start + 48].copy_from_slice(&extras);
-    }
-    buf.extend_from_slice(&env.payload);
+        text(env.sender.as_deref()),
+        text(env.subject.as_deref()),
+        text(env.idempotency_key.as_deref()),
+    ]
+}
+
+/// An optional text's bytes (none when absent).
+#[inline(always)]
+fn text(s: Option<&str>) -> &[u8] {
+    s.map_or(&[], str::as_bytes)
 }
 
 /// A field's length as the frame holds it.
@@ -1355,5 +1451,30 @@ pub fn encode_event_into(event: &Event, buf: &mut Vec<u8>) {
             }
         }
         Event::Stop => buf.push(3),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::vec;
+
+    #[test]
+    fn short_ascii_agrees_with_is_ascii_at_every_length_and_position() {
+        for len in 0..=SHORT_TEXT {
+            let text = vec![b'a'; len];
+            assert!(short_ascii(&text), "{len} ASCII bytes");
+            for at in 0..len {
+                for high in [0x80, 0xC3, 0xFF] {
+                    let mut bytes = text.clone();
+                    bytes[at] = high;
+                    assert_eq!(
+                        short_ascii(&bytes),
+                        bytes.is_ascii(),
+                        "{len} bytes, {high:#x} at {at}"
+                    );
+                }
+            }
+        }
     }
 }

@@ -383,6 +383,62 @@ mod views {
         }
     }
 
+    /// What `next` writes straight into a guest's buffer: the frame `encode_message_event_into`
+    /// appends, for every message without extras; a message with extras has no such length.
+    #[test]
+    fn a_frame_written_in_place_equals_the_appended_frame_and_only_frames_without_extras_are() {
+        let mut messages: Vec<Envelope> = golden_events()
+            .into_iter()
+            .filter_map(|e| match e {
+                Event::Message(env) => Some(env),
+                _ => None,
+            })
+            .collect();
+        let plain = Envelope {
+            chain: vec![],
+            ext: vec![],
+            subject: Some("a.b.c".into()),
+            ..super::envelope()
+        };
+        messages.push(plain);
+        let mut written = 0;
+        for env in &messages {
+            for (reply, attachments, stream) in
+                [(None, &[][..], None), (Some(9), &[4u32][..], Some(1))]
+            {
+                let received = view::Received {
+                    reply,
+                    attachments,
+                    stream,
+                };
+                let mut appended = Vec::new();
+                view::encode_message_event_into(env, &received, &mut appended);
+                let has_extras =
+                    !(env.chain.is_empty() && attachments.is_empty() && env.ext.is_empty());
+                match view::plain_frame(env, &received) {
+                    None => assert!(has_extras, "{env:?} {received:?}"),
+                    Some(frame) => {
+                        assert!(!has_extras);
+                        assert_eq!(frame.len(), appended.len());
+                        let mut dest = vec![0xee; frame.len()];
+                        frame.write(&mut dest);
+                        assert_eq!(dest, appended, "{env:?} {received:?}");
+                        written += 1;
+                    }
+                }
+            }
+        }
+        assert!(written >= 2, "frames without extras were written");
+    }
+
+    #[test]
+    #[should_panic(expected = "a frame written into a buffer of another length")]
+    fn a_frame_is_not_written_into_a_buffer_of_another_length() {
+        let env = Envelope::default();
+        let frame = view::plain_frame(&env, &view::Received::default()).unwrap();
+        frame.write(&mut vec![0; frame.len() + 1]);
+    }
+
     #[test]
     fn envelope_view_borrows_every_field_from_the_golden_bytes() {
         let bytes = encode(&super::envelope());

@@ -79,15 +79,11 @@ impl NextEvent {
                 encode_event_into(&Event::Completion { op, result }, buf);
             }
             NextEvent::Timer(env) => encode_event_into(&Event::Message(*env), buf),
-            NextEvent::Delivered(a) => bunraku_abi::view::encode_message_event_into(
-                &a.env,
-                &bunraku_abi::view::Received {
-                    reply: a.reply,
-                    attachments: &a.attachments,
-                    stream: a.stream,
-                },
-                buf,
-            ),
+            NextEvent::Delivered(a) => {
+                bunraku_abi::view::encode_message_event_into(&a.env, &a.received(), buf);
+                // Written out: the next send on this thread may reuse it.
+                crate::spare::keep(a.env);
+            }
         }
     }
 }
@@ -103,6 +99,28 @@ pub(crate) struct Accepted {
     pub(crate) attachments: Vec<u32>,
     /// This instance's handle to read the stream the message opens.
     pub(crate) stream: Option<u32>,
+}
+
+impl Accepted {
+    /// The handles this instance issued, as the frame encodes them.
+    fn received(&self) -> bunraku_abi::view::Received<'_> {
+        bunraku_abi::view::Received {
+            reply: self.reply,
+            attachments: &self.attachments,
+            stream: self.stream,
+        }
+    }
+
+    /// The message's frame when it has no extras ([`bunraku_abi::view::plain_frame`]).
+    pub(crate) fn plain_frame(&self) -> Option<bunraku_abi::view::PlainFrame<'_>> {
+        bunraku_abi::view::plain_frame(&self.env, &self.received())
+    }
+
+    /// Done with the message once its frame is written: the envelope is kept for reuse
+    /// ([`crate::spare`]).
+    pub(crate) fn written(self) {
+        crate::spare::keep(self.env);
+    }
 }
 
 /// Most operations one instance may have pending at once.
@@ -1032,7 +1050,9 @@ impl ActorState {
         self.current.msg_type.clone_from(&env.msg_type);
         self.current.msg_id = env.id;
         self.current.trace = env.trace;
-        self.cell.stats.handled.fetch_add(1, Ordering::Relaxed);
+        // Only the task that runs this slot writes the counter: no read-modify-write needed.
+        let handled = &self.cell.stats.handled;
+        handled.store(handled.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
         accepted
     }
 

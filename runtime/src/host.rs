@@ -398,16 +398,39 @@ impl Shared {
     }
 
     /// Builds the envelope of a message a guest sends, copying what it keeps out of the guest's
-    /// memory (like [`Shared::envelope`], which takes an owned `Outbound`).
+    /// memory (like [`Shared::envelope`], which takes an owned `Outbound`). Written into an
+    /// envelope this thread kept ([`crate::spare`]) when there is one.
     pub(crate) fn envelope_of(
         &self,
         out: &OutboundView<'_>,
         chain: Vec<u64>,
         deadline_ms: Option<u64>,
         trace: Option<TraceContext>,
-        sender: String,
+        sender: &str,
     ) -> Arc<Envelope> {
         let (id, trace) = self.stamp(trace);
+        if let Some(mut env) = crate::spare::take() {
+            let e = Arc::get_mut(&mut env).expect("kept envelopes are not shared");
+            e.id = id;
+            e.msg_type.clear();
+            e.msg_type.push_str(out.msg_type);
+            e.codec = out.codec;
+            e.reply = None;
+            e.deadline_ms = deadline_ms;
+            e.chain = chain;
+            e.trace = trace;
+            let kept = e.sender.get_or_insert_default();
+            kept.clear();
+            kept.push_str(sender);
+            e.subject = None;
+            e.idempotency_key = out.idempotency_key.map(ToOwned::to_owned);
+            e.attachments.clear();
+            e.ext = out.ext.to_vec();
+            e.payload.clear();
+            e.payload.extend_from_slice(out.payload);
+            e.stream = None;
+            return env;
+        }
         // Built in its allocation: returned by value, the envelope (264 bytes) was copied three
         // times (into `prepare`'s result, out of it, into the `Arc`) on every send; and
         // `Arc::new` builds its argument on the stack before it allocates, then copies it in.
@@ -422,7 +445,8 @@ impl Shared {
                 deadline_ms,
                 chain,
                 trace,
-                sender: Some(sender),
+                // Not `to_string`, which goes through `Display` and a growing buffer.
+                sender: Some(String::from(sender)),
                 subject: None,
                 idempotency_key: out.idempotency_key.map(ToOwned::to_owned),
                 attachments: Vec::new(),

@@ -69,6 +69,7 @@ pub mod prepared;
 mod pubsub;
 pub mod reminders;
 mod sched;
+mod spare;
 pub mod store;
 mod streams;
 pub mod subject;

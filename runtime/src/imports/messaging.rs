@@ -8,7 +8,7 @@ use tokio::sync::oneshot;
 use wasmtime::{AsContextMut, Caller};
 
 use super::{ENVELOPE_SLACK, HostResult, fail, guest_bytes, memory_and_state, read, read_outbound};
-use crate::actor::{ActorGroup, ActorState};
+use crate::actor::{Accepted, ActorGroup, ActorState, NextEvent};
 use crate::mailbox::{Delivery, Refs, TrySendError};
 
 pub(crate) fn next(
@@ -20,16 +20,25 @@ pub(crate) fn next(
     // Every event starts a fresh time budget.
     let budget = caller.data().budget_ticks;
     caller.as_context_mut().set_epoch_deadline(budget);
-    let st = caller.data_mut();
-    if st.staged.is_none() {
-        let Some(event) = st.next_event(in_flight) else {
+    if caller.data().staged.is_none() {
+        let Some(event) = caller.data_mut().next_event(in_flight) else {
             return Ok(0);
         };
+        // A message without extras that fits goes straight into the guest's buffer.
+        let event = match event {
+            NextEvent::Delivered(a) => match write_frame(&mut caller, a, ptr, cap) {
+                Ok(result) => return result,
+                Err(a) => NextEvent::Delivered(a),
+            },
+            other => other,
+        };
+        let st = caller.data_mut();
         let mut buf = std::mem::take(&mut st.scratch);
         buf.clear();
         event.encode_into(&mut buf);
         st.staged = Some(buf);
     }
+    let st = caller.data();
     let len = st.staged.as_ref().map_or(0, Vec::len);
     if len > cap as usize {
         return Ok(len as i64);
@@ -49,6 +58,37 @@ pub(crate) fn next(
     st.scratch = staged;
     let last = if st.last { bunraku_abi::NEXT_LAST } else { 0 };
     Ok((len as u64 | last) as i64)
+}
+
+/// Writes the frame of message `a` into the guest's buffer at `ptr`, when it has no extras and
+/// fits in `cap` bytes: `next`'s result; `a` back otherwise.
+fn write_frame(
+    caller: &mut Caller<'_, ActorState>,
+    a: Accepted,
+    ptr: u32,
+    cap: u32,
+) -> Result<HostResult, Accepted> {
+    let Some(frame) = a.plain_frame().filter(|f| f.len() <= cap as usize) else {
+        return Err(a);
+    };
+    let st = caller.data();
+    let last = if st.last { bunraku_abi::NEXT_LAST } else { 0 };
+    let Some(memory) = st.memory else {
+        return Ok(Err(wasmtime::format_err!("no memory")));
+    };
+    let len = frame.len();
+    let Some(dest) = memory
+        .data_mut(caller)
+        .get_mut(ptr as usize..)
+        .and_then(|s| s.get_mut(..len))
+    else {
+        return Ok(Err(wasmtime::format_err!(
+            "guest passed an out-of-bounds buffer {ptr}+{len} to `next`"
+        )));
+    };
+    frame.write(dest);
+    a.written();
+    Ok(Ok((len as u64 | last) as i64))
 }
 
 /// Finds the group for a name: the instance's cache first, then the registry.
@@ -116,14 +156,9 @@ pub(crate) fn prepare(
     if out.payload.len() > limit {
         return Err(ErrorCode::TooLarge);
     }
-    let env = st.host.envelope_of(
-        out,
-        chain,
-        deadline_ms,
-        st.current.trace,
-        // Not `to_string`, which goes through `Display` and a growing buffer for an `Arc<str>`.
-        String::from(&*st.group.name),
-    );
+    let env = st
+        .host
+        .envelope_of(out, chain, deadline_ms, st.current.trace, &st.group.name);
     Ok((group, env))
 }
 
