@@ -135,8 +135,12 @@ const _: () = assert!(std::mem::size_of::<Chan<Delivery>>() <= 112);
 struct Queue<T> {
     deliveries: VecDeque<T>,
     closed: bool,
-    /// The receiver waiting for a delivery, woken (and forgotten) by the next one.
+    /// The receiver's waker, kept from one wait to the next: a receiver that waits again with the
+    /// same waker (an actor's task always does) registers without cloning it, and a delivery
+    /// wakes it by reference, so a message moves no reference count.
     receiver: Option<Waker>,
+    /// Whether the receiver waits: the next delivery wakes it (once).
+    receiver_waits: bool,
     /// Senders in line for room ([`Sender::send`]). While any wait, nobody else may queue: a
     /// sender's later message must not pass its earlier one that waits. (A `u32`, so that
     /// the whole mailbox stays in 128 bytes.)
@@ -171,6 +175,7 @@ pub fn channel<T>(bound: usize) -> (Sender<T>, Receiver<T>) {
             deliveries: VecDeque::new(),
             closed: false,
             receiver: None,
+            receiver_waits: false,
             waiting: 0,
         }),
         room: Notify::new(),
@@ -198,19 +203,20 @@ impl<T> Sender<T> {
         delivery: T,
         may: impl FnOnce(&Queue<T>) -> bool,
     ) -> Result<(), TrySendError<T>> {
-        let receiver = {
-            let mut queue = self.chan.lock();
-            if queue.closed {
-                return Err(TrySendError::Closed(delivery));
-            }
-            if queue.deliveries.len() >= self.chan.bound || !may(&queue) {
-                return Err(TrySendError::Full(delivery));
-            }
-            queue.deliveries.push_back(delivery);
-            queue.receiver.take()
-        };
-        if let Some(waker) = receiver {
-            waker.wake();
+        let mut queue = self.chan.lock();
+        if queue.closed {
+            return Err(TrySendError::Closed(delivery));
+        }
+        if queue.deliveries.len() >= self.chan.bound || !may(&queue) {
+            return Err(TrySendError::Full(delivery));
+        }
+        queue.deliveries.push_back(delivery);
+        if std::mem::take(&mut queue.receiver_waits)
+            && let Some(waker) = &queue.receiver
+        {
+            // Under the lock, by reference: a waker only queues its task, and taking the waker
+            // out to wake it outside would mean cloning it back in on the receiver's next wait.
+            waker.wake_by_ref();
         }
         Ok(())
     }
@@ -308,7 +314,11 @@ impl<T> Drop for Sender<T> {
     fn drop(&mut self) {
         if self.chan.senders.fetch_sub(1, Ordering::AcqRel) == 1 {
             // The last sender: a receiver waiting on an empty mailbox reads the end.
-            let receiver = self.chan.lock().receiver.take();
+            let receiver = {
+                let mut queue = self.chan.lock();
+                queue.receiver_waits = false;
+                queue.receiver.take()
+            };
             if let Some(waker) = receiver {
                 waker.wake();
             }
@@ -343,6 +353,7 @@ impl<T> Receiver<T> {
                     Some(waker) if waker.will_wake(cx.waker()) => {}
                     slot => *slot = Some(cx.waker().clone()),
                 }
+                queue.receiver_waits = true;
                 return Poll::Pending;
             }
             taken
@@ -392,9 +403,14 @@ impl<T> Receiver<T> {
 impl<T> Drop for Receiver<T> {
     fn drop(&mut self) {
         self.close();
-        // Dropped outside the lock: a reply slot's drop wakes its requester.
-        let left = std::mem::take(&mut self.chan.lock().deliveries);
-        drop(left);
+        // Dropped outside the lock: a reply slot's drop wakes its requester; and the receiver's
+        // waker, which holds its task.
+        let (left, waker) = {
+            let mut queue = self.chan.lock();
+            queue.receiver_waits = false;
+            (std::mem::take(&mut queue.deliveries), queue.receiver.take())
+        };
+        drop((left, waker));
     }
 }
 
@@ -427,6 +443,62 @@ mod tests {
     /// Polls `f` once with a waker that does nothing.
     fn poll_once<F: Future>(f: std::pin::Pin<&mut F>) -> Poll<F::Output> {
         f.poll(&mut Context::from_waker(Waker::noop()))
+    }
+
+    /// A waker that counts its clones and wakes.
+    #[derive(Default)]
+    struct Counts {
+        clones: std::sync::atomic::AtomicUsize,
+        wakes: std::sync::atomic::AtomicUsize,
+    }
+
+    fn counting_waker(counts: &'static Counts) -> Waker {
+        use std::task::{RawWaker, RawWakerVTable};
+        fn of(data: *const ()) -> &'static Counts {
+            // SAFETY: `data` is the `&'static Counts` the waker was made from.
+            unsafe { &*data.cast::<Counts>() }
+        }
+        static VTABLE: RawWakerVTable = RawWakerVTable::new(
+            |data| {
+                of(data).clones.fetch_add(1, Ordering::SeqCst);
+                RawWaker::new(data, &VTABLE)
+            },
+            |data| {
+                of(data).wakes.fetch_add(1, Ordering::SeqCst);
+            },
+            |data| {
+                of(data).wakes.fetch_add(1, Ordering::SeqCst);
+            },
+            |_| {},
+        );
+        let data = std::ptr::from_ref(counts).cast::<()>();
+        // SAFETY: the vtable's functions treat `data` as the `&'static Counts` it is.
+        unsafe { Waker::from_raw(RawWaker::new(data, &VTABLE)) }
+    }
+
+    #[test]
+    fn a_waiting_receiver_is_woken_once_per_wait_and_its_waker_is_cloned_once() {
+        let counts: &'static Counts = Box::leak(Box::default());
+        let waker = counting_waker(counts);
+        let mut cx = Context::from_waker(&waker);
+        let (tx, mut rx) = mailbox(8);
+        let wakes = || counts.wakes.load(Ordering::SeqCst);
+        for round in 1..=3 {
+            assert!(rx.poll_recv(&mut cx).is_pending(), "round {round}: empty");
+            tx.try_send(numbered(1)).unwrap();
+            assert_eq!(wakes(), round, "the delivery wakes the waiting receiver");
+            tx.try_send(numbered(2)).unwrap();
+            assert_eq!(wakes(), round, "it does not wait any more: no second wake");
+            assert!(matches!(rx.poll_recv(&mut cx), Poll::Ready(Some(d)) if d.env.id == 1));
+            assert_eq!(id(rx.try_recv()), Some(2));
+        }
+        assert_eq!(
+            counts.clones.load(Ordering::SeqCst),
+            1,
+            "registered once, then found again"
+        );
+        drop(tx);
+        assert!(matches!(rx.poll_recv(&mut cx), Poll::Ready(None)));
     }
 
     #[test]
