@@ -824,6 +824,9 @@ pub(crate) struct ActorState {
     /// Names this instance sent to, resolved (looked up on every send; FxHash, as the keys are
     /// short and the table is this instance's own: colliding names only slow their sender).
     pub resolved: rustc_hash::FxHashMap<String, Arc<ActorGroup>>,
+    /// The name this instance sent to last, and its group (as `resolved` has it): `send` finds
+    /// it by comparing the name, without hashing it or counting a reference.
+    pub last_sent: Option<(Box<str>, Arc<ActorGroup>)>,
     pub subscriptions: Vec<u64>,
     /// Timers this instance set (they end with it).
     pub timers: Timers,
@@ -874,6 +877,7 @@ impl ActorState {
             new_ops: Vec::new(),
             current: TaskMeta::default(),
             resolved: rustc_hash::FxHashMap::default(),
+            last_sent: None,
             subscriptions: Vec::new(),
             timers: Timers::default(),
             watches: Vec::new(),

@@ -280,6 +280,32 @@ async fn oversized_message_is_refused_before_delivery() {
     );
 }
 
+/// `send` keeps the name an instance sent to last, so that a sender sending to one peer after
+/// another does not look it up again: a sender that switches between peers reaches each one with
+/// every message it sends it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sender_switching_between_peers_reaches_each_with_every_message() {
+    let host = host();
+    for name in ["tb", "a", "b"] {
+        deploy(&host, name, "testbed");
+    }
+    for (to, count) in [("a", 3), ("b", 4), ("a", 5), ("b", 1), ("b", 2)] {
+        let sent = host
+            .call_json("tb", Some("Flood"), json!({"to": to, "count": count}))
+            .await
+            .unwrap();
+        assert_eq!(sent, json!(count), "to {to}");
+    }
+    // Queued before these requests: each peer has handled all of its messages by then.
+    for (name, noops) in [("a", 8), ("b", 7)] {
+        let stats = host
+            .call_json(name, Some("GetStats"), json!({}))
+            .await
+            .unwrap();
+        assert_eq!(stats["noops"], json!(noops), "{name}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_an_actor_sends_itself_while_handling_its_last_ready_one_are_handled() {
     let host = host();

@@ -145,6 +145,16 @@ pub(crate) fn prepare(
     deadline_ms: Option<u64>,
 ) -> Result<(Arc<ActorGroup>, Arc<Envelope>), ErrorCode> {
     let group = resolve(st, target).ok_or(ErrorCode::NoSuchActor)?;
+    accepts(st, &group, out)?;
+    let env = st
+        .host
+        .envelope_of(out, chain, deadline_ms, st.current.trace, &st.group.name);
+    Ok((group, env))
+}
+
+/// Whether `group` takes `out` from this instance: a type it handles, a payload within both
+/// actors' size limits.
+fn accepts(st: &ActorState, group: &ActorGroup, out: &OutboundView<'_>) -> Result<(), ErrorCode> {
     if group.kind_of(out.msg_type).is_none() {
         return Err(ErrorCode::UnknownType);
     }
@@ -156,10 +166,7 @@ pub(crate) fn prepare(
     if out.payload.len() > limit {
         return Err(ErrorCode::TooLarge);
     }
-    let env = st
-        .host
-        .envelope_of(out, chain, deadline_ms, st.current.trace, &st.group.name);
-    Ok((group, env))
+    Ok(())
 }
 
 pub(crate) fn send(
@@ -178,15 +185,41 @@ pub(crate) fn send(
         Err(code) => return fail(code),
     };
     let target = via.as_deref().unwrap_or(out.target);
-    let (mut group, env) = match prepare(st, target, &out, Vec::new(), None) {
-        Ok(x) => x,
-        Err(code) => return fail(code),
+    // The name this instance sent to last is found without a look-up, and its group is used
+    // without a reference count: most senders send to one peer after another.
+    if st
+        .last_sent
+        .as_ref()
+        .is_none_or(|(name, _)| **name != *target)
+    {
+        let Some(group) = resolve(st, target) else {
+            return fail(ErrorCode::NoSuchActor);
+        };
+        st.last_sent = Some((target.into(), group));
+    }
+    let group = &st.last_sent.as_ref().expect("set above").1;
+    if let Err(code) = accepts(st, group, &out) {
+        return fail(code);
+    }
+    let env = st
+        .host
+        .envelope_of(&out, Vec::new(), None, st.current.trace, &st.group.name);
+    let delivery = match group
+        .pick(st.sender_hash)
+        .tx
+        .try_send(Delivery::shared(env).with(refs, None))
+    {
+        Ok(()) => return Ok(0),
+        Err(TrySendError::Full(d) | TrySendError::Closed(d)) => d,
     };
-    let delivery = Delivery::shared(env).with(refs, None);
+    // Full, or closed (an evicted activation, or a stopped actor): the general way, which
+    // follows an activation to the next one, or waits for room.
+    let mut group = group.clone();
     let (sent, moved) = st.host.try_deliver(&mut group, st.sender_hash, delivery);
     if moved {
         // An evicted activation was followed to the next one: remember that one.
         st.resolved.insert(group.name.to_string(), group.clone());
+        st.last_sent = None;
     }
     match sent {
         Ok(()) => Ok(0),
@@ -205,6 +238,7 @@ pub(crate) fn send(
         Err(TrySendError::Closed(_)) => {
             // The name was stopped: forget the cached group (cached under its own name).
             st.resolved.remove(&*group.name);
+            st.last_sent = None;
             fail(ErrorCode::NoSuchActor)
         }
     }
@@ -246,12 +280,15 @@ pub(crate) fn request(mut caller: Caller<'_, ActorState>, ptr: u32, len: u32) ->
     let (sent, moved) = st.host.try_deliver(&mut group, st.sender_hash, delivery);
     if moved {
         st.resolved.insert(group.name.to_string(), group.clone());
+        st.last_sent = None;
     }
     let waiting = match sent {
         Ok(()) => None,
         Err(TrySendError::Full(delivery)) => Some((st.host.clone(), group, delivery)),
         Err(TrySendError::Closed(_)) => {
+            // What `send` keeps of the name goes too.
             st.resolved.remove(&*group.name);
+            st.last_sent = None;
             return fail(ErrorCode::NoSuchActor);
         }
     };
