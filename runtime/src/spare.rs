@@ -1,7 +1,7 @@
 //! Envelopes kept for reuse: a message a guest sends is built in the allocation (and the
-//! buffers) of one this thread handed to a guest earlier, instead of five new allocations
-//! (the `Arc`, the type, the sender, the payload; the chain when there is one) that the
-//! receiver's `next` frees again.
+//! buffers) of one this thread handed to a guest earlier, instead of four new allocations (the
+//! `Arc`, the type, the sender, the payload) that the receiver's `next` frees again. (A call
+//! chain, which only a request carries, is still the caller's own vector.)
 //!
 //! [`keep`] takes an envelope once its receiver's `next` has written it into guest memory, when
 //! no one else holds it (a published message shared by several subscribers is kept by the
