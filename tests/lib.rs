@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use bunraku_runtime::build::{BuildOptions, build_guest};
+use bunraku_runtime::clock::ManualClock;
 use bunraku_runtime::engine::{Engine, EngineConfig};
 use bunraku_runtime::manifest::{ActorSpec, ModuleSource};
 use bunraku_runtime::{ClientMessage, Grants, Host, HostConfig};
@@ -57,6 +58,16 @@ pub fn host() -> Arc<Host> {
 /// ([`hold_shared`]) first, so it does not run beside a test that runs alone ([`exclusive`]).
 pub fn host_with(config: HostConfig) -> Arc<Host> {
     host_on_lanes(2, config)
+}
+
+/// [`host_with`] on a [`ManualClock`] the test moves, and that clock.
+pub fn host_on_manual_clock() -> (Arc<Host>, ManualClock) {
+    let clock = ManualClock::new();
+    let host = host_with(HostConfig {
+        clock: Arc::new(clock.clone()),
+        ..HostConfig::default()
+    });
+    (host, clock)
 }
 
 /// [`host_with`] on `lanes` guest threads.

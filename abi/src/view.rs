@@ -1199,7 +1199,7 @@ pub fn encode_message_event_into(env: &Envelope, received: &Received<'_>, buf: &
     for field in frame_texts(env) {
         buf.extend_from_slice(field);
     }
-    if !(env.chain.is_empty() && received.attachments.is_empty() && env.ext.is_empty()) {
+    if has_extras(env, received) {
         let at = buf.len();
         put_varints(buf, env.chain.iter().copied());
         put_varints(buf, received.attachments.iter().map(|&h| u64::from(h)));
@@ -1214,11 +1214,18 @@ pub fn encode_message_event_into(env: &Envelope, received: &Received<'_>, buf: &
 /// into a buffer of exactly its length ([`PlainFrame::write`]): for a message without extras (no
 /// call chain, attachments or extension entries, as most messages). `None` when it has extras.
 pub fn plain_frame<'a>(env: &'a Envelope, received: &Received<'_>) -> Option<PlainFrame<'a>> {
-    if !(env.chain.is_empty() && received.attachments.is_empty() && env.ext.is_empty()) {
+    if has_extras(env, received) {
         return None;
     }
     let (header, len) = frame_header(env, received);
     Some(PlainFrame { env, header, len })
+}
+
+/// Whether the frame of `env` as `received` sees it has extras: a call chain, attachments or
+/// extension entries.
+#[inline(always)]
+fn has_extras(env: &Envelope, received: &Received<'_>) -> bool {
+    !(env.chain.is_empty() && received.attachments.is_empty() && env.ext.is_empty())
 }
 
 /// A message frame without extras, its header made ([`plain_frame`]).
@@ -1229,15 +1236,12 @@ pub struct PlainFrame<'a> {
     len: usize,
 }
 
+// A frame is never empty (it has its header): no `is_empty` to go with `len`.
+#[allow(clippy::len_without_is_empty)]
 impl PlainFrame<'_> {
     /// The frame's length in bytes.
     pub fn len(&self) -> usize {
         self.len
-    }
-
-    /// Whether the frame is empty: never (it has its header).
-    pub fn is_empty(&self) -> bool {
-        false
     }
 
     /// Writes the frame into `dest`, straight into the receiver's buffer (in guest memory), with

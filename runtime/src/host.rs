@@ -399,7 +399,8 @@ impl Shared {
 
     /// Builds the envelope of a message a guest sends, copying what it keeps out of the guest's
     /// memory (like [`Shared::envelope`], which takes an owned `Outbound`). Written into an
-    /// envelope this thread kept ([`crate::spare`]) when there is one.
+    /// envelope this thread kept ([`crate::spare`]) when there is one, reusing its allocation
+    /// and its buffers; into a new one otherwise.
     pub(crate) fn envelope_of(
         &self,
         out: &OutboundView<'_>,
@@ -409,53 +410,27 @@ impl Shared {
         sender: &str,
     ) -> Arc<Envelope> {
         let (id, trace) = self.stamp(trace);
-        if let Some(mut env) = crate::spare::take() {
-            let e = Arc::get_mut(&mut env).expect("kept envelopes are not shared");
-            e.id = id;
-            e.msg_type.clear();
-            e.msg_type.push_str(out.msg_type);
-            e.codec = out.codec;
-            e.reply = None;
-            e.deadline_ms = deadline_ms;
-            e.chain = chain;
-            e.trace = trace;
-            let kept = e.sender.get_or_insert_default();
-            kept.clear();
-            kept.push_str(sender);
-            e.subject = None;
-            e.idempotency_key = out.idempotency_key.map(ToOwned::to_owned);
-            e.attachments.clear();
-            e.ext = out.ext.to_vec();
-            e.payload.clear();
-            e.payload.extend_from_slice(out.payload);
-            e.stream = None;
-            return env;
-        }
-        // Built in its allocation: returned by value, the envelope (264 bytes) was copied three
-        // times (into `prepare`'s result, out of it, into the `Arc`) on every send; and
-        // `Arc::new` builds its argument on the stack before it allocates, then copies it in.
-        let mut env = Arc::<Envelope>::new_uninit();
-        Arc::get_mut(&mut env)
-            .expect("not shared yet")
-            .write(Envelope {
-                id,
-                msg_type: out.msg_type.to_owned(),
-                codec: out.codec,
-                reply: None,
-                deadline_ms,
-                chain,
-                trace,
-                // Not `to_string`, which goes through `Display` and a growing buffer.
-                sender: Some(String::from(sender)),
-                subject: None,
-                idempotency_key: out.idempotency_key.map(ToOwned::to_owned),
-                attachments: Vec::new(),
-                ext: out.ext.to_vec(),
-                payload: out.payload.to_vec(),
-                stream: None,
-            });
-        // SAFETY: written just above.
-        unsafe { env.assume_init() }
+        let mut env = crate::spare::take().unwrap_or_default();
+        let e = Arc::get_mut(&mut env).expect("a kept envelope is not shared, a new one not yet");
+        e.id = id;
+        e.msg_type.clear();
+        e.msg_type.push_str(out.msg_type);
+        e.codec = out.codec;
+        e.reply = None;
+        e.deadline_ms = deadline_ms;
+        e.chain = chain;
+        e.trace = trace;
+        let kept = e.sender.get_or_insert_default();
+        kept.clear();
+        kept.push_str(sender);
+        e.subject = None;
+        e.idempotency_key = out.idempotency_key.map(ToOwned::to_owned);
+        e.attachments.clear();
+        e.ext = out.ext.to_vec();
+        e.payload.clear();
+        e.payload.extend_from_slice(out.payload);
+        e.stream = None;
+        env
     }
 
     /// A new message id, and the trace context of a message with it (its own span).

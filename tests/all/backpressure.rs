@@ -3,8 +3,6 @@
 
 use std::time::Duration;
 
-use bunraku_runtime::HostConfig;
-use bunraku_runtime::clock::ManualClock;
 use bunraku_tests::*;
 use serde_json::json;
 
@@ -13,11 +11,7 @@ async fn a_flooding_sender_is_suspended_by_a_stalled_receiver_and_loses_nothing(
     // The sink stalls in a `Busy` that spins on a manual clock, so the stall lasts until the
     // test has seen what it checks, however slowly a loaded machine gets there (a generous
     // time budget: the spin is real work).
-    let clock = ManualClock::new();
-    let host = host_with(HostConfig {
-        clock: std::sync::Arc::new(clock.clone()),
-        ..HostConfig::default()
-    });
+    let (host, clock) = host_on_manual_clock();
     let mut sink = spec("sink", "testbed");
     sink.limits.mailbox = 8;
     sink.limits.time_budget = Duration::from_secs(120);

@@ -6,11 +6,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use bunraku_runtime::Host;
 use bunraku_runtime::build::BuildOptions;
-use bunraku_runtime::clock::ManualClock;
 use bunraku_runtime::gateway::{Gateway, GatewayConfig};
 use bunraku_runtime::manifest::Manifest;
-use bunraku_runtime::{Host, HostConfig};
 use bunraku_tests::repo;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
@@ -477,11 +476,7 @@ async fn jwts_are_checked_for_signature_expiry_audience_and_a_fixed_algorithm() 
 async fn a_burst_of_n_passes_exactly_n_and_the_next_gets_429_with_retry_after() {
     // The route allows 1 request per second with a burst of 3, on the host's clock: a manual
     // one here, so the burst is measured in the test's time, however slow the machine.
-    let clock = ManualClock::new();
-    let host = bunraku_tests::host_with(HostConfig {
-        clock: Arc::new(clock.clone()),
-        ..HostConfig::default()
-    });
+    let (host, clock) = bunraku_tests::host_on_manual_clock();
     let f = start_on(host, |_| {}).await;
     let key = [("x-api-key", API_KEY)];
     for i in 0..3 {

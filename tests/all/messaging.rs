@@ -3,8 +3,7 @@
 use std::time::{Duration, Instant};
 
 use bunraku_abi::ErrorCode;
-use bunraku_runtime::clock::ManualClock;
-use bunraku_runtime::{CallError, ClientMessage, HostConfig};
+use bunraku_runtime::{CallError, ClientMessage};
 use bunraku_tests::*;
 use serde_json::json;
 
@@ -50,11 +49,7 @@ async fn counter_sees_sends_in_order_before_a_later_request() {
 async fn a_plain_fn_handler_waits_while_an_async_handler_holds_the_state() {
     // `HoldState` sleeps on a manual clock: it holds the state until the test moves the clock,
     // however slowly a loaded machine gets through the steps before.
-    let clock = ManualClock::new();
-    let host = host_with(HostConfig {
-        clock: std::sync::Arc::new(clock.clone()),
-        ..HostConfig::default()
-    });
+    let (host, clock) = host_on_manual_clock();
     let mut testbed = spec("holder", "testbed");
     // Two handlers in flight: the plain `fn` is handed to the guest while `HoldState` sleeps.
     testbed.limits.concurrency = 2;

@@ -5,10 +5,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bunraku_runtime::clock::ManualClock;
 use bunraku_runtime::supervision::{SupervisionError, SupervisorSpec};
 use bunraku_runtime::supervisor::{Intensity, RestartType, Strategy};
-use bunraku_runtime::{CallError, Host, HostConfig};
+use bunraku_runtime::{CallError, Host};
 use bunraku_tests::*;
 use serde_json::json;
 
@@ -671,11 +670,7 @@ async fn shutdown_drains_the_mailboxes_before_stopping() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_deadlines_are_on_the_hosts_clock() {
-    let clock = ManualClock::new();
-    let host = host_with(HostConfig {
-        clock: Arc::new(clock.clone()),
-        ..HostConfig::default()
-    });
+    let (host, clock) = host_on_manual_clock();
     deploy(&host, "sleeper", "testbed");
     // A nap of an hour on the manual clock: the drain cannot finish on its own.
     let nap = call_in_background(&host, "sleeper", "Nap", json!({"ms": 3_600_000}));

@@ -5,18 +5,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bunraku_runtime::clock::ManualClock;
-use bunraku_runtime::{Grants, Host, HostConfig};
+use bunraku_runtime::{Grants, Host};
 use bunraku_tests::*;
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(30);
 
 fn timed_host() -> (Arc<Host>, ManualClock) {
-    let clock = ManualClock::new();
-    let host = host_with(HostConfig {
-        clock: Arc::new(clock.clone()),
-        ..HostConfig::default()
-    });
+    let (host, clock) = host_on_manual_clock();
     deploy(&host, "ticker", "testbed");
     (host, clock)
 }
