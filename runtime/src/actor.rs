@@ -103,6 +103,7 @@ pub(crate) struct Accepted {
 
 impl Accepted {
     /// The handles this instance issued, as the frame encodes them.
+    #[inline(always)]
     fn received(&self) -> bunraku_abi::view::Received<'_> {
         bunraku_abi::view::Received {
             reply: self.reply,
@@ -112,6 +113,7 @@ impl Accepted {
     }
 
     /// The message's frame when it has no extras ([`bunraku_abi::view::plain_frame`]).
+    #[inline(always)]
     pub(crate) fn plain_frame(&self) -> Option<bunraku_abi::view::PlainFrame<'_>> {
         bunraku_abi::view::plain_frame(&self.env, &self.received())
     }
@@ -616,6 +618,19 @@ pub(crate) struct TaskMeta {
     pub trace: Option<TraceContext>,
 }
 
+/// Where an instance sent last ([`ActorState::last_sent`]).
+pub(crate) struct LastSent {
+    /// The name sent to.
+    pub name: Box<str>,
+    /// Its group.
+    pub group: Arc<ActorGroup>,
+    /// A message type the group handles (empty until one was sent).
+    pub msg_type: String,
+    /// Whether this instance's grants allow sending to the name (it sent by name since the
+    /// name was kept; a send through a reference needs no grant and does not tell).
+    pub granted: bool,
+}
+
 /// What the instance's task tracks about a pending operation.
 pub(crate) struct OpMeta {
     pub chain: Vec<u64>,
@@ -824,9 +839,11 @@ pub(crate) struct ActorState {
     /// Names this instance sent to, resolved (looked up on every send; FxHash, as the keys are
     /// short and the table is this instance's own: colliding names only slow their sender).
     pub resolved: rustc_hash::FxHashMap<String, Arc<ActorGroup>>,
-    /// The name this instance sent to last, and its group (as `resolved` has it): `send` finds
-    /// it by comparing the name, without hashing it or counting a reference.
-    pub last_sent: Option<(Box<str>, Arc<ActorGroup>)>,
+    /// The name this instance sent to last, its group (as `resolved` has it), and the last
+    /// message type that group was found to handle: `send` finds the group by comparing the
+    /// name, without hashing it or counting a reference, and knows the type is handled by
+    /// comparing it too.
+    pub last_sent: Option<LastSent>,
     pub subscriptions: Vec<u64>,
     /// Timers this instance set (they end with it).
     pub timers: Timers,
@@ -924,6 +941,7 @@ impl ActorState {
     }
 
     /// The next event for the guest, if one may be handed out now.
+    #[inline(always)]
     pub(crate) fn next_event(&mut self, in_flight: u32) -> Option<NextEvent> {
         self.in_flight = in_flight;
         self.last = false;
@@ -1008,11 +1026,12 @@ impl ActorState {
 
     /// Takes a delivery for the guest: keeps its reply slot and issues this instance's handles
     /// for its reply, references and stream, next to the (possibly shared) envelope.
+    #[inline(always)]
     fn accept(&mut self, delivery: Delivery) -> Accepted {
         let Delivery { env, reply, extra } = delivery;
         let (refs, stream) = match extra {
-            Some(extra) => (extra.refs, extra.stream),
-            None => (Box::default(), None),
+            Some(extra) => (Some(extra.refs), extra.stream),
+            None => (None, None),
         };
         let mut accepted = Accepted {
             reply: None,
@@ -1026,20 +1045,23 @@ impl ActorState {
             accepted.reply = Some(self.next_handle);
         }
         let env = &*accepted.env;
-        for name in refs.into_vec() {
-            match self.issue_ref(name) {
-                Some(handle) => accepted.attachments.push(handle),
-                None => {
-                    crate::grants::log_denial(
-                        self,
-                        &format!(
-                            "an actor reference attached to `{}` was dropped: the instance \
-                             holds {} references already",
-                            env.msg_type,
-                            bunraku_abi::MAX_REFS
-                        ),
-                    );
-                    self.cell.dead_letter();
+        // Most messages carry no references (no `Extra`): nothing to make or drop for them.
+        if let Some(refs) = refs {
+            for name in refs.into_vec() {
+                match self.issue_ref(name) {
+                    Some(handle) => accepted.attachments.push(handle),
+                    None => {
+                        crate::grants::log_denial(
+                            self,
+                            &format!(
+                                "an actor reference attached to `{}` was dropped: the instance \
+                                 holds {} references already",
+                                env.msg_type,
+                                bunraku_abi::MAX_REFS
+                            ),
+                        );
+                        self.cell.dead_letter();
+                    }
                 }
             }
         }

@@ -177,6 +177,7 @@ impl Grants {
     /// [`Capability::Spawn`] needs `spawn`, [`Capability::Timers`] needs `timers`, and `Send`,
     /// `Publish` and `Subscribe` need at least one grant of their kind (the target itself is
     /// checked once decoded). A capability this version does not know is refused.
+    #[inline]
     pub fn allows(&self, cap: Capability) -> bool {
         match cap {
             Capability::None => true,

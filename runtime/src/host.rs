@@ -426,7 +426,13 @@ impl Shared {
         e.subject = None;
         e.idempotency_key = out.idempotency_key.map(ToOwned::to_owned);
         e.attachments.clear();
-        e.ext = out.ext.to_vec();
+        // Most messages have none: the kept envelope's empty vector stays (a new one built and
+        // moved in would be stored and read back at once, a store-forwarding stall).
+        if out.ext.is_empty() {
+            e.ext.clear();
+        } else {
+            e.ext = out.ext.to_vec();
+        }
         e.payload.clear();
         e.payload.extend_from_slice(out.payload);
         e.stream = None;

@@ -73,6 +73,7 @@ impl Delivery {
     }
 
     /// A delivery of an envelope shared with other receivers (a publish's subscribers).
+    #[inline(always)]
     pub(crate) fn shared(env: Arc<Envelope>) -> Self {
         Self {
             env,
@@ -82,6 +83,7 @@ impl Delivery {
     }
 
     /// The same delivery moving `refs` and opening `stream`; allocates only when there is one.
+    #[inline(always)]
     pub(crate) fn with(mut self, refs: Refs, stream: Option<Arc<crate::streams::Stream>>) -> Self {
         if refs.is_some() || stream.is_some() {
             self.extra = Some(Box::new(Extra {

@@ -462,9 +462,22 @@ impl ArcWake for Task {
                 Err(now) => state = now,
             }
         }
-        if state == IDLE
-            && let Some(inner) = task.lanes.upgrade()
+        if state != IDLE {
+            return;
+        }
+        // Woken on a lane of its own lanes (an actor's `send` waking the receiver): that lane's
+        // loop holds the lanes, so they are used in place, without upgrading the task's
+        // reference (two read-modify-writes).
+        let here = CURRENT.with(Cell::get);
+        if let Some((lanes, _)) = here
+            && std::ptr::eq(lanes, task.lanes.as_ptr())
         {
+            // SAFETY: `CURRENT` holds a pointer to the lanes only while `run_lane` holds a
+            // strong reference to them on this thread (it clears `CURRENT` before it drops it),
+            // so they are alive for this call.
+            let inner = unsafe { &*lanes };
+            inner.schedule(task.clone());
+        } else if let Some(inner) = task.lanes.upgrade() {
             inner.schedule(task.clone());
         }
     }

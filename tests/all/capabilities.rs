@@ -361,6 +361,23 @@ async fn a_reference_needs_the_grant_for_its_name_except_to_oneself() {
     never_restarted(&host);
 }
 
+/// `send` remembers the name it sent to last, and that its grants allowed it. A send through a
+/// reference needs no grant, so it does not count as one: the same name by name right after is
+/// still checked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_through_a_reference_is_no_grant_for_the_next_send_by_its_name() {
+    let host = host();
+    deploy_spec(&host, &intruder_spec(Grants::none()));
+    assert_eq!(attempt(&host, "actor_ref", "intruder").await, "ok");
+    assert_eq!(attempt(&host, "send_ref", "1").await, "ok");
+    assert_eq!(attempt(&host, "send", "intruder").await, "denied");
+    assert_eq!(
+        denials(&host),
+        ["denied: `send` to `intruder`: the actor holds no grant for it"]
+    );
+    never_restarted(&host);
+}
+
 /// Serves `host`'s control socket in a temporary directory and connects to it as the CLI.
 async fn cli_client(
     host: &std::sync::Arc<Host>,

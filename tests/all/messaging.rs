@@ -301,6 +301,28 @@ async fn a_sender_switching_between_peers_reaches_each_with_every_message() {
     }
 }
 
+/// `send` remembers the name it sent to last and a message type that actor handles; another
+/// type to the same name is still looked up: one the actor does not handle is refused, and the
+/// one it does still reaches it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_type_the_last_peer_lacks_is_refused_right_after_one_it_handles() {
+    let host = host();
+    deploy(&host, "tb", "testbed");
+    deploy(&host, "counter", "counter");
+    let add = json!({"to": "counter", "n": 1});
+    for _ in 0..2 {
+        let added = host.call_json("tb", Some("AddTo"), add.clone()).await;
+        assert_eq!(added.unwrap(), json!({"Ok": null}));
+        // `Noop` is no type of the counter's: none of the flood is sent.
+        let sent = host
+            .call_json("tb", Some("Flood"), json!({"to": "counter", "count": 2}))
+            .await;
+        assert_eq!(sent.unwrap(), json!(0));
+    }
+    let count = host.call_json("counter", Some("Get"), json!({})).await;
+    assert_eq!(count.unwrap(), json!(2));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_an_actor_sends_itself_while_handling_its_last_ready_one_are_handled() {
     let host = host();

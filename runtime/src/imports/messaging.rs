@@ -8,7 +8,7 @@ use tokio::sync::oneshot;
 use wasmtime::{AsContextMut, Caller};
 
 use super::{ENVELOPE_SLACK, HostResult, fail, guest_bytes, memory_and_state, read, read_outbound};
-use crate::actor::{Accepted, ActorGroup, ActorState, NextEvent};
+use crate::actor::{Accepted, ActorGroup, ActorState, LastSent, NextEvent};
 use crate::mailbox::{Delivery, Refs, TrySendError};
 
 pub(crate) fn next(
@@ -62,6 +62,7 @@ pub(crate) fn next(
 
 /// Writes the frame of message `a` into the guest's buffer at `ptr`, when it has no extras and
 /// fits in `cap` bytes: `next`'s result; `a` back otherwise.
+#[inline(always)]
 fn write_frame(
     caller: &mut Caller<'_, ActorState>,
     a: Accepted,
@@ -145,17 +146,22 @@ pub(crate) fn prepare(
     deadline_ms: Option<u64>,
 ) -> Result<(Arc<ActorGroup>, Arc<Envelope>), ErrorCode> {
     let group = resolve(st, target).ok_or(ErrorCode::NoSuchActor)?;
-    accepts(st, &group, out)?;
+    accepts(st, &group, out, false)?;
     let env = st
         .host
         .envelope_of(out, chain, deadline_ms, st.current.trace, &st.group.name);
     Ok((group, env))
 }
 
-/// Whether `group` takes `out` from this instance: a type it handles, a payload within both
-/// actors' size limits.
-fn accepts(st: &ActorState, group: &ActorGroup, out: &OutboundView<'_>) -> Result<(), ErrorCode> {
-    if group.kind_of(out.msg_type).is_none() {
+/// Whether `group` takes `out` from this instance: a type it handles (known to be when
+/// `type_known`), a payload within both actors' size limits.
+fn accepts(
+    st: &ActorState,
+    group: &ActorGroup,
+    out: &OutboundView<'_>,
+    type_known: bool,
+) -> Result<(), ErrorCode> {
+    if !type_known && group.kind_of(out.msg_type).is_none() {
         return Err(ErrorCode::UnknownType);
     }
     let limit = group
@@ -180,9 +186,21 @@ pub(crate) fn send(
         Ok(out) => out,
         Err(code) => return fail(code),
     };
-    let (via, refs) = match address(st, &out, |t| crate::grants::Act::Send(t)) {
-        Ok(x) => x,
-        Err(code) => return fail(code),
+    // A plain send by name to the name this instance last sent to by name was granted then
+    // (grants are fixed for an instance's life): no second look at them.
+    let granted = out.to_ref.is_none()
+        && out.attachments.is_empty()
+        && st
+            .last_sent
+            .as_ref()
+            .is_some_and(|last| last.granted && *last.name == *out.target);
+    let (via, refs) = if granted {
+        (None, None)
+    } else {
+        match address(st, &out, |t| crate::grants::Act::Send(t)) {
+            Ok(x) => x,
+            Err(code) => return fail(code),
+        }
     };
     let target = via.as_deref().unwrap_or(out.target);
     // The name this instance sent to last is found without a look-up, and its group is used
@@ -190,17 +208,34 @@ pub(crate) fn send(
     if st
         .last_sent
         .as_ref()
-        .is_none_or(|(name, _)| **name != *target)
+        .is_none_or(|last| *last.name != *target)
     {
         let Some(group) = resolve(st, target) else {
             return fail(ErrorCode::NoSuchActor);
         };
-        st.last_sent = Some((target.into(), group));
+        st.last_sent = Some(LastSent {
+            name: target.into(),
+            group,
+            msg_type: String::new(),
+            granted: false,
+        });
     }
-    let group = &st.last_sent.as_ref().expect("set above").1;
-    if let Err(code) = accepts(st, group, &out) {
+    if via.is_none() {
+        // Sent by name, and the grants allowed it (a send through a reference does not say).
+        st.last_sent.as_mut().expect("set above").granted = true;
+    }
+    let last = st.last_sent.as_ref().expect("set above");
+    // The type sent last to this group is known to be handled: no look-up for it.
+    let known = !last.msg_type.is_empty() && last.msg_type == out.msg_type;
+    if let Err(code) = accepts(st, &last.group, &out, known) {
         return fail(code);
     }
+    if !known {
+        let last = st.last_sent.as_mut().expect("set above");
+        last.msg_type.clear();
+        last.msg_type.push_str(out.msg_type);
+    }
+    let group = &st.last_sent.as_ref().expect("set above").group;
     let env = st
         .host
         .envelope_of(&out, Vec::new(), None, st.current.trace, &st.group.name);

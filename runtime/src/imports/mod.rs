@@ -62,12 +62,18 @@ bunraku_abi::for_each_host_fn!(register_host_fns);
 /// The one capability check every host function passes through, before it decodes anything:
 /// the per-capability part of the actor's grants ([`Grants::allows`](crate::Grants::allows)).
 /// Functions that name a target check it once decoded ([`crate::grants::permits`]). A refusal is
-/// a warning in the actor's log.
+/// a warning in the actor's log. Inlined into each function's wrapper, where the capability is
+/// a constant: `Capability::None` (as `next` has) costs nothing, another one a field's test.
+#[inline(always)]
 fn check(caller: &Caller<'_, ActorState>, cap: Capability, function: &str) -> bool {
+    caller.data().group.settings.grants.allows(cap) || check_further(caller, cap, function)
+}
+
+/// [`check`] when the grants lack the capability.
+#[cold]
+#[inline(never)]
+fn check_further(caller: &Caller<'_, ActorState>, cap: Capability, function: &str) -> bool {
     let st = caller.data();
-    if st.group.settings.grants.allows(cap) {
-        return true;
-    }
     // An actor reference is a grant of its own: an actor that holds one may send through it
     // (the function checks the handle, or the grant for a name, once it has decoded the target).
     if cap == Capability::Send && !st.refs.is_empty() {
