@@ -839,10 +839,10 @@ pub(crate) struct ActorState {
     /// Names this instance sent to, resolved (looked up on every send; FxHash, as the keys are
     /// short and the table is this instance's own: colliding names only slow their sender).
     pub resolved: rustc_hash::FxHashMap<String, Arc<ActorGroup>>,
-    /// The name this instance sent to last, its group (as `resolved` has it), and the last
-    /// message type that group was found to handle: `send` finds the group by comparing the
-    /// name, without hashing it or counting a reference, and knows the type is handled by
-    /// comparing it too.
+    /// The name this instance sent to last, its group (as `resolved` has it), the last message
+    /// type that group was found to handle, and whether the grants allowed the name: `send`
+    /// finds the group by comparing the name, without hashing it or counting a reference, and
+    /// skips the type look-up and the grant check when the type and the name compare equal.
     pub last_sent: Option<LastSent>,
     pub subscriptions: Vec<u64>,
     /// Timers this instance set (they end with it).
