@@ -302,25 +302,26 @@ async fn a_sender_switching_between_peers_reaches_each_with_every_message() {
 }
 
 /// `send` remembers the name it sent to last and a message type that actor handles; another
-/// type to the same name is still looked up: one the actor does not handle is refused, and the
-/// one it does still reaches it.
+/// type to the same name is still looked up: one the actor does not handle is refused with
+/// `unknown message type` right after one it handles, and the one it handles still reaches it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_type_the_last_peer_lacks_is_refused_right_after_one_it_handles() {
     let host = host();
     deploy(&host, "tb", "testbed");
-    deploy(&host, "counter", "counter");
-    let add = json!({"to": "counter", "n": 1});
+    deploy(&host, "peer", "testbed");
     for _ in 0..2 {
-        let added = host.call_json("tb", Some("AddTo"), add.clone()).await;
-        assert_eq!(added.unwrap(), json!({"Ok": null}));
-        // `Noop` is no type of the counter's: none of the flood is sent.
-        let sent = host
-            .call_json("tb", Some("Flood"), json!({"to": "counter", "count": 2}))
-            .await;
-        assert_eq!(sent.unwrap(), json!(0));
+        // `Noop` is a testbed's own type: both reach the peer.
+        let flood = json!({"to": "peer", "count": 2});
+        let sent = host.call_json("tb", Some("Flood"), flood).await;
+        assert_eq!(sent.unwrap(), json!(2));
+        // A counter's `Add` is not.
+        let add = json!({"to": "peer", "n": 1});
+        let added = host.call_json("tb", Some("AddTo"), add).await;
+        assert_eq!(added.unwrap(), json!({"Err": "unknown message type"}));
     }
-    let count = host.call_json("counter", Some("Get"), json!({})).await;
-    assert_eq!(count.unwrap(), json!(2));
+    let stats = host.call_json("peer", Some("GetStats"), json!({})).await;
+    assert_eq!(stats.unwrap()["noops"], json!(4));
+    assert_eq!(host.actor("peer")[0].restarts, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
