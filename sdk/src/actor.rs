@@ -5,6 +5,7 @@ use std::cell::RefCell;
 use bunraku_abi::Descriptor;
 
 use crate::executor::Task;
+use crate::glue::Incoming;
 use crate::{Ctx, Error};
 
 /// An actor type: its descriptor and its dispatch by wire name.
@@ -66,15 +67,13 @@ pub trait Actor: Default + 'static {
     #[doc(hidden)]
     fn __stop(this: &'static RefCell<Self>, ctx: Ctx) -> Option<Task>;
 
-    /// Decodes a message of type `msg_type` and runs its handler: a plain `fn` handler at once
-    /// (`None`), an `async` one as a task to poll (`Some`). Errors are
+    /// Decodes the message `incoming` by its type and runs its handler: a plain `fn` handler at
+    /// once (`None`), an `async` one as a task to poll (`Some`). Errors are
     /// [`ErrorCode::UnknownType`](crate::ErrorCode::UnknownType) and
     /// [`ErrorCode::Malformed`](crate::ErrorCode::Malformed).
     #[doc(hidden)]
     fn __dispatch(
         this: &'static RefCell<Self>,
-        ctx: Ctx,
-        msg_type: &str,
-        payload: &[u8],
+        incoming: Incoming<'_>,
     ) -> Result<Option<Task>, Error>;
 }

@@ -1,10 +1,11 @@
 //! [`Ctx`]: what a handler knows about the message it handles, and how it talks to the world.
 
+use std::cell::Cell;
 use std::fmt;
 use std::rc::Rc;
 use std::time::Duration;
 
-use bunraku_abi::view::{EnvelopeView, OutboundHead};
+use bunraku_abi::view::{EnvelopeView, ExtsView, OutboundHead, VarintSeq};
 use bunraku_abi::{
     Codec, Completion, ErrorCode, Policy, ReplyBody, Subscribe, decode_result, level, mode,
 };
@@ -66,27 +67,150 @@ use crate::{Error, Message, Request, codec, sys};
 /// ```
 #[derive(Debug)]
 pub struct Ctx {
-    identity: Rc<Identity>,
+    identity: &'static Identity,
     message: Option<MessageMeta>,
 }
 
-/// The envelope fields a handler can see. Senders and subjects are few distinct names, shared
-/// through the executor's interner, so a message costs no allocation for them.
+/// The envelope fields a handler can see.
+///
+/// The names borrow, with their lifetimes erased, either the event buffer or copies this struct
+/// owns:
+/// - A plain `fn` handler runs and returns while its event is in the buffer ([`Ctx::lent`]):
+///   nothing is copied or interned for it.
+/// - The context of an `async` handler outlives the event ([`Ctx::message`],
+///   [`Ctx::into_owned`]): [`MessageMeta::keep`] copies the names (senders and subjects shared
+///   through the executor's interner, so a message from a known sender allocates nothing) and
+///   the extensions, and `kept` says so; the copies are dropped with the struct.
+///
+/// [`Ctx`] lends the fields for no longer than itself. Both kinds have one layout, so that the
+/// accessors do not branch on the kind.
 #[derive(Debug)]
-struct MessageMeta {
+pub(crate) struct MessageMeta {
     id: u64,
     codec: Codec,
     reply: Option<u32>,
-    sender: Option<Rc<str>>,
-    subject: Option<Rc<str>>,
-    idempotency_key: Option<Box<str>>,
+    /// Whether the names are the struct's own copies (an `Rc<str>` from the interner for the
+    /// sender and the subject, a `Box<str>` for the idempotency key).
+    kept: bool,
+    sender: Option<&'static str>,
+    subject: Option<&'static str>,
+    idempotency_key: Option<&'static str>,
     deadline_ms: Option<u64>,
     /// Actor references that came with the message (empty: no allocation).
     attachments: Box<[ActorRef]>,
     /// The reader handle of the stream the message opens, until taken.
-    stream: std::cell::Cell<Option<u32>>,
-    /// The envelope's extension entries (empty: no allocation).
-    ext: Box<[ExtEntry]>,
+    stream: Cell<Option<u32>>,
+    /// The extension entries.
+    ext: Ext,
+}
+
+/// A message's extension entries: where they lie in the event buffer, or copied.
+#[derive(Debug)]
+enum Ext {
+    Lent(ExtsView<'static>),
+    /// Empty: no allocation.
+    Kept(Box<[ExtEntry]>),
+}
+
+/// Erases the lifetime of a name that [`MessageMeta`] borrows.
+fn erase(s: &str) -> &'static str {
+    // SAFETY: `MessageMeta` keeps what its names borrow alive while it lends them.
+    unsafe { &*std::ptr::from_ref(s) }
+}
+
+impl MessageMeta {
+    /// The fields of `env`, borrowing the event buffer.
+    ///
+    /// Inlined where the event is decoded: nothing that is not inlined may take a reference to
+    /// the decoded event itself, or the compiler writes all of it to the guest's stack (in linear
+    /// memory) for every message, which costs a plain `fn` handler more than this copy of its
+    /// fields does.
+    ///
+    /// # Safety
+    ///
+    /// The result must be dropped, or [`MessageMeta::keep`] called on it, before `env` and the
+    /// bytes it borrows are.
+    #[inline(always)]
+    pub(crate) unsafe fn lent(env: &EnvelopeView<'_>) -> Self {
+        Self {
+            id: env.id,
+            codec: env.codec,
+            reply: env.reply,
+            kept: false,
+            sender: env.sender.map(erase),
+            subject: env.subject.map(erase),
+            idempotency_key: env.idempotency_key.map(erase),
+            deadline_ms: env.deadline_ms,
+            // Most messages have none: no iterator to run then.
+            attachments: if env.attachments.is_empty() {
+                Box::default()
+            } else {
+                attachments(env.attachments)
+            },
+            stream: Cell::new(env.stream),
+            // SAFETY: as for the names.
+            ext: Ext::Lent(unsafe {
+                std::mem::transmute::<ExtsView<'_>, ExtsView<'static>>(env.ext)
+            }),
+        }
+    }
+
+    /// Copies what the fields borrow of the event buffer, and has them borrow the copies.
+    #[inline(always)]
+    fn keep(&mut self) {
+        if self.kept {
+            return;
+        }
+        /// A shared copy of `name`, leaked until [`MessageMeta`]'s drop takes it back.
+        fn shared(name: &str) -> &'static str {
+            // SAFETY: the `Rc`'s contents stay where they are until its drop.
+            unsafe { &*Rc::into_raw(intern(name)) }
+        }
+        self.sender = self.sender.map(shared);
+        self.subject = self.subject.map(shared);
+        self.idempotency_key = self
+            .idempotency_key
+            .map(|k| &*Box::leak(Box::<str>::from(k)));
+        if let Ext::Lent(ext) = self.ext {
+            self.ext = Ext::Kept(if ext.is_empty() {
+                Box::default()
+            } else {
+                ext.iter()
+                    .map(|e| (Box::from(e.key), Box::from(e.value)))
+                    .collect()
+            });
+        }
+        self.kept = true;
+    }
+}
+
+impl Drop for MessageMeta {
+    #[inline(always)]
+    fn drop(&mut self) {
+        if !self.kept {
+            return;
+        }
+        // SAFETY: `keep` made the names with `Rc::into_raw` and `Box::leak`, and lent them only
+        // for as long as `self`, which is going.
+        unsafe {
+            if let Some(name) = self.sender {
+                drop(Rc::from_raw(std::ptr::from_ref(name)));
+            }
+            if let Some(name) = self.subject {
+                drop(Rc::from_raw(std::ptr::from_ref(name)));
+            }
+            if let Some(key) = self.idempotency_key {
+                drop(Box::from_raw(std::ptr::from_ref(key).cast_mut()));
+            }
+        }
+    }
+}
+
+/// The actor references a message came with.
+#[cold]
+#[inline(never)]
+fn attachments(handles: VarintSeq<'_, u32>) -> Box<[ActorRef]> {
+    handles.iter().map(ActorRef).collect()
 }
 
 /// One extension entry of a message: its key and value.
@@ -111,44 +235,47 @@ pub struct Principal<'a> {
 
 impl Ctx {
     /// The context of `on_start` and `on_stop`: no message.
-    pub(crate) fn lifecycle(identity: Rc<Identity>) -> Self {
+    pub(crate) fn lifecycle(identity: &'static Identity) -> Self {
         Self {
             identity,
             message: None,
         }
     }
 
-    /// The context of a handler for `env`: copies the fields a handler can see out of the event
-    /// buffer, which the next event overwrites.
-    pub(crate) fn message(identity: Rc<Identity>, env: &EnvelopeView<'_>) -> Self {
-        let message = MessageMeta {
-            id: env.id,
-            codec: env.codec,
-            reply: env.reply,
-            sender: env.sender.map(intern),
-            subject: env.subject.map(intern),
-            idempotency_key: env.idempotency_key.map(Box::from),
-            deadline_ms: env.deadline_ms,
-            // Most messages have neither: no iterator to run then.
-            attachments: if env.attachments.is_empty() {
-                Box::default()
-            } else {
-                env.attachments.iter().map(ActorRef).collect()
-            },
-            stream: std::cell::Cell::new(env.stream),
-            ext: if env.ext.is_empty() {
-                Box::default()
-            } else {
-                env.ext
-                    .iter()
-                    .map(|e| (Box::from(e.key), Box::from(e.value)))
-                    .collect()
-            },
-        };
+    /// The context of an `async` handler for the message `meta` describes: copies what it
+    /// borrows of the event buffer, which the next event overwrites.
+    #[inline(always)]
+    pub(crate) fn message(identity: &'static Identity, mut meta: MessageMeta) -> Self {
+        meta.keep();
         Self {
             identity,
-            message: Some(message),
+            message: Some(meta),
         }
+    }
+
+    /// The context of a plain `fn` handler for the message `meta` describes, reading what it
+    /// borrows where it is.
+    ///
+    /// # Safety
+    ///
+    /// The context must be dropped, or turned into a copy with [`Ctx::into_owned`], before the
+    /// event buffer `meta` borrows is overwritten.
+    #[inline(always)]
+    pub(crate) unsafe fn lent(identity: &'static Identity, meta: MessageMeta) -> Self {
+        Self {
+            identity,
+            message: Some(meta),
+        }
+    }
+
+    /// This context with copies of what it borrows of the event buffer, to outlive the event.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn into_owned(mut self) -> Self {
+        if let Some(meta) = &mut self.message {
+            meta.keep();
+        }
+        self
     }
 
     /// The codec of the message being handled (postcard outside handlers).
@@ -178,12 +305,12 @@ impl Ctx {
 
     /// Who sent the message: an actor name or a principal such as `cli`.
     pub fn sender(&self) -> Option<&str> {
-        self.message.as_ref()?.sender.as_deref()
+        self.message.as_ref()?.sender
     }
 
     /// The subject, when the message was delivered through a subscription.
     pub fn subject(&self) -> Option<&str> {
-        self.message.as_ref()?.subject.as_deref()
+        self.message.as_ref()?.subject
     }
 
     /// The host-issued id of the message (`None` in `on_start` and `on_stop`).
@@ -195,12 +322,10 @@ impl Ctx {
     /// to an envelope, such as [`PRINCIPAL_SUBJECT`] or an HTTP header the gateway passes along
     /// ([`HTTP_HEADER_PREFIX`] and the header's lowercase name).
     pub fn ext(&self, key: &str) -> Option<&[u8]> {
-        let message = self.message.as_ref()?;
-        message
-            .ext
-            .iter()
-            .find(|(k, _)| &**k == key)
-            .map(|(_, v)| &**v)
+        match &self.message.as_ref()?.ext {
+            Ext::Lent(ext) => ext.iter().find(|e| e.key == key).map(|e| e.value),
+            Ext::Kept(ext) => ext.iter().find(|(k, _)| &**k == key).map(|(_, v)| &**v),
+        }
     }
 
     /// Who the HTTP gateway authenticated for this message: the API key's subject or the JWT's
@@ -217,20 +342,20 @@ impl Ctx {
     /// An HTTP request header the gateway passed along (the route's `headers` list), by
     /// lowercase name.
     pub fn http_header(&self, name: &str) -> Option<&str> {
-        let message = self.message.as_ref()?;
-        message
-            .ext
-            .iter()
-            .find(|(k, _)| {
-                k.strip_prefix(HTTP_HEADER_PREFIX)
-                    .is_some_and(|n| n.eq_ignore_ascii_case(name))
-            })
-            .and_then(|(_, v)| std::str::from_utf8(v).ok())
+        let header = |key: &str| {
+            key.strip_prefix(HTTP_HEADER_PREFIX)
+                .is_some_and(|n| n.eq_ignore_ascii_case(name))
+        };
+        let value = match &self.message.as_ref()?.ext {
+            Ext::Lent(ext) => ext.iter().find(|e| header(e.key)).map(|e| e.value),
+            Ext::Kept(ext) => ext.iter().find(|(k, _)| header(k)).map(|(_, v)| &**v),
+        };
+        std::str::from_utf8(value?).ok()
     }
 
     /// The idempotency key the sender set, if any.
     pub fn idempotency_key(&self) -> Option<&str> {
-        self.message.as_ref()?.idempotency_key.as_deref()
+        self.message.as_ref()?.idempotency_key
     }
 
     /// The requester's deadline in milliseconds since the Unix epoch (host clock), if any.

@@ -102,7 +102,8 @@ pub(crate) struct State {
     /// Not a `&dyn Any`: its `downcast_ref` asks the type through the vtable, an indirect call
     /// (a `call_indirect` in wasm) on every message; a `TypeId` compares with a constant.
     actor: Option<(TypeId, NonNull<()>)>,
-    identity: Option<Rc<Identity>>,
+    /// Leaked, as the actor is: an instance starts once.
+    identity: Option<&'static Identity>,
     buf: Vec<u8>,
     /// Recently seen sender and subject names, most recent first.
     names: Vec<Rc<str>>,
@@ -474,13 +475,13 @@ fn start<A: Actor>(name: &str, instance: u32, config: &[u8]) {
         return;
     }
     let cell: &'static RefCell<A> = Box::leak(Box::new(RefCell::new(A::default())));
-    let identity = Rc::new(Identity {
+    let identity: &'static Identity = Box::leak(Box::new(Identity {
         name: name.to_owned(),
         instance,
-    });
+    }));
     with(|s| {
         s.actor = Some((TypeId::of::<RefCell<A>>(), NonNull::from(cell).cast()));
-        s.identity = Some(identity.clone());
+        s.identity = Some(identity);
     });
     match A::__start(cell, Ctx::lifecycle(identity), config) {
         Ok(Some(task)) => spawn(task),
@@ -490,15 +491,17 @@ fn start<A: Actor>(name: &str, instance: u32, config: &[u8]) {
 }
 
 /// The started actor and its identity.
-fn started<A: Actor>() -> Option<(&'static RefCell<A>, Rc<Identity>)> {
-    with(|s| Some((s.actor::<A>()?, s.identity.clone()?)))
+fn started<A: Actor>() -> Option<(&'static RefCell<A>, &'static Identity)> {
+    with(|s| Some((s.actor::<A>()?, s.identity?)))
 }
 
+/// Inlined into [`run`], as `__dispatch` is into it, for the reason `__dispatch` gives.
+#[inline(always)]
 fn message<A: Actor>(env: &EnvelopeView<'_>) {
     let Some((cell, identity)) = started::<A>() else {
         trap("a message arrived before the `Start` event");
     };
-    match A::__dispatch(cell, Ctx::message(identity, env), env.msg_type, env.payload) {
+    match A::__dispatch(cell, crate::glue::Incoming::new(identity, env)) {
         Ok(Some(task)) => spawn(task),
         // A plain `fn` handler ran already; it may have woken tasks.
         Ok(None) => wake_waiters(),

@@ -6,6 +6,7 @@ use std::fmt::Display;
 use std::future::Future;
 use std::marker::PhantomData;
 
+use bunraku_abi::view::EnvelopeView;
 use bunraku_abi::{ABI_VERSION, Descriptor, ErrorCode, HandlerKind, MessageInfo};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -13,7 +14,8 @@ use serde::de::DeserializeOwned;
 pub use crate::executor::Task;
 pub use serde::de::IgnoredAny;
 
-use crate::executor::{self, log_line};
+use crate::ctx::MessageMeta;
+use crate::executor::{self, Identity, log_line};
 use crate::{Actor, Ctx, Error, Message, Request, codec};
 
 /// `bunraku_abi_version`.
@@ -91,16 +93,48 @@ pub fn unknown_type(msg_type: &str) -> Error {
     )
 }
 
+/// A message on its way to its handler: the fields of its envelope, which borrow the event
+/// buffer, and this instance's identity, from which the handler's [`Ctx`] is made. It lives no
+/// longer than the event.
+pub struct Incoming<'a> {
+    identity: &'static Identity,
+    msg_type: &'a str,
+    payload: &'a [u8],
+    meta: MessageMeta,
+}
+
+impl<'a> Incoming<'a> {
+    /// The message in `env`.
+    #[inline(always)]
+    pub(crate) fn new(identity: &'static Identity, env: &EnvelopeView<'a>) -> Self {
+        Self {
+            identity,
+            msg_type: env.msg_type,
+            payload: env.payload,
+            // SAFETY: `Incoming` borrows the event for `'a`, and drops `meta` with it or moves
+            // it into a context under `Ctx::lent`'s contract.
+            meta: unsafe { MessageMeta::lent(env) },
+        }
+    }
+
+    /// The stable wire name of the message's type.
+    pub fn msg_type(&self) -> &'a str {
+        self.msg_type
+    }
+}
+
 /// Decodes an `M` and makes the task that runs its handler `f` and, when the sender waits,
 /// replies with its result in the message's codec.
-pub fn handle<M, T, F, Fut>(ctx: Ctx, payload: &[u8], f: F) -> Result<Option<Task>, Error>
+pub fn handle<M, T, F, Fut>(incoming: Incoming<'_>, f: F) -> Result<Option<Task>, Error>
 where
     M: Message,
     T: Serialize + 'static,
     F: FnOnce(Ctx, M) -> Fut,
     Fut: Future<Output = T> + 'static,
 {
-    let msg: M = decode_message(&ctx, payload)?;
+    // The task outlives the event: its context copies what it needs.
+    let ctx = Ctx::message(incoming.identity, incoming.meta);
+    let msg: M = decode_message(&ctx, incoming.payload)?;
     let codec = ctx.codec();
     let reply = ctx.reply_handle();
     let handler = f(ctx, msg);
@@ -114,13 +148,13 @@ where
 
 /// Decodes an `M` and runs its plain-`fn` handler `f` at once, on the actor's state borrowed
 /// the way `B` says ([`Shared`] for `&self`, [`Exclusive`] for `&mut self`): no task, no
-/// future. Only when an `async` handler holds the state across an await (possible with a
-/// concurrency above one) does it make a task that waits for the state, as an `async` handler's
-/// does, and runs `f` then.
+/// future, and a context that reads the envelope where it is. Only when an `async` handler
+/// holds the state across an await (possible with a concurrency above one) does it make a task
+/// that waits for the state, as an `async` handler's does, and runs `f` then, with a copy of
+/// the context.
 pub fn handle_now<B, A, M, T, F>(
     cell: &'static RefCell<A>,
-    ctx: Ctx,
-    payload: &[u8],
+    incoming: Incoming<'_>,
     f: F,
 ) -> Result<Option<Task>, Error>
 where
@@ -130,8 +164,15 @@ where
     T: Serialize + 'static,
     F: FnOnce(&mut B::Guard, &Ctx, M) -> T + 'static,
 {
+    let payload = incoming.payload;
+    // SAFETY: `ctx` is dropped before this function returns, while the event `incoming` borrows
+    // is in the buffer, or made a copy before it moves into a task. `f` gets it by a reference
+    // it cannot keep (`f` and `T` are `'static`), and `Ctx` lends nothing that outlives that
+    // reference.
+    let ctx = unsafe { Ctx::lent(incoming.identity, incoming.meta) };
     let msg: M = decode_message(&ctx, payload)?;
     let Some(mut state) = B::now(cell) else {
+        let ctx = ctx.into_owned();
         return Ok(Some(executor::task(async move {
             let out = f(&mut B::wait(cell).await, &ctx, msg);
             reply_now(&ctx, &out);

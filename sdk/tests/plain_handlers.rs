@@ -29,6 +29,10 @@ struct Wait;
 #[derive(Serialize, Deserialize, Message)]
 struct Release;
 
+/// Records what the handler sees of its envelope.
+#[derive(Serialize, Deserialize, Message)]
+struct Note(u32);
+
 #[derive(Default)]
 struct Plain {
     log: Vec<String>,
@@ -64,6 +68,19 @@ impl Plain {
         *self.release.borrow_mut() = Some(tx);
         // The state stays borrowed, shared: `release` takes `&self` too.
         rx.await.expect("released");
+    }
+
+    #[handler]
+    fn note(&mut self, ctx: &Ctx, Note(n): Note) {
+        let ext = ctx
+            .ext("k")
+            .map(|v| String::from_utf8_lossy(v).into_owned());
+        self.log.push(format!(
+            "{n}: {:?} {:?} {:?} {ext:?}",
+            ctx.sender(),
+            ctx.subject(),
+            ctx.idempotency_key(),
+        ));
     }
 
     #[handler]
@@ -117,4 +134,51 @@ fn a_task_that_a_plain_fn_handler_wakes_runs_to_its_end() {
     assert_eq!(t.in_flight(), 1, "`wait` waits for its release");
     t.send(&Release).unwrap();
     assert_eq!(t.in_flight(), 0, "`wait` finished");
+}
+
+#[test]
+fn a_plain_fn_handler_sees_its_envelope() {
+    let mut t = TestActor::<Plain>::start_default();
+    t.send_with_ext(&Note(1), &[("k", "one")]).unwrap();
+    t.send_keyed(&Note(2), "key-two").unwrap();
+    t.deliver("news.three", &Note(3)).unwrap();
+    assert_eq!(
+        t.actor().log,
+        [
+            r#"1: Some("test") None None Some("one")"#,
+            r#"2: Some("test") None Some("key-two") None"#,
+            r#"3: Some("test") Some("news.three") None None"#,
+        ]
+    );
+}
+
+#[test]
+fn a_plain_fn_handler_that_waits_for_the_state_sees_its_own_envelope_after_later_events() {
+    let mut t = TestActor::<Plain>::builder()
+        .concurrency(4)
+        .mailbox_full("peer")
+        .start_default();
+    t.send(&Hold).unwrap();
+    // Each waits for the state; every later event overwrites the buffer the earlier ones were
+    // read from, so what each handler sees must be its own copy.
+    t.send_with_ext(&Note(1), &[("k", "one")]).unwrap();
+    t.send_keyed(&Note(2), "key-two").unwrap();
+    t.deliver("news.three", &Note(3)).unwrap();
+    assert_eq!(
+        t.in_flight(),
+        4,
+        "`hold`, and three notes waiting for the state"
+    );
+    t.set_mailbox_full("peer", false);
+    assert_eq!(t.in_flight(), 0);
+    assert_eq!(
+        t.actor().log,
+        [
+            "hold",
+            "held",
+            r#"1: Some("test") None None Some("one")"#,
+            r#"2: Some("test") None Some("key-two") None"#,
+            r#"3: Some("test") Some("news.three") None None"#,
+        ]
+    );
 }

@@ -350,8 +350,7 @@ fn generate(
                 if msg_type == <#msg_ty as ::bunraku_sdk::Message>::NAME {
                     return #p::handle_now::<#borrow, Self, #msg_ty, _, _>(
                         this,
-                        ctx,
-                        payload,
+                        incoming,
                         |state, ctx, msg| Self::#method(#state, #ctx, msg),
                     );
                 }
@@ -361,7 +360,7 @@ fn generate(
         let ctx = quote_spanned!(h.ctx_span=> &ctx);
         quote! {
             if msg_type == <#msg_ty as ::bunraku_sdk::Message>::NAME {
-                return #p::handle::<#msg_ty, _, _, _>(ctx, payload, move |ctx, msg| async move {
+                return #p::handle::<#msg_ty, _, _, _>(incoming, move |ctx, msg| async move {
                     #bind
                     Self::#method(#state, #ctx, msg).await
                 });
@@ -497,17 +496,21 @@ fn generate(
                 #stop
             }
 
+            // Inlined into the executor's loop, with the glue it calls: the envelope's fields then
+            // stay in locals on their way to the handler's `Ctx`. Without this and the executor's
+            // `inline(always)` on `message`, a `bench-pingpong` message took 11-20% longer
+            // (`BENCHMARKS.md`, ping-pong, eleventh stop).
+            #[inline(always)]
             fn __dispatch(
                 this: &'static ::core::cell::RefCell<Self>,
-                ctx: ::bunraku_sdk::Ctx,
-                msg_type: &str,
-                payload: &[u8],
+                incoming: #p::Incoming<'_>,
             ) -> ::core::result::Result<::core::option::Option<#p::Task>, ::bunraku_sdk::Error> {
                 #[allow(unused_imports)]
                 use #p::{ProbeMessage as _, ProbeRequest as _};
                 let _checks = || { #(#checks)* };
+                let msg_type = incoming.msg_type();
                 #(#arms)*
-                let _ = (this, payload, &ctx);
+                let _ = (this, incoming);
                 ::core::result::Result::Err(#p::unknown_type(msg_type))
             }
         }
