@@ -113,8 +113,13 @@ enum Ext {
 }
 
 /// Erases the lifetime of a name that [`MessageMeta`] borrows.
-fn erase(s: &str) -> &'static str {
-    // SAFETY: `MessageMeta` keeps what its names borrow alive while it lends them.
+///
+/// # Safety
+///
+/// The result must not be used after what `s` borrows is dropped or overwritten.
+#[inline(always)]
+unsafe fn erase(s: &str) -> &'static str {
+    // SAFETY: the caller's.
     unsafe { &*std::ptr::from_ref(s) }
 }
 
@@ -132,14 +137,17 @@ impl MessageMeta {
     /// bytes it borrows are.
     #[inline(always)]
     pub(crate) unsafe fn lent(env: &EnvelopeView<'_>) -> Self {
+        // SAFETY: the caller drops the result, or copies what it borrows, before the event
+        // buffer goes.
+        let lend = |s| unsafe { erase(s) };
         Self {
             id: env.id,
             codec: env.codec,
             reply: env.reply,
             kept: false,
-            sender: env.sender.map(erase),
-            subject: env.subject.map(erase),
-            idempotency_key: env.idempotency_key.map(erase),
+            sender: env.sender.map(lend),
+            subject: env.subject.map(lend),
+            idempotency_key: env.idempotency_key.map(lend),
             deadline_ms: env.deadline_ms,
             // Most messages have none: no iterator to run then.
             attachments: if env.attachments.is_empty() {
