@@ -80,7 +80,8 @@ pub struct Ctx {
 /// - The context of an `async` handler outlives the event ([`Ctx::message`],
 ///   [`Ctx::into_owned`]): [`MessageMeta::keep`] copies the names (senders and subjects shared
 ///   through the executor's interner, so a message from a known sender allocates nothing) and
-///   the extensions, and `kept` says so; the copies are dropped with the struct.
+///   the extensions; the copies are dropped with the struct. The extensions say which kind it
+///   is: [`Ext::Kept`] once the names are copies too.
 ///
 /// [`Ctx`] lends the fields for no longer than itself. Both kinds have one layout, so that the
 /// accessors do not branch on the kind.
@@ -89,9 +90,6 @@ pub(crate) struct MessageMeta {
     id: u64,
     codec: Codec,
     reply: Option<u32>,
-    /// Whether the names are the struct's own copies (an `Rc<str>` from the interner for the
-    /// sender and the subject, a `Box<str>` for the idempotency key).
-    kept: bool,
     sender: Option<&'static str>,
     subject: Option<&'static str>,
     idempotency_key: Option<&'static str>,
@@ -100,15 +98,18 @@ pub(crate) struct MessageMeta {
     attachments: Box<[ActorRef]>,
     /// The reader handle of the stream the message opens, until taken.
     stream: Cell<Option<u32>>,
-    /// The extension entries.
+    /// The extension entries, and with them which kind the names are.
     ext: Ext,
 }
 
 /// A message's extension entries: where they lie in the event buffer, or copied.
 #[derive(Debug)]
 enum Ext {
+    /// In the event buffer, and so are the names.
     Lent(ExtsView<'static>),
-    /// Empty: no allocation.
+    /// Copied (empty: no allocation), and the names are the struct's own copies too: an
+    /// `Rc<str>` from the interner for the sender and the subject, a `Box<str>` for the
+    /// idempotency key.
     Kept(Box<[ExtEntry]>),
 }
 
@@ -144,7 +145,6 @@ impl MessageMeta {
             id: env.id,
             codec: env.codec,
             reply: env.reply,
-            kept: false,
             sender: env.sender.map(lend),
             subject: env.subject.map(lend),
             idempotency_key: env.idempotency_key.map(lend),
@@ -166,9 +166,9 @@ impl MessageMeta {
     /// Copies what the fields borrow of the event buffer, and has them borrow the copies.
     #[inline(always)]
     fn keep(&mut self) {
-        if self.kept {
+        let Ext::Lent(ext) = self.ext else {
             return;
-        }
+        };
         /// A shared copy of `name`, leaked until [`MessageMeta`]'s drop takes it back.
         fn shared(name: &str) -> &'static str {
             // SAFETY: the `Rc`'s contents stay where they are until its drop.
@@ -179,23 +179,21 @@ impl MessageMeta {
         self.idempotency_key = self
             .idempotency_key
             .map(|k| &*Box::leak(Box::<str>::from(k)));
-        if let Ext::Lent(ext) = self.ext {
-            self.ext = Ext::Kept(if ext.is_empty() {
-                Box::default()
-            } else {
-                ext.iter()
-                    .map(|e| (Box::from(e.key), Box::from(e.value)))
-                    .collect()
-            });
-        }
-        self.kept = true;
+        // Last: from here on the names are the struct's to drop.
+        self.ext = Ext::Kept(if ext.is_empty() {
+            Box::default()
+        } else {
+            ext.iter()
+                .map(|e| (Box::from(e.key), Box::from(e.value)))
+                .collect()
+        });
     }
 }
 
 impl Drop for MessageMeta {
     #[inline(always)]
     fn drop(&mut self) {
-        if !self.kept {
+        if let Ext::Lent(_) = self.ext {
             return;
         }
         // SAFETY: `keep` made the names with `Rc::into_raw` and `Box::leak`, and lent them only

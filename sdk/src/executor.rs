@@ -385,8 +385,9 @@ pub(crate) fn drop_tasks() {
 ///
 /// Events are decoded as views borrowing the event buffer (no allocation); the buffer is out of
 /// the state while they are handled, and whatever outlives the event is copied (the handler's
-/// message is decoded into its type, [`Ctx`] copies the envelope fields it exposes, completions
-/// are stored owned).
+/// message is decoded into its type, an `async` handler's [`Ctx`] copies the envelope fields it
+/// exposes, completions are stored owned). A plain `fn` handler's `Ctx` reads them in the
+/// buffer: the handler returns before the next event is pulled into it.
 pub(crate) fn run<A: Actor>() -> i32 {
     let (mut buf, left_woken) = with(|s| (std::mem::take(&mut s.buf), !s.woken.ids.is_empty()));
     if left_woken {

@@ -2,8 +2,8 @@
 
 use std::time::{Duration, Instant};
 
-use bunraku_abi::ErrorCode;
-use bunraku_runtime::{CallError, ClientMessage};
+use bunraku_abi::{ErrorCode, Ext};
+use bunraku_runtime::{CallError, ClientMessage, Grants};
 use bunraku_tests::*;
 use serde_json::json;
 
@@ -79,6 +79,61 @@ async fn a_plain_fn_handler_waits_while_an_async_handler_holds_the_state() {
     assert_eq!(log, json!(["hold:start", "hold:end", "tally", "tally"]));
     let holder = &host.actor("holder")[0];
     assert_eq!((holder.failures, holder.restarts), (0, 0), "{holder:?}");
+}
+
+/// A plain `fn` handler that waits for the state runs after later events went through the
+/// guest's event buffer (another message, the sleep's completion): it still sees its own
+/// message's sender and extensions, which it reads in the buffer when it runs at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plain_fn_handler_that_waits_for_the_state_sees_its_own_envelope() {
+    let (host, clock) = host_on_manual_clock();
+    let mut testbed = spec("holder", "testbed");
+    // `HoldState` and the two notes waiting for the state.
+    testbed.limits.concurrency = 3;
+    deploy_spec(&host, &testbed);
+    let note = |who: &str, tag: &str| {
+        host.set_principal_grants(who, Grants::all());
+        ClientMessage {
+            principal: who.into(),
+            ext: vec![Ext {
+                key: "test.tag".into(),
+                value: tag.into(),
+            }],
+            ..ClientMessage::json("holder", Some("Note"), &json!({ "text": "note" }))
+        }
+    };
+    let hold = call_in_background(&host, "holder", "HoldState", json!({"ms": 1500}));
+    handling_first_message(&host, "holder").await;
+    host.send(note("ann", "one")).await.unwrap();
+    host.send(note("bob", "two")).await.unwrap();
+    eventually(Duration::from_secs(30), || {
+        (host.actor("holder")[0].handled == 3).then_some(())
+    })
+    .await
+    .expect("the holder took both notes");
+    assert!(
+        !hold.is_finished(),
+        "HoldState had ended (or the instance had failed) when the notes were taken"
+    );
+    clock.advance(Duration::from_millis(1500));
+    assert_eq!(hold.await.unwrap().unwrap(), json!(2));
+    // Alone, a note runs at once and reads its envelope in place.
+    host.send(note("cid", "three")).await.unwrap();
+    let log = host
+        .call_json("holder", Some("Tally"), json!({}))
+        .await
+        .unwrap();
+    assert_eq!(
+        log,
+        json!([
+            "hold:start",
+            "hold:end",
+            "note from ann tag one",
+            "note from bob tag two",
+            "note from cid tag three",
+            "tally"
+        ])
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -264,6 +264,13 @@ pub struct HoldState {
 #[message(reply = Vec<String>)]
 pub struct Tally {}
 
+/// Note `text`, the sender and the envelope's `test.tag` extension in the log: a plain `fn`
+/// handler that reads its envelope (in the event buffer, or a copy when it waits for the state).
+#[derive(Debug, Serialize, Deserialize, Message)]
+pub struct Note {
+    pub text: String,
+}
+
 /// Answer with an application error whose text must never reach an HTTP client.
 #[derive(Debug, Serialize, Deserialize, Message)]
 #[message(reply = Result<String, String>)]
@@ -356,7 +363,7 @@ pub struct Testbed {
     fired: Vec<String>,
     /// `Inspect` calls handled.
     hits: u64,
-    /// What `HoldState` and `Tally` did, in order.
+    /// What `HoldState`, `Note` and `Tally` did, in order.
     log: Vec<String>,
     /// Set by `StopYielding`; read by `Yielding` between its turns (a flag outside the state,
     /// since `Yielding` borrows the state only briefly).
@@ -723,6 +730,17 @@ impl Testbed {
         }
         self.log.push("hold:end".into());
         self.log.len() as u64
+    }
+
+    #[handler]
+    fn note(&mut self, ctx: &Ctx, msg: Note) {
+        let tag = ctx.ext("test.tag").map(String::from_utf8_lossy);
+        self.log.push(format!(
+            "{} from {} tag {}",
+            msg.text,
+            ctx.sender().unwrap_or("-"),
+            tag.as_deref().unwrap_or("-")
+        ));
     }
 
     #[handler]
